@@ -1,0 +1,202 @@
+"""The decision: snapshot + sessions + policies -> the desired effect on every stream.
+
+Pure and synchronous: no I/O, no clock. The reconciler (:mod:`audiopolicyd.reconciler`) applies
+the difference between two decisions to the server.
+
+Rules, in AVAudioSession terms (see docs/policies.md):
+
+* Only an *active* session acts, and only on sessions it outranks: higher ``priority``, or the
+  same priority and a later activation (the last app to activate wins, as on iOS). Sessions of
+  the same app never act on each other.
+* What it does comes from the trigger's explicit options first (``duckOthers``,
+  ``interruptSpokenAudioAndMixWithOthers``, ``mixWithOthers``), then from its policy: a per-pair
+  ``overrides.<victim category>``, else ``activation.others`` for non-mixable victims and
+  ``activation.mixable_others`` for mixable ones. A plugin may then change it per stream.
+* ``duck`` multiplies the victim's output gain by the duck level (several duckers multiply);
+  ``silence`` mutes its output; ``interrupt`` pauses the stream's MPRIS player, or mutes the
+  stream when its app has no player.
+* A category whose policy says ``plays = false`` is never audible; ``records = false`` gets no
+  microphone input (monitor recordings excepted).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import pluggy
+
+from .model import NEUTRAL, Action, Effect, Reason, Session, Snapshot, Stream, StreamKind
+from .pluginmanager import call_hook
+from .policy import Interaction, Policy, PolicySet
+
+logger = logging.getLogger(__name__)
+
+
+def classify(snapshot: Snapshot, policies: PolicySet,
+             pm: pluggy.PluginManager | None = None,
+             cache: dict[str, tuple[Stream, tuple[str, str]]] | None = None,
+             ) -> dict[str, tuple[str, str]]:
+    """Classify every stream of a snapshot: plugins first, then ``[[classify]]`` rules.
+
+    :param cache: optional memo of ``key -> (stream properties seen, result)``; entries whose
+        properties are unchanged are reused, entries of vanished streams are dropped. The caller
+        clears it when the policy set changes.
+    :returns: stream key -> ``(category, rule)``
+    """
+    out: dict[str, tuple[str, str]] = {}
+    for key, stream in snapshot.streams.items():
+        hit = cache.get(key) if cache is not None else None
+        if hit is not None and hit[0].properties == stream.properties \
+                and hit[0].monitor == stream.monitor:
+            out[key] = hit[1]
+            continue
+        result = None
+        if pm is not None:
+            result = call_hook(pm, "classify_stream", stream=stream, policies=policies)
+            if result is not None and result[0] not in policies.policies:
+                logger.warning("plugin classified %s as unknown category %r; ignored",
+                               key, result[0])
+                result = None
+        out[key] = result or policies.classify(stream)
+        if cache is not None:
+            cache[key] = (stream, out[key])
+    if cache is not None:
+        for gone in set(cache) - set(out):
+            del cache[gone]
+    return out
+
+
+def _rank(session: Session, policy: Policy) -> tuple[int, int]:
+    return (policy.priority, session.seq)
+
+
+def interaction_for(trigger: Session, tpolicy: Policy, victim: Session,
+                    vpolicy: Policy) -> Interaction:
+    """What ``trigger`` does to ``victim`` by options and policy (before plugins).
+
+    Apple's option semantics: ``duckOthers`` implies mixing and ducks everyone;
+    ``interruptSpokenAudioAndMixWithOthers`` interrupts sessions in ``spokenAudio`` mode and
+    mixes with the rest; ``mixWithOthers`` mixes.
+    """
+    opts = trigger.options
+    base = tpolicy.others
+    if "duckOthers" in opts:
+        return Interaction(Action.DUCK, base.duck_level, base.ramp_ms, "(session option)",
+                           "duckOthers")
+    if "interruptSpokenAudioAndMixWithOthers" in opts:
+        action = Action.INTERRUPT if victim.mode == "spokenAudio" else Action.MIX
+        return Interaction(action, base.duck_level, base.ramp_ms, "(session option)",
+                           "interruptSpokenAudioAndMixWithOthers")
+    if "mixWithOthers" in opts:
+        return Interaction(Action.MIX, base.duck_level, base.ramp_ms, "(session option)",
+                           "mixWithOthers")
+    victim_mixable = vpolicy.mixes_with_others or "mixWithOthers" in victim.options
+    return tpolicy.interaction(victim.category, victim_mixable)
+
+
+@dataclass
+class _Acc:
+    gain: float = 1.0
+    ramp_ms: int = 0
+    mute: bool = False
+    pause: bool = False
+    reasons: list[Reason] = field(default_factory=list)
+
+    def add(self, action: Action, stream: Stream, has_player: bool, reason: Reason,
+            level: float = 1.0, ramp_ms: int = 0) -> None:
+        if action is Action.DUCK:
+            if stream.kind is not StreamKind.SINK_INPUT:
+                return
+            self.gain *= level
+            self.ramp_ms = max(self.ramp_ms, ramp_ms)
+        elif action is Action.SILENCE:
+            if stream.kind is not StreamKind.SINK_INPUT:
+                return
+            self.mute = True
+        elif action is Action.INTERRUPT:
+            if has_player:
+                self.pause = True
+            else:
+                self.mute = True
+        else:
+            return
+        self.reasons.append(reason)
+
+    def effect(self) -> Effect:
+        if not self.reasons:
+            return NEUTRAL
+        return Effect(gain=self.gain, ramp_ms=self.ramp_ms, mute=self.mute, pause=self.pause,
+                      reasons=tuple(self.reasons))
+
+
+def decide(snapshot: Snapshot, sessions: Iterable[Session], policies: PolicySet,
+           pm: pluggy.PluginManager | None = None) -> dict[str, Effect]:
+    """The desired effect on every stream of ``snapshot``.
+
+    :param snapshot: the audio graph (read-only)
+    :param sessions: every session, implicit and explicit, each listing its streams
+    :param policies: the policy set in force
+    :param pm: plugin manager for :func:`~audiopolicyd.hookspecs.decide_interaction`
+    :returns: stream key -> :class:`~audiopolicyd.model.Effect` for every stream of the
+        snapshot (the neutral effect for streams nothing acts on)
+    """
+    sessions = list(sessions)
+    acc: dict[str, _Acc] = {key: _Acc() for key in snapshot.streams}
+    has_player = {key: snapshot.player_for(s) is not None for key, s in snapshot.streams.items()}
+
+    for session in sessions:
+        policy = policies.policies[session.category]
+        for key in session.streams:
+            stream = snapshot.streams.get(key)
+            if stream is None:
+                continue
+            if stream.kind is StreamKind.SINK_INPUT and not policy.plays:
+                acc[key].add(Action.SILENCE, stream, False,
+                             Reason("mute", session.id, session.category, policy.file, "plays"))
+            elif (stream.kind is StreamKind.SOURCE_OUTPUT and not stream.monitor
+                  and not policy.records):
+                acc[key].mute = True
+                acc[key].reasons.append(
+                    Reason("mute", session.id, session.category, policy.file, "records"))
+
+    triggers = [s for s in sessions if s.active]
+    for victim in sessions:
+        vpolicy = policies.policies[victim.category]
+        for trigger in triggers:
+            if trigger.app_key == victim.app_key:
+                continue
+            tpolicy = policies.policies[trigger.category]
+            if _rank(trigger, tpolicy) <= _rank(victim, vpolicy):
+                continue
+            base = interaction_for(trigger, tpolicy, victim, vpolicy)
+            for key in victim.streams:
+                stream = snapshot.streams.get(key)
+                if stream is None:
+                    continue
+                inter = base
+                if pm is not None:
+                    inter = call_hook(pm, "decide_interaction", trigger=trigger, victim=victim,
+                                      stream=stream, interaction=base, policies=policies) or base
+                reason = Reason(inter.action.value, trigger.id, trigger.category, inter.file,
+                                inter.rule)
+                acc[key].add(inter.action, stream, has_player[key], reason,
+                             inter.duck_level, inter.ramp_ms)
+    return {key: a.effect() for key, a in acc.items()}
+
+
+def players_to_pause(snapshot: Snapshot, effects: Mapping[str, Effect]) -> dict[str, set[str]]:
+    """MPRIS players that the effects want paused.
+
+    :returns: player bus name -> ids of the trigger sessions that interrupt it
+    """
+    out: dict[str, set[str]] = {}
+    for key, effect in effects.items():
+        if not effect.pause:
+            continue
+        player = snapshot.player_for(snapshot.streams[key])
+        if player is not None:
+            out.setdefault(player.bus_name, set()).update(
+                r.session for r in effect.reasons if r.action == Action.INTERRUPT.value)
+    return out

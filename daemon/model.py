@@ -1,0 +1,316 @@
+"""The vocabulary every layer shares: frozen dataclasses, no I/O.
+
+Audio-graph terms follow PulseAudio/PipeWire (sink-input, source-output, ``media.role``);
+session terms follow AVAudioSession (category, mode, options).
+
+Volumes are the server's raw integer per-channel volumes (``pa_volume_t``: 0 = silence,
+65536 = 100 % = 0 dB, software scale is cubic). Gains are linear factors in 0.0..1.0 applied to
+those integers, as PulseAudio's module-role-ducking applies its volume factor.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+#: PulseAudio's PA_VOLUME_NORM: the raw volume of 100 % (0 dB).
+VOLUME_NORM = 65536
+
+#: The seven AVAudioSession categories, with Apple's identifiers.
+CATEGORIES = (
+    "ambient",
+    "soloAmbient",
+    "playback",
+    "record",
+    "playAndRecord",
+    "multiRoute",
+    "audioProcessing",
+)
+
+#: AVAudioSession modes.
+MODES = (
+    "default",
+    "gameChat",
+    "measurement",
+    "moviePlayback",
+    "spokenAudio",
+    "videoChat",
+    "videoRecording",
+    "voiceChat",
+    "voicePrompt",
+)
+
+#: AVAudioSession.CategoryOptions.
+OPTIONS = (
+    "mixWithOthers",
+    "duckOthers",
+    "interruptSpokenAudioAndMixWithOthers",
+    "allowBluetooth",
+    "allowBluetoothA2DP",
+    "allowAirPlay",
+    "defaultToSpeaker",
+    "overrideMutedMicrophoneInterruption",
+)
+
+
+class StreamKind(str, enum.Enum):
+    """Direction of a stream in the audio graph (PulseAudio object names)."""
+
+    SINK_INPUT = "sink-input"  #: playback stream
+    SOURCE_OUTPUT = "source-output"  #: recording stream
+
+
+class Action(str, enum.Enum):
+    """What an active session does to another session's audio (the policy's ``others``)."""
+
+    MIX = "mix"  #: nothing: both are heard
+    DUCK = "duck"  #: the other's output volume is multiplied by the duck level
+    INTERRUPT = "interrupt"  #: the other is paused (MPRIS) or, with no player, muted
+    SILENCE = "silence"  #: the other's output is muted
+
+
+def freeze(props: Mapping[str, str] | None) -> Mapping[str, str]:
+    """Return a read-only copy of a property mapping (for frozen dataclasses)."""
+    return MappingProxyType(dict(props or {}))
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One sink-input or source-output as the server reports it.
+
+    :param kind: playback (sink-input) or recording (source-output)
+    :param index: the server's object index (unique per kind while the server runs)
+    :param properties: the stream's property list (``media.role``, ``application.name``...),
+        values decoded as UTF-8 with replacement; never trusted for identity
+    :param volume: raw per-channel volume (``pa_volume_t`` integers, 65536 = 100 %)
+    :param muted: the server's mute flag
+    :param corked: True while the client has paused (corked) the stream
+    :param device: index of the sink or source the stream is connected to
+    :param monitor: True for a source-output recording a sink's monitor (not a microphone)
+    """
+
+    kind: StreamKind
+    index: int
+    properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+    volume: tuple[int, ...] = (VOLUME_NORM, VOLUME_NORM)
+    muted: bool = False
+    corked: bool = False
+    device: int = -1
+    monitor: bool = False
+
+    @property
+    def key(self) -> str:
+        """Stable textual id while the server runs, e.g. ``sink-input:42``."""
+        return f"{self.kind.value}:{self.index}"
+
+    @property
+    def pid(self) -> int | None:
+        """``application.process.id`` as a hint (self-reported by the client)."""
+        try:
+            return int(self.properties.get("application.process.id", ""))
+        except ValueError:
+            return None
+
+    @property
+    def app_key(self) -> str:
+        """The app this stream belongs to, most trusted identity first.
+
+        Flatpak portal app id, then ``application.id``, then binary + pid, then
+        ``application.name``; a stream with none of them is its own app.
+        """
+        p = self.properties
+        if p.get("pipewire.access.portal.app_id"):
+            return "flatpak:" + p["pipewire.access.portal.app_id"]
+        if p.get("application.id"):
+            return "app:" + p["application.id"]
+        if p.get("application.process.binary"):
+            return f"exe:{p['application.process.binary']}:{p.get('application.process.id', '')}"
+        if p.get("application.name"):
+            return "name:" + p["application.name"]
+        return "stream:" + self.key
+
+    @property
+    def restore_key(self) -> str:
+        """The key under which the server remembers this stream's volume and mute.
+
+        Mirrors module-stream-restore's and WirePlumber's restore-stream choice: role first,
+        then application id, then application name, then media name.
+        """
+        p = self.properties
+        for prop in ("media.role", "application.id", "application.name", "media.name"):
+            if p.get(prop):
+                return f"{self.kind.value}-by-{prop}:{p[prop]}"
+        return f"{self.kind.value}:unnamed"
+
+    @property
+    def label(self) -> str:
+        """A short human name for logs and the CLI."""
+        p = self.properties
+        return p.get("application.name") or p.get("application.process.binary") or self.key
+
+
+@dataclass(frozen=True)
+class Device:
+    """A sink or source.
+
+    :param kind: ``sink`` or ``source``
+    :param index: server index
+    :param name: server name (``alsa_output...``, ``speaker``)
+    :param description: human name
+    :param properties: the device's property list (``device.form_factor``, ``device.bus``...)
+    """
+
+    kind: str
+    index: int
+    name: str
+    description: str = ""
+    properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+
+    @property
+    def monitor(self) -> bool:
+        """True for a sink's monitor source."""
+        return self.kind == "source" and (
+            self.properties.get("device.class") == "monitor" or self.name.endswith(".monitor")
+        )
+
+
+@dataclass(frozen=True)
+class Player:
+    """An MPRIS media player on the session bus.
+
+    :param bus_name: ``org.mpris.MediaPlayer2.<name>``
+    :param pid: the process id owning the bus name (from the bus, trusted)
+    :param desktop_entry: the player's ``DesktopEntry`` property, '' if none
+    :param identity: the player's ``Identity`` property
+    :param status: ``Playing`` | ``Paused`` | ``Stopped``
+    """
+
+    bus_name: str
+    pid: int | None = None
+    desktop_entry: str = ""
+    identity: str = ""
+    status: str = "Stopped"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The audio graph at one instant.
+
+    :param streams: every sink-input and source-output, by :attr:`Stream.key`
+    :param devices: every sink and source, by ``kind:index``
+    :param players: MPRIS players, by bus name
+    """
+
+    streams: Mapping[str, Stream] = field(default_factory=lambda: freeze({}))
+    devices: Mapping[str, Device] = field(default_factory=lambda: freeze({}))
+    players: Mapping[str, Player] = field(default_factory=lambda: freeze({}))
+
+    def player_for(self, stream: Stream) -> Player | None:
+        """The MPRIS player of a stream's app: by process id first, then by app id.
+
+        :returns: the player, or None when the app has none (it will be muted instead of paused)
+        """
+        pid = stream.pid
+        if pid is not None:
+            for player in self.players.values():
+                if player.pid == pid:
+                    return player
+        app_ids = {
+            stream.properties.get("application.id", ""),
+            stream.properties.get("pipewire.access.portal.app_id", ""),
+            stream.properties.get("application.process.binary", ""),
+        } - {""}
+        for player in self.players.values():
+            if player.desktop_entry and player.desktop_entry in app_ids:
+                return player
+        return None
+
+
+@dataclass(frozen=True)
+class Session:
+    """An app's declared (explicit) or inferred (implicit) audio intent.
+
+    :param id: unique id (``implicit:<app_key>:<category>`` for implicit sessions)
+    :param app_key: the owning app (see :attr:`Stream.app_key`)
+    :param category: one of :data:`CATEGORIES`
+    :param mode: one of :data:`MODES`
+    :param options: a subset of :data:`OPTIONS`
+    :param active: True while the session is active
+    :param seq: activation order; a later activation has a larger number
+    :param streams: keys of the streams that belong to the session
+    :param explicit: True when a D-Bus client created it
+    :param rule: for implicit sessions, the classification rule that chose the category
+    """
+
+    id: str
+    app_key: str
+    category: str
+    mode: str = "default"
+    options: frozenset[str] = frozenset()
+    active: bool = False
+    seq: int = 0
+    streams: tuple[str, ...] = ()
+    explicit: bool = False
+    rule: str = ""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why an effect applies: which session, which policy and which rule caused it.
+
+    :param action: the action taken (:class:`Action` value)
+    :param session: the id of the session causing it
+    :param category: that session's category
+    :param policy: the policy file that decided it (``/usr/.../playAndRecord.toml``)
+    :param rule: the policy key that decided it (``activation.others``, ``overrides.playback``)
+    """
+
+    action: str
+    session: str
+    category: str
+    policy: str = ""
+    rule: str = ""
+
+    def __str__(self) -> str:
+        where = f" ({self.policy}: {self.rule})" if self.policy else ""
+        return f"{self.action} by {self.category} session {self.session}{where}"
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The desired state of one stream, as the engine decides it.
+
+    :param gain: linear duck factor, 0.0..1.0 (1.0 = no duck); several duckers multiply
+    :param ramp_ms: duration of the volume ramp towards ``gain``, in milliseconds
+    :param mute: True when the daemon must mute the stream
+    :param pause: True when the stream's player must be paused through MPRIS
+    :param reasons: why; empty for the neutral effect
+    """
+
+    gain: float = 1.0
+    ramp_ms: int = 0
+    mute: bool = False
+    pause: bool = False
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def neutral(self) -> bool:
+        """True when the effect leaves the stream as the user set it."""
+        return self.gain == 1.0 and not self.mute and not self.pause
+
+    @property
+    def summary(self) -> str:
+        """``none``, ``duck 0.20``, ``mute``, ``pause`` or a combination, for logs and CLI."""
+        parts = []
+        if self.pause:
+            parts.append("pause")
+        if self.mute:
+            parts.append("mute")
+        if self.gain != 1.0:
+            parts.append(f"duck {self.gain:.2f}")
+        return "+".join(parts) or "none"
+
+
+NEUTRAL = Effect()

@@ -1,0 +1,131 @@
+"""Find policy files, apply overrides, keep the last good set.
+
+Search path, later wins per file name (as systemd and TuneD do with vendor and admin dirs):
+
+1. the shipped defaults (the ``audiopolicyd.policies`` package),
+2. ``/etc/audiopolicyd/policies``,
+3. ``$XDG_CONFIG_HOME/audiopolicyd/policies`` (``~/.config/...``) in user mode.
+
+A file of size 0 or a symlink to ``/dev/null`` in a later directory masks the earlier file of
+that name. A reload that finds any problem keeps the last good set in force and reports every
+problem as ``file: dotted.key.path: message``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .policy import (
+    PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Largest policy file read, in bytes; larger files are reported, not parsed.
+MAX_FILE_BYTES = 1 << 20
+
+
+def shipped_dir() -> Path:
+    """The directory of the shipped policies (works for wheel and editable installs)."""
+    return Path(str(resources.files("audiopolicyd.policies")))
+
+
+def default_dirs(system: bool = False) -> list[Path]:
+    """The search path, lowest precedence first.
+
+    :param system: system mode: no per-user directory
+    """
+    dirs = [shipped_dir(), Path("/etc/audiopolicyd/policies")]
+    if not system:
+        config = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+        dirs.append(Path(config) / "audiopolicyd" / "policies")
+    return dirs
+
+
+def find_files(dirs: Sequence[Path]) -> list[Path]:
+    """Policy files in force: ``*.toml`` of every dir, a later dir winning per file name."""
+    chosen: dict[str, Path] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.toml")):
+            chosen[path.name] = path
+    return [p for _, p in sorted(chosen.items()) if not _masked(p)]
+
+
+def _masked(path: Path) -> bool:
+    try:
+        return path.resolve() == Path("/dev/null") or path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def load_files(files: Sequence[Path],
+               plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySet:
+    """Parse files into a policy set, collecting every problem of every file.
+
+    :raises PolicyError: with all problems, when any file or the set is invalid
+    """
+    problems: list[Problem] = []
+    policies = []
+    for path in files:
+        try:
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise PolicyError([Problem(str(path), "(file)",
+                                           f"{size} bytes is larger than {MAX_FILE_BYTES}")])
+            doc = parse_toml(path.read_bytes(), str(path))
+            policies.append(parse_policy(doc, str(path), plugin_schemas))
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+        except OSError as exc:
+            problems.append(Problem(str(path), "(file)", exc.strerror or str(exc)))
+    if not problems:
+        try:
+            return build_policy_set(policies)
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    raise PolicyError(problems)
+
+
+@dataclass
+class PolicyStore:
+    """The policy set in force and the problems of the last load.
+
+    :param dirs: search path, lowest precedence first
+    :param plugin_schemas: plugin settings schemas (from the plugin manager)
+    """
+
+    dirs: list[Path]
+    plugin_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    current: PolicySet | None = None
+    problems: list[Problem] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    def reload(self) -> bool:
+        """Read the search path again.
+
+        :returns: True when a new set is in force; False when problems were found (they are in
+            :attr:`problems` and logged) and the last good set stays in force
+        :raises PolicyError: when there is no last good set to keep (the first load failed)
+        """
+        files = find_files(self.dirs)
+        try:
+            new = load_files(files, self.plugin_schemas)
+        except PolicyError as exc:
+            self.problems = exc.problems
+            for problem in exc.problems:
+                logger.error("policy problem: %s", problem)
+            if self.current is None:
+                raise
+            logger.error("policies not reloaded: %d problem(s); the last good set stays in force",
+                         len(exc.problems))
+            return False
+        self.current, self.problems, self.files = new, [], files
+        logger.info("policies loaded: %s", ", ".join(str(f) for f in files))
+        return True

@@ -1,0 +1,65 @@
+"""Implicit sessions: the sessions of apps that never call the daemon.
+
+Every stream is classified into a category; an app's streams of one category form its implicit
+session of that category. The session is active while at least one of its streams is live and
+not corked (a paused player's corked stream does not hold its session active). Each activation
+gets a new sequence number, so among equal priorities the later activation wins, as the last
+app to activate its AVAudioSession does on iOS.
+
+No I/O: the tracker only remembers activation order between snapshots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from typing import Callable, Mapping
+
+from .model import Session, Snapshot, Stream
+
+logger = logging.getLogger(__name__)
+
+Classifier = Callable[[Stream], tuple[str, str]]
+
+
+class ImplicitSessions:
+    """Derives implicit :class:`~audiopolicyd.model.Session` objects from snapshots.
+
+    :param seq: shared counter of activations (explicit sessions draw from the same one)
+    """
+
+    def __init__(self, seq: itertools.count | None = None):
+        self._seq = seq or itertools.count(1)
+        self._last_seq: dict[str, int] = {}
+        self._active: set[str] = set()
+
+    def update(self, snapshot: Snapshot, classified: Mapping[str, tuple[str, str]]) -> list[Session]:
+        """Sessions for the streams of ``snapshot``.
+
+        :param snapshot: the audio graph now
+        :param classified: stream key -> (category, rule) for every stream of the snapshot
+        :returns: one session per (app, category), in a stable order
+        """
+        groups: dict[str, list[Stream]] = {}
+        rules: dict[str, str] = {}
+        for key, stream in snapshot.streams.items():
+            category, rule = classified[key]
+            sid = f"implicit:{stream.app_key}:{category}"
+            groups.setdefault(sid, []).append(stream)
+            rules.setdefault(sid, rule)
+        sessions = []
+        for sid, streams in sorted(groups.items()):
+            active = any(not s.corked for s in streams)
+            if active and sid not in self._active:
+                self._last_seq[sid] = next(self._seq)
+                logger.debug("implicit session %s activated (seq %d)", sid, self._last_seq[sid])
+            first = streams[0]
+            category = classified[first.key][0]
+            sessions.append(Session(
+                id=sid, app_key=first.app_key, category=category, active=active,
+                seq=self._last_seq.get(sid, 0), streams=tuple(s.key for s in streams),
+                rule=rules[sid]))
+        self._active = {s.id for s in sessions if s.active}
+        for gone in set(self._last_seq) - set(groups):
+            del self._last_seq[gone]
+        return sessions

@@ -1,0 +1,72 @@
+"""Fixtures for the integration tests: a private bus, each real server, a tone.
+
+A missing program fails the tests (never skips them): these tests are the
+proof that the daemon works on real servers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import harness
+
+logger = logging.getLogger(__name__)
+
+#: Debian package of each required program, for the failure message.
+PACKAGES = {
+    "dbus-daemon": "dbus", "pulseaudio": "pulseaudio", "pipewire": "pipewire",
+    "wireplumber": "wireplumber", "pipewire-pulse": "pipewire-pulse",
+    "paplay": "pulseaudio-utils", "pactl": "pulseaudio-utils", "mpv": "mpv",
+    "playerctl": "playerctl", "sox": "sox",
+}
+
+MISSING = harness.missing_binaries()
+
+
+@pytest.fixture(autouse=True)
+def _required_binaries() -> None:
+    """Fail every integration test when a needed program is missing."""
+    if MISSING:
+        packages = sorted({PACKAGES.get(name, name) for name in MISSING})
+        pytest.fail(f"integration tests need {', '.join(MISSING)} on PATH; "
+                    f"install: apt-get install {' '.join(packages)} mpv-mpris",
+                    pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """Attach the server log tails to the report of a failed test."""
+    report = yield
+    server = getattr(item, "funcargs", {}).get("server")
+    if report.failed and isinstance(server, harness.AudioServer):
+        report.sections.append((f"{server.name} logs", server.log_tails()))
+    return report
+
+
+@pytest.fixture
+def bus() -> Iterator[harness.PrivateBus]:
+    """A private D-Bus session bus."""
+    with harness.PrivateBus() as private_bus:
+        yield private_bus
+
+
+@pytest.fixture(params=["pulseaudio", "pipewire"])
+def server(request: pytest.FixtureRequest, bus: harness.PrivateBus,
+           ) -> Iterator[harness.AudioServer]:
+    """A started private audio server on ``bus``, stopped after the test."""
+    instance = harness.SERVERS[request.param](bus)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()
+
+
+@pytest.fixture(scope="session")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 60 s, 440 Hz stereo wav file."""
+    return harness.make_tone(tmp_path_factory.mktemp("audio") / "tone.wav")

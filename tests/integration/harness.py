@@ -1,0 +1,612 @@
+"""Integration-test harness: a private D-Bus, real audio servers, real clients.
+
+Everything here runs real programs (``dbus-daemon``, ``pulseaudio``,
+``pipewire`` + ``wireplumber`` + ``pipewire-pulse``, ``paplay``, ``mpv``,
+``playerctl``, ``sox``) in private temporary directories, so tests never touch
+the user's session.  Every process is started with :class:`subprocess.Popen`,
+its handle is kept, and it is stopped by pid (never by name).
+
+Both servers expose the same virtual devices:
+
+* sink ``speaker`` (``device.description=Speaker``), the default sink;
+* sink ``headphones`` (``device.form_factor=headphone``);
+* source ``mic``, a 440 Hz sine (``module-sine-source`` on PulseAudio, an
+  ``audiotestsrc`` node on PipeWire), the default source.
+
+Typical use::
+
+    with PrivateBus() as bus, PipeWireServer(bus) as server:
+        tone = make_tone("/tmp/tone.wav")
+        player = play(server, tone, role="music")
+        wait_for(lambda: sink_inputs(server), 5, "a sink-input")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pulsectl
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Programs the integration tests need.
+REQUIRED_BINARIES = (
+    "dbus-daemon", "pulseaudio", "pipewire", "wireplumber", "pipewire-pulse",
+    "paplay", "pactl", "mpv", "playerctl", "sox",
+)
+
+#: Sink names every server provides.
+SINKS = ("speaker", "headphones")
+#: Source name every server provides (besides sink monitors).
+MIC = "mic"
+
+#: Raw volume of 100 % (``PA_VOLUME_NORM``).
+VOLUME_NORM = 0x10000
+
+#: Where Debian's ``mpv-mpris`` puts the MPRIS plugin (the second path is a
+#: symlink to the first, auto-loaded from the system-wide scripts directory).
+MPRIS_PLUGIN_PATHS = ("/usr/lib/mpv-mpris/mpris.so", "/etc/mpv/scripts/mpris.so")
+
+#: Inherited variables that would point our processes at another session.
+_LEAKY_ENV = (
+    "PULSE_SERVER", "PULSE_RUNTIME_PATH", "PULSE_STATE_PATH", "PULSE_COOKIE",
+    "PIPEWIRE_RUNTIME_DIR", "PIPEWIRE_REMOTE", "PIPEWIRE_CONFIG_DIR",
+    "XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
+    "DBUS_SESSION_BUS_ADDRESS", "DISPLAY", "WAYLAND_DISPLAY",
+)
+
+_LOG_TAIL_LINES = 30
+
+
+class ServerStartError(RuntimeError):
+    """A server did not become ready; the message carries its log tails."""
+
+
+def missing_binaries(names: tuple[str, ...] = REQUIRED_BINARIES) -> list[str]:
+    """Return the programs of *names* that are not on ``PATH``."""
+    return [name for name in names if shutil.which(name) is None]
+
+
+def child_env(extra: Mapping[str, str]) -> dict[str, str]:
+    """Return the environment for a child: ours, minus session leaks, plus *extra*."""
+    env = {k: v for k, v in os.environ.items() if k not in _LEAKY_ENV}
+    env.update(extra)
+    return env
+
+
+def wait_for(
+    probe: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    until: Callable[[T], bool] = bool,
+    interval: float = 0.05,
+) -> T:
+    """Poll *probe* until ``until(value)`` holds, and return that value.
+
+    This is the one polling helper: for waiting on the system under test.
+
+    :param probe: called every *interval* seconds; returns the observed value.
+    :param timeout: deadline in seconds.
+    :param what: what is awaited, for the error message.
+    :param until: predicate on the observed value (default: truthiness).
+    :raises AssertionError: at the deadline, naming *what* and the last value.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"timed out after {timeout:.1f}s waiting for {what}; last observed: {value!r}")
+        time.sleep(interval)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """Stop *proc* by pid: SIGTERM, then SIGKILL after *timeout* seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("pid %d ignored SIGTERM, killing it", proc.pid)
+            proc.kill()
+            proc.wait(timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def _log_tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
+    """Return the last *lines* lines of the log at *path*, headed by its name."""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as exc:
+        text = [f"<unreadable: {exc}>"]
+    return f"--- {path} ---\n" + "\n".join(text)
+
+
+def _has_devices(devices: dict[str, Any]) -> bool:
+    """Return whether *devices* (see ``AudioServer._devices``) has ours."""
+    return set(SINKS) <= set(devices["sinks"]) and MIC in devices["sources"]
+
+
+def _has_defaults(devices: dict[str, Any]) -> bool:
+    """Return whether the defaults in *devices* are ``speaker`` and ``mic``."""
+    return devices.get("default_sink") == "speaker" and devices.get("default_source") == MIC
+
+
+class PrivateBus:
+    """A private D-Bus session bus in a temporary directory.
+
+    :ivar address: the bus address, for ``DBUS_SESSION_BUS_ADDRESS``.
+    """
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="apd-bus-"))
+        self.address = ""
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``{"DBUS_SESSION_BUS_ADDRESS": address}``."""
+        return {"DBUS_SESSION_BUS_ADDRESS": self.address}
+
+    def start(self, timeout: float = 5.0) -> None:
+        """Start ``dbus-daemon`` and read the address it prints.
+
+        :raises ServerStartError: if no address is printed within *timeout*.
+        """
+        log = self.dir / "dbus-daemon.log"
+        with open(log, "ab") as stderr:
+            self.proc = subprocess.Popen(
+                ["dbus-daemon", "--session", f"--address=unix:path={self.dir}/bus",
+                 "--nofork", "--print-address"],
+                stdout=subprocess.PIPE, stderr=stderr, env=child_env({}))
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline().decode().strip() if ready else ""
+        if not line:
+            self.stop()
+            raise ServerStartError(f"dbus-daemon printed no address\n{_log_tail(log)}")
+        self.address = line
+        logger.info("private bus at %s (pid %d)", self.address, self.proc.pid)
+
+    def stop(self) -> None:
+        """Stop ``dbus-daemon`` (by pid)."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def close(self) -> None:
+        """Stop the bus and remove its directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateBus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AudioServer:
+    """Base class of a private audio server speaking the PulseAudio protocol.
+
+    Each instance has its own ``XDG_RUNTIME_DIR`` (mode 700) and ``HOME`` in a
+    temporary directory, which survive :meth:`restart` (so saved state, like
+    restored stream volumes, persists) and are removed by :meth:`close`.
+    Clients started through :func:`play`, :func:`record` and
+    :func:`start_mpv` are stopped by :meth:`close`.
+
+    :ivar name: ``"pulseaudio"`` or ``"pipewire"``.
+    :ivar env: ``XDG_RUNTIME_DIR``, ``HOME``, ``PULSE_SERVER`` and
+        ``DBUS_SESSION_BUS_ADDRESS`` for clients of this server.
+    :ivar dir: the temporary directory, holding the server logs.
+    """
+
+    name = ""
+    #: Seconds :meth:`start` waits for readiness.
+    start_timeout = 15.0
+
+    def __init__(self, bus: PrivateBus) -> None:
+        self.bus = bus
+        self.dir = Path(tempfile.mkdtemp(prefix=f"apd-{self.name}-"))
+        self.runtime_dir = self.dir / "runtime"
+        self.home = self.dir / "home"
+        self.runtime_dir.mkdir(mode=0o700)
+        self.runtime_dir.chmod(stat.S_IRWXU)
+        self.home.mkdir()
+        self.env = {
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "HOME": str(self.home),
+            "PULSE_SERVER": self.pulse_server,
+            "DBUS_SESSION_BUS_ADDRESS": bus.address,
+        }
+        self.procs: list[subprocess.Popen] = []
+        self.clients: list[subprocess.Popen] = []
+        #: Seconds the last :meth:`start` took until ready.
+        self.startup_time = 0.0
+
+    @property
+    def pulse_server(self) -> str:
+        """The ``PULSE_SERVER`` string, ``unix:<runtime>/pulse/native``."""
+        return f"unix:{self.runtime_dir}/pulse/native"
+
+    def _commands(self) -> list[list[str]]:
+        """Return the server's command lines, in start order."""
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """Write configuration before the first start."""
+
+    def _before_next(self, index: int, deadline: float) -> None:
+        """Wait, if needed, before starting command number *index* (from 1)."""
+
+    def _spawn(self, argv: list[str], log: str) -> subprocess.Popen:
+        """Start *argv* with this server's env, output appended to ``dir/log``."""
+        with open(self.dir / log, "ab") as out:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT, env=child_env(self.env))
+
+    def logs(self) -> list[Path]:
+        """Return the paths of the server's log files."""
+        return [self.dir / f"{argv[0]}.log" for argv in self._commands()]
+
+    def log_tails(self) -> str:
+        """Return the tails of all server logs, for error messages."""
+        return "\n".join(_log_tail(path) for path in self.logs())
+
+    def start(self) -> None:
+        """Start the server and wait until it is ready.
+
+        Ready means: ``pactl info`` answers, the devices exist and the
+        defaults are ``speaker`` and ``mic``.
+
+        :raises ServerStartError: if it is not ready in :attr:`start_timeout`
+            seconds or a process exits; the message has the log tails.
+        """
+        if self.procs:
+            raise RuntimeError(f"{self.name} already started")
+        if not (self.home / ".apd-prepared").exists():
+            self._prepare()
+            (self.home / ".apd-prepared").touch()
+        began = time.monotonic()
+        deadline = began + self.start_timeout
+        try:
+            for index, argv in enumerate(self._commands()):
+                if index:
+                    self._before_next(index, deadline)
+                self.procs.append(self._spawn(argv, f"{argv[0]}.log"))
+            self._wait_ready(deadline)
+        except (AssertionError, ServerStartError, OSError, pulsectl.PulseError) as exc:
+            self.stop()
+            raise ServerStartError(
+                f"{self.name} failed to start: {exc}\n{self.log_tails()}") from exc
+        self.startup_time = time.monotonic() - began
+        logger.info("%s ready in %.3fs in %s (pids %s)", self.name, self.startup_time,
+                    self.dir, [p.pid for p in self.procs])
+
+    def _check_alive(self) -> None:
+        """:raises ServerStartError: if a server process has exited."""
+        for proc in self.procs:
+            if proc.poll() is not None:
+                raise ServerStartError(f"{proc.args[0]} exited with {proc.returncode}")
+
+    def _poll(self, probe: Callable[[], T], deadline: float, what: str,
+              until: Callable[[T], bool] = bool) -> T:
+        """:func:`wait_for` until *deadline*, failing early if a process died."""
+        def checked() -> T:
+            self._check_alive()
+            return probe()
+        return wait_for(checked, max(deadline - time.monotonic(), 0.0), what, until=until)
+
+    def _pactl_info(self) -> bool:
+        """Return whether ``pactl info`` succeeds."""
+        try:
+            return subprocess.run(["pactl", "info"], env=child_env(self.env),
+                                  capture_output=True, timeout=2).returncode == 0
+        except subprocess.TimeoutExpired:
+            return False
+
+    def _devices(self) -> dict[str, Any]:
+        """Return sink and source names, and the defaults, as the server sees them.
+
+        An unreachable server reads as no devices.
+        """
+        try:
+            with pulse(self) as p:
+                info = p.server_info()
+                return {"sinks": sorted(s.name for s in p.sink_list()),
+                        "sources": sorted(s.name for s in p.source_list()),
+                        "default_sink": info.default_sink_name,
+                        "default_source": info.default_source_name}
+        except pulsectl.PulseError as exc:
+            return {"sinks": [], "sources": [], "error": repr(exc)}
+
+    def _set_defaults(self) -> dict[str, Any]:
+        """Try to make ``speaker`` and ``mic`` the defaults; return :meth:`_devices`.
+
+        On PipeWire this fails until WirePlumber has created the ``default``
+        metadata, so success also tells that the session manager runs.
+        """
+        try:
+            with pulse(self) as p:
+                p.sink_default_set("speaker")
+                p.source_default_set(MIC)
+        except pulsectl.PulseError as exc:
+            return {**self._devices(), "error": repr(exc)}
+        return self._devices()
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Wait until the server answers and its devices and defaults are set."""
+        self._poll(self._pactl_info, deadline, "pactl info to succeed")
+        self._poll(self._devices, deadline, f"sinks {SINKS} and source {MIC!r}",
+                   until=_has_devices)
+        self._poll(self._set_defaults, deadline, f"default sink 'speaker' and source {MIC!r}",
+                   until=_has_defaults)
+
+    def stop(self) -> None:
+        """Stop the server processes (by pid, last started first)."""
+        while self.procs:
+            stop_process(self.procs.pop())
+
+    def restart(self) -> None:
+        """Stop and start again with the same runtime dir and home."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Stop tracked clients and the server, then remove the directory."""
+        while self.clients:
+            stop_process(self.clients.pop())
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> AudioServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class PulseAudioServer(AudioServer):
+    """A private PulseAudio 16 daemon configured by its own ``default.pa``.
+
+    Loads ``module-native-protocol-unix``, the virtual devices, and
+    ``module-stream-restore`` (which remembers volume and mute per role).
+    """
+
+    name = "pulseaudio"
+
+    DEFAULT_PA = """\
+load-module module-native-protocol-unix
+load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
+load-module module-null-sink sink_name=headphones \
+sink_properties="device.description=Headphones device.form_factor=headphone"
+load-module module-sine-source source_name=mic frequency=440
+load-module module-stream-restore
+"""
+
+    def _prepare(self) -> None:
+        """Write ``default.pa``."""
+        (self.dir / "default.pa").write_text(self.DEFAULT_PA)
+
+    def _commands(self) -> list[list[str]]:
+        return [["pulseaudio", "-n", "-F", str(self.dir / "default.pa"),
+                 "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr",
+                 "--log-level=info"]]
+
+
+class PipeWireServer(AudioServer):
+    """A private PipeWire 0.3: ``pipewire``, ``wireplumber``, ``pipewire-pulse``.
+
+    The devices are declared in drop-in files under the private
+    ``HOME/.config/pipewire``: the ``mic`` node (an ``audiotestsrc``) for
+    ``pipewire``, and the null sinks as ``pulse.cmd`` ``load-module`` commands
+    for ``pipewire-pulse``, so they come back after :meth:`restart`.
+    WirePlumber does the stream restore; it keeps its state under
+    ``HOME/.local/state/wireplumber``.
+    """
+
+    name = "pipewire"
+
+    PIPEWIRE_CONF = """\
+context.spa-libs = {
+    audiotestsrc = audiotestsrc/libspa-audiotestsrc
+}
+context.objects = [
+    { factory = adapter
+      args = { factory.name = audiotestsrc node.name = mic node.description = "Mic"
+               media.class = Audio/Source } }
+]
+"""
+
+    PULSE_CONF = """\
+pulse.cmd = [
+    { cmd = "load-module" args = "module-null-sink sink_name=speaker \
+sink_properties=device.description=Speaker" }
+    { cmd = "load-module" args = "module-null-sink sink_name=headphones \
+sink_properties=\\"device.description=Headphones device.form_factor=headphone\\"" }
+]
+"""
+
+    def _prepare(self) -> None:
+        """Write the ``pipewire`` and ``pipewire-pulse`` drop-in files."""
+        conf = self.home / ".config" / "pipewire"
+        for sub, text in (("pipewire.conf.d", self.PIPEWIRE_CONF),
+                          ("pipewire-pulse.conf.d", self.PULSE_CONF)):
+            (conf / sub).mkdir(parents=True, exist_ok=True)
+            (conf / sub / "audiopolicyd-test.conf").write_text(text)
+
+    def _commands(self) -> list[list[str]]:
+        return [["pipewire"], ["wireplumber"], ["pipewire-pulse"]]
+
+    def _before_next(self, index: int, deadline: float) -> None:
+        """Before WirePlumber, wait for the PipeWire socket."""
+        if index == 1:
+            socket = self.runtime_dir / "pipewire-0"
+            self._poll(socket.exists, deadline, f"{socket} to exist")
+
+
+def pulse(server: AudioServer, name: str = "audiopolicyd-test") -> pulsectl.Pulse:
+    """Return a connected sync :class:`pulsectl.Pulse` on *server* (a context manager)."""
+    return pulsectl.Pulse(name, server=server.pulse_server)
+
+
+def sink_inputs(server: AudioServer) -> list[pulsectl.PulseSinkInputInfo]:
+    """Return the sink-inputs (playback streams) on *server* now."""
+    with pulse(server) as p:
+        return p.sink_input_list()
+
+
+def source_outputs(server: AudioServer) -> list[pulsectl.PulseSourceOutputInfo]:
+    """Return the source-outputs (recording streams) on *server* now."""
+    with pulse(server) as p:
+        return p.source_output_list()
+
+
+def raw_volumes(info: Any) -> list[int]:
+    """Return the per-channel raw volumes (``PA_VOLUME_NORM`` = 65536) of a pulsectl object."""
+    return [round(v * VOLUME_NORM) for v in info.volume.values]
+
+
+def set_raw_volume(server: AudioServer, info: pulsectl.PulseSinkInputInfo,
+                   raw: int) -> None:
+    """Set every channel of sink-input *info* to the raw volume *raw*."""
+    volume = pulsectl.PulseVolumeInfo(raw / VOLUME_NORM, len(info.volume.values))
+    with pulse(server) as p:
+        p.volume_set(info, volume)
+
+
+def make_tone(path: str | os.PathLike, seconds: float = 60, freq: int = 440) -> Path:
+    """Write a 48 kHz stereo sine wav of *seconds* at *path* with sox; return the path."""
+    path = Path(path)
+    subprocess.run(["sox", "-n", "-r", "48000", "-c", "2", str(path), "synth", str(seconds),
+                    "sine", str(freq), "vol", "0.3"], check=True, capture_output=True)
+    return path
+
+
+def _props_args(role: str | None, props: Mapping[str, str] | None) -> list[str]:
+    """Return ``--property=k=v`` arguments for *role* and *props*."""
+    merged = dict(props or {})
+    if role is not None:
+        merged["media.role"] = role
+    return [f"--property={key}={value}" for key, value in merged.items()]
+
+
+def _client(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = None,
+            ) -> subprocess.Popen:
+    """Start a client of *server*, tracked so :meth:`AudioServer.close` stops it."""
+    logger.debug("starting %s", argv)
+    with open(server.dir / "clients.log", "ab") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT,
+                                env=child_env({**server.env, **(env or {})}))
+    server.clients.append(proc)
+    return proc
+
+
+def play(server: AudioServer, path: str | os.PathLike, role: str | None = None,
+         props: Mapping[str, str] | None = None, device: str | None = None,
+         ) -> subprocess.Popen:
+    """Play *path* with ``paplay`` on *server*.
+
+    :param role: ``media.role`` of the stream.
+    :param props: more stream properties.
+    :param device: sink name; the default sink when ``None``.
+    :returns: the ``paplay`` process (stopped by ``server.close()``).
+    """
+    argv = ["paplay", *_props_args(role, props)]
+    if device is not None:
+        argv.append(f"--device={device}")
+    return _client(server, [*argv, str(path)])
+
+
+def record(server: AudioServer, device: str = MIC, role: str | None = None,
+           props: Mapping[str, str] | None = None, path: str | os.PathLike = os.devnull,
+           ) -> subprocess.Popen:
+    """Record from source *device* with ``parecord`` into *path* (raw).
+
+    :returns: the ``parecord`` process (stopped by ``server.close()``).
+    """
+    return _client(server, ["parecord", f"--device={device}", "--raw",
+                            *_props_args(role, props), str(path)])
+
+
+def mpris_plugin() -> str:
+    """Return the path of the mpv MPRIS plugin.
+
+    :raises FileNotFoundError: if ``mpv-mpris`` is not installed.
+    """
+    for path in MPRIS_PLUGIN_PATHS:
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"mpv MPRIS plugin not found in {MPRIS_PLUGIN_PATHS}")
+
+
+def start_mpv(server: AudioServer, path: str | os.PathLike) -> subprocess.Popen:
+    """Play *path* in a loop with mpv (no video, ``--ao=pulse``) and its MPRIS plugin.
+
+    mpv runs with ``--no-config`` so the plugin is loaded once, explicitly,
+    and it registers on the server's private bus.
+
+    :returns: the mpv process (stopped by ``server.close()``).
+    """
+    return _client(server, [
+        "mpv", "--no-config", "--no-video", "--ao=pulse", "--loop-file=inf",
+        "--no-terminal", f"--script={mpris_plugin()}",
+        f"--log-file={server.dir / 'mpv.log'}", str(path)])
+
+
+def playerctl(env: Mapping[str, str], *args: str, timeout: float = 5.0,
+              ) -> subprocess.CompletedProcess:
+    """Run ``playerctl *args`` on the bus of *env*; return the completed process."""
+    return subprocess.run(["playerctl", *args], env=child_env(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def wait_mpris_player(bus_env: Mapping[str, str], timeout: float = 10.0,
+                      player: str = "mpv") -> str:
+    """Wait until an MPRIS player named *player* answers on the bus of *bus_env*.
+
+    :param bus_env: an env with ``DBUS_SESSION_BUS_ADDRESS`` (``bus.env``,
+        ``server.env``).
+    :returns: its bus name, e.g. ``org.mpris.MediaPlayer2.mpv``.
+    :raises AssertionError: if none answers ``playerctl status`` in time.
+    """
+    def ready() -> str:
+        names = playerctl(bus_env, "-l").stdout.split()
+        for name in names:
+            if (name == player or name.startswith(player + ".")) and \
+                    playerctl(bus_env, "-p", name, "status").returncode == 0:
+                return name
+        return ""
+    return "org.mpris.MediaPlayer2." + wait_for(ready, timeout, f"MPRIS player {player!r}")
+
+
+@contextlib.contextmanager
+def running(server_cls: type[AudioServer]) -> Iterator[AudioServer]:
+    """Run a private bus and a *server_cls* server for the ``with`` block."""
+    with PrivateBus() as bus, server_cls(bus) as server:
+        yield server
+
+
+#: Server classes by :attr:`AudioServer.name`.
+SERVERS: dict[str, type[AudioServer]] = {
+    cls.name: cls for cls in (PulseAudioServer, PipeWireServer)}

@@ -1,0 +1,37 @@
+"""Shared builders for unit tests: streams, sessions and the shipped policy set."""
+
+from __future__ import annotations
+
+import pytest
+
+from audiopolicyd.model import Stream, StreamKind, freeze
+from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_schemas
+from audiopolicyd.policystore import PolicyStore, shipped_dir
+
+
+def make_stream(index: int, kind: StreamKind = StreamKind.SINK_INPUT, *, role: str | None = None,
+                app: str | None = None, pid: int | None = None, corked: bool = False,
+                volume=(65536, 65536), muted: bool = False, monitor: bool = False,
+                extra: dict[str, str] | None = None) -> Stream:
+    """A stream with the properties a libpulse client would set, plus ``extra`` ones."""
+    p = dict(extra or {})
+    if role:
+        p["media.role"] = role
+    if app:
+        p["application.name"] = app
+        p.setdefault("application.process.binary", app)
+    if pid is not None:
+        p["application.process.id"] = str(pid)
+    return Stream(kind, index, freeze(p), tuple(volume), muted, corked, 0, monitor)
+
+
+@pytest.fixture(scope="session")
+def pm():
+    return make_plugin_manager(load_entry_points=False)
+
+
+@pytest.fixture(scope="session")
+def policies(pm):
+    store = PolicyStore([shipped_dir()], plugin_settings_schemas(pm))
+    store.reload()
+    return store.current
