@@ -47,12 +47,16 @@ class ImplicitSessions:
             sid = f"implicit:{stream.app_key}:{category}"
             groups.setdefault(sid, []).append(stream)
             rules.setdefault(sid, rule)
+        # Sessions activating together (at start-up) are ordered by their oldest stream.
+        activating = sorted((sid for sid, streams in groups.items()
+                             if sid not in self._active and any(not s.corked for s in streams)),
+                            key=lambda sid: min(s.index for s in groups[sid]))
+        for sid in activating:
+            self._last_seq[sid] = next(self._seq)
+            logger.debug("implicit session %s activated (seq %d)", sid, self._last_seq[sid])
         sessions = []
         for sid, streams in sorted(groups.items()):
             active = any(not s.corked for s in streams)
-            if active and sid not in self._active:
-                self._last_seq[sid] = next(self._seq)
-                logger.debug("implicit session %s activated (seq %d)", sid, self._last_seq[sid])
             first = streams[0]
             category = classified[first.key][0]
             sessions.append(Session(

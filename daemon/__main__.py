@@ -1,0 +1,7 @@
+"""python -m audiopolicyd runs the daemon."""
+
+import sys
+
+from .app import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""The composition root: config -> plugins -> policies -> journal -> backend -> engine -> D-Bus.
+
+The only module that wires things together, owns the event loop and handles signals:
+SIGHUP reloads the policies (so does a change to a policy file, and the D-Bus ``Reload``
+method); SIGTERM and SIGINT restore every effect and exit. systemd is told READY, STATUS,
+RELOADING, STOPPING and fed WATCHDOG pings through systemd-python when it asked for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from asyncinotify import Inotify, Mask
+from dbus_fast import BusType
+from dbus_fast.aio import MessageBus
+from systemd import daemon as sd
+
+from . import __version__
+from .backends.pulse import PulseBackend
+from .dbus_api import BUS_NAME, OBJECT_PATH, ManagerInterface
+from .journal import Journal
+from .logsetup import setup_logging
+from .mpris import MprisWatcher
+from .pluginmanager import make_plugin_manager, plugin_settings_schemas
+from .policy import PolicyError
+from .policystore import PolicyStore, default_dirs
+from .reconciler import Reconciler
+
+logger = logging.getLogger(__name__)
+
+#: Quiet period after a policy file changes before reloading, in seconds (editors write twice).
+RELOAD_DEBOUNCE = 0.2
+
+
+def default_state_dir(system: bool) -> Path:
+    """``$XDG_STATE_HOME/audiopolicyd`` (user mode) or ``/var/lib/audiopolicyd`` (system)."""
+    if system:
+        return Path(os.environ.get("STATE_DIRECTORY", "/var/lib/audiopolicyd"))
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "audiopolicyd"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="audiopolicyd",
+        description="Audio policy daemon: enforces AVAudioSession-style category policies "
+                    "(ducking, interrupting, silencing) on PulseAudio or PipeWire.",
+        epilog="Policies are read from the shipped defaults, /etc/audiopolicyd/policies and "
+               "$XDG_CONFIG_HOME/audiopolicyd/policies (later wins per file name). "
+               "SIGHUP or a file change reloads them. See README.md.")
+    p.add_argument("--version", action="version", version=f"audiopolicyd {__version__}")
+    p.add_argument("--system", action="store_true",
+                   help="system mode: system bus, no per-user policy directory, state in "
+                        "/var/lib/audiopolicyd (for a system-wide PulseAudio)")
+    p.add_argument("--policy-dir", action="append", type=Path, default=[], metavar="DIR",
+                   help="also read policies from DIR, after the standard directories "
+                        "(repeatable; the last wins per file name)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR",
+                   help="where the effects journal lives (default: $XDG_STATE_HOME/audiopolicyd)")
+    p.add_argument("--server", metavar="ADDRESS",
+                   help="PulseAudio server address (default: $PULSE_SERVER or libpulse's "
+                        "default; pipewire-pulse answers there too)")
+    p.add_argument("--bus", metavar="ADDRESS",
+                   help="D-Bus address (default: the session bus, or the system bus with "
+                        "--system)")
+    p.add_argument("--no-mpris", action="store_true",
+                   help="never pause players through MPRIS; interrupted streams are muted")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the policies in force, print problems, exit 0 (valid) or 1")
+    p.add_argument("--log-level", default="info",
+                   choices=["debug", "info", "warning", "error"], help="default: info")
+    p.add_argument("--log-target", default="auto", choices=["auto", "journal", "stderr"],
+                   help="auto: journald when started by systemd, else stderr")
+    return p.parse_args(argv)
+
+
+class Daemon:
+    """Builds every object and runs them until a stop signal.
+
+    :param args: parsed command line (:func:`parse_args`)
+    """
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.pm = make_plugin_manager()
+        self.store = PolicyStore(default_dirs(args.system) + list(args.policy_dir),
+                                 plugin_settings_schemas(self.pm))
+        self.store.reload()  # raises PolicyError when no valid set exists: caller reports
+        state_dir = args.state_dir or default_state_dir(args.system)
+        self.journal = Journal(state_dir / "journal.sqlite3")
+        self.backend = PulseBackend(args.server)
+        self.bus: MessageBus | None = None
+        self.manager: ManagerInterface | None = None
+        self.mpris: MprisWatcher | None = None
+        self.reconciler = Reconciler(self.backend, self.journal, lambda: self.store.current,
+                                     self.pm)
+        self.started = time.monotonic()
+        self._stop = asyncio.Event()
+        self._reload_timer: asyncio.TimerHandle | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
+        await self._connect_bus()
+        watcher = asyncio.ensure_future(self._watch_policies())
+        runner = asyncio.ensure_future(self.reconciler.run(self._ready))
+        watchdog = self._start_watchdog(loop)
+        try:
+            await self._stop.wait()
+        finally:
+            logger.info("stopping: restoring every effect")
+            sd.notify("STOPPING=1")
+            runner.cancel()
+            watcher.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
+            if self.reconciler.connected.is_set():
+                await self.reconciler.restore_all()
+            if self.mpris is not None:
+                self.mpris.stop()
+            if self.bus is not None:
+                self.bus.disconnect()
+            self.backend.close()
+            self.journal.close()
+        return 0
+
+    async def _connect_bus(self) -> None:
+        bus_type = BusType.SYSTEM if self.args.system else BusType.SESSION
+        try:
+            self.bus = await MessageBus(bus_address=self.args.bus, bus_type=bus_type).connect()
+        except Exception as exc:  # no bus: enforce policies anyway, say what is missing
+            logger.error("no D-Bus connection (%s): running without the D-Bus API and without "
+                         "MPRIS pausing (interrupted streams are muted)", exc)
+            return
+        self.manager = ManagerInterface(self)
+        self.bus.export(OBJECT_PATH, self.manager)
+        reply = await self.bus.request_name(BUS_NAME)
+        if reply.value != 1:  # 1 = primary owner
+            raise SystemExit(f"audiopolicyd: {BUS_NAME} is already owned on this bus: "
+                             "another audiopolicyd is running")
+        self.reconciler.on_effects.append(self.manager.notify_effects)
+        self.reconciler.on_streams.append(self.manager.notify_streams)
+        self.reconciler.on_server.append(self.manager.notify_server)
+        if not self.args.system and not self.args.no_mpris:
+            self.mpris = MprisWatcher(self.bus, lambda player: self.reconciler.players_changed(
+                self.mpris.players, player))
+            self.reconciler.pauser = self.mpris
+            await self.mpris.start()
+        logger.info("owning %s on the %s bus", BUS_NAME, "system" if self.args.system
+                    else "session")
+
+    def _ready(self) -> None:
+        sd.notify(f"READY=1\nSTATUS={self._status_line()}")
+        logger.info("ready: %s", self._status_line())
+        self.reconciler.on_effects.append(lambda _views: sd.notify(
+            f"STATUS={self._status_line()}"))
+
+    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task | None:
+        usec = sd.watchdog_enabled() if hasattr(sd, "watchdog_enabled") else None
+        usec = usec or int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        if not usec:
+            return None  # no timer at all: the daemon does not wake up while idle
+
+        async def ping() -> None:
+            while True:
+                sd.notify("WATCHDOG=1")
+                await asyncio.sleep(usec / 2e6)
+
+        return asyncio.ensure_future(ping())
+
+    # -- reload -------------------------------------------------------------------------------
+
+    def reload(self, why: str) -> bool:
+        """Reload the policies; keep the last good set when any file is bad.
+
+        :returns: True when the new set is in force
+        """
+        sd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        logger.info("reloading policies (%s)", why)
+        applied = self.store.reload()
+        if applied:
+            self.reconciler.policies_changed()
+        if self.manager is not None:
+            self.manager.notify_reload(applied)
+        sd.notify(f"READY=1\nSTATUS={self._status_line()}")
+        return applied
+
+    async def _watch_policies(self) -> None:
+        """Reload when a policy file is written, created, moved or deleted (inotify)."""
+        loop = asyncio.get_running_loop()
+        mask = (Mask.CLOSE_WRITE | Mask.CREATE | Mask.DELETE | Mask.MOVED_FROM | Mask.MOVED_TO)
+        with Inotify() as inotify:
+            for d in self.store.dirs:
+                if d.is_dir():
+                    inotify.add_watch(d, mask)
+            async for event in inotify:
+                if event.name is None or not str(event.name).endswith(".toml"):
+                    continue
+                if self._reload_timer is not None:
+                    self._reload_timer.cancel()
+                self._reload_timer = loop.call_later(
+                    RELOAD_DEBOUNCE, lambda n=event.name: self.reload(f"{n} changed"))
+
+    # -- read side ------------------------------------------------------------------------------
+
+    def _status_line(self) -> str:
+        r = self.reconciler
+        acting = sum(1 for e in r.effects.values() if not e.neutral)
+        server = r.server.server_name if r.server and r.connected.is_set() else "no server"
+        return f"{server}; {len(r.streams)} streams, {acting} with effects"
+
+    def status(self) -> dict[str, tuple[str, object]]:
+        """Status as ``name -> (D-Bus signature, value)`` for ``GetStatus``."""
+        r = self.reconciler
+        server = r.server
+        return {
+            "Version": ("s", __version__),
+            "Mode": ("s", "system" if self.args.system else "user"),
+            "ServerConnected": ("b", r.connected.is_set()),
+            "ServerName": ("s", server.server_name if server else ""),
+            "ServerVersion": ("s", server.server_version if server else ""),
+            "Streams": ("u", len(r.streams)),
+            "StreamsWithEffects": ("u", sum(1 for e in r.effects.values() if not e.neutral)),
+            "ActiveSessions": ("as", [s.id for s in r.sessions if s.active]),
+            "Players": ("as", sorted(r.players)),
+            "PolicyFiles": ("as", [str(f) for f in self.store.files]),
+            "PolicyProblems": ("as", [str(p) for p in self.store.problems]),
+            "Journal": ("s", self.journal.path),
+            "UptimeSeconds": ("d", time.monotonic() - self.started),
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``audiopolicyd``."""
+    args = parse_args(argv)
+    setup_logging(getattr(logging, args.log_level.upper()), args.log_target)
+    if args.check_config:
+        store = PolicyStore(default_dirs(args.system) + list(args.policy_dir),
+                            plugin_settings_schemas(make_plugin_manager()))
+        try:
+            store.reload()
+        except PolicyError as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print("policies valid: " + ", ".join(str(f) for f in store.files))
+        return 0
+    try:
+        return asyncio.run(_run(args))
+    except PolicyError as exc:
+        print(f"audiopolicyd: no valid policy set, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _run(args: argparse.Namespace) -> int:
+    return await Daemon(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The backend contract: what the daemon needs from an audio server, nothing more.
+
+One implementation exists (:mod:`audiopolicyd.backends.pulse`, the PulseAudio protocol, which
+drives PulseAudio and PipeWire through pipewire-pulse); the contract keeps the engine and the
+reconciler free of any server library. Plugins never see a backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import AsyncIterator, Sequence
+
+from ..model import Device, Stream, StreamKind
+
+
+class ServerGone(Exception):
+    """The audio server went away (or refused us); every stream and device is gone with it."""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """Who we talk to: ``server_name`` as the server reports it (``pulseaudio``,
+    ``PulseAudio (on PipeWire 0.3.65)``), its version and the default sink and source names."""
+
+    server_name: str
+    server_version: str
+    default_sink: str = ""
+    default_source: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """A change in the audio graph.
+
+    :param type: ``new`` | ``change`` | ``remove``
+    :param facility: ``sink-input`` | ``source-output`` | ``sink`` | ``source`` | ``server``
+    :param index: the object's index
+    """
+
+    type: str
+    facility: str
+    index: int
+
+
+class Backend(abc.ABC):
+    """An audio server connection. Every method may raise :class:`ServerGone`."""
+
+    @abc.abstractmethod
+    async def connect(self) -> ServerInfo:
+        """Connect (once; call :meth:`close` before connecting again).
+
+        :raises ServerGone: when no server answers
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Drop the connection; safe to call when not connected."""
+
+    @abc.abstractmethod
+    def events(self) -> AsyncIterator[Event]:
+        """Graph changes as they happen (subscription, never polling).
+
+        Ends by raising :class:`ServerGone` when the server goes away.
+        """
+
+    @abc.abstractmethod
+    async def streams(self) -> list[Stream]:
+        """Every sink-input and source-output now."""
+
+    @abc.abstractmethod
+    async def devices(self) -> list[Device]:
+        """Every sink and source now."""
+
+    @abc.abstractmethod
+    async def stream(self, kind: StreamKind, index: int) -> Stream | None:
+        """One stream, or None when it no longer exists."""
+
+    @abc.abstractmethod
+    async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
+        """Set a stream's raw per-channel volume (``pa_volume_t``, 65536 = 100 %).
+
+        A stream that vanished meanwhile is not an error.
+        """
+
+    @abc.abstractmethod
+    async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
+        """Set a stream's mute flag. A stream that vanished meanwhile is not an error."""

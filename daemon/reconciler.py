@@ -1,0 +1,452 @@
+"""Keep the server's real state equal to the engine's decision, writing only the difference.
+
+The reconciler owns the mirror of the audio graph (fed by backend events, never polled), runs
+classification, the implicit-session tracker and :func:`audiopolicyd.engine.decide` whenever
+something that matters changed, plans the writes with :mod:`audiopolicyd.effects`, journals
+them, then sends them all at once (pipelined). When the server goes away it records what was
+in force as *lingering*, reconnects with backoff, re-reads the graph and re-applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import itertools
+import logging
+from typing import Callable, Iterable
+
+import pluggy
+
+from . import effects as fx
+from .backends.base import Backend, Event, ServerGone, ServerInfo
+from .engine import classify, decide, players_to_pause
+from .journal import Journal
+from .logsetup import log_effect
+from .model import NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
+from .policy import PolicySet
+from .sessions import ImplicitSessions
+
+logger = logging.getLogger(__name__)
+
+#: Interval between volume steps of a ramp, in milliseconds.
+RAMP_STEP_MS = 20
+#: Reconnect backoff: first delay and ceiling, in seconds.
+BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+
+_KINDS = {"sink-input": StreamKind.SINK_INPUT, "source-output": StreamKind.SOURCE_OUTPUT}
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamView:
+    """What the read side (D-Bus, CLI) shows of one stream.
+
+    :param stream: the stream as last read
+    :param category: its category
+    :param rule: the classification rule that chose it
+    :param session: the id of its session
+    :param effect: the effect in force
+    """
+
+    stream: Stream
+    category: str
+    rule: str
+    session: str
+    effect: Effect
+
+
+class Reconciler:
+    """The daemon's runtime state and the loop that enforces it.
+
+    :param backend: the audio server connection
+    :param journal: the effects journal
+    :param policies: a callable returning the policy set in force
+    :param pm: plugin manager (classification and interaction hooks)
+    :param pauser: object with async ``pause(bus_name)`` / ``play(bus_name)``
+        (:class:`~audiopolicyd.mpris.MprisWatcher`), or None where no session bus is reachable
+    """
+
+    def __init__(self, backend: Backend, journal: Journal, policies: Callable[[], PolicySet],
+                 pm: pluggy.PluginManager | None = None, pauser=None):
+        self.backend = backend
+        self.journal = journal
+        self.policies = policies
+        self.pm = pm
+        self.pauser = pauser
+        self.server: ServerInfo | None = None
+        self.streams: dict[str, Stream] = {}
+        self.devices: dict[str, Device] = {}
+        self.players: dict[str, Player] = {}
+        self.applied: dict[str, fx.Applied] = {}
+        self.claims: dict[str, fx.Claim] = {}
+        self.effects: dict[str, Effect] = {}
+        self.sessions: list[Session] = []
+        self.classified: dict[str, tuple[str, str]] = {}
+        #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
+        #: ``on_server(connected: bool)``. Called on the event loop; must not block.
+        self.on_effects: list[Callable[[list[StreamView]], None]] = []
+        self.on_streams: list[Callable[[list[StreamView], list[str]], None]] = []
+        self.on_server: list[Callable[[bool], None]] = []
+        self._seq = itertools.count(1)
+        self._tracker = ImplicitSessions(self._seq)
+        self._class_cache: dict = {}
+        self._pending: dict[str, object] = {}
+        self._recent: dict[str, collections.deque] = {}
+        self._write_no = 0
+        self._last_write: dict[str, int] = {}
+        self._ramps: dict[str, asyncio.Task] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._scheduled = False
+        self.connected = asyncio.Event()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, on_first_connect: Callable[[], None] | None = None) -> None:
+        """Connect, follow events, reconnect with backoff when the server goes away. Forever."""
+        delay = BACKOFF_FIRST
+        announced_wait = False
+        while True:
+            try:
+                self.server = await self.backend.connect()
+            except ServerGone as exc:
+                if not announced_wait:
+                    logger.warning("%s; retrying with backoff up to %.0f s", exc, BACKOFF_MAX)
+                    announced_wait = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, BACKOFF_MAX)
+                continue
+            delay, announced_wait = BACKOFF_FIRST, False
+            logger.info("connected to %s %s", self.server.server_name, self.server.server_version)
+            events = self.backend.events()
+            first = asyncio.ensure_future(events.__anext__())  # subscribe before reading
+            try:
+                await asyncio.sleep(0)
+                await self.resync()
+                self.connected.set()
+                for cb in self.on_server:
+                    cb(True)
+                if on_first_connect is not None:
+                    on_first_connect()
+                    on_first_connect = None
+                self.handle(await first)
+                async for event in events:
+                    self.handle(event)
+            except ServerGone as exc:
+                logger.warning("%s; effects recorded as lingering, reconnecting", exc)
+            finally:
+                self.connected.clear()
+                first.cancel()
+            self._lost()
+            for cb in self.on_server:
+                cb(False)
+
+    def _lost(self) -> None:
+        for task in self._ramps.values():
+            task.cancel()
+        self._ramps.clear()
+        self._pending.clear()
+        self.journal.linger(self.applied.values())
+        gone = list(self.streams)
+        self.applied.clear()
+        self.streams.clear()
+        self.devices.clear()
+        self.effects.clear()
+        self.classified.clear()
+        self._class_cache.clear()
+        self.sessions = []
+        self.backend.close()
+        if gone:
+            for cb in self.on_streams:
+                cb([], gone)
+
+    async def resync(self) -> None:
+        """Re-read the whole graph, adopt the journal, and reconcile."""
+        devices = await self.backend.devices()
+        streams = await self.backend.streams()
+        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self.streams = {s.key: s for s in streams}
+        journalled = self.journal.effects()
+        for key, applied in journalled.items():
+            stream = self.streams.get(key)
+            if stream is not None and stream.restore_key == applied.restore_key:
+                self.applied[key] = fx.observe(applied, stream)
+                logger.info("recovered journalled state of %s (%s)", key, stream.label)
+            else:
+                self.journal.linger([applied])
+        for stream in self.streams.values():
+            if stream.key not in self.applied:
+                self._adopt_lingering(stream)
+        self.claims = dict(self.journal.pauses())
+        self.reconcile()
+
+    def handle(self, event: Event) -> None:
+        """Fold one server event into the mirror (fetching what it names, concurrently)."""
+        kind = _KINDS.get(event.facility)
+        if kind is not None:
+            key = f"{event.facility}:{event.index}"
+            if event.type == "remove":
+                self._pending.pop(key, None)
+                self._remove(key)
+            else:
+                self._spawn(self._refresh(kind, event.index, key))
+        elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
+            self._spawn(self._refresh_devices())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            if isinstance(exc, ServerGone):
+                logger.debug("write or read lost with the server: %s", exc)
+            else:
+                logger.error("internal error in a background task", exc_info=exc)
+
+    async def _refresh_devices(self) -> None:
+        devices = await self.backend.devices()
+        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+
+    async def _refresh(self, kind: StreamKind, index: int, key: str) -> None:
+        token = object()
+        self._pending[key] = token
+        issued = self._write_no
+        stream = await self.backend.stream(kind, index)
+        if self._pending.get(key) is not token:
+            return  # superseded by a newer read, or removed meanwhile
+        del self._pending[key]
+        if stream is None:
+            self._remove(key)
+        else:
+            self._update(stream, issued)
+
+    def _update(self, stream: Stream, issued: int) -> None:
+        key = stream.key
+        old = self.streams.get(key)
+        self.streams[key] = stream
+        if old is None:
+            if key not in self.applied:
+                self._adopt_lingering(stream)
+            self._schedule()
+            for cb in self.on_streams:
+                cb([self.view(key)], [])
+            return
+        applied = self.applied.get(key)
+        if applied is not None and issued >= self._last_write.get(key, 0):
+            seen = fx.observe(applied, stream, self._recent.get(key, ()))
+            if seen is not applied:
+                logger.info("user changed %s (%s) during an effect: volume %s, muted %s; "
+                            "kept, and restored at the end", key, stream.label, stream.volume,
+                            stream.muted)
+                self.applied[key] = seen
+                self.journal.write([seen])
+        if (old.corked != stream.corked or old.properties != stream.properties
+                or old.muted != stream.muted):
+            self._schedule()
+
+    def _adopt_lingering(self, stream: Stream) -> None:
+        """A new stream the server started at our ducked volume or mute gets the user's back."""
+        if not self.journal.has_lingering():
+            return
+        lingering = self.journal.lingering(stream.restore_key)
+        if lingering is None:
+            return
+        at_target = lingering.target is not None and fx.same_volume(stream.volume,
+                                                                     lingering.target)
+        muted = lingering.muted_by_us and stream.muted
+        if at_target or muted:
+            applied = fx.Applied(stream.key, stream.restore_key,
+                                 base=lingering.base if at_target else stream.volume,
+                                 gain=lingering.gain if at_target else 1.0,
+                                 target=stream.volume if at_target else None,
+                                 muted_by_us=muted)
+            self.applied[stream.key] = applied
+            self.journal.write([applied])
+            logger.info("%s (%s) started with a value we had set on %s; it gets the user's back",
+                        stream.key, stream.label, stream.restore_key)
+        self.journal.forget_lingering(stream.restore_key)
+
+    def _remove(self, key: str) -> None:
+        if self.streams.pop(key, None) is None:
+            return
+        ramp = self._ramps.pop(key, None)
+        if ramp is not None:
+            ramp.cancel()
+        applied = self.applied.pop(key, None)
+        if applied is not None:
+            self.journal.linger([applied])
+        self._recent.pop(key, None)
+        self._last_write.pop(key, None)
+        self.effects.pop(key, None)
+        self._schedule()
+        for cb in self.on_streams:
+            cb([], [key])
+
+    def players_changed(self, players: dict[str, Player], changed: Player | None) -> None:
+        """MPRIS watcher callback: a player came, went or changed status."""
+        self.players = dict(players)
+        if changed is not None:
+            claims = fx.observe_player(self.claims, changed)
+            if claims is not self.claims:
+                if claims[changed.bus_name].waived:
+                    logger.info("user changed %s to %s during an interruption; "
+                                "it will not be paused or resumed by us", changed.bus_name,
+                                changed.status)
+                self.claims = dict(claims)
+                self.journal.write_pauses(self.claims)
+        self._schedule()
+
+    def policies_changed(self) -> None:
+        """The policy set in force changed: classify everything again."""
+        self._class_cache.clear()
+        self._schedule()
+
+    # -- deciding and applying ----------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        """Reconcile once on the next loop iteration, however many changes come before it."""
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._scheduled_reconcile)
+
+    def _scheduled_reconcile(self) -> None:
+        self._scheduled = False
+        if self.connected.is_set() or self.streams:
+            self.reconcile()
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(freeze(self.streams), freeze(self.devices), freeze(self.players))
+
+    def reconcile(self) -> None:
+        """Decide, journal, then send every write at once."""
+        policies = self.policies()
+        snap = self.snapshot()
+        self.classified = classify(snap, policies, self.pm, self._class_cache)
+        self.sessions = self._tracker.update(snap, self.classified)
+        desired = decide(snap, self.sessions, policies, self.pm)
+
+        upserts, deletes, work = [], [], []
+        changed = []
+        for key, effect in desired.items():
+            stream = snap.streams[key]
+            before = self.applied.get(key)
+            after, ops = fx.plan(before, stream, effect)
+            if after is None:
+                if before is not None:
+                    del self.applied[key]
+                    deletes.append(key)
+            elif after != before:
+                self.applied[key] = after
+                upserts.append(after)
+            if not ops.empty:
+                work.append((stream, ops))
+            if self.effects.get(key, NEUTRAL) != effect:
+                changed.append(key)
+        self.effects = desired
+        if upserts or deletes:
+            self.journal.write(upserts, deletes)
+        for stream, ops in work:
+            self._apply(stream, ops)
+        self._reconcile_pauses(snap, desired)
+        if changed:
+            views = [self.view(k) for k in changed]
+            for view in views:
+                log_effect(logger, view)
+            for cb in self.on_effects:
+                cb(views)
+
+    def _reconcile_pauses(self, snap: Snapshot, desired: dict[str, Effect]) -> None:
+        if self.pauser is None:
+            return
+        active = {s.id for s in self.sessions if s.active}
+        plan = fx.plan_pauses(self.claims, players_to_pause(snap, desired), self.players, active)
+        if plan.claims != self.claims:
+            self.claims = dict(plan.claims)
+            self.journal.write_pauses(self.claims)
+        for bus in plan.pause:
+            self._spawn(self.pauser.pause(bus))
+        for bus in plan.resume:
+            self._spawn(self.pauser.play(bus))
+
+    def _apply(self, stream: Stream, ops: fx.Ops) -> None:
+        key = stream.key
+        self._write_no += 1
+        self._last_write[key] = self._write_no
+        old = self._ramps.pop(key, None)
+        if old is not None:
+            old.cancel()
+        if ops.volume is not None:
+            if ops.ramp_ms > 0 and ops.ramp_from is not None and \
+                    len(ops.ramp_from) == len(ops.volume):
+                self._ramps[key] = asyncio.ensure_future(self._ramp(stream, ops))
+            else:
+                self._write_volume(stream, ops.volume)
+        if ops.mute is not None:
+            self._spawn(self.backend.set_mute(stream.kind, stream.index, ops.mute))
+
+    def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> None:
+        self._recent.setdefault(stream.key, collections.deque(maxlen=16)).append(volume)
+        self._spawn(self.backend.set_volume(stream.kind, stream.index, volume))
+
+    async def _ramp(self, stream: Stream, ops: fx.Ops) -> None:
+        steps = max(1, ops.ramp_ms // RAMP_STEP_MS)
+        start, end = ops.ramp_from, ops.volume
+        for i in range(1, steps + 1):
+            step = tuple(int(round(a + (b - a) * i / steps)) for a, b in zip(start, end))
+            self._write_volume(stream, step)
+            if i < steps:
+                await asyncio.sleep(ops.ramp_ms / steps / 1000)
+        self._ramps.pop(stream.key, None)
+
+    # -- stopping -----------------------------------------------------------------------------
+
+    async def restore_all(self) -> None:
+        """Undo every effect and resume every player we paused (daemon shutdown)."""
+        for task in self._ramps.values():
+            task.cancel()
+        writes = []
+        for key, applied in self.applied.items():
+            stream = self.streams.get(key)
+            ops = fx.restore_ops(applied)
+            if stream is None:
+                continue
+            if ops.volume is not None:
+                writes.append(self.backend.set_volume(stream.kind, stream.index, ops.volume))
+            if ops.mute is not None:
+                writes.append(self.backend.set_mute(stream.kind, stream.index, ops.mute))
+        if self.pauser is not None:
+            for bus, claim in self.claims.items():
+                player = self.players.get(bus)
+                if not claim.waived and player is not None and player.status == "Paused":
+                    writes.append(self.pauser.play(bus))
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            logger.warning("%d restore write(s) failed at shutdown (%s); the journal keeps them "
+                           "for the next start", len(failed), failed[0])
+            return
+        self.applied.clear()
+        self.claims.clear()
+        self.journal.clear()
+        logger.info("every effect restored (%d write(s))", len(writes))
+
+    # -- read side ------------------------------------------------------------------------------
+
+    def view(self, key: str) -> StreamView:
+        """The read-side view of one stream."""
+        stream = self.streams[key]
+        category, rule = self.classified.get(key, ("", ""))
+        session = next((s.id for s in self.sessions if key in s.streams), "")
+        return StreamView(stream, category, rule, session, self.effects.get(key, NEUTRAL))
+
+    def views(self) -> list[StreamView]:
+        """Every stream, ordered by kind and index."""
+        return [self.view(k) for k in sorted(self.streams, key=lambda k: (
+            self.streams[k].kind.value, self.streams[k].index))]
+
+    def wait_idle_writes(self) -> Iterable[asyncio.Task]:
+        """Background tasks still running (tests and shutdown wait for them)."""
+        return list(self._tasks) + list(self._ramps.values())
