@@ -101,6 +101,22 @@ class Stream:
     monitor: bool = False
 
     @property
+    def linked(self) -> bool:
+        """True once the stream is connected to a sink or source.
+
+        pipewire-pulse announces a new stream before linking it (device ``PA_INVALID_INDEX``,
+        volume 0, corked) and links it a few ms later with its restored volume; until then its
+        volume is not the user's.
+        """
+        return 0 <= self.device < 0xFFFFFFFF
+
+    @property
+    def playing(self) -> bool:
+        """True while the stream holds its session active: uncorked, or still being set up
+        (not linked yet), so a policy reacts on the stream's ``new`` event on both servers."""
+        return not self.corked or not self.linked
+
+    @property
     def key(self) -> str:
         """Stable textual id while the server runs, e.g. ``sink-input:42``."""
         return f"{self.kind.value}:{self.index}"

@@ -97,6 +97,7 @@ class Reconciler:
         self._ramps: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._scheduled = False
+        self._added: list[str] = []
         self.connected = asyncio.Event()
 
     # -- running ------------------------------------------------------------------------------
@@ -228,11 +229,10 @@ class Reconciler:
         old = self.streams.get(key)
         self.streams[key] = stream
         if old is None:
-            if key not in self.applied:
+            if key not in self.applied and stream.linked:
                 self._adopt_lingering(stream)
+            self._added.append(key)
             self._schedule()
-            for cb in self.on_streams:
-                cb([self.view(key)], [])
             return
         applied = self.applied.get(key)
         if applied is not None and issued >= self._last_write.get(key, 0):
@@ -243,8 +243,10 @@ class Reconciler:
                             stream.muted)
                 self.applied[key] = seen
                 self.journal.write([seen])
+        if not old.linked and stream.linked and key not in self.applied:
+            self._adopt_lingering(stream)
         if (old.corked != stream.corked or old.properties != stream.properties
-                or old.muted != stream.muted):
+                or old.muted != stream.muted or old.device != stream.device):
             self._schedule()
 
     def _adopt_lingering(self, stream: Stream) -> None:
@@ -332,6 +334,8 @@ class Reconciler:
         changed = []
         for key, effect in desired.items():
             stream = snap.streams[key]
+            if not stream.linked:
+                continue  # its volume is not the user's yet; planned once linked
             before = self.applied.get(key)
             after, ops = fx.plan(before, stream, effect)
             if after is None:
@@ -351,6 +355,11 @@ class Reconciler:
         for stream, ops in work:
             self._apply(stream, ops)
         self._reconcile_pauses(snap, desired)
+        added = [self.view(k) for k in self._added if k in self.streams]
+        self._added.clear()
+        if added:
+            for cb in self.on_streams:
+                cb(added, [])
         if changed:
             views = [self.view(k) for k in changed]
             for view in views:

@@ -1,8 +1,8 @@
 """Implicit sessions: the sessions of apps that never call the daemon.
 
 Every stream is classified into a category; an app's streams of one category form its implicit
-session of that category. The session is active while at least one of its streams is live and
-not corked (a paused player's corked stream does not hold its session active). Each activation
+session of that category. The session is active while at least one of its streams plays
+(:attr:`Stream.playing`: a paused player's corked stream does not hold its session active). Each activation
 gets a new sequence number, so among equal priorities the later activation wins, as the last
 app to activate its AVAudioSession does on iOS.
 
@@ -49,14 +49,14 @@ class ImplicitSessions:
             rules.setdefault(sid, rule)
         # Sessions activating together (at start-up) are ordered by their oldest stream.
         activating = sorted((sid for sid, streams in groups.items()
-                             if sid not in self._active and any(not s.corked for s in streams)),
+                             if sid not in self._active and any(s.playing for s in streams)),
                             key=lambda sid: min(s.index for s in groups[sid]))
         for sid in activating:
             self._last_seq[sid] = next(self._seq)
             logger.debug("implicit session %s activated (seq %d)", sid, self._last_seq[sid])
         sessions = []
         for sid, streams in sorted(groups.items()):
-            active = any(not s.corked for s in streams)
+            active = any(s.playing for s in streams)
             first = streams[0]
             category = classified[first.key][0]
             sessions.append(Session(

@@ -14,6 +14,7 @@ from typing import AsyncIterator, Sequence
 
 import pulsectl
 import pulsectl_asyncio
+from pulsectl import _pulsectl as c
 
 from ..model import VOLUME_NORM, Device, Stream, StreamKind, freeze
 from .base import Backend, Event, ServerGone, ServerInfo
@@ -38,6 +39,17 @@ def _props(proplist: dict) -> dict[str, str]:
             value = value[:MAX_PROPERTY_CHARS - 1] + "\u2026"
         out[key[:MAX_PROPERTY_CHARS]] = value
     return out
+
+
+class _RawVolume:
+    """A per-channel raw volume for pulsectl's setters, without its clamp at
+    PA_VOLUME_UI_MAX (153 %): a user's 200 % must be restored as 200 %."""
+
+    def __init__(self, volume: Sequence[int]):
+        self.volume = tuple(volume)
+
+    def to_struct(self):
+        return c.PA_CVOLUME(len(self.volume), self.volume)
 
 
 def _volume(info) -> tuple[int, ...]:
@@ -141,9 +153,8 @@ class PulseBackend(Backend):
     async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
         setter = (self._p.sink_input_volume_set if kind is StreamKind.SINK_INPUT
                   else self._p.source_output_volume_set)
-        vol = pulsectl.PulseVolumeInfo([v / VOLUME_NORM for v in volume])
         try:
-            await self._call(setter(index, vol))
+            await self._call(setter(index, _RawVolume(volume)))
         except pulsectl.PulseOperationFailed:
             logger.debug("%s:%d vanished before its volume was set", kind.value, index)
 

@@ -10,8 +10,9 @@ Both servers expose the same virtual devices:
 
 * sink ``speaker`` (``device.description=Speaker``), the default sink;
 * sink ``headphones`` (``device.form_factor=headphone``);
-* source ``mic``, a 440 Hz sine (``module-sine-source`` on PulseAudio, an
-  ``audiotestsrc`` node on PipeWire), the default source.
+* source ``mic`` (``device.form_factor=microphone``), a 440 Hz sine
+  (``module-sine-source`` on PulseAudio, an ``audiotestsrc`` node on
+  PipeWire; amplitude 0.5 and 1.0), the default source.
 
 Typical use::
 
@@ -197,7 +198,11 @@ class PrivateBus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> PrivateBus:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -224,6 +229,7 @@ class AudioServer:
     start_timeout = 15.0
 
     def __init__(self, bus: PrivateBus) -> None:
+        """Prepare the directories; *bus* must be started."""
         self.bus = bus
         self.dir = Path(tempfile.mkdtemp(prefix=f"apd-{self.name}-"))
         self.runtime_dir = self.dir / "runtime"
@@ -252,7 +258,7 @@ class AudioServer:
         raise NotImplementedError
 
     def _prepare(self) -> None:
-        """Write configuration before the first start."""
+        """Write the server's configuration (before every start)."""
 
     def _before_next(self, index: int, deadline: float) -> None:
         """Wait, if needed, before starting command number *index* (from 1)."""
@@ -282,9 +288,7 @@ class AudioServer:
         """
         if self.procs:
             raise RuntimeError(f"{self.name} already started")
-        if not (self.home / ".apd-prepared").exists():
-            self._prepare()
-            (self.home / ".apd-prepared").touch()
+        self._prepare()
         began = time.monotonic()
         deadline = began + self.start_timeout
         try:
@@ -366,7 +370,11 @@ class AudioServer:
             stop_process(self.procs.pop())
 
     def restart(self) -> None:
-        """Stop and start again with the same runtime dir and home."""
+        """Stop and start again with the same runtime dir and home.
+
+        Saved state survives, but WirePlumber writes its state to disk only
+        1 s after a change: a change less than 1 s old is lost on PipeWire.
+        """
         self.stop()
         self.start()
 
@@ -378,7 +386,11 @@ class AudioServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> AudioServer:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -399,7 +411,8 @@ load-module module-native-protocol-unix
 load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
 load-module module-null-sink sink_name=headphones \
 sink_properties="device.description=Headphones device.form_factor=headphone"
-load-module module-sine-source source_name=mic frequency=440
+load-module module-sine-source source_name=mic frequency=440 \
+source_properties="device.description=Mic device.form_factor=microphone"
 load-module module-stream-restore
 """
 
@@ -409,8 +422,7 @@ load-module module-stream-restore
 
     def _commands(self) -> list[list[str]]:
         return [["pulseaudio", "-n", "-F", str(self.dir / "default.pa"),
-                 "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr",
-                 "--log-level=info"]]
+                 "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr"]]
 
 
 class PipeWireServer(AudioServer):
@@ -433,7 +445,7 @@ context.spa-libs = {
 context.objects = [
     { factory = adapter
       args = { factory.name = audiotestsrc node.name = mic node.description = "Mic"
-               media.class = Audio/Source } }
+               device.form_factor = microphone media.class = Audio/Source } }
 ]
 """
 
@@ -510,14 +522,13 @@ def _props_args(role: str | None, props: Mapping[str, str] | None) -> list[str]:
     return [f"--property={key}={value}" for key, value in merged.items()]
 
 
-def _client(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = None,
-            ) -> subprocess.Popen:
+def _client(server: AudioServer, argv: list[str]) -> subprocess.Popen:
     """Start a client of *server*, tracked so :meth:`AudioServer.close` stops it."""
     logger.debug("starting %s", argv)
     with open(server.dir / "clients.log", "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT,
-                                env=child_env({**server.env, **(env or {})}))
+                                env=child_env(server.env))
     server.clients.append(proc)
     return proc
 
@@ -563,8 +574,10 @@ def mpris_plugin() -> str:
 def start_mpv(server: AudioServer, path: str | os.PathLike) -> subprocess.Popen:
     """Play *path* in a loop with mpv (no video, ``--ao=pulse``) and its MPRIS plugin.
 
-    mpv runs with ``--no-config`` so the plugin is loaded once, explicitly,
-    and it registers on the server's private bus.
+    mpv runs with ``--no-config`` and loads the plugin with ``--script``:
+    without ``--no-config`` it also auto-loads ``/etc/mpv/scripts/mpris.so``
+    and registers twice (``...mpv`` and ``...mpv.instance<pid>``).  It owns
+    ``org.mpris.MediaPlayer2.mpv`` on the server's private bus.
 
     :returns: the mpv process (stopped by ``server.close()``).
     """
