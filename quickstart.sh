@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# audiopolicyd quick start, for a fresh Debian 12 / Ubuntu machine.
+#
+#   ./quickstart.sh run    install what is missing, then run the daemon in the foreground
+#   ./quickstart.sh test   install what is missing, then run every test (unit + integration)
+#
+# "Install" means: the Debian packages below (apt-get, as root or through sudo) and a virtual
+# environment in .venv with audiopolicyd installed editable. Both steps are skipped when done.
+#
+# `run` uses the audio server and session bus of your desktop session when there are some. On
+# a machine without them (a fresh server, a container, CI) it starts a private session bus and a
+# private headless PulseAudio with virtual devices (speaker, headphones, mic) and says so.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here"
+
+# Debian packages: audio servers and clients the daemon and its tests use, and what building
+# systemd-python needs.
+APT_PACKAGES=(
+  python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
+  dbus pulseaudio pulseaudio-utils pipewire pipewire-pulse wireplumber
+  mpv mpv-mpris playerctl sox espeak-ng systemd
+)
+
+say() { printf 'quickstart: %s\n' "$*" >&2; }
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  say "installing Debian packages: ${missing[*]}"
+  local sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+  "${sudo[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+install_venv() {
+  local stamp=.venv/.installed
+  if [ -x .venv/bin/audiopolicyd ] && [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+    return 0
+  fi
+  say "creating .venv and installing audiopolicyd with its test dependencies"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[test]'
+  touch "$stamp"
+}
+
+# A private session bus, for a machine that has none.
+private_bus() {
+  local dir=$1
+  dbus-daemon --session --address="unix:path=$dir/bus" --fork --print-pid >"$dir/bus.pid"
+  export DBUS_SESSION_BUS_ADDRESS="unix:path=$dir/bus"
+  say "no session bus: started a private one at $DBUS_SESSION_BUS_ADDRESS"
+}
+
+# A private headless PulseAudio with virtual devices, for a machine with no audio server.
+private_pulse() {
+  local dir=$1
+  mkdir -p "$dir/pulse-runtime" "$dir/home"
+  chmod 700 "$dir/pulse-runtime"
+  cat >"$dir/default.pa" <<'PA'
+load-module module-native-protocol-unix
+load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
+load-module module-null-sink sink_name=headphones sink_properties="device.description=Headphones device.form_factor=headphone"
+load-module module-sine-source source_name=mic frequency=440
+load-module module-stream-restore
+set-default-sink speaker
+set-default-source mic
+PA
+  XDG_RUNTIME_DIR="$dir/pulse-runtime" HOME="$dir/home" pulseaudio -n -F "$dir/default.pa" \
+    --daemonize=no --exit-idle-time=-1 --log-target=file:"$dir/pulseaudio.log" 2>/dev/null &
+  echo $! >"$dir/pulseaudio.pid"
+  export PULSE_SERVER="unix:$dir/pulse-runtime/pulse/native"
+  for _ in $(seq 50); do pactl info >/dev/null 2>&1 && break; sleep 0.1; done
+  pactl info >/dev/null 2>&1 || { say "the private PulseAudio did not start: see $dir/pulseaudio.log"; exit 1; }
+  say "no audio server: started a private headless PulseAudio (sinks speaker, headphones; source mic)"
+  say "to play into it from another shell:"
+  say "  export PULSE_SERVER=$PULSE_SERVER DBUS_SESSION_BUS_ADDRESS=$DBUS_SESSION_BUS_ADDRESS"
+  say "  paplay --property=media.role=music some.wav   # then a media.role=phone stream ducks it"
+}
+
+cleanup_private() {
+  local dir=$1 f
+  for f in "$dir/pulseaudio.pid" "$dir/bus.pid"; do
+    [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null || true
+  done
+  rm -rf "$dir"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  run)
+    install_apt
+    install_venv
+    private=$(mktemp -d /tmp/audiopolicyd-quickstart.XXXXXX)
+    trap 'cleanup_private "$private"' EXIT
+    [ -n "${DBUS_SESSION_BUS_ADDRESS:-}" ] || private_bus "$private"
+    pactl info >/dev/null 2>&1 || private_pulse "$private"
+    say "running audiopolicyd (Ctrl-C stops it and restores every stream)"
+    say "in another shell: .venv/bin/audiopolicyctl status | streams | monitor"
+    .venv/bin/audiopolicyd "${@:2}"
+    ;;
+  test)
+    install_apt
+    install_venv
+    exec .venv/bin/python -m pytest tests -q "${@:2}"
+    ;;
+  *)
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac
