@@ -1,0 +1,80 @@
+"""Hookspecs are documented and plugin docs are true: a hook whose documented arguments drift
+from its signature fails here, as Datasette's test suite does for its hooks."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+
+import pytest
+
+from audiopolicyd import hookspecs
+from audiopolicyd.pluginmanager import (
+    BUILTIN, call_hook, make_plugin_manager, plugin_settings_schemas,
+)
+from audiopolicyd.policy import parse_policy, parse_toml
+
+SPECS = [f for name, f in vars(hookspecs).items()
+         if inspect.isfunction(f) and hasattr(f, "audiopolicyd_spec")]
+
+
+def test_there_are_hookspecs():
+    assert {f.__name__ for f in SPECS} == {"register_policy_settings", "classify_stream",
+                                           "decide_interaction"}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.__name__)
+def test_every_hookspec_documents_when_it_fires_its_params_and_result(spec):
+    doc = inspect.getdoc(spec)
+    params = list(inspect.signature(spec).parameters)
+    assert doc and doc.splitlines()[0].endswith("."), "one-line summary"
+    assert re.search(r"\bcalled\b", doc, re.I), "says when it fires"
+    documented = re.findall(r":param (\w+):", doc)
+    assert documented == params, "every argument documented, in order"
+    assert ":returns:" in doc
+    firstresult = spec.audiopolicyd_spec["firstresult"]
+    assert ("first non-None result" in doc) == firstresult
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_builtin_plugin_docstring_example_is_a_valid_policy_snippet(name):
+    module = importlib.import_module(name)
+    doc = inspect.getdoc(module)
+    example = doc.split("Example::", 1)[1]
+    snippet = "\n".join(line.strip() for line in example.strip().splitlines())
+    pm = make_plugin_manager(load_entry_points=False)
+    doc_table = parse_toml(snippet, "example")
+    base = {"schema": 1, "category": "record", "priority": 60, "mixes_with_others": False,
+            "activation": {"others": "silence"}}
+    policy = parse_policy({**base, **doc_table}, "example", plugin_settings_schemas(pm))
+    assert policy.plugins
+
+
+def test_two_plugins_declaring_one_table_is_an_error():
+    from audiopolicyd import hookimpl
+
+    class Dup:
+        @hookimpl
+        def register_policy_settings(self):
+            return {"record": {}}
+
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Dup(), name="dup")
+    with pytest.raises(ValueError, match="'record' is declared twice"):
+        plugin_settings_schemas(pm)
+
+
+def test_call_hook_collects_results_and_skips_a_raising_plugin(caplog):
+    from audiopolicyd import hookimpl
+
+    class Bad:
+        @hookimpl
+        def register_policy_settings(self):
+            raise RuntimeError("boom")
+
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Bad(), name="bad")
+    results = call_hook(pm, "register_policy_settings")
+    assert any("record" in r for r in results)
+    assert "plugin 'bad' raised in hook register_policy_settings" in caplog.text
