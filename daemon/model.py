@@ -112,8 +112,14 @@ class Stream:
 
     @property
     def playing(self) -> bool:
-        """True while the stream holds its session active: uncorked, or still being set up
-        (not linked yet), so a policy reacts on the stream's ``new`` event on both servers."""
+        """True while the stream holds its session active.
+
+        A playback stream plays while uncorked, and also while still being set up (not linked
+        yet), so a policy reacts on its ``new`` event on both servers. A recording counts only
+        once linked: before that it is not known whether it records a microphone or a monitor.
+        """
+        if self.kind is StreamKind.SOURCE_OUTPUT:
+            return self.linked and not self.corked
         return not self.corked or not self.linked
 
     @property

@@ -115,9 +115,12 @@ class PulseBackend(Backend):
 
     def _stream(self, kind: StreamKind, info) -> Stream:
         device = info.sink if kind is StreamKind.SINK_INPUT else info.source
-        return Stream(kind, info.index, freeze(_props(info.proplist)), _volume(info),
-                      bool(info.mute), bool(getattr(info, "corked", False)), device,
-                      kind is StreamKind.SOURCE_OUTPUT and device in self._monitors)
+        props = _props(info.proplist)
+        # pipewire-pulse marks a capture of a sink with stream.capture.sink before linking it
+        monitor = kind is StreamKind.SOURCE_OUTPUT and (
+            device in self._monitors or props.get("stream.capture.sink") == "true")
+        return Stream(kind, info.index, freeze(props), _volume(info), bool(info.mute),
+                      bool(getattr(info, "corked", False)), device, monitor)
 
     async def streams(self) -> list[Stream]:
         await self.devices()  # monitor flags of source-outputs need the source list

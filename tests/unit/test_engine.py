@@ -231,3 +231,14 @@ def test_implicit_sessions_group_by_app_and_category_and_order_activations(polic
     s = snap(b)
     assert [x.id for x in tracker.update(s, classify(s, policies))] == [
         "implicit:exe:linphone:2:playAndRecord"]
+
+
+def test_playing_rules_for_streams_being_set_up():
+    unlinked = dict(corked=True)
+    out = dataclasses.replace(make_stream(1, **unlinked), device=0xFFFFFFFF)
+    rec = dataclasses.replace(make_stream(2, StreamKind.SOURCE_OUTPUT, **unlinked),
+                              device=0xFFFFFFFF, corked=False)
+    assert out.playing and not out.linked  # pipewire-pulse's new stream: react at once
+    assert not rec.playing  # a recording counts once we know what it records
+    assert not make_stream(3, corked=True).playing
+    assert make_stream(4, StreamKind.SOURCE_OUTPUT).playing
