@@ -80,10 +80,21 @@ class Client:
 
 # -- commands ----------------------------------------------------------------------------------
 
-async def cmd_status(args: argparse.Namespace) -> int:
+async def fetch(args: argparse.Namespace, member: str) -> Any:
+    """Call a Manager method without arguments; its single reply value as plain Python."""
     async with Client(args) as c:
-        (status,) = await c.call("GetStatus")
-    status = plain(status)
+        (value,) = await c.call(member)
+    return plain(value)
+
+
+def stream_line(prefix: str, s: dict) -> str:
+    """One stream on one line, for ``monitor``."""
+    return (f"{prefix} {s['Key']} {s['Application']} role={s['Role'] or '-'} "
+            f"category={s['Category']} effect={s['Effect']}")
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    status = await fetch(args, "GetStatus")
     if args.json:
         print(json.dumps(status, indent=2, sort_keys=True))
         return 0
@@ -109,9 +120,7 @@ def _streams_table(streams: list[dict]) -> Table:
 
 
 async def cmd_streams(args: argparse.Namespace) -> int:
-    async with Client(args) as c:
-        (streams,) = await c.call("GetStreams")
-    streams = plain(streams)
+    streams = await fetch(args, "GetStreams")
     if args.json:
         print(json.dumps(streams, indent=2, sort_keys=True))
     elif not streams:
@@ -122,9 +131,7 @@ async def cmd_streams(args: argparse.Namespace) -> int:
 
 
 async def cmd_reload(args: argparse.Namespace) -> int:
-    async with Client(args) as c:
-        (result,) = await c.call("Reload")
-    applied, problems = result
+    applied, problems = await fetch(args, "Reload")
     if args.json:
         print(json.dumps({"applied": applied, "problems": problems}, indent=2))
     elif applied:
@@ -152,8 +159,7 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
         if msg.interface == MANAGER_IFACE:
             if msg.member == "StreamAdded":
                 s = plain(msg.body[0])
-                emit("StreamAdded", s, f"+ {s['Key']} {s['Application']} role={s['Role'] or '-'}"
-                                       f" category={s['Category']} effect={s['Effect']}")
+                emit("StreamAdded", s, stream_line("+", s))
             elif msg.member == "StreamRemoved":
                 emit("StreamRemoved", msg.body[0], f"- {msg.body[0]}")
             elif msg.member == "EffectsChanged":
@@ -180,8 +186,7 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
                                      signature="s", body=[rule]))
         (streams,) = await c.call("GetStreams")
         for s in plain(streams):
-            emit("StreamAdded", s, f"= {s['Key']} {s['Application']} role={s['Role'] or '-'}"
-                                   f" category={s['Category']} effect={s['Effect']}")
+            emit("StreamAdded", s, stream_line("=", s))
         await done.wait()
     return 1
 
