@@ -117,6 +117,9 @@ def plan(applied: Applied | None, stream: Stream, desired: Effect) -> tuple[Appl
         if desired.gain == 1.0 and not desired.mute:
             return None, Ops()
         applied = Applied(stream.key, stream.restore_key, base=stream.volume)
+    elif applied.gain == 1.0 and applied.base != stream.volume:
+        # We hold no volume (only a mute): the stream's volume is the user's, changed or not.
+        applied = replace(applied, base=stream.volume)
     volume = ramp_from = None
     ramp_ms = 0
     if desired.gain != applied.gain:
@@ -191,9 +194,20 @@ def plan_pauses(claims: Mapping[str, Claim], want: Mapping[str, set[str]],
             continue
         if claim.triggers & active_sessions:
             new[bus] = claim  # the stream may have gone with the pause; the trigger has not
-        elif not claim.waived and players[bus].status == "Paused":
+        elif should_resume(claim, players[bus]):
             resume.append(bus)
     return PausePlan(new, tuple(pause), tuple(resume))
+
+
+def should_resume(claim: Claim, player: Player) -> bool:
+    """Whether a player we paused gets ``Play`` now that no trigger holds it.
+
+    Yes when it reports ``Paused``, and also when it has not confirmed our pause yet: players
+    may report a new PlaybackStatus late (mpv-mpris batches its PropertiesChanged), so after a
+    short interruption a player still shown ``Playing`` may well be paused, and ``Play`` on a
+    player that ignored our ``Pause`` changes nothing. Never when the user acted (waived).
+    """
+    return not claim.waived and (player.status == "Paused" or not claim.confirmed)
 
 
 def observe_player(claims: Mapping[str, Claim], player: Player) -> Mapping[str, Claim]:

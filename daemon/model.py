@@ -111,6 +111,17 @@ class Stream:
         return 0 <= self.device < 0xFFFFFFFF
 
     @property
+    def settled(self) -> bool:
+        """True once the stream's volume is the user's: linked, and not corked at volume 0.
+
+        pipewire-pulse may also show a stream linked, corked and at volume 0 for a moment
+        before its restored volume arrives. Taking that 0 for the user's volume would duck from
+        0 and "restore" 0: silent for good. A corked stream at volume 0 is inaudible anyway;
+        it settles when it starts or gets a volume.
+        """
+        return self.linked and not (self.corked and not any(self.volume))
+
+    @property
     def playing(self) -> bool:
         """True while the stream holds its session active.
 

@@ -92,8 +92,11 @@ class Reconciler:
         self._class_cache: dict = {}
         self._pending: dict[str, object] = {}
         self._recent: dict[str, collections.deque] = {}
-        self._write_no = 0
-        self._last_write: dict[str, int] = {}
+        # Mirror consistency (see _send and _refresh): writes scheduled per stream, writes not
+        # answered yet, and streams whose last read was discarded as older than our writes.
+        self._wgen: dict[str, int] = {}
+        self._inflight: collections.Counter[str] = collections.Counter()
+        self._stale: set[str] = set()
         self._ramps: dict[str, asyncio.Task] = {}
         self._tasks: set[asyncio.Task] = set()
         self._scheduled = False
@@ -150,6 +153,9 @@ class Reconciler:
         gone = list(self.streams)
         self.applied.clear()
         self.streams.clear()
+        self._recent.clear()
+        self._wgen.clear()
+        self._stale.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -189,14 +195,15 @@ class Reconciler:
                 self._pending.pop(key, None)
                 self._remove(key)
             else:
-                self._spawn(self._refresh(kind, event.index, key))
+                self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
             self._spawn(self._refresh_devices())
 
-    def _spawn(self, coro) -> None:
+    def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -211,10 +218,20 @@ class Reconciler:
         devices = await self.backend.devices()
         self.devices = {f"{d.kind}:{d.index}": d for d in devices}
 
-    async def _refresh(self, kind: StreamKind, index: int, key: str) -> None:
+    async def _refresh(self, kind: StreamKind, index: int, key: str, gen: int) -> None:
+        """Read one stream and fold it into the mirror.
+
+        The read shows the stream's volume and mute as they are after our writes only if every
+        write to the stream scheduled before it was answered when it was sent (pipewire-pulse
+        answers a read pipelined behind a volume write with the old volume) and no write was
+        scheduled after it. Otherwise those two values are older than the mirror's.
+
+        :param gen: the stream's write count when the read was scheduled (tasks start in the
+            order they are created, so a read goes out after the writes scheduled before it)
+        """
         token = object()
         self._pending[key] = token
-        issued = self._write_no
+        writes_answered = not self._inflight[key]
         stream = await self.backend.stream(kind, index)
         if self._pending.get(key) is not token:
             return  # superseded by a newer read, or removed meanwhile
@@ -222,20 +239,29 @@ class Reconciler:
         if stream is None:
             self._remove(key)
         else:
-            self._update(stream, issued)
+            self._update(stream, writes_answered and self._wgen.get(key, 0) == gen)
 
-    def _update(self, stream: Stream, issued: int) -> None:
+    def _update(self, stream: Stream, fresh: bool) -> None:
+        """Fold a read into the mirror.
+
+        :param fresh: False when the read's volume and mute may predate our writes: the
+            mirror keeps its own (our writes), and the stream is read again once they are
+            answered.
+        """
         key = stream.key
         old = self.streams.get(key)
+        if old is not None and not fresh:
+            stream = dataclasses.replace(stream, volume=old.volume, muted=old.muted)
+            self._stale.add(key)
         self.streams[key] = stream
         if old is None:
-            if key not in self.applied and stream.linked:
+            if key not in self.applied and stream.settled:
                 self._adopt_lingering(stream)
             self._added.append(key)
             self._schedule()
             return
         applied = self.applied.get(key)
-        if applied is not None and issued >= self._last_write.get(key, 0):
+        if applied is not None and fresh:
             seen = fx.observe(applied, stream, self._recent.get(key, ()))
             if seen is not applied:
                 logger.info("user changed %s (%s) during an effect: volume %s, muted %s; "
@@ -243,7 +269,7 @@ class Reconciler:
                             stream.muted)
                 self.applied[key] = seen
                 self.journal.write([seen])
-        if not old.linked and stream.linked and key not in self.applied:
+        if not old.settled and stream.settled and key not in self.applied:
             self._adopt_lingering(stream)
         if (old.corked != stream.corked or old.properties != stream.properties
                 or old.muted != stream.muted or old.device != stream.device):
@@ -281,7 +307,8 @@ class Reconciler:
         if applied is not None:
             self.journal.linger([applied])
         self._recent.pop(key, None)
-        self._last_write.pop(key, None)
+        self._wgen.pop(key, None)
+        self._stale.discard(key)
         self.effects.pop(key, None)
         self._schedule()
         for cb in self.on_streams:
@@ -334,8 +361,8 @@ class Reconciler:
         changed = []
         for key, effect in desired.items():
             stream = snap.streams[key]
-            if not stream.linked:
-                continue  # its volume is not the user's yet; planned once linked
+            if not stream.settled:
+                continue  # its volume is not the user's yet; planned once settled
             before = self.applied.get(key)
             after, ops = fx.plan(before, stream, effect)
             if after is None:
@@ -382,8 +409,6 @@ class Reconciler:
 
     def _apply(self, stream: Stream, ops: fx.Ops) -> None:
         key = stream.key
-        self._write_no += 1
-        self._last_write[key] = self._write_no
         old = self._ramps.pop(key, None)
         if old is not None:
             old.cancel()
@@ -394,11 +419,44 @@ class Reconciler:
             else:
                 self._write_volume(stream, ops.volume)
         if ops.mute is not None:
-            self._spawn(self.backend.set_mute(stream.kind, stream.index, ops.mute))
+            self._send(stream, self.backend.set_mute(stream.kind, stream.index, ops.mute),
+                       muted=ops.mute)
 
     def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> None:
         self._recent.setdefault(stream.key, collections.deque(maxlen=16)).append(volume)
-        self._spawn(self.backend.set_volume(stream.kind, stream.index, volume))
+        self._send(stream, self.backend.set_volume(stream.kind, stream.index, volume),
+                   volume=volume)
+
+    def _send(self, stream: Stream, write, **values) -> None:
+        """Schedule a write to a stream, and make the mirror hold the written values at once.
+
+        A decision taken before the server echoes the write must start from it, not from the
+        value it replaces: a duck planned right after a restore (one trigger ending as another
+        starts, or pipewire-pulse showing a new trigger stream corked for a moment) would
+        otherwise take a ramp step or the ducked volume for the user's volume, and "restore" it.
+
+        :param write: the backend coroutine
+        :param values: the :class:`~audiopolicyd.model.Stream` fields it sets
+        """
+        key = stream.key
+        current = self.streams.get(key)
+        if current is not None:
+            self.streams[key] = dataclasses.replace(current, **values)
+        self._wgen[key] = self._wgen.get(key, 0) + 1
+        self._inflight[key] += 1
+        self._spawn(write).add_done_callback(lambda _task: self._answered(key))
+
+    def _answered(self, key: str) -> None:
+        """A write to ``key`` was answered: once none is pending, re-read a stream whose
+        last read was discarded, so a change the user made meanwhile is not missed."""
+        self._inflight[key] -= 1
+        if self._inflight[key] > 0:
+            return
+        del self._inflight[key]
+        stream = self.streams.get(key)
+        if key in self._stale and stream is not None and self.connected.is_set():
+            self._stale.discard(key)
+            self._spawn(self._refresh(stream.kind, stream.index, key, self._wgen.get(key, 0)))
 
     async def _ramp(self, stream: Stream, ops: fx.Ops) -> None:
         steps = max(1, ops.ramp_ms // RAMP_STEP_MS)
@@ -429,7 +487,7 @@ class Reconciler:
         if self.pauser is not None:
             for bus, claim in self.claims.items():
                 player = self.players.get(bus)
-                if not claim.waived and player is not None and player.status == "Paused":
+                if player is not None and fx.should_resume(claim, player):
                     writes.append(self.pauser.play(bus))
         results = await asyncio.gather(*writes, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]

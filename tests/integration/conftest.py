@@ -21,7 +21,8 @@ PACKAGES = {
     "dbus-daemon": "dbus", "pulseaudio": "pulseaudio", "pipewire": "pipewire",
     "wireplumber": "wireplumber", "pipewire-pulse": "pipewire-pulse",
     "paplay": "pulseaudio-utils", "pactl": "pulseaudio-utils", "mpv": "mpv",
-    "playerctl": "playerctl", "sox": "sox",
+    "playerctl": "playerctl", "sox": "sox", "parecord": "pulseaudio-utils",
+    "busctl": "systemd", "dbus-send": "dbus-bin",
 }
 
 MISSING = harness.missing_binaries()
@@ -41,9 +42,14 @@ def _required_binaries() -> None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
     """Attach the server log tails to the report of a failed test."""
     report = yield
-    server = getattr(item, "funcargs", {}).get("server")
+    funcargs = getattr(item, "funcargs", {})
+    server = funcargs.get("server")
     if report.failed and isinstance(server, harness.AudioServer):
         report.sections.append((f"{server.name} logs", server.log_tails()))
+        report.sections.append(("client logs", harness._log_tail(server.dir / "clients.log")))
+    daemon = funcargs.get("daemon")
+    if report.failed and isinstance(daemon, harness.DaemonProcess):
+        report.sections.append(("audiopolicyd log", daemon.log_tail(200)))
     return report
 
 
@@ -70,3 +76,19 @@ def server(request: pytest.FixtureRequest, bus: harness.PrivateBus,
 def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 60 s, 440 Hz stereo wav file."""
     return harness.make_tone(tmp_path_factory.mktemp("audio") / "tone.wav")
+
+
+@pytest.fixture
+def daemon(server: harness.AudioServer, tmp_path: Path) -> Iterator[harness.DaemonProcess]:
+    """The real ``audiopolicyd`` on ``server``, started and connected.
+
+    Private ``XDG_STATE_HOME`` and ``XDG_CONFIG_HOME`` under ``tmp_path`` (kept
+    across ``daemon.restart()``); its log is added to the report of a failed test.
+    Every daemon process it started is stopped after the test.
+    """
+    instance = harness.DaemonProcess(server, tmp_path / "daemon")
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.close()

@@ -20,18 +20,29 @@ Typical use::
         tone = make_tone("/tmp/tone.wav")
         player = play(server, tone, role="music")
         wait_for(lambda: sink_inputs(server), 5, "a sink-input")
+
+The daemon under test runs as the real ``audiopolicyd`` executable
+(:class:`DaemonProcess`: private state and config directories, debug log to a
+file, SIGTERM / ``kill -9`` / restart with the same journal), and the helpers
+after it (:func:`wait_stream`, :func:`wait_volume`, :func:`wait_muted`,
+:func:`set_user_volume`, :func:`end_client`...) read the server's real state
+through pulsectl, identifying each client's stream by its process id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -46,7 +57,7 @@ T = TypeVar("T")
 #: Programs the integration tests need.
 REQUIRED_BINARIES = (
     "dbus-daemon", "pulseaudio", "pipewire", "wireplumber", "pipewire-pulse",
-    "paplay", "pactl", "mpv", "playerctl", "sox",
+    "paplay", "parecord", "pactl", "mpv", "playerctl", "sox", "busctl", "dbus-send",
 )
 
 #: Sink names every server provides.
@@ -522,31 +533,35 @@ def _props_args(role: str | None, props: Mapping[str, str] | None) -> list[str]:
     return [f"--property={key}={value}" for key, value in merged.items()]
 
 
-def _client(server: AudioServer, argv: list[str]) -> subprocess.Popen:
-    """Start a client of *server*, tracked so :meth:`AudioServer.close` stops it."""
+def _client(server: AudioServer, argv: list[str],
+            env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """Start a client of *server* (with *env* added), tracked so :meth:`AudioServer.close`
+    stops it."""
     logger.debug("starting %s", argv)
     with open(server.dir / "clients.log", "ab") as out:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT,
-                                env=child_env(server.env))
+                                env=child_env({**server.env, **(env or {})}))
     server.clients.append(proc)
     return proc
 
 
 def play(server: AudioServer, path: str | os.PathLike, role: str | None = None,
          props: Mapping[str, str] | None = None, device: str | None = None,
-         ) -> subprocess.Popen:
+         env: Mapping[str, str] | None = None) -> subprocess.Popen:
     """Play *path* with ``paplay`` on *server*.
 
     :param role: ``media.role`` of the stream.
     :param props: more stream properties.
     :param device: sink name; the default sink when ``None``.
+    :param env: more environment, e.g. ``PULSE_PROP`` (which, unlike ``--property``, takes
+        binary values: ``media.role=hex:c328ff00``).
     :returns: the ``paplay`` process (stopped by ``server.close()``).
     """
     argv = ["paplay", *_props_args(role, props)]
     if device is not None:
         argv.append(f"--device={device}")
-    return _client(server, [*argv, str(path)])
+    return _client(server, [*argv, str(path)], env)
 
 
 def record(server: AudioServer, device: str = MIC, role: str | None = None,
@@ -623,3 +638,377 @@ def running(server_cls: type[AudioServer]) -> Iterator[AudioServer]:
 #: Server classes by :attr:`AudioServer.name`.
 SERVERS: dict[str, type[AudioServer]] = {
     cls.name: cls for cls in (PulseAudioServer, PipeWireServer)}
+
+
+# -- the daemon under test -----------------------------------------------------------------------
+
+def _console_script(name: str, module: str) -> list[str]:
+    """The command line of console script *name* of this interpreter's environment.
+
+    Falls back to ``python -m module`` when the script is not installed beside
+    :data:`sys.executable` (a source checkout run without an install).
+    """
+    script = Path(sys.executable).parent / name
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", module]
+
+
+#: Command line of the daemon and of its client.
+AUDIOPOLICYD = _console_script("audiopolicyd", "audiopolicyd")
+AUDIOPOLICYCTL = _console_script("audiopolicyctl", "audiopolicyd.cli")
+
+#: D-Bus names of the daemon (fixed by the contract in DESIGN.md).
+BUS_NAME = "io.github.audiopolicyd.AudioPolicy1"
+OBJECT_PATH = "/io/github/audiopolicyd/AudioPolicy1"
+MANAGER_IFACE = BUS_NAME + ".Manager"
+
+
+def run_ctl(env: Mapping[str, str], *args: str, timeout: float = 15.0,
+            ) -> subprocess.CompletedProcess:
+    """Run ``audiopolicyctl *args`` with exactly the environment *env*."""
+    return subprocess.run([*AUDIOPOLICYCTL, *args], env=dict(env), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+class DaemonProcess:
+    """The real ``audiopolicyd`` started as a subprocess beside *server*.
+
+    It gets the server's environment (``PULSE_SERVER``, the private bus), a
+    private ``XDG_STATE_HOME`` and ``XDG_CONFIG_HOME`` under *root* (so the
+    effects journal and the user policy directory survive :meth:`restart`),
+    ``--log-level debug --log-target stderr``, and appends stdout and stderr
+    to :attr:`log`.
+
+    :ivar policy_dir: ``$XDG_CONFIG_HOME/audiopolicyd/policies`` (created, so
+        the daemon watches it from the start, as for a user who has one).
+    """
+
+    #: Seconds :meth:`start` waits for ``ServerConnected``.
+    start_timeout = 20.0
+
+    def __init__(self, server: AudioServer, root: str | os.PathLike) -> None:
+        self.server = server
+        self.root = Path(root)
+        self.state_home = self.root / "state"
+        self.config_home = self.root / "config"
+        self.policy_dir = self.config_home / "audiopolicyd" / "policies"
+        self.policy_dir.mkdir(parents=True, exist_ok=True)
+        self.state_home.mkdir(parents=True, exist_ok=True)
+        self.log = self.root / "audiopolicyd.log"
+        self.proc: subprocess.Popen | None = None
+        #: Every process started (restarts included), for the cleanup.
+        self.history: list[subprocess.Popen] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of the daemon and of ``audiopolicyctl``."""
+        return child_env({**self.server.env, "XDG_STATE_HOME": str(self.state_home),
+                          "XDG_CONFIG_HOME": str(self.config_home)})
+
+    @property
+    def journal(self) -> Path:
+        """The effects journal file."""
+        return self.state_home / "audiopolicyd" / "journal.sqlite3"
+
+    def start(self, *extra: str, wait: bool = True) -> None:
+        """Start the daemon; with *wait*, until it reports ``ServerConnected`` true.
+
+        :raises AssertionError: if it exits or is not connected in time (with its log).
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("audiopolicyd already running")
+        with open(self.log, "ab") as out:
+            out.write(f"==== starting {' '.join(AUDIOPOLICYD)} ====\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                [*AUDIOPOLICYD, "--log-level", "debug", "--log-target", "stderr", *extra],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.history.append(self.proc)
+        logger.info("audiopolicyd started (pid %d), log %s", self.proc.pid, self.log)
+        if wait:
+            self.wait_connected(self.start_timeout)
+
+    def wait_connected(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Wait until ``status --json`` says ``ServerConnected``; return the status.
+
+        :raises AssertionError: at the deadline or when the daemon exits, with its log.
+        """
+        try:
+            return wait_for(self._status_if_alive, timeout, "audiopolicyd ServerConnected true",
+                            until=lambda s: bool(s) and s.get("ServerConnected") is True,
+                            interval=0.1)
+        except AssertionError as exc:
+            if "audiopolicyd is not running" in str(exc):
+                raise
+            raise AssertionError(f"{exc}\n{self.log_tail()}") from None
+
+    def _status_if_alive(self) -> dict[str, Any] | None:
+        self.assert_running()
+        return self.status(check=False)
+
+    def assert_running(self) -> None:
+        """:raises AssertionError: if the daemon has exited (with its log tail)."""
+        if self.proc is None or self.proc.poll() is not None:
+            code = None if self.proc is None else self.proc.returncode
+            raise AssertionError(f"audiopolicyd is not running (exit code {code})\n"
+                                 f"{self.log_tail()}")
+
+    def ctl(self, *args: str, timeout: float = 15.0) -> subprocess.CompletedProcess:
+        """Run ``audiopolicyctl *args`` against this daemon; return the completed process."""
+        return run_ctl(self.env, *args, timeout=timeout)
+
+    def status(self, check: bool = True) -> dict[str, Any] | None:
+        """``audiopolicyctl status --json`` as a dict (None, unless *check*, on failure)."""
+        done = self.ctl("status", "--json")
+        if done.returncode != 0:
+            if check:
+                raise AssertionError(f"audiopolicyctl status failed ({done.returncode}): "
+                                     f"{done.stderr}")
+            return None
+        return json.loads(done.stdout)
+
+    def streams(self) -> list[dict[str, Any]]:
+        """``audiopolicyctl streams --json``: what the daemon says of every stream."""
+        done = self.ctl("streams", "--json")
+        assert done.returncode == 0, f"audiopolicyctl streams failed: {done.stderr}"
+        return json.loads(done.stdout)
+
+    def stream_view(self, index: int, kind: str = "sink-input") -> dict[str, Any] | None:
+        """The daemon's view of stream *kind*:*index*, None when it does not list it."""
+        key = f"{kind}:{index}"
+        return next((s for s in self.streams() if s["Key"] == key), None)
+
+    def signal(self, sig: int) -> None:
+        """Send *sig* to the daemon (by pid)."""
+        self.assert_running()
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM the daemon and wait for it to exit; return its exit code."""
+        proc = self.proc
+        if proc is None:
+            raise RuntimeError("audiopolicyd not started")
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+                raise AssertionError(f"audiopolicyd ignored SIGTERM for {timeout}s\n"
+                                     f"{self.log_tail()}") from None
+        return proc.returncode
+
+    def kill(self) -> None:
+        """``kill -9`` the daemon (by pid) and reap it."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def restart(self, *extra: str) -> None:
+        """Stop the daemon if it runs (SIGTERM) and start it again with the same state."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.stop()
+        self.start(*extra)
+
+    def log_text(self) -> str:
+        """The whole daemon log so far."""
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 80) -> str:
+        """The last *lines* lines of the daemon log, headed by its name."""
+        return _log_tail(self.log, lines)
+
+    def close(self) -> None:
+        """Kill every daemon process still running (SIGTERM, then SIGKILL)."""
+        for proc in self.history:
+            stop_process(proc, timeout=10)
+        self.history.clear()
+
+    def __enter__(self) -> DaemonProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# -- stream helpers for the daemon tests --------------------------------------------------------
+
+#: libpulse's ``PA_INVALID_INDEX``: a pipewire-pulse stream not linked to a device yet.
+INVALID_INDEX = 0xFFFFFFFF
+
+
+def stream_of(server: AudioServer, proc: subprocess.Popen,
+              kind: str = "sink-input") -> pulsectl.PulseSinkInputInfo | None:
+    """The stream of client *proc* on *server* (by ``application.process.id``), or None."""
+    listing = sink_inputs(server) if kind == "sink-input" else source_outputs(server)
+    return next((s for s in listing
+                 if s.proplist.get("application.process.id") == str(proc.pid)), None)
+
+
+def _linked(info: Any) -> bool:
+    device = info.sink if hasattr(info, "sink") else info.source
+    return device != INVALID_INDEX and not info.corked
+
+
+def wait_stream(server: AudioServer, proc: subprocess.Popen, kind: str = "sink-input",
+                timeout: float = 10.0) -> Any:
+    """Wait until client *proc* has a linked, running stream on *server*; return it.
+
+    Linked matters on pipewire-pulse, which announces a stream corked and
+    unlinked with volume 0 and links it, at its restored volume, a few ms later.
+    """
+    def probe() -> Any:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} (pid {proc.pid}) exited with "
+                                 f"{proc.returncode}\n{_log_tail(server.dir / 'clients.log')}")
+        return stream_of(server, proc, kind)
+    return wait_for(probe, timeout, f"a linked {kind} of {proc.args[0]} pid {proc.pid}",
+                    until=lambda s: s is not None and _linked(s))
+
+
+def stream_state(server: AudioServer, proc: subprocess.Popen,
+                 kind: str = "sink-input") -> tuple[list[int], bool] | None:
+    """``(raw volumes, muted)`` of client *proc*'s stream now, None when it has none."""
+    info = stream_of(server, proc, kind)
+    return None if info is None else (raw_volumes(info), bool(info.mute))
+
+
+def wait_volume(server: AudioServer, proc: subprocess.Popen, raw: int | list[int],
+                timeout: float = 10.0, what: str = "") -> list[int]:
+    """Wait until every channel of *proc*'s stream is at raw volume *raw* exactly."""
+    info = wait_stream(server, proc, timeout=timeout)
+    want = list(raw) if isinstance(raw, list) else [raw] * len(info.volume.values)
+    return wait_for(lambda: (stream_state(server, proc) or ([], None))[0], timeout,
+                    what or f"{proc.args[0]} pid {proc.pid} at raw volume {want}",
+                    until=lambda v: v == want)
+
+
+def wait_muted(server: AudioServer, proc: subprocess.Popen, muted: bool,
+               kind: str = "sink-input", timeout: float = 10.0) -> None:
+    """Wait until *proc*'s stream has the mute flag *muted*."""
+    wait_for(lambda: stream_state(server, proc, kind), timeout,
+             f"{proc.args[0]} pid {proc.pid} {'muted' if muted else 'unmuted'}",
+             until=lambda s: s is not None and s[1] is muted)
+
+
+def set_user_volume(server: AudioServer, proc: subprocess.Popen, raw: int) -> None:
+    """Act as the user: set *proc*'s stream to raw volume *raw* and wait until it reads so."""
+    info = wait_stream(server, proc)
+    set_raw_volume(server, info, raw)
+    wait_volume(server, proc, raw, what=f"the user's volume {raw} on {proc.args[0]}")
+
+
+def set_user_mute(server: AudioServer, proc: subprocess.Popen, muted: bool) -> None:
+    """Act as the user: set *proc*'s stream mute flag and wait until it reads so."""
+    info = wait_stream(server, proc)
+    with pulse(server) as p:
+        p.mute(info, muted)
+    wait_muted(server, proc, muted)
+
+
+def end_client(server: AudioServer, proc: subprocess.Popen, kind: str = "sink-input") -> None:
+    """Stop client *proc* (by pid) and wait until its stream is gone from *server*."""
+    stop_process(proc)
+    if proc in server.clients:
+        server.clients.remove(proc)
+    wait_for(lambda: stream_of(server, proc, kind) is None, 10,
+             f"the {kind} of {proc.args[0]} pid {proc.pid} to go")
+
+
+def watch(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = None,
+          ) -> tuple[subprocess.Popen, LineReader]:
+    """Start *argv* with its stdout collected line by line (stderr to ``clients.log``).
+
+    The process is tracked like a client, so ``server.close()`` stops it.
+
+    :param env: the environment (default: the server's)
+    :returns: the process and the :class:`LineReader` of its stdout
+    """
+    with open(server.dir / "clients.log", "ab") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err, text=True,
+                                env=dict(env) if env is not None else child_env(server.env))
+    server.clients.append(proc)
+    return proc, LineReader(proc.stdout)
+
+
+def follow_player(server: AudioServer, player: str = "mpv",
+                  ) -> tuple[subprocess.Popen, LineReader]:
+    """``playerctl --follow status`` of *player*: every PlaybackStatus it goes through."""
+    return watch(server, ["playerctl", "-p", player, "--follow", "status"])
+
+
+def player_status(server: AudioServer, player: str = "mpv") -> str:
+    """``playerctl -p player status``: ``Playing``, ``Paused``, ``Stopped`` or '' on error."""
+    return playerctl(server.env, "-p", player, "status").stdout.strip()
+
+
+def wait_player(server: AudioServer, status: str, player: str = "mpv",
+                timeout: float = 10.0) -> None:
+    """Wait until MPRIS *player* reports PlaybackStatus *status* (read with playerctl)."""
+    wait_for(lambda: player_status(server, player), timeout, f"{player} {status}",
+             until=lambda s: s == status)
+
+
+def collapse(lines: list[str]) -> list[str]:
+    """*lines* without consecutive repeats (``playerctl --follow`` may print a state twice)."""
+    return [line for i, line in enumerate(lines) if not i or line != lines[i - 1]]
+
+
+def remembered_volume(server: AudioServer, role: str) -> list[int] | None:
+    """The raw volume *server* remembers for new playback streams of ``media.role`` *role*.
+
+    PulseAudio: module-stream-restore's database (``ext-stream-restore``).
+    PipeWire: WirePlumber's ``restore-stream`` state file (cubic linear volumes,
+    role names capitalised; written about 1 s after a change).
+    """
+    if server.name == "pulseaudio":
+        with pulse(server) as p:
+            for entry in p.stream_restore_list():
+                if entry.name == f"sink-input-by-media-role:{role}":
+                    return raw_volumes(entry)
+        return None
+    state = server.home / ".local" / "state" / "wireplumber" / "restore-stream"
+    try:
+        text = state.read_text()
+    except FileNotFoundError:
+        return None
+    prefix = f"Output/Audio:media.role:{role.capitalize()}:channelVolumes="
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            values = [float(v) for v in line[len(prefix):].split(";") if v]
+            return [round(v ** (1 / 3) * VOLUME_NORM) for v in values]
+    return None
+
+
+def ducked(raw: int, *gains: float) -> int:
+    """The raw volume of *raw* ducked by *gains*: the gains multiplied first, as the
+    engine composes several duckers, then applied to the user's integer and rounded."""
+    gain = 1.0
+    for g in gains:
+        gain *= g
+    return int(round(raw * gain))
+
+
+class LineReader:
+    """Collects the lines of a pipe on a thread, so tests can wait for them."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _run(self, pipe: Any) -> None:
+        try:
+            for line in pipe:
+                self.lines.append(line.rstrip("\n"))
+        except (OSError, ValueError):  # the pipe was closed under us: the process is gone
+            pass
+
+    def join(self, timeout: float = 5.0) -> None:
+        self._thread.join(timeout)

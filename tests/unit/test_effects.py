@@ -142,3 +142,34 @@ def test_stale_playing_before_confirmation_is_ignored_and_vanished_player_droppe
     claims = {"p": Claim(frozenset({"call"}))}
     assert observe_player(claims, PLAYING) == claims
     assert plan_pauses(claims, {}, {}, set()).claims == {}
+
+
+def test_unconfirmed_pause_is_resumed_when_the_trigger_ends():
+    """A player that reports its new status late (mpv-mpris batches PropertiesChanged) still
+    shows Playing when a short interruption ends: it is resumed (Play on a playing player
+    changes nothing), and the claim is not kept waiting for a Paused that means the user."""
+    claims = {"p": Claim(frozenset({"call"}))}
+    end = plan_pauses(claims, {}, {"p": PLAYING}, set())
+    assert end.resume == ("p",) and end.claims == {}
+    waived = {"p": Claim(frozenset({"call"}), confirmed=True, waived=True)}
+    assert plan_pauses(waived, {}, {"p": PLAYING}, set()).resume == ()
+
+
+def test_volume_changed_under_our_mute_is_the_base_of_a_later_duck():
+    """While we hold only a mute, the stream's volume is the user's: a duck starting later
+    scales (and at its end restores) the volume the stream has then, not the one it had when
+    the mute began (pipewire-pulse may even have shown 0 then, before restoring it)."""
+    s = make_stream(1, volume=(0, 0))
+    applied, _ = plan(None, s, Effect(mute=True, reasons=("r",)))
+    s = dataclasses.replace(s, volume=USER, muted=True)
+    applied, ops = plan(applied, s, Effect(gain=0.2, mute=True, reasons=("r",)))
+    assert applied.base == USER and ops.volume == scaled(USER, 0.2)
+    applied, ops = plan(applied, dataclasses.replace(s, volume=ops.volume), NEUTRAL)
+    assert ops.volume == USER and ops.mute is False and applied is None
+
+
+def test_a_corked_stream_at_volume_zero_is_not_settled():
+    assert make_stream(1, volume=(0, 0), corked=True).linked
+    assert not make_stream(1, volume=(0, 0), corked=True).settled
+    assert make_stream(1, volume=(0, 0)).settled  # playing at 0: the user's 0
+    assert make_stream(1, volume=USER, corked=True).settled
