@@ -90,8 +90,11 @@ class Daemon:
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.pm = make_plugin_manager()
-        self.store = PolicyStore(default_dirs(args.system) + list(args.policy_dir),
-                                 plugin_settings_schemas(self.pm))
+        dirs = default_dirs(args.system) + list(args.policy_dir)
+        if not args.system:
+            # the user's directory exists from the start, so a file added later is watched
+            dirs[2].mkdir(parents=True, exist_ok=True)
+        self.store = PolicyStore(dirs, plugin_settings_schemas(self.pm))
         self.store.reload()  # raises PolicyError when no valid set exists: caller reports
         state_dir = args.state_dir or default_state_dir(args.system)
         self.journal = Journal(state_dir / "journal.sqlite3")

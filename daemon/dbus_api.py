@@ -60,7 +60,7 @@ def stream_dict(view) -> dict[str, Variant]:
         "Key": Variant("s", s.key),
         "Kind": Variant("s", s.kind.value),
         "Index": Variant("u", s.index),
-        "Application": Variant("s", s.label),
+        "Application": Variant("s", s.app_name),
         "Role": Variant("s", s.properties.get("media.role", "")),
         "Category": Variant("s", view.category),
         "Rule": Variant("s", view.rule),

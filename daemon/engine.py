@@ -171,6 +171,8 @@ def decide(snapshot: Snapshot, sessions: Iterable[Session], policies: PolicySet,
             if _rank(trigger, tpolicy) <= _rank(victim, vpolicy):
                 continue
             base = interaction_for(trigger, tpolicy, victim, vpolicy)
+            if base.action is Action.MIX:
+                continue  # nothing to do, and nothing for plugins to change
             for key in victim.streams:
                 stream = snapshot.streams.get(key)
                 if stream is None:

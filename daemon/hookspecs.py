@@ -57,8 +57,9 @@ def decide_interaction(trigger: Session, victim: Session, stream: Stream,
     """Change what an active session does to one stream of another session.
 
     Called inside the engine's pure decision for every (active trigger, victim stream) pair the
-    policy makes act, i.e. whenever the snapshot or the sessions change; must be fast and must
-    not block. Stops at the first non-None result.
+    policy makes act (never for ``mix``: a plugin can soften or change an action, not invent
+    one between sessions that mix), i.e. whenever the snapshot or the sessions change; must be
+    fast and must not block. Stops at the first non-None result.
 
     :param trigger: the active session that acts (read-only)
     :param victim: the session that is acted on (read-only)

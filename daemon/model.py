@@ -178,10 +178,17 @@ class Stream:
         return f"{self.kind.value}:unnamed"
 
     @property
-    def label(self) -> str:
-        """A short human name for logs and the CLI."""
+    def app_name(self) -> str:
+        """``application.name``, else the binary, else the stream key."""
         p = self.properties
         return p.get("application.name") or p.get("application.process.binary") or self.key
+
+    @property
+    def label(self) -> str:
+        """:attr:`app_name` cut to 64 characters, for logs: a hostile client's long name must
+        not flood the log."""
+        name = self.app_name
+        return name if len(name) <= 64 else name[:63] + "\u2026"
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,11 @@ logger = logging.getLogger(__name__)
 
 #: Interval between volume steps of a ramp, in milliseconds.
 RAMP_STEP_MS = 20
+#: How long a stream that stops playing (corks) still holds its session active, in seconds.
+#: pipewire-pulse shows a new stream corked for a moment between linking and starting it;
+#: without the hold a call would end and start again within milliseconds (an unduck, and
+#: Pause, Play, Pause on the music player).
+DEACTIVATION_HOLD = 0.1
 #: Reconnect backoff: first delay and ceiling, in seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
@@ -90,7 +95,8 @@ class Reconciler:
         self._seq = itertools.count(1)
         self._tracker = ImplicitSessions(self._seq)
         self._class_cache: dict = {}
-        self._pending: dict[str, object] = {}
+        self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
+        self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
         self._recent: dict[str, collections.deque] = {}
         # Mirror consistency (see _send and _refresh): writes scheduled per stream, writes not
         # answered yet, and streams whose last read was discarded as older than our writes.
@@ -98,9 +104,12 @@ class Reconciler:
         self._inflight: collections.Counter[str] = collections.Counter()
         self._stale: set[str] = set()
         self._ramps: dict[str, asyncio.Task] = {}
+        self._hold_until: dict[str, float] = {}  # stream key -> loop time
         self._tasks: set[asyncio.Task] = set()
         self._scheduled = False
         self._added: list[str] = []
+        self._changed: set[str] = set()
+        self._notify_scheduled = False
         self.connected = asyncio.Event()
 
     # -- running ------------------------------------------------------------------------------
@@ -148,12 +157,14 @@ class Reconciler:
         for task in self._ramps.values():
             task.cancel()
         self._ramps.clear()
-        self._pending.clear()
+        self._reads.clear()
+        self._removals.clear()
         self.journal.linger(self.applied.values())
         gone = list(self.streams)
         self.applied.clear()
         self.streams.clear()
         self._recent.clear()
+        self._hold_until.clear()
         self._wgen.clear()
         self._stale.clear()
         self.devices.clear()
@@ -192,8 +203,12 @@ class Reconciler:
         if kind is not None:
             key = f"{event.facility}:{event.index}"
             if event.type == "remove":
-                self._pending.pop(key, None)
+                if self._reads[key]:
+                    self._removals[key] = self._removals.get(key, 0) + 1
                 self._remove(key)
+            elif self._inflight[key]:
+                # a read now would be answered before our write: read once it is answered
+                self._stale.add(key)
             else:
                 self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
@@ -226,16 +241,27 @@ class Reconciler:
         answers a read pipelined behind a volume write with the old volume) and no write was
         scheduled after it. Otherwise those two values are older than the mirror's.
 
+        Every answer is folded in, in order (one connection answers in order): during a burst
+        of events (pipewire-pulse announces, links and starts a new stream within ~7 ms) the
+        first answer already lets a policy act. An answer for a stream removed meanwhile is
+        dropped.
+
         :param gen: the stream's write count when the read was scheduled (tasks start in the
             order they are created, so a read goes out after the writes scheduled before it)
         """
-        token = object()
-        self._pending[key] = token
+        removals = self._removals.get(key, 0)
+        self._reads[key] += 1
         writes_answered = not self._inflight[key]
-        stream = await self.backend.stream(kind, index)
-        if self._pending.get(key) is not token:
-            return  # superseded by a newer read, or removed meanwhile
-        del self._pending[key]
+        try:
+            stream = await self.backend.stream(kind, index)
+        finally:
+            self._reads[key] -= 1
+            removed = self._removals.get(key, 0) != removals
+            if not self._reads[key]:
+                del self._reads[key]
+                self._removals.pop(key, None)
+        if removed:
+            return
         if stream is None:
             self._remove(key)
         else:
@@ -269,6 +295,12 @@ class Reconciler:
                             stream.muted)
                 self.applied[key] = seen
                 self.journal.write([seen])
+        if old.playing and not stream.playing:
+            loop = asyncio.get_running_loop()
+            self._hold_until[key] = loop.time() + DEACTIVATION_HOLD
+            loop.call_later(DEACTIVATION_HOLD, self._schedule)
+        elif stream.playing:
+            self._hold_until.pop(key, None)
         if not old.settled and stream.settled and key not in self.applied:
             self._adopt_lingering(stream)
         if (old.corked != stream.corked or old.properties != stream.properties
@@ -300,6 +332,7 @@ class Reconciler:
     def _remove(self, key: str) -> None:
         if self.streams.pop(key, None) is None:
             return
+        self._hold_until.pop(key, None)
         ramp = self._ramps.pop(key, None)
         if ramp is not None:
             ramp.cancel()
@@ -354,7 +387,9 @@ class Reconciler:
         policies = self.policies()
         snap = self.snapshot()
         self.classified = classify(snap, policies, self.pm, self._class_cache)
-        self.sessions = self._tracker.update(snap, self.classified)
+        now = asyncio.get_running_loop().time()
+        self._hold_until = {k: t for k, t in self._hold_until.items() if t > now}
+        self.sessions = self._tracker.update(snap, self.classified, set(self._hold_until))
         desired = decide(snap, self.sessions, policies, self.pm)
 
         upserts, deletes, work = [], [], []
@@ -382,17 +417,27 @@ class Reconciler:
         for stream, ops in work:
             self._apply(stream, ops)
         self._reconcile_pauses(snap, desired)
+        self._changed.update(changed)
+        if (self._added or self._changed) and not self._notify_scheduled:
+            # after the writes: the tasks created above go out before this runs
+            self._notify_scheduled = True
+            asyncio.get_running_loop().call_soon(self._notify)
+
+    def _notify(self) -> None:
+        """Tell listeners (D-Bus signals, logs, systemd status) what the last reconciles did."""
+        self._notify_scheduled = False
         added = [self.view(k) for k in self._added if k in self.streams]
+        changed = [self.view(k) for k in sorted(self._changed) if k in self.streams]
         self._added.clear()
+        self._changed.clear()
         if added:
             for cb in self.on_streams:
                 cb(added, [])
         if changed:
-            views = [self.view(k) for k in changed]
-            for view in views:
+            for view in changed:
                 log_effect(logger, view)
             for cb in self.on_effects:
-                cb(views)
+                cb(changed)
 
     def _reconcile_pauses(self, snap: Snapshot, desired: dict[str, Effect]) -> None:
         if self.pauser is None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from typing import Callable, Mapping
+from typing import AbstractSet as Set, Callable, Mapping
 
 from .model import Session, Snapshot, Stream
 
@@ -33,11 +33,14 @@ class ImplicitSessions:
         self._last_seq: dict[str, int] = {}
         self._active: set[str] = set()
 
-    def update(self, snapshot: Snapshot, classified: Mapping[str, tuple[str, str]]) -> list[Session]:
+    def update(self, snapshot: Snapshot, classified: Mapping[str, tuple[str, str]],
+               held: Set[str] = frozenset()) -> list[Session]:
         """Sessions for the streams of ``snapshot``.
 
         :param snapshot: the audio graph now
         :param classified: stream key -> (category, rule) for every stream of the snapshot
+        :param held: keys of streams that stopped playing a moment ago and still count as
+            playing (the caller's deactivation hold)
         :returns: one session per (app, category), in a stable order
         """
         groups: dict[str, list[Stream]] = {}
@@ -47,23 +50,23 @@ class ImplicitSessions:
             sid = f"implicit:{stream.app_key}:{category}"
             groups.setdefault(sid, []).append(stream)
             rules.setdefault(sid, rule)
+        active = {sid for sid, streams in groups.items()
+                  if any(s.playing or s.key in held for s in streams)}
         # Sessions activating together (at start-up) are ordered by their oldest stream.
-        activating = sorted((sid for sid, streams in groups.items()
-                             if sid not in self._active and any(s.playing for s in streams)),
+        activating = sorted(active - self._active,
                             key=lambda sid: min(s.index for s in groups[sid]))
         for sid in activating:
             self._last_seq[sid] = next(self._seq)
             logger.debug("implicit session %s activated (seq %d)", sid, self._last_seq[sid])
         sessions = []
         for sid, streams in sorted(groups.items()):
-            active = any(s.playing for s in streams)
             first = streams[0]
             category = classified[first.key][0]
             sessions.append(Session(
-                id=sid, app_key=first.app_key, category=category, active=active,
+                id=sid, app_key=first.app_key, category=category, active=sid in active,
                 seq=self._last_seq.get(sid, 0), streams=tuple(s.key for s in streams),
                 rule=rules[sid]))
-        self._active = {s.id for s in sessions if s.active}
+        self._active = active
         for gone in set(self._last_seq) - set(groups):
             del self._last_seq[gone]
         return sessions

@@ -15,6 +15,7 @@ state the test depends on was announced to everyone on the bus.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,10 @@ def test_call_pauses_player_and_resumes_it(server: AudioServer, daemon: DaemonPr
     wait_player(server, "Playing")
     assert stream_state(server, mpv)[1] is False
     _announced(history, ["Playing", "Paused", "Playing"])
+    # one Pause and one Play: the call's stream being set up (pipewire-pulse shows it corked
+    # for a moment) must not end and restart the interruption
+    calls = re.findall(r"MPRIS (Pause|Play) ", daemon.log.read_text())
+    assert calls == ["Pause", "Play"]
 
 
 def test_short_call_resumes_player_before_it_announced_the_pause(

@@ -242,3 +242,19 @@ def test_playing_rules_for_streams_being_set_up():
     assert not rec.playing  # a recording counts once we know what it records
     assert not make_stream(3, corked=True).playing
     assert make_stream(4, StreamKind.SOURCE_OUTPUT).playing
+
+
+def test_a_held_stream_keeps_its_session_active_without_a_new_activation(policies):
+    tracker = ImplicitSessions()
+    call = make_stream(1, role="phone", app="linphone", pid=2)
+    s = snap(call)
+    (first,) = tracker.update(s, classify(s, policies))
+    corked = snap(dataclasses.replace(call, corked=True))
+    (held,) = tracker.update(corked, classify(corked, policies), {call.key})
+    assert held.active and held.seq == first.seq
+    (ended,) = tracker.update(corked, classify(corked, policies))
+    assert not ended.active
+
+
+def test_label_is_bounded():
+    assert len(make_stream(1, app="x" * 10_000).label) == 64

@@ -1,0 +1,156 @@
+"""A minimal reference policy client: the floor for any policy client on the PulseAudio protocol.
+
+It does the least a correct ducking client can do with pulsectl-asyncio:
+
+* one connection, subscribed to sink-input events, never polling;
+* a mirror ``{sink-input index: raw per-channel volume}``, kept current by fetching a stream's
+  info on its ``new`` and ``change`` events (a real client must follow the user's volume, so the
+  duck starts from the current value, not a stale one);
+* on the ``new`` event of a stream whose ``media.role`` is ``phone``: every other known
+  sink-input is set to ``round(0.2 * raw)`` per channel (the daemon's arithmetic with its default
+  duck level), all writes issued at once (``asyncio.gather``: pipelined, not one round trip after
+  another), no ramp;
+* on that stream's ``remove`` event: the volumes from before the duck are written back, pipelined.
+
+No policy files, no classification, no journal, no D-Bus: what is left is the protocol's cost and
+pulsectl-asyncio's. ``bench/reaction.py`` runs it as a separate process and compares the daemon
+with it.
+
+Run: ``PULSE_SERVER=unix:/run/user/1000/pulse/native python bench/reference_reactor.py``.
+Prints ``ready`` on stdout once subscribed and the graph is read; stops on SIGTERM or SIGINT,
+restoring what it ducked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import Sequence
+
+import pulsectl
+import pulsectl_asyncio
+from pulsectl import _pulsectl as c
+
+#: Raw volume of 100 % (``PA_VOLUME_NORM``).
+VOLUME_NORM = 0x10000
+#: Linear gain of a duck (the shipped policies' ``duck_level``).
+DUCK_LEVEL = 0.2
+#: ``media.role`` of a trigger stream.
+TRIGGER_ROLE = "phone"
+
+
+class RawVolume:
+    """A per-channel raw volume for pulsectl's setters (no float round trip, no clamp)."""
+
+    def __init__(self, volume: Sequence[int]):
+        self.volume = tuple(volume)
+
+    def to_struct(self):
+        return c.PA_CVOLUME(len(self.volume), self.volume)
+
+
+def raw_volume(info) -> tuple[int, ...]:
+    """The per-channel raw volume of a pulsectl info object."""
+    return tuple(int(round(v * VOLUME_NORM)) for v in info.volume.values)
+
+
+class Reactor:
+    """The reference reactor's state and event handling."""
+
+    def __init__(self, pulse: pulsectl_asyncio.PulseAsync):
+        self.pulse = pulse
+        self.volumes: dict[int, tuple[int, ...]] = {}
+        #: index of the phone stream in force -> {victim index: volume before the duck}
+        self.ducks: dict[int, dict[int, tuple[int, ...]]] = {}
+        self._pending: dict[int, object] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def read_all(self) -> None:
+        for info in await self.pulse.sink_input_list():
+            self.volumes[info.index] = raw_volume(info)
+
+    def handle(self, ev) -> None:
+        if ev.t == "remove":
+            self._pending.pop(ev.index, None)
+            self.volumes.pop(ev.index, None)
+            saved = self.ducks.pop(ev.index, None)
+            if saved:
+                self.spawn(self.write(
+                    {i: v for i, v in saved.items() if i in self.volumes}))
+        elif ev.t in ("new", "change"):
+            self.spawn(self.refresh(ev.index))
+
+    async def refresh(self, index: int) -> None:
+        token = object()
+        self._pending[index] = token
+        try:
+            info = await self.pulse.sink_input_info(index)
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return
+        if self._pending.get(index) is not token:
+            return  # a newer read is on its way, or the stream is gone
+        del self._pending[index]
+        new = index not in self.volumes  # first read of it, whichever event it answers
+        self.volumes[index] = raw_volume(info)
+        if new and info.proplist.get("media.role") == TRIGGER_ROLE:
+            saved = {i: v for i, v in self.volumes.items()
+                     if i != index and not any(i in d for d in self.ducks.values())}
+            self.ducks[index] = saved
+            await self.write({i: tuple(int(round(DUCK_LEVEL * x)) for x in v)
+                              for i, v in saved.items()})
+
+    async def write(self, volumes: dict[int, tuple[int, ...]]) -> None:
+        """Set every volume at once: all requests are sent before the first reply is awaited."""
+        await asyncio.gather(*(self.pulse.sink_input_volume_set(i, RawVolume(v))
+                               for i, v in volumes.items()), return_exceptions=True)
+
+    async def restore_all(self) -> None:
+        saved: dict[int, tuple[int, ...]] = {}
+        for duck in self.ducks.values():
+            saved.update(duck)
+        self.ducks.clear()
+        await self.write({i: v for i, v in saved.items() if i in self.volumes})
+
+
+async def main() -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pulse = pulsectl_asyncio.PulseAsync("audiopolicyd-bench-reference",
+                                        server=os.environ.get("PULSE_SERVER"))
+    await pulse.connect()
+    reactor = Reactor(pulse)
+    events = pulse.subscribe_events("sink_input")
+    first = asyncio.ensure_future(events.__anext__())  # subscribes before the graph is read
+    await asyncio.sleep(0)
+    await reactor.read_all()
+    print("ready", flush=True)
+
+    async def follow() -> None:
+        reactor.handle(await first)
+        async for ev in events:
+            reactor.handle(ev)
+
+    follower = asyncio.ensure_future(follow())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    follower.cancel()
+    stopper.cancel()
+    if follower.done() and not follower.cancelled() and follower.exception() is not None:
+        print(f"reference reactor: {follower.exception()!r}", file=sys.stderr)
+        return 1
+    await reactor.restore_all()
+    pulse.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
