@@ -419,9 +419,12 @@ class Reconciler:
         self._reconcile_pauses(snap, desired)
         self._changed.update(changed)
         if (self._added or self._changed) and not self._notify_scheduled:
-            # after the writes: the tasks created above go out before this runs
+            # Two loop turns later: the write tasks created above run on the next turn and
+            # queue their requests, which libpulse flushes from a deferred callback on the turn
+            # after; signals and logs must not hold up that flush.
             self._notify_scheduled = True
-            asyncio.get_running_loop().call_soon(self._notify)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._notify)
 
     def _notify(self) -> None:
         """Tell listeners (D-Bus signals, logs, systemd status) what the last reconciles did."""
