@@ -31,10 +31,11 @@ logger = logging.getLogger(__name__)
 
 #: Interval between volume steps of a ramp, in milliseconds.
 RAMP_STEP_MS = 20
-#: How long a stream that stops playing (corks) still holds its session active, in seconds.
-#: pipewire-pulse shows a new stream corked for a moment between linking and starting it;
-#: without the hold a call would end and start again within milliseconds (an unduck, and
-#: Pause, Play, Pause on the music player).
+#: How long a stream that stops playing (corks) still holds its session active, in seconds;
+#: also how long a new stream that pipewire-pulse shows linked but not started yet (corked at
+#: volume 0) counts as playing. pipewire-pulse shows a new stream corked for a moment between
+#: linking and starting it: without the hold a call would end and start again within
+#: milliseconds (an unduck, and Pause, Play, Pause on the music player), or start late.
 DEACTIVATION_HOLD = 0.1
 #: Reconnect backoff: first delay and ceiling, in seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
@@ -281,6 +282,8 @@ class Reconciler:
             self._stale.add(key)
         self.streams[key] = stream
         if old is None:
+            if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
+                self._hold(key)  # pipewire-pulse: linked, not started yet; react now
             if key not in self.applied and stream.settled:
                 self._adopt_lingering(stream)
             self._added.append(key)
@@ -296,9 +299,7 @@ class Reconciler:
                 self.applied[key] = seen
                 self.journal.write([seen])
         if old.playing and not stream.playing:
-            loop = asyncio.get_running_loop()
-            self._hold_until[key] = loop.time() + DEACTIVATION_HOLD
-            loop.call_later(DEACTIVATION_HOLD, self._schedule)
+            self._hold(key)
         elif stream.playing:
             self._hold_until.pop(key, None)
         if not old.settled and stream.settled and key not in self.applied:
@@ -306,6 +307,12 @@ class Reconciler:
         if (old.corked != stream.corked or old.properties != stream.properties
                 or old.muted != stream.muted or old.device != stream.device):
             self._schedule()
+
+    def _hold(self, key: str) -> None:
+        """Count a stream that is not playing as playing for :data:`DEACTIVATION_HOLD`."""
+        loop = asyncio.get_running_loop()
+        self._hold_until[key] = loop.time() + DEACTIVATION_HOLD
+        loop.call_later(DEACTIVATION_HOLD, self._schedule)
 
     def _adopt_lingering(self, stream: Stream) -> None:
         """A new stream the server started at our ducked volume or mute gets the user's back."""
