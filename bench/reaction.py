@@ -604,7 +604,7 @@ def report(results: list[Series], daemon_stats: list[DaemonStats], versions: dic
            args: argparse.Namespace) -> None:
     print("\n# Reaction latency: trigger's `new` event -> victim's volume below its pre-trial "
           "value, as the observer sees it (ms)")
-    print(f"# servers: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
+    print("# servers: " + "; ".join(f"{k}: {v}" for k, v in versions.items()))
     print("# both reactors write each victim once: the daemon runs with duck_ramp_ms = 0 "
           "(override of playAndRecord.toml), the reference has no ramp")
     print(f"# victims: {args.streams_per_process} streams per "

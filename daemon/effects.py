@@ -19,7 +19,7 @@ no session that interrupted it is still active.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping
 
 from .model import Effect, Player, Stream

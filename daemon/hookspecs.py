@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import pluggy
 
-from .model import Session, Snapshot, Stream
+from .model import Session, Stream
 from .policy import Interaction, PolicySet
 
 hookspec = pluggy.HookspecMarker("audiopolicyd")

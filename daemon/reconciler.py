@@ -14,7 +14,7 @@ import collections
 import dataclasses
 import itertools
 import logging
-from typing import Callable, Iterable
+from typing import Callable
 
 import pluggy
 
@@ -115,8 +115,12 @@ class Reconciler:
 
     # -- running ------------------------------------------------------------------------------
 
-    async def run(self, on_first_connect: Callable[[], None] | None = None) -> None:
-        """Connect, follow events, reconnect with backoff when the server goes away. Forever."""
+    async def run(self, on_first_attempt: Callable[[], None] | None = None) -> None:
+        """Connect, follow events, reconnect with backoff when the server goes away. Forever.
+
+        :param on_first_attempt: called once, after the first connection attempt succeeded
+            (and the graph was read) or failed: the daemon is up either way (systemd READY)
+        """
         delay = BACKOFF_FIRST
         announced_wait = False
         while True:
@@ -126,6 +130,9 @@ class Reconciler:
                 if not announced_wait:
                     logger.warning("%s; retrying with backoff up to %.0f s", exc, BACKOFF_MAX)
                     announced_wait = True
+                if on_first_attempt is not None:
+                    on_first_attempt()
+                    on_first_attempt = None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
                 continue
@@ -139,9 +146,9 @@ class Reconciler:
                 self.connected.set()
                 for cb in self.on_server:
                     cb(True)
-                if on_first_connect is not None:
-                    on_first_connect()
-                    on_first_connect = None
+                if on_first_attempt is not None:
+                    on_first_attempt()
+                    on_first_attempt = None
                 self.handle(await first)
                 async for event in events:
                     self.handle(event)
@@ -568,7 +575,3 @@ class Reconciler:
         """Every stream, ordered by kind and index."""
         return [self.view(k) for k in sorted(self.streams, key=lambda k: (
             self.streams[k].kind.value, self.streams[k].index))]
-
-    def wait_idle_writes(self) -> Iterable[asyncio.Task]:
-        """Background tasks still running (tests and shutdown wait for them)."""
-        return list(self._tasks) + list(self._ramps.values())

@@ -238,6 +238,6 @@ def test_wrong_dbus_call_gets_named_error_and_daemon_keeps_running(
     daemon.assert_running()
     game = play(server, tone, role="game")  # and still enforcing
     set_user_volume(server, game, USER)
-    phone = play(server, tone, role="phone")
+    play(server, tone, role="phone")
     wait_volume(server, game, ducked(USER, CALL))
     assert daemon.status()["ServerConnected"] is True

@@ -75,6 +75,29 @@ def test_notify_ready_status_reloading_watchdog_stopping(server, tmp_path):
         notify.sock.close()
 
 
+def test_ready_without_a_server_says_it_waits(bus, tmp_path):
+    """No audio server: the daemon is up (READY) and says what it waits for; systemd must not
+    time the unit out and restart it in a loop."""
+    notify = NotifySocket(tmp_path / "notify")
+    env = child_env({**bus.env, "NOTIFY_SOCKET": str(notify.path),
+                     "PULSE_SERVER": f"unix:{tmp_path}/no-such-socket",
+                     "XDG_STATE_HOME": str(tmp_path / "state"),
+                     "XDG_CONFIG_HOME": str(tmp_path / "config")})
+    log = open(tmp_path / "daemon.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "audiopolicyd", "--log-target", "stderr"],
+                            env=env, stderr=log)
+    try:
+        ready = notify.wait_for(r"READY=1")
+        assert "STATUS=no server" in ready
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        stop_process(proc)
+        log.close()
+        notify.sock.close()
+    assert "cannot connect to the audio server" in (tmp_path / "daemon.log").read_text()
+
+
 @pytest.fixture
 def units(tmp_path):
     """The shipped units, with ExecStart pointing at this checkout's executable."""
