@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -23,8 +24,10 @@ from dbus_fast.aio import MessageBus
 from systemd import daemon as sd
 
 from . import __version__
+from .appsessions import AppSessions
 from .backends.pulse import PulseBackend
-from .dbus_api import BUS_NAME, OBJECT_PATH, ManagerInterface
+from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
+from .identity import identify
 from .journal import Journal
 from .logsetup import setup_logging
 from .mpris import MprisWatcher
@@ -102,8 +105,13 @@ class Daemon:
         self.bus: MessageBus | None = None
         self.manager: ManagerInterface | None = None
         self.mpris: MprisWatcher | None = None
+        seq = itertools.count(1)
         self.reconciler = Reconciler(self.backend, self.journal, lambda: self.store.current,
-                                     self.pm)
+                                     self.pm, seq=seq)
+        self.app_sessions = AppSessions(lambda: self.store.current, seq,
+                                        self.reconciler.request_reconcile)
+        self.reconciler.app_sessions = self.app_sessions
+        self.reconciler.on_server.append(self.app_sessions.media_services)
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self._reload_timer: asyncio.TimerHandle | None = None
@@ -152,6 +160,8 @@ class Daemon:
         if reply.value != 1:  # 1 = primary owner
             raise SystemExit(f"audiopolicyd: {BUS_NAME} is already owned on this bus: "
                              "another audiopolicyd is running")
+        self.calls = CallerAwareCalls(self.bus, self.app_sessions, identify)
+        await self.calls.start()
         self.reconciler.on_effects.append(self.manager.notify_effects)
         self.reconciler.on_streams.append(self.manager.notify_streams)
         self.reconciler.on_server.append(self.manager.notify_server)
@@ -222,6 +232,17 @@ class Daemon:
         acting = sum(1 for e in r.effects.values() if not e.neutral)
         server = r.server.server_name if r.server and r.connected.is_set() else "no server"
         return f"{server}; {len(r.streams)} streams, {acting} with effects"
+
+    def explain(self, target: str) -> dict:
+        """``Explain``: see :meth:`audiopolicyd.reconciler.Reconciler.explain`.
+
+        :raises DBusError: ``Error.UnknownTarget`` when nothing has that name
+        """
+        try:
+            return self.reconciler.explain(target)
+        except KeyError:
+            raise error("UnknownTarget", f"no stream or session {target!r} (see "
+                                         "audiopolicyctl streams / sessions)") from None
 
     def status(self) -> dict[str, tuple[str, object]]:
         """Status as ``name -> (D-Bus signature, value)`` for ``GetStatus``."""

@@ -10,14 +10,16 @@ docs/dbus-api.md.
 annotations at run time.)
 """
 
+import asyncio
 import functools
 import logging
 from typing import Any, Callable
 
-from dbus_fast import DBusError, Variant
+from dbus_fast import DBusError, Message, MessageType, Variant
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
 
 from . import __version__
+from .appsessions import SessionError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,15 @@ class ManagerInterface(ServiceInterface):
     def get_status(self) -> "a{sv}":
         return {k: Variant(sig, v) for k, (sig, v) in self._daemon.status().items()}
 
+    @method(name="CreateSession")
+    def create_session(self, hints: "a{sv}") -> "o":
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="Explain")
+    @_guarded
+    def explain(self, target: "s") -> "a{sv}":
+        return plain_dict(self._daemon.explain(target))
+
     @method(name="Reload")
     @_guarded
     def reload(self) -> "(bas)":
@@ -151,3 +162,238 @@ class ManagerInterface(ServiceInterface):
         problems = self._problems()
         self.policies_reloaded(applied, problems)
         self.emit_properties_changed({"PolicyProblems": problems})
+
+
+# -- explicit sessions ---------------------------------------------------------------------------
+
+SESSION_IFACE = BUS_NAME + ".Session"
+SESSION_PATH_PREFIX = OBJECT_PATH + "/session/"
+
+
+def plain_dict(payload) -> dict:
+    """A ``{str: python value}`` payload as ``a{sv}``."""
+    out = {}
+    for key, value in payload.items():
+        if isinstance(value, bool):
+            out[key] = Variant("b", value)
+        elif isinstance(value, int):
+            out[key] = Variant("x", value)
+        elif isinstance(value, float):
+            out[key] = Variant("d", value)
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            out[key] = Variant("as", [str(v) for v in value])
+        else:
+            out[key] = Variant("s", str(value))
+    return out
+
+
+class SessionInterface(ServiceInterface):
+    """``io.github.audiopolicyd.AudioPolicy1.Session``: one app's audio session.
+
+    Methods are dispatched by :class:`CallerAwareCalls` (only the owner may call them); the
+    declarations here give introspection. Properties and signals are served from here.
+    """
+
+    def __init__(self, session):
+        super().__init__(SESSION_IFACE)
+        self.session = session
+
+    @method(name="SetCategory")
+    def set_category(self, category: "s", mode: "s", options: "as"):
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="SetActive")
+    def set_active(self, active: "b", options: "as") -> "s":
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="Close")
+    def close(self):
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @dbus_property(access=PropertyAccess.READ, name="Category")
+    def category(self) -> "s":
+        return self.session.category
+
+    @dbus_property(access=PropertyAccess.READ, name="Mode")
+    def mode(self) -> "s":
+        return self.session.mode
+
+    @dbus_property(access=PropertyAccess.READ, name="Options")
+    def options(self) -> "as":
+        return sorted(self.session.options)
+
+    @dbus_property(access=PropertyAccess.READ, name="Active")
+    def active(self) -> "b":
+        return self.session.active
+
+    @dbus_property(access=PropertyAccess.READ, name="State")
+    def state(self) -> "s":
+        return self.session.state
+
+    @dbus_property(access=PropertyAccess.READ, name="Name")
+    def name(self) -> "s":
+        return self.session.name
+
+    @dbus_property(access=PropertyAccess.READ, name="Owner")
+    def owner(self) -> "s":
+        return self.session.owner
+
+    @dbus_property(access=PropertyAccess.READ, name="ProcessID")
+    def process_id(self) -> "u":
+        return self.session.identity.pid or 0
+
+    @dbus_property(access=PropertyAccess.READ, name="AppID")
+    def app_id(self) -> "s":
+        return self.session.identity.key
+
+    @dbus_property(access=PropertyAccess.READ, name="OtherAudioPlaying")
+    def other_audio_playing(self) -> "b":
+        return self.session.other_audio_playing
+
+    @dbus_property(access=PropertyAccess.READ, name="SecondaryAudioShouldBeSilencedHint")
+    def secondary_hint(self) -> "b":
+        return self.session.secondary_hint
+
+    @signal(name="InterruptionBegan")
+    def interruption_began(self, info) -> "a{sv}":
+        return info
+
+    @signal(name="InterruptionEnded")
+    def interruption_ended(self, info) -> "a{sv}":
+        return info
+
+    @signal(name="DidBecomeActive")
+    def did_become_active(self, context) -> "a{sv}":
+        return context
+
+    @signal(name="DidBecomeInactive")
+    def did_become_inactive(self, context) -> "a{sv}":
+        return context
+
+    @signal(name="SilenceSecondaryAudioHint")
+    def silence_secondary_audio_hint(self, what) -> "s":
+        return what
+
+    @signal(name="MediaServicesWereLost")
+    def media_services_were_lost(self) -> None:
+        return None
+
+    @signal(name="MediaServicesWereReset")
+    def media_services_were_reset(self) -> None:
+        return None
+
+    def emit(self, what: str, payload) -> None:
+        """Send a core event as its D-Bus signal or PropertiesChanged."""
+        if what == "PropertiesChanged":
+            self.emit_properties_changed(dict(payload))
+        elif what in ("InterruptionBegan", "InterruptionEnded", "DidBecomeActive",
+                      "DidBecomeInactive"):
+            getattr(self, {"InterruptionBegan": "interruption_began",
+                           "InterruptionEnded": "interruption_ended",
+                           "DidBecomeActive": "did_become_active",
+                           "DidBecomeInactive": "did_become_inactive"}[what])(plain_dict(payload))
+        elif what == "SilenceSecondaryAudioHint":
+            self.silence_secondary_audio_hint(payload["type"])
+        elif what == "MediaServicesWereLost":
+            self.media_services_were_lost()
+        elif what == "MediaServicesWereReset":
+            self.media_services_were_reset()
+
+
+class CallerAwareCalls:
+    """Dispatches the calls whose caller matters: ``CreateSession`` and every Session method.
+
+    dbus-fast method handlers do not see the sender, so these go through a low-level message
+    handler: the caller's unique name owns the sessions it creates, its pid and uid come from
+    the bus (``GetConnectionCredentials``), never from arguments. Wrong signatures are left to
+    dbus-fast, which answers ``org.freedesktop.DBus.Error.UnknownMethod``.
+
+    :param bus: the daemon's connection
+    :param sessions: the :class:`~audiopolicyd.appsessions.AppSessions`
+    :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
+    """
+
+    def __init__(self, bus, sessions, identify):
+        self.bus = bus
+        self.sessions = sessions
+        self.identify = identify
+        self.objects: dict[str, SessionInterface] = {}
+        self._tasks: set = set()
+        sessions.listeners.append(self._on_session_event)
+
+    async def start(self) -> None:
+        self.bus.add_message_handler(self._on_message)
+        await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s",
+            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"]))
+
+    def _on_message(self, msg: Message):
+        if msg.message_type == MessageType.SIGNAL:
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
+                name, old, new = msg.body
+                if name.startswith(":") and old and not new:
+                    self.sessions.drop_owner(name)
+            return None
+        if msg.message_type != MessageType.METHOD_CALL:
+            return None
+        if (msg.path == OBJECT_PATH and msg.interface == MANAGER_IFACE
+                and msg.member == "CreateSession" and msg.signature == "a{sv}"):
+            task = asyncio.ensure_future(self._create(msg))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return True
+        if msg.interface != SESSION_IFACE or not (msg.path or "").startswith(SESSION_PATH_PREFIX):
+            return None
+        expected = {"SetCategory": "ssas", "SetActive": "bas", "Close": ""}.get(msg.member)
+        if expected is None or msg.signature != expected:
+            return None
+        session_id = msg.path[len(SESSION_PATH_PREFIX):]
+        try:
+            session = self.sessions.get(session_id, msg.sender)
+            if msg.member == "SetCategory":
+                self.sessions.set_category(session, msg.body[0], msg.body[1], msg.body[2])
+                return Message.new_method_return(msg)
+            if msg.member == "SetActive":
+                result = self.sessions.set_active(session, msg.body[0], msg.body[1])
+                return Message.new_method_return(msg, "s", [result])
+            self.sessions.remove(session, "closed by its owner")
+            return Message.new_method_return(msg)
+        except SessionError as exc:
+            return Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc))
+        except Exception as exc:  # never a traceback on the bus
+            logger.exception("session call %s failed", msg.member)
+            return Message.new_error(msg, ERROR_PREFIX + "Internal",
+                                     f"{type(exc).__name__}: {exc}")
+
+    async def _create(self, msg: Message) -> None:
+        try:
+            reply = await self.bus.call(Message(
+                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus", member="GetConnectionCredentials",
+                signature="s", body=[msg.sender]))
+            creds = reply.body[0] if reply.message_type == MessageType.METHOD_RETURN else {}
+            pid = creds["ProcessID"].value if "ProcessID" in creds else None
+            uid = creds["UnixUserID"].value if "UnixUserID" in creds else None
+            hints = {k: v.value for k, v in msg.body[0].items()}
+            session = self.sessions.create(msg.sender, self.identify(pid, uid), hints)
+            path = SESSION_PATH_PREFIX + session.id
+            self.objects[session.id] = SessionInterface(session)
+            self.bus.export(path, self.objects[session.id])
+            self.bus.send(Message.new_method_return(msg, "o", [path]))
+        except SessionError as exc:
+            self.bus.send(Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc)))
+        except Exception as exc:
+            logger.exception("CreateSession failed")
+            self.bus.send(Message.new_error(msg, ERROR_PREFIX + "Internal",
+                                            f"{type(exc).__name__}: {exc}"))
+
+    def _on_session_event(self, session, what: str, payload) -> None:
+        obj = self.objects.get(session.id)
+        if obj is None:
+            return
+        if what == "Removed":
+            del self.objects[session.id]
+            self.bus.unexport(SESSION_PATH_PREFIX + session.id)
+            return
+        obj.emit(what, payload)

@@ -202,3 +202,76 @@ def players_to_pause(snapshot: Snapshot, effects: Mapping[str, Effect]) -> dict[
             out.setdefault(player.bus_name, set()).update(
                 r.session for r in effect.reasons if r.action == Action.INTERRUPT.value)
     return out
+
+
+# -- session-level rules (explicit sessions: interruptions, activation, hints) -------------------
+
+#: Actions that interrupt an explicit session (it is told, and deactivated, as on iOS).
+_INTERRUPTING = (Action.INTERRUPT, Action.SILENCE)
+
+
+def _acts_on(trigger: Session, victim: Session, policies: PolicySet) -> Interaction | None:
+    """What ``trigger`` does to ``victim`` if it outranks it (regardless of activity)."""
+    if trigger.app_key == victim.app_key or trigger.id == victim.id:
+        return None
+    tpolicy, vpolicy = policies.policies[trigger.category], policies.policies[victim.category]
+    if _rank(trigger, tpolicy) <= _rank(victim, vpolicy):
+        return None
+    return interaction_for(trigger, tpolicy, victim, vpolicy)
+
+
+def interruptions(sessions: Iterable[Session], policies: PolicySet) -> dict[str, set[str]]:
+    """Which sessions are interrupted, and by whom.
+
+    A session is interrupted by every active session that outranks it and whose interaction
+    with it is ``interrupt`` or ``silence`` (AVAudioSession's interruption; ``duck`` and
+    ``mix`` are not interruptions).
+
+    :returns: victim session id -> ids of the active sessions interrupting it
+    """
+    sessions = list(sessions)
+    out: dict[str, set[str]] = {}
+    for trigger in sessions:
+        if not trigger.active:
+            continue
+        for victim in sessions:
+            inter = _acts_on(trigger, victim, policies)
+            if inter is not None and inter.action in _INTERRUPTING:
+                out.setdefault(victim.id, set()).add(trigger.id)
+    return out
+
+
+def activation_blockers(candidate: Session, sessions: Iterable[Session],
+                        policies: PolicySet) -> list[Session]:
+    """Active sessions of higher priority that would interrupt ``candidate`` if it activated.
+
+    Activation below them fails (``InsufficientPriority``, or ``CannotInterruptOthers`` for a
+    mixable candidate, as Apple names it) unless the caller asked to be delayed. Sessions of
+    equal priority never block: the later activation wins, as on iOS.
+
+    :param candidate: the session about to activate (its ``active`` and ``seq`` are ignored)
+    """
+    cpolicy = policies.policies[candidate.category]
+    out = []
+    for other in sessions:
+        if not other.active or other.app_key == candidate.app_key or other.id == candidate.id:
+            continue
+        opolicy = policies.policies[other.category]
+        if opolicy.priority <= cpolicy.priority:
+            continue
+        if interaction_for(other, opolicy, candidate, cpolicy).action in _INTERRUPTING:
+            out.append(other)
+    return out
+
+
+def audio_hints(session: Session, sessions: Iterable[Session],
+                policies: PolicySet) -> tuple[bool, bool]:
+    """AVAudioSession's ``isOtherAudioPlaying`` and ``secondaryAudioShouldBeSilencedHint``.
+
+    :returns: ``(other audio playing, secondary audio should be silenced)``: another app has an
+        active session; another app has an active non-mixable session (primary audio)
+    """
+    other = [s for s in sessions if s.active and s.app_key != session.app_key]
+    primary = [s for s in other if not policies.policies[s.category].mixes_with_others
+               and "mixWithOthers" not in s.options and "duckOthers" not in s.options]
+    return bool(other), bool(primary)

@@ -20,6 +20,7 @@ import pluggy
 
 from . import effects as fx
 from .backends.base import Backend, Event, ServerGone, ServerInfo
+from .appsessions import AppSessions
 from .engine import classify, decide, players_to_pause
 from .journal import Journal
 from .logsetup import log_effect
@@ -70,10 +71,12 @@ class Reconciler:
     :param pm: plugin manager (classification and interaction hooks)
     :param pauser: object with async ``pause(bus_name)`` / ``play(bus_name)``
         (:class:`~audiopolicyd.mpris.MprisWatcher`), or None where no session bus is reachable
+    :param seq: the activation counter, shared with the explicit sessions
     """
 
     def __init__(self, backend: Backend, journal: Journal, policies: Callable[[], PolicySet],
-                 pm: pluggy.PluginManager | None = None, pauser=None):
+                 pm: pluggy.PluginManager | None = None, pauser=None,
+                 seq: itertools.count | None = None):
         self.backend = backend
         self.journal = journal
         self.policies = policies
@@ -93,8 +96,10 @@ class Reconciler:
         self.on_effects: list[Callable[[list[StreamView]], None]] = []
         self.on_streams: list[Callable[[list[StreamView], list[str]], None]] = []
         self.on_server: list[Callable[[bool], None]] = []
-        self._seq = itertools.count(1)
-        self._tracker = ImplicitSessions(self._seq)
+        self._tracker = ImplicitSessions(seq or itertools.count(1))
+        #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
+        self.app_sessions: AppSessions | None = None
+        self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._class_cache: dict = {}
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
@@ -388,6 +393,10 @@ class Reconciler:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._scheduled_reconcile)
 
+    def request_reconcile(self) -> None:
+        """Decide again soon (sessions changed)."""
+        self._schedule()
+
     def _scheduled_reconcile(self) -> None:
         self._scheduled = False
         if self.connected.is_set() or self.streams:
@@ -400,10 +409,21 @@ class Reconciler:
         """Decide, journal, then send every write at once."""
         policies = self.policies()
         snap = self.snapshot()
-        self.classified = classify(snap, policies, self.pm, self._class_cache)
+        owned = self._stream_owners()
+        legacy = Snapshot(freeze({k: s for k, s in self.streams.items() if k not in owned}),
+                          snap.devices, snap.players) if owned else snap
+        self.classified = classify(legacy, policies, self.pm, self._class_cache)
         now = asyncio.get_running_loop().time()
         self._hold_until = {k: t for k, t in self._hold_until.items() if t > now}
-        self.sessions = self._tracker.update(snap, self.classified, set(self._hold_until))
+        self.sessions = self._tracker.update(legacy, self.classified, set(self._hold_until))
+        if self.app_sessions is not None:
+            members: dict[str, list[str]] = {}
+            for key, sid in owned.items():
+                members.setdefault(sid, []).append(key)
+            for sid, session in self.app_sessions.sessions.items():
+                self.sessions.append(session.model(sorted(members.get(sid, ()))))
+                for key in members.get(sid, ()):
+                    self.classified[key] = (session.category, f"session {sid}")
         desired = decide(snap, self.sessions, policies, self.pm)
 
         upserts, deletes, work = [], [], []
@@ -431,6 +451,8 @@ class Reconciler:
         for stream, ops in work:
             self._apply(stream, ops)
         self._reconcile_pauses(snap, desired)
+        if self.app_sessions is not None:
+            self.app_sessions.update(self.sessions)
         self._changed.update(changed)
         if (self._added or self._changed) and not self._notify_scheduled:
             # Two loop turns later: the write tasks created above run on the next turn and
@@ -439,6 +461,24 @@ class Reconciler:
             self._notify_scheduled = True
             loop = asyncio.get_running_loop()
             loop.call_soon(loop.call_soon, self._notify)
+
+    def _stream_owners(self) -> dict[str, str]:
+        """Streams that belong to an explicit session: stream key -> session id (cached per
+        stream until sessions are created or removed)."""
+        if self.app_sessions is None or not self.app_sessions.sessions:
+            return {}
+        version = self.app_sessions.version
+        out = {}
+        for key, stream in self.streams.items():
+            cached = self._owners.get(key)
+            if cached is None or cached[0] != version:
+                owner = self.app_sessions.owner_of(stream.properties, stream.pid)
+                cached = self._owners[key] = (version, owner.id if owner else None)
+            if cached[1] is not None:
+                out[key] = cached[1]
+        for gone in set(self._owners) - set(self.streams):
+            del self._owners[gone]
+        return out
 
     def _notify(self) -> None:
         """Tell listeners (D-Bus signals, logs, systemd status) what the last reconciles did."""
@@ -570,6 +610,41 @@ class Reconciler:
         category, rule = self.classified.get(key, ("", ""))
         session = next((s.id for s in self.sessions if key in s.streams), "")
         return StreamView(stream, category, rule, session, self.effects.get(key, NEUTRAL))
+
+    def explain(self, target: str) -> dict:
+        """Why a stream or a session is as it is.
+
+        :param target: a stream key (``sink-input:12``), a session id (``s1``,
+            ``session:s1``, ``implicit:...``) or a session object path
+        :returns: a flat dictionary: what it is, its category and the rule or session that chose
+            it, its effect, and every reason (session, policy file, key)
+        :raises KeyError: when nothing has that name
+        """
+        policies = self.policies().policies
+        if target in self.streams:
+            view = self.view(target)
+            return {"Target": target, "Kind": view.stream.kind.value,
+                    "Application": view.stream.app_name, "Category": view.category,
+                    "ChosenBy": view.rule, "Session": view.session,
+                    "Policy": policies[view.category].file if view.category in policies else "",
+                    "Effect": view.effect.summary,
+                    "Reasons": [str(r) for r in view.effect.reasons]}
+        sid = target.rsplit("/", 1)[-1]
+        sid = sid if sid.startswith(("implicit:", "session:")) else f"session:{sid}"
+        session = next((s for s in self.sessions if s.id == sid), None)
+        if session is None:
+            raise KeyError(target)
+        app = (self.app_sessions.sessions.get(sid.split(":", 1)[1])
+               if self.app_sessions is not None and session.explicit else None)
+        reasons = sorted({str(r) for k in session.streams
+                          for r in self.effects.get(k, NEUTRAL).reasons})
+        return {"Target": target, "Kind": "session", "Session": session.id,
+                "Category": session.category, "Mode": session.mode,
+                "Options": sorted(session.options), "Active": session.active,
+                "State": app.state if app else ("active" if session.active else "inactive"),
+                "InterruptedBy": sorted(app.interrupted_by) if app else [],
+                "ChosenBy": session.rule, "Policy": policies[session.category].file,
+                "Streams": list(session.streams), "Reasons": reasons}
 
     def views(self) -> list[StreamView]:
         """Every stream, ordered by kind and index."""

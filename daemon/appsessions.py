@@ -1,0 +1,357 @@
+"""Explicit sessions: what apps declare over D-Bus, with AVAudioSession's semantics.
+
+An app creates a session, sets its category, mode and options, activates and deactivates it,
+and is told of interruptions. No D-Bus here: :mod:`audiopolicyd.dbus_api` adapts this module,
+:mod:`audiopolicyd.reconciler` feeds it the sessions after every decision.
+
+Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where it is better):
+
+* ``set_category``: unknown names are errors; an option the category's policy does not take is
+  ``IncompatibleCategoryOption``; a mode the category does not take falls back to ``default``,
+  as Apple does.
+* ``set_active(True)``: fails with ``InsufficientPriority`` (``CannotInterruptOthers`` for a
+  mixable session) while a higher-priority active session would interrupt it, unless the caller
+  passes ``delayIfBusy``: then it returns ``delayed`` and activates when it can (Android's
+  delayed focus grant), with ``DidBecomeActive`` (reason ``delayedActivation``).
+* Activation interrupts what the policies say it interrupts; an interrupted explicit session is
+  deactivated and gets ``InterruptionBegan`` (and ``DidBecomeInactive``, source ``system``).
+* When the interruption ends, ``InterruptionEnded`` is always sent (unlike iOS); its
+  ``should_resume`` is true only when every interrupter ended with notification (an explicit
+  session deactivated with ``notifyOthersOnDeactivation``, or an app without a session whose
+  streams stopped) and the interruption lasted at most :attr:`AppSessions.resume_limit` seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from . import engine
+from .identity import Identity, stream_belongs
+from .model import CATEGORIES, MODES, OPTIONS, Session
+from .policy import PolicySet
+
+logger = logging.getLogger(__name__)
+
+#: Options of ``SetActive``, as AVAudioSession.SetActiveOptions plus Android's delay.
+ACTIVE_OPTIONS = ("notifyOthersOnDeactivation", "delayIfBusy")
+#: Sessions one D-Bus connection may hold at once.
+MAX_SESSIONS_PER_CLIENT = 16
+#: Interruptions longer than this end with ``should_resume`` false, in seconds.
+RESUME_LIMIT = 600.0
+
+
+class SessionError(Exception):
+    """A refused session call; ``name`` is the D-Bus error's last component.
+
+    Names: ``UnknownCategory``, ``UnknownMode``, ``UnknownOption``,
+    ``IncompatibleCategoryOption``, ``InsufficientPriority``, ``CannotInterruptOthers``,
+    ``TooManySessions``, ``NoSuchSession``, ``NotOwner``.
+    """
+
+    def __init__(self, name: str, message: str):
+        super().__init__(message)
+        self.name = name
+
+
+@dataclass(eq=False)
+class AppSession:
+    """One explicit session (mutable: its owner changes it).
+
+    :param id: short id, also the last component of its object path (``s1``)
+    :param owner: the D-Bus unique name of the connection that created it
+    :param identity: the owner's process identity (from the bus and /proc)
+    :param name: a human name from the creation hints
+    """
+
+    id: str
+    owner: str
+    identity: Identity
+    name: str = ""
+    category: str = "soloAmbient"
+    mode: str = "default"
+    options: frozenset[str] = frozenset()
+    active: bool = False
+    delayed: bool = False
+    seq: int = 0
+    interrupted_by: set[str] = field(default_factory=set)
+    interrupted_at: float = 0.0
+    other_audio_playing: bool = False
+    secondary_hint: bool = False
+
+    @property
+    def session_id(self) -> str:
+        """The id the engine knows it by: ``session:<id>``."""
+        return f"session:{self.id}"
+
+    @property
+    def state(self) -> str:
+        """``active`` | ``delayed`` | ``interrupted`` | ``inactive``."""
+        if self.active:
+            return "active"
+        if self.delayed:
+            return "delayed"
+        return "interrupted" if self.interrupted_by else "inactive"
+
+    def model(self, streams: Iterable[str] = ()) -> Session:
+        """The engine's view of the session."""
+        return Session(id=self.session_id, app_key=self.identity.key, category=self.category,
+                       mode=self.mode, options=self.options, active=self.active, seq=self.seq,
+                       streams=tuple(streams), explicit=True,
+                       rule=f"session {self.id} of {self.owner}")
+
+
+Listener = Callable[[AppSession, str, Mapping[str, Any]], None]
+
+
+class AppSessions:
+    """Every explicit session, and the rules above.
+
+    :param policies: returns the policy set in force
+    :param seq: the activation counter shared with the implicit sessions
+    :param on_change: called when a decision must be taken again (schedule a reconcile)
+    """
+
+    def __init__(self, policies: Callable[[], PolicySet], seq: itertools.count,
+                 on_change: Callable[[], None] = lambda: None):
+        self.policies = policies
+        self.seq = seq
+        self.on_change = on_change
+        self.sessions: dict[str, AppSession] = {}
+        self.resume_limit = RESUME_LIMIT
+        #: ``listener(session, what, payload)``: ``what`` is a signal name
+        #: (``InterruptionBegan``...), ``PropertiesChanged`` or ``Removed``.
+        self.listeners: list[Listener] = []
+        #: Changes whenever a session is created or removed (stream ownership may change).
+        self.version = 0
+        self._ids = itertools.count(1)
+        self._notified: set[str] = set()  # session ids that deactivated with notification
+        self._current: list[Session] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def create(self, owner: str, identity: Identity, hints: Mapping[str, Any]) -> AppSession:
+        """A new inactive session in ``soloAmbient`` (Apple's default category).
+
+        :param hints: ``Name`` (s), and optionally ``Category``/``Mode``/``Options`` applied
+            as by :meth:`set_category`
+        :raises SessionError: ``TooManySessions`` past :data:`MAX_SESSIONS_PER_CLIENT`, or a
+            category error from the hints
+        """
+        if sum(1 for s in self.sessions.values() if s.owner == owner) >= MAX_SESSIONS_PER_CLIENT:
+            raise SessionError("TooManySessions",
+                               f"a client may hold at most {MAX_SESSIONS_PER_CLIENT} sessions")
+        session = AppSession(f"s{next(self._ids)}", owner, identity, str(hints.get("Name", "")))
+        if "Category" in hints:
+            self._set_category(session, str(hints["Category"]), str(hints.get("Mode", "default")),
+                               [str(o) for o in hints.get("Options", [])])
+        self.sessions[session.id] = session
+        self.version += 1
+        logger.info("session %s created by %s (pid %s, %s): %s", session.id, owner,
+                    identity.pid, identity.key, session.category)
+        return session
+
+    def get(self, session_id: str, caller: str | None = None) -> AppSession:
+        """The session, checked against its owner when ``caller`` is given.
+
+        :raises SessionError: ``NoSuchSession``; ``NotOwner`` when another connection asks
+        """
+        session = self.sessions.get(session_id)
+        if session is None:
+            raise SessionError("NoSuchSession", f"no session {session_id!r} (it was removed)")
+        if caller is not None and caller != session.owner:
+            raise SessionError("NotOwner", f"session {session_id} belongs to {session.owner}; "
+                                           "only that connection may change it")
+        return session
+
+    def remove(self, session: AppSession, why: str) -> None:
+        """Deactivate and forget a session; its effects are undone by the next decision."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        self.version += 1
+        if session.active:
+            self._notified.add(session.session_id)  # a closed session does not hold others
+        logger.info("session %s removed (%s)", session.id, why)
+        self._emit(session, "Removed", {})
+        self.on_change()
+
+    def drop_owner(self, owner: str) -> None:
+        """The owner left the bus: remove its sessions, undoing everything they caused."""
+        for session in [s for s in self.sessions.values() if s.owner == owner]:
+            self.remove(session, f"{owner} left the bus")
+
+    # -- the app's calls ---------------------------------------------------------------------
+
+    def set_category(self, session: AppSession, category: str, mode: str,
+                     options: Iterable[str]) -> None:
+        """AVAudioSession.setCategory(_:mode:options:); see the module rules.
+
+        :raises SessionError: ``UnknownCategory``, ``UnknownMode``, ``UnknownOption``,
+            ``IncompatibleCategoryOption``
+        """
+        self._set_category(session, category, mode, list(options))
+        self._emit(session, "PropertiesChanged", {"Category": session.category,
+                                                  "Mode": session.mode,
+                                                  "Options": sorted(session.options)})
+        self.on_change()
+
+    def _set_category(self, session: AppSession, category: str, mode: str,
+                      options: list[str]) -> None:
+        if category not in CATEGORIES:
+            raise SessionError("UnknownCategory", f"{category!r} is not a category (one of: "
+                                                  + ", ".join(CATEGORIES) + ")")
+        policy = self.policies().policies.get(category)
+        if policy is None:
+            raise SessionError("UnknownCategory", f"no policy defines category {category!r}")
+        if mode not in MODES:
+            raise SessionError("UnknownMode", f"{mode!r} is not a mode (one of: "
+                                              + ", ".join(MODES) + ")")
+        for option in options:
+            if option not in OPTIONS:
+                raise SessionError("UnknownOption", f"{option!r} is not a category option "
+                                                    "(one of: " + ", ".join(OPTIONS) + ")")
+            if option not in policy.options:
+                raise SessionError("IncompatibleCategoryOption",
+                                   f"{category} does not take option {option!r} (it takes: "
+                                   + (", ".join(sorted(policy.options)) or "none") + ")")
+        if mode not in policy.modes:
+            logger.info("session %s: mode %s does not suit %s; using default, as Apple does",
+                        session.id, mode, category)
+            mode = "default"
+        session.category, session.mode, session.options = category, mode, frozenset(options)
+
+    def set_active(self, session: AppSession, active: bool, options: Iterable[str]) -> str:
+        """AVAudioSession.setActive(_:options:), plus ``delayIfBusy``.
+
+        :returns: ``active``, ``delayed`` or ``inactive``
+        :raises SessionError: ``UnknownOption``, ``InsufficientPriority``,
+            ``CannotInterruptOthers``
+        """
+        options = set(options)
+        for option in options - set(ACTIVE_OPTIONS):
+            raise SessionError("UnknownOption", f"{option!r} is not an activation option "
+                                                "(one of: " + ", ".join(ACTIVE_OPTIONS) + ")")
+        if not active:
+            was = session.active
+            session.active = session.delayed = False
+            if was and "notifyOthersOnDeactivation" in options:
+                self._notified.add(session.session_id)
+            self._changed(session, "app", "deactivated" if was else "")
+            return "inactive"
+        if session.active:
+            return "active"
+        policies = self.policies()
+        blockers = engine.activation_blockers(session.model(), self._current, policies)
+        if blockers:
+            if "delayIfBusy" in options:
+                session.delayed = True
+                logger.info("session %s: activation delayed by %s", session.id,
+                            ", ".join(b.id for b in blockers))
+                self._emit(session, "PropertiesChanged", {"State": session.state})
+                return "delayed"
+            mixable = (policies.policies[session.category].mixes_with_others
+                       or "mixWithOthers" in session.options)
+            name = "CannotInterruptOthers" if mixable else "InsufficientPriority"
+            raise SessionError(name, f"{session.category} cannot become active while "
+                                     + ", ".join(f"{b.category} session {b.id}" for b in blockers)
+                                     + " of higher priority is active; pass delayIfBusy to wait")
+        self._activate(session, "app", "")
+        return "active"
+
+    def _activate(self, session: AppSession, source: str, reason: str) -> None:
+        session.active, session.delayed = True, False
+        session.seq = next(self.seq)
+        self._notified.discard(session.session_id)
+        self._changed(session, source, reason)
+
+    def _changed(self, session: AppSession, source: str, reason: str) -> None:
+        signal = "DidBecomeActive" if session.active else "DidBecomeInactive"
+        if reason or source == "app":
+            self._emit(session, signal, {"source": source, "reason": reason or "app"})
+        self._emit(session, "PropertiesChanged", {"Active": session.active,
+                                                  "State": session.state})
+        self.on_change()
+
+    # -- after every decision ------------------------------------------------------------------
+
+    def owner_of(self, properties: Mapping[str, str], pid: int | None) -> AppSession | None:
+        """The session a stream belongs to (see :func:`audiopolicyd.identity.stream_belongs`);
+        the oldest session of its app wins."""
+        for session in self.sessions.values():
+            if stream_belongs(dict(properties), pid, session.identity):
+                return session
+        return None
+
+    def update(self, sessions: list[Session], now: float | None = None) -> None:
+        """Fold a decision in: interruptions, delayed activations, audio hints.
+
+        :param sessions: every session of the decision, implicit and explicit
+        """
+        self._current = sessions
+        now = time.monotonic() if now is None else now
+        policies = self.policies()
+        by_id = {s.id: s for s in sessions}
+        hits = engine.interruptions(sessions, policies)
+        for session in list(self.sessions.values()):
+            now_by = hits.get(session.session_id, set())
+            if now_by and not session.interrupted_by:
+                session.interrupted_by = set(now_by)
+                session.interrupted_at = now
+                triggers = [by_id[t] for t in sorted(now_by)]
+                self._emit(session, "InterruptionBegan", {
+                    "reason": "default", "interrupter": triggers[0].id,
+                    "interrupter_category": triggers[0].category})
+                if session.active:
+                    session.active = False
+                    self._changed(session, "system", "interruption")
+                else:
+                    self._emit(session, "PropertiesChanged", {"State": session.state})
+            elif now_by:
+                session.interrupted_by |= now_by
+            elif session.interrupted_by:
+                self._end_interruption(session, by_id, now)
+            if session.delayed and not engine.activation_blockers(session.model(), sessions,
+                                                                  policies):
+                self._activate(session, "system", "delayedActivation")
+            other, secondary = engine.audio_hints(session.model(), sessions, policies)
+            changed = {}
+            if other != session.other_audio_playing:
+                session.other_audio_playing = changed["OtherAudioPlaying"] = other
+            if secondary != session.secondary_hint:
+                session.secondary_hint = changed["SecondaryAudioShouldBeSilencedHint"] = secondary
+                self._emit(session, "SilenceSecondaryAudioHint",
+                           {"type": "begin" if secondary else "end"})
+            if changed:
+                self._emit(session, "PropertiesChanged", changed)
+        live = {s.id for s in sessions if s.active}
+        self._notified &= {s.session_id for s in self.sessions.values()} | live
+
+    def _end_interruption(self, session: AppSession, by_id: Mapping[str, Session],
+                          now: float) -> None:
+        def ended_with_notice(trigger_id: str) -> bool:
+            trigger = by_id.get(trigger_id)
+            if trigger_id.startswith("implicit:"):
+                return trigger is None or not trigger.active  # its streams stopped
+            return trigger_id in self._notified
+        took = now - session.interrupted_at
+        resume = (not session.active and took <= self.resume_limit
+                  and all(ended_with_notice(t) for t in session.interrupted_by))
+        session.interrupted_by = set()
+        self._emit(session, "InterruptionEnded", {
+            "should_resume": resume, "options": ["shouldResume"] if resume else [],
+            "duration_ms": int(took * 1000)})
+        self._emit(session, "PropertiesChanged", {"State": session.state})
+
+    def media_services(self, available: bool) -> None:
+        """The audio server went away (``MediaServicesWereLost``) or came back (``...Reset``);
+        sessions survive and are applied again."""
+        for session in self.sessions.values():
+            self._emit(session, "MediaServicesWereReset" if available
+                       else "MediaServicesWereLost", {})
+
+    def _emit(self, session: AppSession, what: str, payload: Mapping[str, Any]) -> None:
+        for listener in self.listeners:
+            listener(session, what, payload)
