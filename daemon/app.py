@@ -24,7 +24,7 @@ from dbus_fast.aio import MessageBus
 from systemd import daemon as sd
 
 from . import __version__
-from .appsessions import AppSessions
+from .appsessions import RESUME_LIMIT, AppSessions
 from .backends.pulse import PulseBackend
 from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
 from .identity import identify
@@ -73,6 +73,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bus", metavar="ADDRESS",
                    help="D-Bus address (default: the session bus, or the system bus with "
                         "--system)")
+    p.add_argument("--resume-limit", type=float, default=RESUME_LIMIT, metavar="SECONDS",
+                   help="an interruption longer than this ends with should_resume false "
+                        f"(default: {RESUME_LIMIT:.0f})")
     p.add_argument("--no-mpris", action="store_true",
                    help="never pause players through MPRIS; interrupted streams are muted")
     p.add_argument("--check-config", action="store_true",
@@ -110,6 +113,7 @@ class Daemon:
                                      self.pm, seq=seq)
         self.app_sessions = AppSessions(lambda: self.store.current, seq,
                                         self.reconciler.request_reconcile)
+        self.app_sessions.resume_limit = args.resume_limit
         self.reconciler.app_sessions = self.app_sessions
         self.reconciler.on_server.append(self.app_sessions.media_services)
         self.started = time.monotonic()
