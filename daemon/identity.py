@@ -50,11 +50,13 @@ class Identity:
 
     @property
     def key(self) -> str:
-        """A stable app key: ``flatpak:<id>``, ``app:<id>``, ``exe:<path>`` or ``pid:<n>``."""
+        """The app: ``flatpak:<id>`` or ``app:<id>`` when an app id is known, else
+        ``exe:<path>:<pid>`` (two processes of one interpreter are two apps), else
+        ``pid:<n>``."""
         if self.app_id:
             return ("flatpak:" if self.flatpak else "app:") + self.app_id
         if self.exe:
-            return "exe:" + self.exe
+            return f"exe:{self.exe}:{self.pid}"
         return f"pid:{self.pid}"
 
 

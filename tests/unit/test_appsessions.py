@@ -182,3 +182,23 @@ def test_session_level_rules_are_pure(policies):
         == ["c"]
     assert activation_blockers(Session("x", "e", "playAndRecord"), [call], policies) == []
     assert audio_hints(game, [music, call, game], policies) == (True, True)
+
+
+def test_identity_keys_and_stream_membership(tmp_path):
+    import os
+
+    from audiopolicyd.identity import identify, stream_belongs
+    me = identify(os.getpid(), os.getuid())
+    assert me.exe and me.key == f"exe:{me.exe}:{os.getpid()}" or me.app_id
+    assert Identity(pid=1, exe="/usr/bin/python3").key != Identity(pid=2,
+                                                                   exe="/usr/bin/python3").key
+    assert Identity(pid=1, app_id="org.gnome.Lollypop", flatpak=True).key == \
+        "flatpak:org.gnome.Lollypop"
+    # our own process belongs to our session; a child's stream too; pid 1's does not
+    assert stream_belongs({}, os.getpid(), me)
+    assert not stream_belongs({}, 1, me)
+    assert not stream_belongs({}, None, me)
+    flatpak = Identity(pid=os.getpid(), app_id="org.example.App", flatpak=True)
+    assert stream_belongs({"pipewire.access.portal.app_id": "org.example.App"}, None, flatpak)
+    assert not stream_belongs({"pipewire.access.portal.app_id": "org.other.App"},
+                              os.getpid(), flatpak)
