@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 MAX_DEPTH = 64
 
 _UNIT_APP = re.compile(
-    r"^app-(?:(?:gnome|kde|flatpak|snap|dbus|systemd|xfce|sway|org\.[\w.]+)-)?"
+    r"^app-(?:(?:gnome|kde|flatpak|snap|dbus|systemd|xfce|sway|cosmic|lxqt|mate|cinnamon)-)?"
     r"(?P<id>[\w.\-]+?)(?:-(?:\d+|[0-9a-f]{32}))?(?:@[\w]+)?\.(?:scope|service)$")
 
 

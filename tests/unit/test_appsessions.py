@@ -202,3 +202,19 @@ def test_identity_keys_and_stream_membership(tmp_path):
     assert stream_belongs({"pipewire.access.portal.app_id": "org.example.App"}, None, flatpak)
     assert not stream_belongs({"pipewire.access.portal.app_id": "org.other.App"},
                               os.getpid(), flatpak)
+
+
+@pytest.mark.parametrize("unit, app_id", [
+    ("app-gnome-org.gnome.Lollypop-12345.scope", "org.gnome.Lollypop"),
+    ("app-org.gnome.Terminal-2311.scope", "org.gnome.Terminal"),
+    ("app-kde-org.kde.elisa-a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6.scope", "org.kde.elisa"),
+    ("app-gnome-firefox-4567.scope", "firefox"),
+    ("app-flatpak-org.mozilla.firefox-1234.scope", "org.mozilla.firefox"),
+    ("app-spotify@8d9e.service", "spotify"),
+    ("session-2.scope", None),
+    ("user@1000.service", None),
+])
+def test_app_id_from_systemd_app_unit_names(unit, app_id):
+    from audiopolicyd.identity import _UNIT_APP
+    match = _UNIT_APP.match(unit)
+    assert (match.group("id") if match else None) == app_id
