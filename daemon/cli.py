@@ -1,10 +1,25 @@
 """``audiopolicyctl``: the command-line client of audiopolicyd.
 
-Read commands (``status``, ``streams``, ``monitor``, ``policy check``) take ``--json``.
-``policy check`` works offline; everything else talks to the daemon over D-Bus.
+Read commands (``status``, ``streams``, ``sessions``, ``explain``, ``monitor``,
+``policy check``) take ``--json``. ``policy check`` works offline; everything else talks to the
+daemon over D-Bus.
 
-Exit codes: 0 success; 1 the answer is "no" (invalid policy, reload refused); 2 usage error or
-the daemon is not reachable.
+``run`` gives a program an audio session, as an iOS app has one::
+
+    audiopolicyctl run --category playAndRecord --mode voiceChat -- linphone
+    audiopolicyctl run --category playback --delay-if-busy -- mpv song.ogg
+
+It creates a session (through :mod:`audiopolicyd.client`), sets the category, activates it, runs
+COMMAND as its child (the child's streams, and its children's, belong to the session), prints
+interruptions on stderr, reactivates after an interruption whose end says ``should_resume``,
+forwards SIGINT, SIGTERM and SIGHUP to the child, and when the child exits deactivates with
+``notifyOthersOnDeactivation`` (the apps it interrupted may resume) and exits with the child's
+exit code (128 + N when signal N killed it). SIGINT is not forwarded when the terminal sent it:
+the child, in the same foreground process group, got it already.
+
+Exit codes: 0 success; 1 the answer is "no" (invalid policy, reload refused, activation refused
+by ``run``); 2 usage error, unknown ``explain`` target, or the daemon is not reachable; for
+``run`` once the command started, the command's exit code (127: command not found).
 """
 
 from __future__ import annotations
@@ -12,6 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +39,9 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .dbus_api import BUS_NAME, MANAGER_IFACE, OBJECT_PATH
+from . import client as apc
+from .dbus_api import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
+from .model import CATEGORIES, MODES, OPTIONS
 from .pluginmanager import make_plugin_manager, plugin_settings_schemas
 from .policy import PolicyError
 from .policystore import default_dirs, find_files, load_files
@@ -65,9 +84,10 @@ class Client:
         if self.bus is not None:
             self.bus.disconnect()
 
-    async def call(self, member: str, signature: str = "", body: list | None = None) -> list:
+    async def call(self, member: str, signature: str = "", body: list | None = None,
+                   interface: str = MANAGER_IFACE) -> list:
         reply = await self.bus.call(Message(destination=BUS_NAME, path=OBJECT_PATH,
-                                            interface=MANAGER_IFACE, member=member,
+                                            interface=interface, member=member,
                                             signature=signature, body=body or []))
         if reply.message_type == MessageType.ERROR:
             if reply.error_name in ("org.freedesktop.DBus.Error.ServiceUnknown",
@@ -191,6 +211,195 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
     return 1
 
 
+# -- sessions ------------------------------------------------------------------------------------
+
+def _session_sort_key(session: dict) -> tuple:
+    sid = session["Id"]
+    return (0, int(sid[1:]), sid) if sid[1:].isdigit() else (1, 0, sid)
+
+
+async def list_sessions(args: argparse.Namespace) -> list[dict]:
+    """Every explicit session, from ``ObjectManager.GetManagedObjects`` on the Manager's path:
+    ``{"Id", "Path", <every Session property>}``, oldest first."""
+    async with Client(args) as c:
+        (objects,) = await c.call("GetManagedObjects",
+                                  interface="org.freedesktop.DBus.ObjectManager")
+    out = []
+    for path, interfaces in objects.items():
+        if SESSION_IFACE in interfaces and path.startswith(SESSION_PATH_PREFIX):
+            out.append({"Id": path[len(SESSION_PATH_PREFIX):], "Path": path,
+                        **plain(interfaces[SESSION_IFACE])})
+    return sorted(out, key=_session_sort_key)
+
+
+async def cmd_sessions(args: argparse.Namespace) -> int:
+    sessions = await list_sessions(args)
+    if args.json:
+        print(json.dumps(sessions, indent=2, sort_keys=True))
+        return 0
+    if not sessions:
+        console.print("no sessions")
+        return 0
+    table = Table("SESSION", "NAME", "CATEGORY", "MODE", "OPTIONS", "STATE", "OWNER", "PID",
+                  "APP", box=None)
+    for s in sessions:
+        table.add_row(s["Id"], s["Name"] or "-", s["Category"], s["Mode"],
+                      ",".join(s["Options"]) or "-", s["State"], s["Owner"],
+                      str(s["ProcessID"] or "-"), s["AppID"])
+    console.print(table, markup=False)
+    return 0
+
+
+async def cmd_explain(args: argparse.Namespace) -> int:
+    """``Manager.Explain``: why a stream or session has its effect."""
+    async with Client(args) as c:
+        (answer,) = await c.call("Explain", "s", [args.target])
+    answer = plain(answer)
+    if args.json:
+        print(json.dumps(answer, indent=2, sort_keys=True))
+        return 0
+    table = Table(show_header=False, box=None)
+    first = [k for k in ("Target", "Kind", "Application", "Session", "Category", "Mode",
+                         "Options", "Active", "State", "InterruptedBy", "ChosenBy", "Policy",
+                         "Effect", "Streams") if k in answer]
+    for key in first + sorted(k for k in answer if k not in first and k != "Reasons") + (
+            ["Reasons"] if "Reasons" in answer else []):
+        value = answer[key]
+        if isinstance(value, list):
+            value = "\n".join(map(str, value)) or "-"
+        elif isinstance(value, bool):
+            value = "yes" if value else "no"
+        table.add_row(key, str(value) if value != "" else "-")
+    console.print(table, markup=False)
+    return 0
+
+
+# -- run -----------------------------------------------------------------------------------------
+
+def say(text: str) -> None:
+    """A line of ``run`` on stderr (the child owns stdout)."""
+    print(f"audiopolicyctl: {text}", file=sys.stderr, flush=True)
+
+
+def _terminal_sent(sig: int) -> bool:
+    """Whether ``sig`` probably came from our terminal, and so reached the child too: SIGINT
+    while our process group is the terminal's foreground group."""
+    if sig != signal.SIGINT:
+        return False
+    for fd in (0, 1, 2):
+        try:
+            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def _exit_code(returncode: int) -> int:
+    """A child's exit status as a shell reports it: 128 + N when signal N killed it."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """Run COMMAND inside an active session; see the module docstring."""
+    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+    if not command:
+        raise CtlError("run: no COMMAND given (audiopolicyctl run --category C -- COMMAND...)")
+    loop = asyncio.get_running_loop()
+    stop = loop.create_future()  # a signal before the child exists: the signal number
+    child: asyncio.subprocess.Process | None = None
+
+    def on_signal(sig: int) -> None:
+        if child is None:
+            if not stop.done():
+                stop.set_result(sig)
+        elif child.returncode is None and not _terminal_sent(sig):
+            child.send_signal(sig)
+
+    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in forwarded:
+        loop.add_signal_handler(sig, on_signal, sig)
+    name = args.name or " ".join([os.path.basename(command[0]), *command[1:]])
+    name = name if len(name) <= 40 else name[:39] + "…"
+    try:
+        async with apc.AudioSession.create(name=name, bus_address=args.bus,
+                                           system=args.system) as session:
+            await session.set_category(args.category, args.mode, args.option or [])
+            resuming: set[asyncio.Task] = set()
+
+            def began(info: dict) -> None:
+                if child is None:
+                    return  # not playing yet (the daemon also tells inactive sessions)
+                say(f"interruption began: {info.get('interrupter_category', '?')} session "
+                    f"{info.get('interrupter', '?')} (reason {info.get('reason', '?')})")
+
+            async def resume() -> None:
+                try:
+                    state = await session.set_active(True, ["delayIfBusy"])
+                    say("session reactivated" if state == "active" else
+                        "reactivation delayed: a higher-priority session is active")
+                except apc.AudioSessionError as exc:
+                    say(f"cannot reactivate: {exc}")
+
+            def ended(info: dict) -> None:
+                if child is None:
+                    return
+                should = bool(info.get("should_resume"))
+                say(f"interruption ended after {info.get('duration_ms', 0) / 1000:.1f} s; "
+                    f"should resume: {'yes' if should else 'no'}")
+                if should and child.returncode is None:
+                    task = asyncio.ensure_future(resume())
+                    resuming.add(task)
+                    task.add_done_callback(resuming.discard)
+
+            session.on("InterruptionBegan", began)
+            session.on("InterruptionEnded", ended)
+            session.on("MediaServicesWereLost", lambda _: say("audio server lost"))
+            session.on("MediaServicesWereReset", lambda _: say("audio server back; session "
+                                                              "re-applied"))
+            session.on("SessionLost", lambda _: say("audiopolicyd left the bus; the command "
+                                                     "runs on without a session"))
+            options = ["delayIfBusy"] if args.delay_if_busy else []
+            try:
+                state = await session.set_active(True, options)
+            except (apc.InsufficientPriority, apc.CannotInterruptOthers) as exc:
+                say(f"{exc} (--delay-if-busy waits instead)")
+                return 1
+            if state == "delayed":
+                say("activation delayed: a higher-priority session is active; waiting")
+                waiter = asyncio.ensure_future(session.wait_until_active())
+                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                    return 128 + stop.result()
+                waiter.result()
+                say("session active")
+            if stop.done():
+                return 128 + stop.result()
+            try:
+                child = await asyncio.create_subprocess_exec(*command)
+            except OSError as exc:
+                say(f"{command[0]}: {exc.strerror or exc}")
+                return 127 if isinstance(exc, FileNotFoundError) else 126
+            code = _exit_code(await child.wait())
+            try:
+                await session.set_active(False, ["notifyOthersOnDeactivation"])
+            except apc.AudioSessionError as exc:
+                if not session.closed:
+                    say(f"deactivating: {exc}")
+            return code
+    except apc.DaemonNotRunning as exc:
+        raise CtlError(exc.message) from None
+    except apc.AudioSessionError as exc:
+        if child is None:
+            say(str(exc))
+            return 1
+        raise
+    finally:
+        for sig in forwarded:
+            loop.remove_signal_handler(sig)
+
+
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate policies offline: the search path in force, with FILEs overriding by name."""
     dirs = default_dirs(args.system)
@@ -221,15 +430,23 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
 # -- parsing -----------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--system", action="store_true",
-                        help="talk to the system-mode daemon (system bus)")
-    common.add_argument("--bus", metavar="ADDRESS", help="D-Bus address to use")
+    def bus_options(defaults: bool) -> argparse.ArgumentParser:
+        # accepted before and after the command; a subcommand's own default must not
+        # overwrite a value given before it (argparse copies subparser defaults over)
+        parser = argparse.ArgumentParser(add_help=False)
+        default = {} if defaults else {"default": argparse.SUPPRESS}
+        parser.add_argument("--system", action="store_true", **default,
+                            help="talk to the system-mode daemon (system bus)")
+        parser.add_argument("--bus", metavar="ADDRESS", **default,
+                            help="D-Bus address to use")
+        return parser
+
+    top, common = bus_options(True), bus_options(False)
     reads = argparse.ArgumentParser(add_help=False)
     reads.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     p = argparse.ArgumentParser(
-        prog="audiopolicyctl", parents=[common],
+        prog="audiopolicyctl", parents=[top],
         description="Inspect and control audiopolicyd, the audio policy daemon.")
     p.add_argument("--version", action="version", version=f"audiopolicyctl {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -240,6 +457,47 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="follow streams and effects live (Ctrl-C to stop)")
     sub.add_parser("reload", parents=[common, reads],
                    help="reload policies (exit 1 when refused; the last good set stays)")
+    sub.add_parser("sessions", parents=[common, reads],
+                   help="the apps' audio sessions: category, mode, options, state, owner",
+                   description="List the explicit sessions (created over D-Bus by apps, "
+                               "audiopolicyctl run and audiopolicyd.client) with their "
+                               "category, mode, options, state, owner connection, pid and "
+                               "app id.")
+    explain = sub.add_parser("explain", parents=[common, reads],
+                             help="why a stream or session has its effect",
+                             description="Explain a stream's or a session's category and "
+                                         "effect: the policy file, the rule and the session "
+                                         "that caused it.")
+    explain.add_argument("target", metavar="TARGET",
+                         help="a stream key (sink-input:12, as 'streams' shows), a session id "
+                              "(s1, as 'sessions' shows, or implicit:...) or a session path")
+    run = sub.add_parser(
+        "run", parents=[common], help="run a program inside an active audio session",
+        usage="audiopolicyctl run --category CATEGORY [--mode MODE] [--option OPTION ...] "
+              "[--delay-if-busy] [--name NAME] -- COMMAND [ARG...]",
+        description="Run COMMAND inside an audio session with the given category, as if the "
+                    "program had declared it (AVAudioSession.setCategory + setActive): its "
+                    "streams, and its children's, take the session's category. The session is "
+                    "activated before COMMAND starts and deactivated with "
+                    "notifyOthersOnDeactivation when it exits. Interruptions are printed on "
+                    "stderr; after one that ends with should_resume the session is activated "
+                    "again. SIGINT, SIGTERM and SIGHUP are forwarded to COMMAND.",
+        epilog="Exit status: COMMAND's (128+N when killed by signal N, 127 when not found); 1 "
+               "when the session cannot be activated or the category is refused (the daemon's "
+               "named error is printed); 2 when the daemon is not reachable.")
+    run.add_argument("--category", required=True, choices=CATEGORIES, metavar="CATEGORY",
+                     help="one of: " + ", ".join(CATEGORIES))
+    run.add_argument("--mode", default="default", choices=MODES, metavar="MODE",
+                     help="one of: " + ", ".join(MODES) + " (default: default; one the "
+                          "category does not take falls back to default)")
+    run.add_argument("--option", action="append", choices=OPTIONS, metavar="OPTION",
+                     help="a category option, repeatable: " + ", ".join(OPTIONS))
+    run.add_argument("--delay-if-busy", action="store_true",
+                     help="when a higher-priority session is active, wait until it ends "
+                          "instead of failing with InsufficientPriority")
+    run.add_argument("--name", help="the session's name in 'sessions' (default: the command)")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
+                     help="the program and its arguments, after --")
     policy = sub.add_parser("policy", help="policy files")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = psub.add_parser("check", parents=[common, reads],
@@ -257,13 +515,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "policy":
             return cmd_policy_check(args)
         handler = {"status": cmd_status, "streams": cmd_streams, "reload": cmd_reload,
-                   "monitor": cmd_monitor}[args.command]
+                   "monitor": cmd_monitor, "sessions": cmd_sessions, "explain": cmd_explain,
+                   "run": cmd_run}[args.command]
         return asyncio.run(handler(args))
     except CtlError as exc:
         print(f"audiopolicyctl: {exc}", file=sys.stderr)
         return 2
     except DBusError as exc:
         print(f"audiopolicyctl: {exc.type}: {exc.text}", file=sys.stderr)
+        return 2
+    except apc.AudioSessionError as exc:
+        print(f"audiopolicyctl: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 0
