@@ -150,6 +150,7 @@ class AppSessions:
                                [str(o) for o in hints.get("Options", [])])
         self.sessions[session.id] = session
         self.version += 1
+        self.on_change()
         logger.info("session %s created by %s (pid %s, %s): %s", session.id, owner,
                     identity.pid, identity.key, session.category)
         return session
@@ -297,7 +298,9 @@ class AppSessions:
         hits = engine.interruptions(sessions, policies)
         for session in list(self.sessions.values()):
             now_by = hits.get(session.session_id, set())
-            if now_by and not session.interrupted_by:
+            if now_by and not session.interrupted_by and not session.active:
+                pass  # only an active session is interrupted (a silent app is not told)
+            elif now_by and not session.interrupted_by:
                 session.interrupted_by = set(now_by)
                 session.interrupted_at = now
                 triggers = [by_id[t] for t in sorted(now_by)]

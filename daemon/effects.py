@@ -29,6 +29,11 @@ from .model import Effect, Player, Stream
 VOLUME_TOLERANCE = 2
 
 
+#: The gain of a stream that started at a value the server remembered from one of our writes:
+#: not known, so never equal to the gain wanted (the next plan writes base x that gain).
+UNKNOWN_GAIN = -1.0
+
+
 def scaled(volume: Iterable[int], gain: float) -> tuple[int, ...]:
     """Each channel of a raw volume times a linear gain, rounded to the server's integers."""
     return tuple(int(round(v * gain)) for v in volume)

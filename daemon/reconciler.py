@@ -38,6 +38,9 @@ RAMP_STEP_MS = 20
 #: linking and starting it: without the hold a call would end and start again within
 #: milliseconds (an unduck, and Pause, Play, Pause on the music player), or start late.
 DEACTIVATION_HOLD = 0.1
+#: How long the streams of a session that closed stay out of the implicit sessions, in seconds
+#: (their removal usually follows the Close call by a few ms).
+GHOST_SECONDS = 1.0
 #: Reconnect backoff: first delay and ceiling, in seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
@@ -100,6 +103,7 @@ class Reconciler:
         #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
         self.app_sessions: AppSessions | None = None
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
+        self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._class_cache: dict = {}
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
@@ -327,26 +331,39 @@ class Reconciler:
         loop.call_later(DEACTIVATION_HOLD, self._schedule)
 
     def _adopt_lingering(self, stream: Stream) -> None:
-        """A new stream the server started at our ducked volume or mute gets the user's back."""
-        if not self.journal.has_lingering():
-            return
-        lingering = self.journal.lingering(stream.restore_key)
-        if lingering is None:
-            return
-        at_target = lingering.target is not None and fx.same_volume(stream.volume,
-                                                                     lingering.target)
-        muted = lingering.muted_by_us and stream.muted
-        if at_target or muted:
+        """A new stream the server started at a volume or mute we had set gets the user's back.
+
+        Both servers remember volume and mute per role or app, so a new stream of a role we are
+        ducking (or ducked when its stream vanished) starts at our value. Its user volume is the
+        one of the live stream of that role we are acting on, else the lingering journal row.
+        """
+        source, ours = None, ()
+        for applied in self.applied.values():
+            if applied.restore_key == stream.restore_key and applied.key != stream.key:
+                source, ours = applied, tuple(self._recent.get(applied.key, ()))
+                break
+        if source is None:
+            if not self.journal.has_lingering():
+                return
+            source = self.journal.lingering(stream.restore_key)
+            if source is None:
+                return
+            self.journal.forget_lingering(stream.restore_key)
+        at_ours = any(v is not None and fx.same_volume(stream.volume, v)
+                      for v in (source.target, *ours))
+        muted = source.muted_by_us and stream.muted
+        if at_ours or muted:
+            # the gain in force is unknown (a ramp step may have been remembered): the next
+            # plan writes base x the gain wanted now
             applied = fx.Applied(stream.key, stream.restore_key,
-                                 base=lingering.base if at_target else stream.volume,
-                                 gain=lingering.gain if at_target else 1.0,
-                                 target=stream.volume if at_target else None,
+                                 base=source.base if at_ours else stream.volume,
+                                 gain=fx.UNKNOWN_GAIN if at_ours else 1.0,
+                                 target=stream.volume if at_ours else None,
                                  muted_by_us=muted)
             self.applied[stream.key] = applied
             self.journal.write([applied])
             logger.info("%s (%s) started with a value we had set on %s; it gets the user's back",
                         stream.key, stream.label, stream.restore_key)
-        self.journal.forget_lingering(stream.restore_key)
 
     def _remove(self, key: str) -> None:
         if self.streams.pop(key, None) is None:
@@ -419,7 +436,8 @@ class Reconciler:
         if self.app_sessions is not None:
             members: dict[str, list[str]] = {}
             for key, sid in owned.items():
-                members.setdefault(sid, []).append(key)
+                if sid:
+                    members.setdefault(sid, []).append(key)
             for sid, session in self.app_sessions.sessions.items():
                 self.sessions.append(session.model(sorted(members.get(sid, ()))))
                 for key in members.get(sid, ()):
@@ -465,19 +483,29 @@ class Reconciler:
     def _stream_owners(self) -> dict[str, str]:
         """Streams that belong to an explicit session: stream key -> session id (cached per
         stream until sessions are created or removed)."""
-        if self.app_sessions is None or not self.app_sessions.sessions:
+        if self.app_sessions is None or not (self.app_sessions.sessions or self._ghosts
+                                             or any(o for _, o in self._owners.values())):
             return {}
         version = self.app_sessions.version
+        loop = asyncio.get_running_loop()
         out = {}
         for key, stream in self.streams.items():
             cached = self._owners.get(key)
             if cached is None or cached[0] != version:
                 owner = self.app_sessions.owner_of(stream.properties, stream.pid)
+                if owner is None and cached is not None and cached[1] is not None:
+                    # its session just closed; the stream is probably going too: do not let
+                    # it act as a legacy app meanwhile
+                    self._ghosts[key] = loop.time() + GHOST_SECONDS
+                    loop.call_later(GHOST_SECONDS, self._schedule)
                 cached = self._owners[key] = (version, owner.id if owner else None)
             if cached[1] is not None:
                 out[key] = cached[1]
+            elif self._ghosts.get(key, 0) > loop.time():
+                out[key] = ""  # owned by no session, and no implicit session either
         for gone in set(self._owners) - set(self.streams):
             del self._owners[gone]
+        self._ghosts = {k: t for k, t in self._ghosts.items() if k in self.streams}
         return out
 
     def _notify(self) -> None:

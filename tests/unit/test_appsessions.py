@@ -218,3 +218,24 @@ def test_app_id_from_systemd_app_unit_names(unit, app_id):
     from audiopolicyd.identity import _UNIT_APP
     match = _UNIT_APP.match(unit)
     assert (match.group("id") if match else None) == app_id
+
+
+def test_a_session_that_never_activated_is_not_told_of_interruptions(core):
+    idle = app(core, ":1.1", 10, "playback")
+    call = app(core, ":1.2", 11, "playAndRecord")
+    core.set_active(call, True, [])
+    decide_again(core)
+    core.set_active(call, False, ["notifyOthersOnDeactivation"])
+    decide_again(core)
+    assert not [w for w, _ in signals(core, idle.id) if w.startswith("Interruption")]
+    assert idle.state == "inactive"
+
+
+@pytest.mark.parametrize("category, options", [
+    ("ambient", []), ("soloAmbient", []), ("audioProcessing", []), ("record", ["allowBluetooth"]),
+    ("playback", ["duckOthers", "interruptSpokenAudioAndMixWithOthers", "mixWithOthers"]),
+    ("multiRoute", ["duckOthers", "interruptSpokenAudioAndMixWithOthers", "mixWithOthers"]),
+])
+def test_shipped_options_follow_apples_rules(policies, category, options):
+    assert sorted(policies.policies[category].options) == options
+    assert "defaultToSpeaker" in policies.policies["playAndRecord"].options
