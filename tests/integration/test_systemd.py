@@ -3,6 +3,7 @@ systemd-analyze accepts."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -49,15 +50,25 @@ class NotifySocket:
         raise AssertionError(f"no notify message matching {pattern!r}; got {self.messages!r}")
 
 
-def test_notify_ready_status_reloading_watchdog_stopping(server, tmp_path):
+@contextlib.contextmanager
+def notifying_daemon(tmp_path: Path, env: dict):
+    """The daemon under a stand-in notify socket: yields ``(process, socket)``."""
     notify = NotifySocket(tmp_path / "notify")
-    env = child_env({**server.env, "NOTIFY_SOCKET": str(notify.path),
-                     "WATCHDOG_USEC": "400000", "XDG_STATE_HOME": str(tmp_path / "state"),
+    env = child_env({**env, "NOTIFY_SOCKET": str(notify.path),
+                     "XDG_STATE_HOME": str(tmp_path / "state"),
                      "XDG_CONFIG_HOME": str(tmp_path / "config")})
-    log = open(tmp_path / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "audiopolicyd", "--log-target", "stderr"],
-                            env=env, stderr=log)
-    try:
+    with open(tmp_path / "daemon.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "audiopolicyd", "--log-target", "stderr"],
+                                env=env, stderr=log)
+        try:
+            yield proc, notify
+        finally:
+            stop_process(proc)
+            notify.sock.close()
+
+
+def test_notify_ready_status_reloading_watchdog_stopping(server, tmp_path):
+    with notifying_daemon(tmp_path, {**server.env, "WATCHDOG_USEC": "400000"}) as (proc, notify):
         ready = notify.wait_for(r"READY=1")
         assert re.search(r"STATUS=.*\d+ streams", ready)
         notify.wait_for(r"WATCHDOG=1")
@@ -69,32 +80,17 @@ def test_notify_ready_status_reloading_watchdog_stopping(server, tmp_path):
         proc.send_signal(signal.SIGTERM)
         notify.wait_for(r"STOPPING=1")
         assert proc.wait(10) == 0
-    finally:
-        stop_process(proc)
-        log.close()
-        notify.sock.close()
 
 
 def test_ready_without_a_server_says_it_waits(bus, tmp_path):
     """No audio server: the daemon is up (READY) and says what it waits for; systemd must not
     time the unit out and restart it in a loop."""
-    notify = NotifySocket(tmp_path / "notify")
-    env = child_env({**bus.env, "NOTIFY_SOCKET": str(notify.path),
-                     "PULSE_SERVER": f"unix:{tmp_path}/no-such-socket",
-                     "XDG_STATE_HOME": str(tmp_path / "state"),
-                     "XDG_CONFIG_HOME": str(tmp_path / "config")})
-    log = open(tmp_path / "daemon.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "audiopolicyd", "--log-target", "stderr"],
-                            env=env, stderr=log)
-    try:
+    with notifying_daemon(tmp_path, {**bus.env, "PULSE_SERVER": f"unix:{tmp_path}/nothing"}) \
+            as (proc, notify):
         ready = notify.wait_for(r"READY=1")
         assert "STATUS=no server" in ready
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
-    finally:
-        stop_process(proc)
-        log.close()
-        notify.sock.close()
     assert "cannot connect to the audio server" in (tmp_path / "daemon.log").read_text()
 
 
