@@ -253,9 +253,9 @@ class AppSessions:
                             ", ".join(b.id for b in blockers))
                 self._emit(session, "PropertiesChanged", {"State": session.state})
                 return "delayed"
-            mixable = (policies.policies[session.category].mixes_with_others
-                       or "mixWithOthers" in session.options)
-            name = "CannotInterruptOthers" if mixable else "InsufficientPriority"
+            name = ("CannotInterruptOthers"
+                    if engine.mixable(session.model(), policies.policies[session.category])
+                    else "InsufficientPriority")
             raise SessionError(name, f"{session.category} cannot become active while "
                                      + ", ".join(f"{b.category} session {b.id}" for b in blockers)
                                      + " of higher priority is active; pass delayIfBusy to wait")
@@ -329,8 +329,9 @@ class AppSessions:
                            {"type": "begin" if secondary else "end"})
             if changed:
                 self._emit(session, "PropertiesChanged", changed)
-        live = {s.id for s in sessions if s.active}
-        self._notified &= {s.session_id for s in self.sessions.values()} | live
+        # keep a closed interrupter's notice while a session it interrupted still waits
+        self._notified &= ({s.session_id for s in self.sessions.values()}
+                           | {t for s in self.sessions.values() for t in s.interrupted_by})
 
     def _end_interruption(self, session: AppSession, by_id: Mapping[str, Session],
                           now: float) -> None:

@@ -68,6 +68,16 @@ def classify(snapshot: Snapshot, policies: PolicySet,
     return out
 
 
+#: Category options that make a session mix with others (Apple: duckOthers and
+#: interruptSpokenAudioAndMixWithOthers imply mixWithOthers).
+MIXING_OPTIONS = frozenset({"mixWithOthers", "duckOthers", "interruptSpokenAudioAndMixWithOthers"})
+
+
+def mixable(session: Session, policy: Policy) -> bool:
+    """True when the session mixes with others: its category does, or one of its options."""
+    return policy.mixes_with_others or bool(session.options & MIXING_OPTIONS)
+
+
 def _rank(session: Session, policy: Policy) -> tuple[int, int]:
     return (policy.priority, session.seq)
 
@@ -92,8 +102,7 @@ def interaction_for(trigger: Session, tpolicy: Policy, victim: Session,
     if "mixWithOthers" in opts:
         return Interaction(Action.MIX, base.duck_level, base.ramp_ms, "(session option)",
                            "mixWithOthers")
-    victim_mixable = vpolicy.mixes_with_others or "mixWithOthers" in victim.options
-    return tpolicy.interaction(victim.category, victim_mixable)
+    return tpolicy.interaction(victim.category, mixable(victim, vpolicy))
 
 
 @dataclass
@@ -272,6 +281,5 @@ def audio_hints(session: Session, sessions: Iterable[Session],
         active session; another app has an active non-mixable session (primary audio)
     """
     other = [s for s in sessions if s.active and s.app_key != session.app_key]
-    primary = [s for s in other if not policies.policies[s.category].mixes_with_others
-               and "mixWithOthers" not in s.options and "duckOthers" not in s.options]
+    primary = [s for s in other if not mixable(s, policies.policies[s.category])]
     return bool(other), bool(primary)
