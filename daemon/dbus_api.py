@@ -283,21 +283,23 @@ class SessionInterface(ServiceInterface):
         return None
 
     def emit(self, what: str, payload) -> None:
-        """Send a core event as its D-Bus signal or PropertiesChanged."""
+        """Send a core event (:mod:`audiopolicyd.appsessions`) as its D-Bus signal, or as
+        ``PropertiesChanged``."""
         if what == "PropertiesChanged":
             self.emit_properties_changed(dict(payload))
-        elif what in ("InterruptionBegan", "InterruptionEnded", "DidBecomeActive",
-                      "DidBecomeInactive"):
-            getattr(self, {"InterruptionBegan": "interruption_began",
-                           "InterruptionEnded": "interruption_ended",
-                           "DidBecomeActive": "did_become_active",
-                           "DidBecomeInactive": "did_become_inactive"}[what])(plain_dict(payload))
-        elif what == "SilenceSecondaryAudioHint":
-            self.silence_secondary_audio_hint(payload["type"])
-        elif what == "MediaServicesWereLost":
-            self.media_services_were_lost()
-        elif what == "MediaServicesWereReset":
-            self.media_services_were_reset()
+            return
+        send = {
+            "InterruptionBegan": lambda: self.interruption_began(plain_dict(payload)),
+            "InterruptionEnded": lambda: self.interruption_ended(plain_dict(payload)),
+            "DidBecomeActive": lambda: self.did_become_active(plain_dict(payload)),
+            "DidBecomeInactive": lambda: self.did_become_inactive(plain_dict(payload)),
+            "SilenceSecondaryAudioHint": lambda: self.silence_secondary_audio_hint(
+                payload["type"]),
+            "MediaServicesWereLost": self.media_services_were_lost,
+            "MediaServicesWereReset": self.media_services_were_reset,
+        }.get(what)
+        if send is not None:
+            send()
 
 
 class CallerAwareCalls:
