@@ -41,6 +41,8 @@ DEACTIVATION_HOLD = 0.1
 #: How long the streams of a session that closed stay out of the implicit sessions, in seconds
 #: (their removal usually follows the Close call by a few ms).
 GHOST_SECONDS = 1.0
+#: How long a read of one stream may take before it is sent again, in seconds.
+READ_TIMEOUT = 2.0
 #: Reconnect backoff: first delay and ceiling, in seconds.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 
@@ -217,6 +219,7 @@ class Reconciler:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         kind = _KINDS.get(event.facility)
+        logger.debug("event %s %s %d", event.type, event.facility, event.index)
         if kind is not None:
             key = f"{event.facility}:{event.index}"
             if event.type == "remove":
@@ -269,9 +272,24 @@ class Reconciler:
         removals = self._removals.get(key, 0)
         self._reads[key] += 1
         writes_answered = not self._inflight[key]
+        overdue: list[bool] = []
+
+        def read_again() -> None:
+            # never cancel a libpulse operation from outside: read again, ignore this one
+            overdue.append(True)
+            logger.warning("reading %s got no answer in %.0f s; reading it again",
+                           key, READ_TIMEOUT)
+            self._spawn(self._refresh(kind, index, key, self._wgen.get(key, 0)))
+
+        timer = asyncio.get_running_loop().call_later(READ_TIMEOUT, read_again)
         try:
             stream = await self.backend.stream(kind, index)
+            if overdue:
+                return
+            logger.debug("read %s: %s", key, stream and (stream.volume, stream.corked,
+                                                         stream.device))
         finally:
+            timer.cancel()
             self._reads[key] -= 1
             removed = self._removals.get(key, 0) != removals
             if not self._reads[key]:
