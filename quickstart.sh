@@ -20,7 +20,7 @@ cd "$here"
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
   dbus pulseaudio pulseaudio-utils pipewire pipewire-pulse wireplumber
-  mpv mpv-mpris playerctl sox espeak-ng systemd
+  mpv mpv-mpris playerctl sox espeak-ng systemd xdg-desktop-portal
 )
 
 say() { printf 'quickstart: %s\n' "$*" >&2; }

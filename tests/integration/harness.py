@@ -44,7 +44,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,16 +162,38 @@ def _has_defaults(devices: dict[str, Any]) -> bool:
     return devices.get("default_sink") == "speaker" and devices.get("default_source") == MIC
 
 
+_BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={dir}/bus</listen>
+  <auth>EXTERNAL</auth>
+  {servicedirs}
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"""
+
+
 class PrivateBus:
     """A private D-Bus session bus in a temporary directory.
 
+    :param service_dirs: None (the default): the system's session configuration, so every
+        service installed in the standard directories is D-Bus-activatable (for example
+        xdg-desktop-portal's permission store, which would then run with the user's real
+        data directory). A sequence: only the services in these directories are activatable
+        (none when empty).
     :ivar address: the bus address, for ``DBUS_SESSION_BUS_ADDRESS``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, service_dirs: Sequence[str | os.PathLike] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="apd-bus-"))
         self.address = ""
         self.proc: subprocess.Popen | None = None
+        self.service_dirs = None if service_dirs is None else [Path(d) for d in service_dirs]
 
     @property
     def env(self) -> dict[str, str]:
@@ -184,10 +206,16 @@ class PrivateBus:
         :raises ServerStartError: if no address is printed within *timeout*.
         """
         log = self.dir / "dbus-daemon.log"
+        if self.service_dirs is None:
+            config = ["--session", f"--address=unix:path={self.dir}/bus"]
+        else:
+            conf = self.dir / "bus.conf"
+            conf.write_text(_BUS_CONFIG.format(dir=self.dir, servicedirs="".join(
+                f"<servicedir>{d}</servicedir>" for d in self.service_dirs)))
+            config = [f"--config-file={conf}"]
         with open(log, "ab") as stderr:
             self.proc = subprocess.Popen(
-                ["dbus-daemon", "--session", f"--address=unix:path={self.dir}/bus",
-                 "--nofork", "--print-address"],
+                ["dbus-daemon", *config, "--nofork", "--print-address"],
                 stdout=subprocess.PIPE, stderr=stderr, env=child_env({}))
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         line = self.proc.stdout.readline().decode().strip() if ready else ""
@@ -1274,3 +1302,71 @@ def gdbus_call(env: Mapping[str, str], path: str, method: str, *args: str,
     return subprocess.run(["gdbus", "call", "--address", _bus_address(env), "--dest", BUS_NAME,
                            "--object-path", path, "--method", method, *args],
                           env=child_env(env), capture_output=True, text=True, timeout=timeout)
+
+
+#: xdg-desktop-portal's permission store (Debian package ``xdg-desktop-portal``); not on PATH.
+PERMISSION_STORE = "/usr/libexec/xdg-permission-store"
+PERMISSION_STORE_NAME = "org.freedesktop.impl.portal.PermissionStore"
+
+
+def name_has_owner(env: Mapping[str, str], name: str) -> bool:
+    """Whether *name* is owned on the bus of *env* (``NameHasOwner``, through busctl)."""
+    done = busctl(env, "--json=short", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                  "org.freedesktop.DBus", "NameHasOwner", "s", name)
+    return bool(busctl_json(done)[0])
+
+
+def name_owner_pid(env: Mapping[str, str], name: str) -> int:
+    """The process id of *name*'s owner (``GetConnectionUnixProcessID``)."""
+    done = busctl(env, "--json=short", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                  "org.freedesktop.DBus", "GetConnectionUnixProcessID", "s", name)
+    return int(busctl_json(done)[0])
+
+
+class PermissionStoreProcess:
+    """A real ``xdg-permission-store`` on a private bus, with a private ``XDG_DATA_HOME``.
+
+    Its database is ``data_home/flatpak/db/devices`` (a GVariant file). Started with
+    ``--replace``; ready when it owns ``org.freedesktop.impl.portal.PermissionStore``.
+    """
+
+    def __init__(self, bus: PrivateBus, data_home: str | os.PathLike) -> None:
+        self.bus = bus
+        self.data_home = Path(data_home)
+        self.log = self.data_home / "xdg-permission-store.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the store and wait until its name is on the bus.
+
+        :raises ServerStartError: when it exits or does not take its name within *timeout*
+        """
+        self.data_home.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [PERMISSION_STORE, "--replace", "--verbose"], stdout=out, stderr=out,
+                env=child_env({**self.bus.env, "XDG_DATA_HOME": str(self.data_home)}))
+        deadline = time.monotonic() + timeout
+        while not name_has_owner(self.bus.env, PERMISSION_STORE_NAME):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"xdg-permission-store did not take its name\n"
+                                       f"{_log_tail(self.log)}")
+            time.sleep(0.05)
+        logger.info("xdg-permission-store pid %d on %s", self.proc.pid, self.bus.address)
+
+    def stop(self) -> None:
+        """Stop the store (by pid) and wait until its name has left the bus."""
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+            if self.bus.proc is not None and self.bus.proc.poll() is None:
+                wait_for(lambda: not name_has_owner(self.bus.env, PERMISSION_STORE_NAME), 5,
+                         "the permission store's name to leave the bus")
+
+    def __enter__(self) -> PermissionStoreProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
