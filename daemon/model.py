@@ -112,14 +112,15 @@ class Stream:
 
     @property
     def settled(self) -> bool:
-        """True once the stream's volume is the user's: linked, and not corked at volume 0.
+        """True once the stream's volume can be taken for the user's: linked, and not at 0.
 
-        pipewire-pulse may also show a stream linked, corked and at volume 0 for a moment
-        before its restored volume arrives. Taking that 0 for the user's volume would duck from
-        0 and "restore" 0: silent for good. A corked stream at volume 0 is inaudible anyway;
-        it settles when it starts or gets a volume.
+        pipewire-pulse shows a new stream linked at volume 0, corked or already started, for
+        a moment before WirePlumber's restored volume arrives. Taking that 0 for the user's
+        volume would duck from 0 and "restore" 0, and our write could land over the restore:
+        silent for good. A stream at volume 0 is inaudible anyway; it settles when it gets a
+        volume. (A stream the daemon itself took to 0 is still followed: see the reconciler.)
         """
-        return self.linked and not (self.corked and not any(self.volume))
+        return self.linked and any(self.volume)
 
     @property
     def playing(self) -> bool:

@@ -466,9 +466,11 @@ class Reconciler:
         changed = []
         for key, effect in desired.items():
             stream = snap.streams[key]
-            if not stream.settled:
-                continue  # its volume is not the user's yet; planned once settled
             before = self.applied.get(key)
+            if before is None and not stream.settled:
+                # its volume is not the user's yet: planned, and reported, once settled
+                desired[key] = NEUTRAL
+                continue
             after, ops = fx.plan(before, stream, effect)
             if after is None:
                 if before is not None:

@@ -171,5 +171,7 @@ def test_volume_changed_under_our_mute_is_the_base_of_a_later_duck():
 def test_a_corked_stream_at_volume_zero_is_not_settled():
     assert make_stream(1, volume=(0, 0), corked=True).linked
     assert not make_stream(1, volume=(0, 0), corked=True).settled
-    assert make_stream(1, volume=(0, 0)).settled  # playing at 0: the user's 0
+    # pipewire-pulse also shows a new stream started at 0 before its restored volume (seen
+    # in CI: the daemon took 0 for the user's volume and its write landed over the restore)
+    assert not make_stream(1, volume=(0, 0)).settled
     assert make_stream(1, volume=USER, corked=True).settled
