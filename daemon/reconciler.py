@@ -336,8 +336,11 @@ class Reconciler:
             self._hold(key)
         elif stream.playing:
             self._hold_until.pop(key, None)
-        if not old.settled and stream.settled and key not in self.applied:
-            self._adopt_lingering(stream)
+        if not old.settled and stream.settled:
+            # its volume is the user's now (pipewire-pulse delivers it after linking): decide
+            if key not in self.applied:
+                self._adopt_lingering(stream)
+            self._schedule()
         if (old.corked != stream.corked or old.properties != stream.properties
                 or old.muted != stream.muted or old.device != stream.device):
             self._schedule()
