@@ -106,6 +106,7 @@ class Reconciler:
         self.app_sessions: AppSessions | None = None
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
+        self._owners_version = 0  # AppSessions.version of the last ownership pass
         self._class_cache: dict = {}
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
@@ -286,8 +287,9 @@ class Reconciler:
             stream = await self.backend.stream(kind, index)
             if overdue:
                 return
-            logger.debug("read %s: %s", key, stream and (stream.volume, stream.corked,
-                                                         stream.device))
+            if stream is not None and logger.isEnabledFor(logging.DEBUG):
+                logger.debug("read %s: volume %s, corked %s, device %d", key, stream.volume,
+                             stream.corked, stream.device)
         finally:
             timer.cancel()
             self._reads[key] -= 1
@@ -506,10 +508,13 @@ class Reconciler:
     def _stream_owners(self) -> dict[str, str]:
         """Streams that belong to an explicit session: stream key -> session id (cached per
         stream until sessions are created or removed)."""
-        if self.app_sessions is None or not (self.app_sessions.sessions or self._ghosts
-                                             or any(o for _, o in self._owners.values())):
+        if self.app_sessions is None:
             return {}
         version = self.app_sessions.version
+        if not self.app_sessions.sessions and not self._ghosts \
+                and version == self._owners_version:
+            return {}  # no session, and none closed since the last pass
+        self._owners_version = version
         loop = asyncio.get_running_loop()
         out = {}
         for key, stream in self.streams.items():
