@@ -727,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.servers:
             sdir = workdir / name
             sdir.mkdir()
-            with h.PrivateBus() as bus, h.SERVERS[name](bus) as server:
+            with h.PrivateBus(service_dirs=[]) as bus, h.SERVERS[name](bus) as server:
                 try:
                     versions[name] = asyncio.run(
                         run_server(server, args, sdir, results, daemon_stats))

@@ -30,10 +30,13 @@ from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface,
 from .identity import identify
 from .journal import Journal
 from .logsetup import setup_logging
+from .microphone import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
+from .permissions import PermissionStoreError, SqlitePermissionStore, open_store
 from .pluginmanager import make_plugin_manager, plugin_settings_schemas
 from .policy import PolicyError
 from .policystore import PolicyStore, default_dirs
+from .privacy import MicrophoneSwitch
 from .reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
@@ -78,6 +81,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         f"(default: {RESUME_LIMIT:.0f})")
     p.add_argument("--no-mpris", action="store_true",
                    help="never pause players through MPRIS; interrupted streams are muted")
+    p.add_argument("--no-microphone-permission", action="store_true",
+                   help="do not broker microphone permission: every app records (by default "
+                        "an app records silence until the user grants it)")
+    p.add_argument("--prompt-timeout", type=float, default=PROMPT_TIMEOUT, metavar="SECONDS",
+                   help="how long a permission agent gets to answer before the request ends "
+                        f"unanswered (the app stays silent and may ask again; default: "
+                        f"{PROMPT_TIMEOUT:.0f})")
     p.add_argument("--check-config", action="store_true",
                    help="validate the policies in force, print problems, exit 0 (valid) or 1")
     p.add_argument("--log-level", default="info",
@@ -102,7 +112,7 @@ class Daemon:
             dirs[2].mkdir(parents=True, exist_ok=True)
         self.store = PolicyStore(dirs, plugin_settings_schemas(self.pm))
         self.store.reload()  # raises PolicyError when no valid set exists: caller reports
-        state_dir = args.state_dir or default_state_dir(args.system)
+        state_dir = self.state_dir = args.state_dir or default_state_dir(args.system)
         self.journal = Journal(state_dir / "journal.sqlite3")
         self.backend = PulseBackend(args.server)
         self.bus: MessageBus | None = None
@@ -116,6 +126,12 @@ class Daemon:
         self.app_sessions.resume_limit = args.resume_limit
         self.reconciler.app_sessions = self.app_sessions
         self.reconciler.on_server.append(self.app_sessions.media_services)
+        self.microphone: MicrophoneBroker | None = None
+        if not args.no_microphone_permission:
+            self.microphone = MicrophoneBroker(prompt_timeout=args.prompt_timeout)
+            self.microphone.on_decisions.append(self.reconciler.request_reconcile)
+            self.reconciler.microphone = self.microphone
+        self.switch: MicrophoneSwitch | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self._reload_timer: asyncio.TimerHandle | None = None
@@ -128,6 +144,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
         await self._connect_bus()
+        await self._open_permissions()
         watcher = asyncio.ensure_future(self._watch_policies())
         runner = asyncio.ensure_future(self.reconciler.run(self._ready))
         watchdog = self._start_watchdog(loop)
@@ -144,6 +161,8 @@ class Daemon:
                 await self.reconciler.restore_all()
             if self.mpris is not None:
                 self.mpris.stop()
+            if self.microphone is not None and self.microphone.store is not None:
+                await self.microphone.store.close()
             if self.bus is not None:
                 self.bus.disconnect()
             self.backend.close()
@@ -164,8 +183,12 @@ class Daemon:
         if reply.value != 1:  # 1 = primary owner
             raise SystemExit(f"audiopolicyd: {BUS_NAME} is already owned on this bus: "
                              "another audiopolicyd is running")
-        self.calls = CallerAwareCalls(self.bus, self.app_sessions, identify)
+        self.calls = CallerAwareCalls(
+            self.bus, self.app_sessions, identify, self.microphone,
+            lambda category: self.store.current.policies[category].records)
         await self.calls.start()
+        if self.microphone is not None:
+            self.microphone.on_recording.append(self.manager.notify_recording)
         self.reconciler.on_effects.append(self.manager.notify_effects)
         self.reconciler.on_streams.append(self.manager.notify_streams)
         self.reconciler.on_server.append(self.manager.notify_server)
@@ -176,6 +199,59 @@ class Daemon:
             await self.mpris.start()
         logger.info("owning %s on the %s bus", BUS_NAME, "system" if self.args.system
                     else "session")
+
+    async def _open_permissions(self) -> None:
+        """Open where microphone decisions live (the desktop's permission store on the session
+        bus, else SQLite in the state directory) and follow the desktop's global switch.
+        Until this is done, and if it fails, every microphone stream stays silent."""
+        if self.microphone is None:
+            logger.info("microphone permission not brokered (--no-microphone-permission)")
+            return
+        try:
+            if self.bus is not None and not self.args.system:
+                store = await open_store(self.bus, self.state_dir)
+            else:
+                store = SqlitePermissionStore(self.state_dir / "permissions.sqlite3")
+            await self.microphone.start(store)
+        except PermissionStoreError as exc:
+            logger.error("microphone permission store unavailable (%s): every app records "
+                         "silence", exc)
+            return
+        if self.bus is not None and not self.args.system:
+            self.switch = MicrophoneSwitch(self.bus, self.microphone.set_disabled)
+            try:
+                await self.switch.start()
+            except Exception as exc:  # the switch is optional
+                logger.warning("cannot follow the desktop's microphone switch: %s", exc)
+
+    def record_permissions(self) -> list[dict[str, tuple[str, object]]]:
+        """``GetRecordPermissions``: every app with a decision, a request or a recording.
+
+        Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
+        (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
+        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b.
+        """
+        broker = self.microphone
+        if broker is None:
+            return []
+        recording = {r.app_id: r for r in broker.recording}
+        names = {a: r.app.name for a, r in broker.requests.items()}
+        names.update({a: r.name for a, r in recording.items()})
+        out = []
+        for app_id in sorted(set(broker.decisions) | set(broker.requests) | set(recording)):
+            request = broker.requests.get(app_id)
+            rec = recording.get(app_id)
+            out.append({
+                "App": ("s", app_id), "Name": ("s", names.get(app_id, "")),
+                "Decision": ("s", str(broker.decision(app_id))),
+                "StoredIn": ("s", broker.store.where if broker.store else ""),
+                "Request": ("s", request.state if request else ""),
+                "RequestID": ("s", request.id if request else ""),
+                "Recording": ("u", rec.streams if rec else 0),
+                "Streams": ("as", list(rec.keys) if rec else []),
+                "Silenced": ("b", rec.silenced if rec else False),
+            })
+        return out
 
     def _ready(self) -> None:
         sd.notify(f"READY=1\nSTATUS={self._status_line()}")
@@ -248,6 +324,15 @@ class Daemon:
             raise error("UnknownTarget", f"no stream or session {target!r} (see "
                                          "audiopolicyctl streams / sessions)") from None
 
+    def _microphone_status(self) -> dict[str, tuple[str, object]]:
+        broker = self.microphone
+        return {
+            "MicrophonePermission": ("b", broker is not None),
+            "PermissionStore": ("s", broker.store.where if broker and broker.store else ""),
+            "PermissionAgent": ("s", broker.agent.owner if broker and broker.agent else ""),
+            "MicrophoneDisabled": ("b", bool(broker and broker.disabled)),
+        }
+
     def status(self) -> dict[str, tuple[str, object]]:
         """Status as ``name -> (D-Bus signature, value)`` for ``GetStatus``."""
         r = self.reconciler
@@ -265,6 +350,7 @@ class Daemon:
             "PolicyFiles": ("as", [str(f) for f in self.store.files]),
             "PolicyProblems": ("as", [str(p) for p in self.store.problems]),
             "Journal": ("s", self.journal.path),
+            **self._microphone_status(),
             "UptimeSeconds": ("d", time.monotonic() - self.started),
         }
 

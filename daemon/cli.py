@@ -427,6 +427,59 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+# -- microphone permission ---------------------------------------------------------------------
+
+async def cmd_permissions(args: argparse.Namespace) -> int:
+    entries = await fetch(args, "GetRecordPermissions")
+    if args.json:
+        print(json.dumps(entries, indent=2, sort_keys=True))
+        return 0
+    if not entries:
+        console.print("no app has recorded or been decided yet")
+        return 0
+    table = Table("APP", "NAME", "DECISION", "REQUEST", "RECORDING", "STORED IN", box=None)
+    for e in entries:
+        recording = "-"
+        if e["Recording"]:
+            recording = f"{', '.join(e['Streams'])} ({'silenced' if e['Silenced'] else 'audible'})"
+        request = f"{e['Request']} ({e['RequestID']})" if e["Request"] else "-"
+        table.add_row(e["App"], e["Name"] or "-", e["Decision"], request, recording,
+                      e["StoredIn"])
+    console.print(table)
+    return 0
+
+
+async def _resolve_app(client: "Client", app: str) -> str:
+    """APP as given when it is a known app id, or contains ':' or '.'; else the one known
+    app whose name or executable is APP."""
+    (entries,) = await client.call("GetRecordPermissions")
+    entries = plain(entries)
+    if any(e["App"] == app for e in entries) or ":" in app or "." in app:
+        return app
+    matches = sorted({e["App"] for e in entries
+                      if app in (e["Name"], os.path.basename(e["App"].split(":", 1)[-1]))})
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise CtlError(f"{app!r} matches several apps: {', '.join(matches)}; name one")
+    return app
+
+
+async def cmd_decide(args: argparse.Namespace) -> int:
+    decision = {"grant": "granted", "deny": "denied", "reset": "undetermined"}[args.command]
+    async with Client(args) as c:
+        app = await _resolve_app(c, args.app)
+        await c.call("SetRecordPermission", "ss", [app, decision])
+    console.print(f"{app}: {decision}" if decision != "undetermined"
+                  else f"{app}: reset (asked again next time it records)", markup=False)
+    return 0
+
+
+async def cmd_agent(args: argparse.Namespace) -> int:
+    from . import agent
+    return await agent.main(args.bus, args.notify)
+
+
 # -- parsing -----------------------------------------------------------------------------------
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -498,6 +551,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--name", help="the session's name in 'sessions' (default: the command)")
     run.add_argument("argv", nargs=argparse.REMAINDER, metavar="COMMAND",
                      help="the program and its arguments, after --")
+    sub.add_parser("permissions", parents=[common, reads],
+                   help="microphone permission: every app's decision, requests, recordings",
+                   description="List every app that has a microphone decision, a pending "
+                               "request or a recording now: its decision (granted, denied, "
+                               "undetermined), where it is stored, its request (pending: no "
+                               "agent shows it; prompting: an agent does), and its recording "
+                               "streams and whether they are silenced.")
+    for name, text in (("grant", "let APP record the microphone (live, and remembered)"),
+                       ("deny", "make APP record silence (live, and remembered)"),
+                       ("reset", "forget APP's decision: it is asked again when it records")):
+        decide = sub.add_parser(name, parents=[common], help=text, description=text[0].upper()
+                                + text[1:] + ". APP is an app id as 'permissions' shows it "
+                                "(org.gnome.Recorder, exe:/usr/bin/arecord...), or the name or "
+                                "executable of one app listed there.")
+        decide.add_argument("app", metavar="APP")
+    agent = sub.add_parser(
+        "agent", parents=[common],
+        help="answer microphone permission prompts here (or as desktop notifications)",
+        description="Register as the microphone permission agent and ask the user when an app "
+                    "wants to record: in this terminal, or with --notify as desktop "
+                    "notifications with Allow/Deny buttons. One agent per session; it stays "
+                    "until interrupted.")
+    agent.add_argument("--notify", action="store_true",
+                       help="ask through desktop notifications (org.freedesktop.Notifications)")
     policy = sub.add_parser("policy", help="policy files")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = psub.add_parser("check", parents=[common, reads],
@@ -516,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_policy_check(args)
         handler = {"status": cmd_status, "streams": cmd_streams, "reload": cmd_reload,
                    "monitor": cmd_monitor, "sessions": cmd_sessions, "explain": cmd_explain,
-                   "run": cmd_run}[args.command]
+                   "run": cmd_run, "permissions": cmd_permissions, "grant": cmd_decide,
+                   "deny": cmd_decide, "reset": cmd_decide, "agent": cmd_agent}[args.command]
         return asyncio.run(handler(args))
     except CtlError as exc:
         print(f"audiopolicyctl: {exc}", file=sys.stderr)

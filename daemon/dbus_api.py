@@ -13,6 +13,7 @@ annotations at run time.)
 import asyncio
 import functools
 import logging
+import os
 from typing import Any, Callable
 
 from dbus_fast import DBusError, Message, MessageType, Variant
@@ -20,13 +21,21 @@ from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, m
 
 from . import __version__
 from .appsessions import SessionError
+from .identity import caller_app, snap_name
+from .microphone import AgentExists, AgentFailed, MicrophoneBroker
+from .permissions import Decision, PermissionStoreError
 
 logger = logging.getLogger(__name__)
 
 BUS_NAME = "io.github.audiopolicyd.AudioPolicy1"
 OBJECT_PATH = "/io/github/audiopolicyd/AudioPolicy1"
 MANAGER_IFACE = BUS_NAME + ".Manager"
+AGENT_IFACE = BUS_NAME + ".PermissionAgent"
 ERROR_PREFIX = BUS_NAME + ".Error."
+#: D-Bus errors that mean the agent's connection is gone.
+_GONE_ERRORS = {"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Error.Disconnected",
+                "org.freedesktop.DBus.Error.ServiceUnknown",
+                "org.freedesktop.DBus.Error.NameHasNoOwner"}
 
 
 def error(name: str, message: str) -> DBusError:
@@ -107,6 +116,36 @@ class ManagerInterface(ServiceInterface):
     def explain(self, target: "s") -> "a{sv}":
         return plain_dict(self._daemon.explain(target))
 
+    @method(name="GetRecordPermissions")
+    @_guarded
+    def get_record_permissions(self) -> "aa{sv}":
+        return [{k: Variant(sig, v) for k, (sig, v) in entry.items()}
+                for entry in self._daemon.record_permissions()]
+
+    @method(name="SetRecordPermission")
+    def set_record_permission(self, app_id: "s", decision: "s"):
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="RegisterPermissionAgent")
+    def register_permission_agent(self, path: "o"):
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="UnregisterPermissionAgent")
+    def unregister_permission_agent(self, path: "o"):
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @dbus_property(access=PropertyAccess.READ, name="Recording")
+    def recording(self) -> "a(ssbu)":
+        return self._recording()
+
+    def _recording(self) -> list:
+        broker = self._daemon.microphone
+        return [[r.app_id, r.name, r.silenced, r.streams] for r in broker.recording]
+
+    @signal(name="RecordingChanged")
+    def recording_changed(self, recording) -> "a(ssbu)":
+        return recording
+
     @method(name="Reload")
     @_guarded
     def reload(self) -> "(bas)":
@@ -158,6 +197,11 @@ class ManagerInterface(ServiceInterface):
     def notify_server(self, connected: bool) -> None:
         self.emit_properties_changed({"ServerConnected": connected})
 
+    def notify_recording(self, _recording) -> None:
+        value = self._recording()
+        self.recording_changed(value)
+        self.emit_properties_changed({"Recording": value})
+
     def notify_reload(self, applied: bool) -> None:
         problems = self._problems()
         self.policies_reloaded(applied, problems)
@@ -194,9 +238,21 @@ class SessionInterface(ServiceInterface):
     declarations here give introspection. Properties and signals are served from here.
     """
 
-    def __init__(self, session):
+    def __init__(self, session, broker: MicrophoneBroker | None = None):
         super().__init__(SESSION_IFACE)
         self.session = session
+        self.broker = broker
+        #: The app microphone permission knows the session's owner as.
+        self.app = caller_app(session.identity, session.name) if session is not None else None
+        self.asked = False  # asked automatically on first activation in a recording category
+        self._last_permission = self.record_permission_value
+
+    def permissions_changed(self) -> None:
+        """Emit ``PropertiesChanged`` for ``RecordPermission`` when it changed."""
+        value = self.record_permission_value
+        if value != self._last_permission:
+            self._last_permission = value
+            self.emit_properties_changed({"RecordPermission": value})
 
     @method(name="SetCategory")
     def set_category(self, category: "s", mode: "s", options: "as"):
@@ -209,6 +265,21 @@ class SessionInterface(ServiceInterface):
     @method(name="Close")
     def close(self):
         raise error("Internal", "dispatched by the caller-aware handler")
+
+    @method(name="RequestRecordPermission")
+    def request_record_permission(self) -> "b":
+        raise error("Internal", "dispatched by the caller-aware handler")
+
+    @dbus_property(access=PropertyAccess.READ, name="RecordPermission")
+    def record_permission(self) -> "s":
+        return self.record_permission_value
+
+    @property
+    def record_permission_value(self) -> str:
+        """``undetermined`` | ``denied`` | ``granted`` (``AVAudioSession.RecordPermission``)."""
+        if self.broker is None or self.app is None:
+            return "undetermined"
+        return str(self.broker.decision(self.app.app_id))
 
     @dbus_property(access=PropertyAccess.READ, name="Category")
     def category(self) -> "s":
@@ -310,18 +381,33 @@ class CallerAwareCalls:
     the bus (``GetConnectionCredentials``), never from arguments. Wrong signatures are left to
     dbus-fast, which answers ``org.freedesktop.DBus.Error.UnknownMethod``.
 
+    Microphone permission (:mod:`audiopolicyd.microphone`) goes through here too:
+    ``RegisterPermissionAgent``, ``UnregisterPermissionAgent`` and ``SetRecordPermission`` are
+    allowed only to the user's own unsandboxed processes (same uid as the daemon, not Flatpak,
+    not snap) and, for ``SetRecordPermission``, to the registered agent; ``NotAllowed``
+    otherwise. ``RequestRecordPermission`` on a session is allowed to its owner, sandboxed or
+    not, and answers when the user has.
+
     :param bus: the daemon's connection
     :param sessions: the :class:`~audiopolicyd.appsessions.AppSessions`
     :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
+    :param broker: microphone permission, None when recordings are not brokered
+    :param records: ``category -> bool``: whether a category records (policy ``records``)
     """
 
-    def __init__(self, bus, sessions, identify):
+    def __init__(self, bus, sessions, identify, broker: MicrophoneBroker | None = None,
+                 records: Callable[[str], bool] = lambda category: False):
         self.bus = bus
         self.sessions = sessions
         self.identify = identify
+        self.broker = broker
+        self.records = records
         self.objects: dict[str, SessionInterface] = {}
         self._tasks: set = set()
         sessions.listeners.append(self._on_session_event)
+        if broker is not None:
+            broker.caller = self
+            broker.on_decisions.append(self._permissions_changed)
 
     async def start(self) -> None:
         self.bus.add_message_handler(self._on_message)
@@ -332,22 +418,30 @@ class CallerAwareCalls:
 
     def _on_message(self, msg: Message):
         if msg.message_type == MessageType.SIGNAL:
-            if msg.member == "NameOwnerChanged" and msg.signature == "sss":
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss" \
+                    and msg.sender == "org.freedesktop.DBus":
                 name, old, new = msg.body
                 if name.startswith(":") and old and not new:
                     self.sessions.drop_owner(name)
+                    if self.broker is not None:
+                        self.broker.unregister_agent(name)
             return None
         if msg.message_type != MessageType.METHOD_CALL:
             return None
-        if (msg.path == OBJECT_PATH and msg.interface == MANAGER_IFACE
-                and msg.member == "CreateSession" and msg.signature == "a{sv}"):
-            task = asyncio.ensure_future(self._create(msg))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if msg.path == OBJECT_PATH and msg.interface == MANAGER_IFACE:
+            handler = {("CreateSession", "a{sv}"): self._create,
+                       ("RegisterPermissionAgent", "o"): self._register_agent,
+                       ("UnregisterPermissionAgent", "o"): self._unregister_agent,
+                       ("SetRecordPermission", "ss"): self._set_permission,
+                       }.get((msg.member, msg.signature))
+            if handler is None:
+                return None
+            self._spawn(self._answer(msg, handler))
             return True
         if msg.interface != SESSION_IFACE or not (msg.path or "").startswith(SESSION_PATH_PREFIX):
             return None
-        expected = {"SetCategory": "ssas", "SetActive": "bas", "Close": ""}.get(msg.member)
+        expected = {"SetCategory": "ssas", "SetActive": "bas", "Close": "",
+                    "RequestRecordPermission": ""}.get(msg.member)
         if expected is None or msg.signature != expected:
             return None
         session_id = msg.path[len(SESSION_PATH_PREFIX):]
@@ -356,8 +450,13 @@ class CallerAwareCalls:
             if msg.member == "SetCategory":
                 self.sessions.set_category(session, msg.body[0], msg.body[1], msg.body[2])
                 return Message.new_method_return(msg)
+            if msg.member == "RequestRecordPermission":
+                self._spawn(self._answer(msg, lambda m: self._request_permission(m, session)))
+                return True
             if msg.member == "SetActive":
                 result = self.sessions.set_active(session, msg.body[0], msg.body[1])
+                if msg.body[0] and result == "active":
+                    self._auto_ask(session)
                 return Message.new_method_return(msg, "s", [result])
             self.sessions.remove(session, "closed by its owner")
             return Message.new_method_return(msg)
@@ -368,27 +467,151 @@ class CallerAwareCalls:
             return Message.new_error(msg, ERROR_PREFIX + "Internal",
                                      f"{type(exc).__name__}: {exc}")
 
-    async def _create(self, msg: Message) -> None:
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _answer(self, msg: Message, handler) -> None:
+        """Run ``handler(msg) -> reply`` and send its reply; errors become named errors."""
+        try:
+            reply = await handler(msg)
+        except SessionError as exc:
+            reply = Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc))
+        except DBusError as exc:
+            reply = Message.new_error(msg, exc.type, exc.text)
+        except Exception as exc:
+            logger.exception("%s failed", msg.member)
+            reply = Message.new_error(msg, ERROR_PREFIX + "Internal",
+                                      f"{type(exc).__name__}: {exc}")
+        if self.bus.connected:
+            self.bus.send(reply)
+
+    async def _caller(self, msg: Message):
+        """The caller's identity, from the bus's credentials for its connection."""
+        reply = await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="GetConnectionCredentials",
+            signature="s", body=[msg.sender]))
+        creds = reply.body[0] if reply.message_type == MessageType.METHOD_RETURN else {}
+        pid = creds["ProcessID"].value if "ProcessID" in creds else None
+        uid = creds["UnixUserID"].value if "UnixUserID" in creds else None
+        return self.identify(pid, uid)
+
+    async def _create(self, msg: Message) -> Message:
+        identity = await self._caller(msg)
+        hints = {k: v.value for k, v in msg.body[0].items()}
+        session = self.sessions.create(msg.sender, identity, hints)
+        path = SESSION_PATH_PREFIX + session.id
+        self.objects[session.id] = SessionInterface(session, self.broker)
+        self.bus.export(path, self.objects[session.id])
+        return Message.new_method_return(msg, "o", [path])
+
+    # -- microphone permission ----------------------------------------------------------------
+
+    def _broker(self) -> MicrophoneBroker:
+        if self.broker is None:
+            raise error("NotSupported", "microphone permission is not brokered by this daemon "
+                                        "(started with --no-microphone-permission)")
+        return self.broker
+
+    async def _check_trusted(self, msg: Message, what: str) -> str:
+        """Refuse sandboxed callers and other users; returns a description of the caller."""
+        identity = await self._caller(msg)
+        if identity.uid is None or identity.uid != os.getuid():
+            raise error("NotAllowed", f"{what}: only the user the daemon runs for may do this")
+        if identity.flatpak or (identity.pid and snap_name(identity.pid)):
+            raise error("NotAllowed", f"{what}: a sandboxed app may request microphone "
+                                      "permission, never decide it")
+        return f"{identity.exe or 'pid ' + str(identity.pid)} (pid {identity.pid}, {msg.sender})"
+
+    async def _register_agent(self, msg: Message) -> Message:
+        broker = self._broker()
+        await self._check_trusted(msg, "RegisterPermissionAgent")
+        try:
+            broker.register_agent(msg.sender, msg.body[0])
+        except AgentExists as exc:
+            raise error("AgentExists", str(exc)) from None
+        return Message.new_method_return(msg)
+
+    async def _unregister_agent(self, msg: Message) -> Message:
+        if not self._broker().unregister_agent(msg.sender, msg.body[0]):
+            raise error("NoSuchAgent", f"{msg.sender} has no agent registered at {msg.body[0]}")
+        return Message.new_method_return(msg)
+
+    async def _set_permission(self, msg: Message) -> Message:
+        broker = self._broker()
+        app_id, decision = msg.body
+        try:
+            decision = Decision(decision)
+        except ValueError:
+            raise error("InvalidArgument", f"unknown decision {decision!r}: use granted, denied "
+                                           "or undetermined") from None
+        if not app_id or len(app_id) > 512:
+            raise error("InvalidArgument", "the app id must be 1 to 512 characters")
+        if broker.agent is not None and broker.agent.owner == msg.sender:
+            who = f"agent {msg.sender}"
+        else:
+            who = await self._check_trusted(msg, "SetRecordPermission")
+        try:
+            await broker.decide(app_id, decision, who)
+        except PermissionStoreError as exc:
+            raise error("StoreFailed", str(exc)) from None
+        return Message.new_method_return(msg)
+
+    async def _request_permission(self, msg: Message, session) -> Message:
+        obj = self.objects.get(session.id)
+        broker = self._broker()
+        decision = await broker.request(obj.app if obj else caller_app(session.identity))
+        return Message.new_method_return(msg, "b", [decision is Decision.GRANTED])
+
+    def _auto_ask(self, session) -> None:
+        """A session in a category that records asks once, on its first activation (Apple:
+        the first time the app's session attempts to record)."""
+        obj = self.objects.get(session.id)
+        if self.broker is None or obj is None or obj.asked or not self.records(session.category):
+            return
+        obj.asked = True
+        if self.broker.decision(obj.app.app_id) is Decision.UNDETERMINED:
+            self._spawn(self.broker.request(obj.app))
+
+    def _permissions_changed(self) -> None:
+        for obj in self.objects.values():
+            obj.permissions_changed()
+
+    # -- the agent side (audiopolicyd.microphone.AgentCaller) ----------------------------------
+
+    async def ask(self, agent, request_id: str, app_id: str, info: dict) -> str:
+        """Call the agent's ``RequestRecordPermission``; its decision string.
+
+        :raises AgentFailed: on an error reply (``gone`` when its connection is)
+        """
+        body_info = {k: Variant({bool: "b", int: "u"}.get(type(v), "s"),
+                                v if isinstance(v, (bool, int)) else str(v))
+                     for k, v in info.items()}
         try:
             reply = await self.bus.call(Message(
-                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                interface="org.freedesktop.DBus", member="GetConnectionCredentials",
-                signature="s", body=[msg.sender]))
-            creds = reply.body[0] if reply.message_type == MessageType.METHOD_RETURN else {}
-            pid = creds["ProcessID"].value if "ProcessID" in creds else None
-            uid = creds["UnixUserID"].value if "UnixUserID" in creds else None
-            hints = {k: v.value for k, v in msg.body[0].items()}
-            session = self.sessions.create(msg.sender, self.identify(pid, uid), hints)
-            path = SESSION_PATH_PREFIX + session.id
-            self.objects[session.id] = SessionInterface(session)
-            self.bus.export(path, self.objects[session.id])
-            self.bus.send(Message.new_method_return(msg, "o", [path]))
-        except SessionError as exc:
-            self.bus.send(Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc)))
-        except Exception as exc:
-            logger.exception("CreateSession failed")
-            self.bus.send(Message.new_error(msg, ERROR_PREFIX + "Internal",
-                                            f"{type(exc).__name__}: {exc}"))
+                destination=agent.owner, path=agent.path, interface=AGENT_IFACE,
+                member="RequestRecordPermission", signature="ssa{sv}",
+                body=[request_id, app_id, body_info]))
+        except (OSError, EOFError) as exc:
+            raise AgentFailed(str(exc), gone=True) from None
+        if reply is None:
+            raise AgentFailed("no reply", gone=True)
+        if reply.message_type == MessageType.ERROR:
+            detail = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
+            raise AgentFailed(f"{reply.error_name}: {detail}",
+                              gone=reply.error_name in _GONE_ERRORS)
+        if reply.signature != "sa{sv}":
+            raise AgentFailed(f"reply of signature {reply.signature!r}, not 'sa{{sv}}'")
+        return reply.body[0]
+
+    def cancel(self, agent, request_id: str) -> None:
+        """Send the agent ``Cancel(request_id)`` (its reply is not awaited)."""
+        if self.bus.connected:
+            self.bus.send(Message(destination=agent.owner, path=agent.path,
+                                  interface=AGENT_IFACE, member="Cancel", signature="s",
+                                  body=[request_id]))
 
     def _on_session_event(self, session, what: str, payload) -> None:
         obj = self.objects.get(session.id)

@@ -1,8 +1,9 @@
 """Who a process is: executable, Flatpak app id, systemd app scope, parents. Reads /proc.
 
-Used for D-Bus callers (whose pid and uid come from the bus, so they are trusted) and to match
+Used for D-Bus callers (whose pid and uid come from the bus, so they are trusted), to match
 streams to the sessions of their apps (a stream's ``application.process.id`` is self-reported:
-a hint, used only to find which session's process tree it claims to be part of).
+a hint, used only to find which session's process tree it claims to be part of), and to name
+the app a recording stream belongs to for microphone permission (:func:`recording_app`).
 
 App ids follow xdg-desktop-portal's rules: ``[Application] name=`` of
 ``/proc/<pid>/root/.flatpak-info`` for Flatpak apps; for other apps launched by a desktop, the
@@ -17,13 +18,17 @@ import configparser
 import logging
 import os
 import re
+import shlex
+import shutil
 from dataclasses import dataclass
+from typing import Mapping
 
 logger = logging.getLogger(__name__)
 
 #: Parent chains are followed this far at most.
 MAX_DEPTH = 64
 
+_SNAP = re.compile(r"^snap\.(?P<name>[a-z0-9][a-z0-9-]*)\.[\w.\-]+\.(?:scope|service)$")
 _UNIT_APP = re.compile(
     r"^app-(?:(?:gnome|kde|flatpak|snap|dbus|systemd|xfce|sway|cosmic|lxqt|mate|cinnamon)-)?"
     r"(?P<id>[\w.\-]+?)(?:-(?:\d+|[0-9a-f]{32}))?(?:@[\w]+)?\.(?:scope|service)$")
@@ -138,3 +143,171 @@ def stream_belongs(properties: dict | None, pid: int | None, owner: Identity) ->
     if owner.pid and owner.pid in ancestors(pid):
         return True
     return bool(owner.unit) and app_unit(pid)[0] == owner.unit
+
+
+def permission_app_id(identity: Identity) -> str:
+    """The microphone-permission app id of a D-Bus caller: its Flatpak or app-unit id, else
+    ``exe:<path>`` (one decision for every process of one executable), else ''."""
+    if identity.app_id:
+        return identity.app_id
+    return f"exe:{identity.exe}" if identity.exe else ""
+
+
+def caller_app(identity: Identity, name: str = "") -> "RecordingApp":
+    """The :class:`RecordingApp` of a D-Bus caller (a session's owner), whose pid the bus
+    vouches for. An unknown process gets ``unverified:<identity key>``."""
+    app_id = permission_app_id(identity)
+    source = "flatpak" if identity.flatpak else "scope" if identity.app_id else "exe"
+    if not app_id:
+        app_id, source = f"unverified:{identity.key}", "unverified"
+    if not identity.flatpak and identity.pid and snap_name(identity.pid):
+        app_id, source = f"snap.{snap_name(identity.pid)}", "snap"
+    return RecordingApp(app_id, name or os.path.basename(identity.exe) or app_id, source,
+                        identity.pid or 0, identity.exe, source in ("flatpak", "snap"))
+
+
+@dataclass(frozen=True)
+class RecordingApp:
+    """The app a recording stream belongs to, for microphone permission.
+
+    :param app_id: the permission key: a Flatpak, snap (``snap.<name>``), systemd-scope or
+        desktop-file app id; else ``exe:<path>`` of the verified process; else
+        ``unverified:<binary>`` when the stream's claimed process cannot be checked
+    :param name: a human name (``application.name``, else the binary)
+    :param source: where ``app_id`` came from: ``portal``, ``flatpak``, ``snap``, ``scope``,
+        ``desktop``, ``exe`` or ``unverified``
+    :param pid: the verified process id, 0 when none could be verified
+    :param exe: the verified executable's path, '' when none
+    :param sandboxed: True for Flatpak and snap apps (they may ask but never grant)
+    """
+
+    app_id: str
+    name: str
+    source: str
+    pid: int = 0
+    exe: str = ""
+    sandboxed: bool = False
+
+
+def _owner_uid(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
+def verified_pid(properties: Mapping[str, str], uid: int | None = None) -> tuple[int, str]:
+    """The stream's claimed process, if /proc confirms the claim: ``(pid, exe path)``.
+
+    A PulseAudio-protocol client reports its own ``application.process.id`` (neither server
+    checks it; pipewire-pulse's ``pipewire.sec.pid`` is its own pid). The claim holds when the
+    process exists, belongs to *uid* (default: ours), and its executable's name is the claimed
+    ``application.process.binary`` (when one is claimed). ``(0, '')`` otherwise: gone, another
+    user's, another binary, or a pid from another pid namespace (a Flatpak app's).
+    """
+    try:
+        pid = int(properties.get("application.process.id", ""))
+    except ValueError:
+        return 0, ""
+    if pid <= 1:
+        return 0, ""
+    if _owner_uid(pid) != (os.getuid() if uid is None else uid):
+        return 0, ""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return 0, ""
+    binary = properties.get("application.process.binary", "")
+    if exe.endswith(" (deleted)"):
+        exe = exe[:-len(" (deleted)")]
+    if binary and os.path.basename(exe) != binary:
+        return 0, ""
+    return pid, exe
+
+
+def snap_name(pid: int) -> str:
+    """The snap a process runs in (from its cgroup, ``snap.<name>.<app>-<id>.scope``), or ''."""
+    for line in _read(f"/proc/{pid}/cgroup").splitlines():
+        match = _SNAP.match(line.rsplit("/", 1)[-1])
+        if match:
+            return match.group("name")
+    return ""
+
+
+def desktop_file(app_id: str) -> str:
+    """The path of ``<app_id>.desktop`` in the XDG applications directories, or ''."""
+    if not app_id or "/" in app_id or app_id.startswith("."):
+        return ""
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    dirs = [data_home, *(os.environ.get("XDG_DATA_DIRS") or "/usr/local/share:/usr/share"
+                         ).split(":")]
+    for base in dirs:
+        path = os.path.join(base, "applications", app_id + ".desktop")
+        if base and os.path.isfile(path):
+            return path
+    return ""
+
+
+def _desktop_runs(path: str, exe: str) -> bool:
+    """Whether the desktop file at *path* launches *exe* (its ``TryExec`` or ``Exec``
+    program has *exe*'s name, or resolves to it)."""
+    entry = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        entry.read_string(_read(path))
+        section = entry["Desktop Entry"]
+        argv = shlex.split(section.get("TryExec") or section.get("Exec", ""))
+    except (configparser.Error, KeyError, ValueError):
+        return False
+    while argv and (argv[0] == "env" or "=" in argv[0]):
+        argv = argv[1:]
+    if not argv:
+        return False
+    program = argv[0]
+    if os.path.basename(program) == os.path.basename(exe):
+        return True
+    found = program if os.path.isabs(program) else (shutil.which(program) or "")
+    return bool(found) and os.path.realpath(found) == os.path.realpath(exe)
+
+
+def recording_app(properties: Mapping[str, str], uid: int | None = None) -> RecordingApp:
+    """Name the app of a recording stream, most trusted source first.
+
+    1. The claimed process, verified (:func:`verified_pid`): its Flatpak app id
+       (``/proc/<pid>/root/.flatpak-info``), its snap, or the app id of its systemd app scope.
+    2. ``pipewire.access.portal.app_id`` when the process cannot be verified (a Flatpak app
+       reports a pid of its own pid namespace); a verified unsandboxed process that claims a
+       portal app id is not believed.
+    3. ``application.id`` when ``<id>.desktop`` exists and launches the verified executable.
+    4. ``exe:<path>`` of the verified executable.
+    5. ``unverified:<binary>`` (or the application name): nothing could be checked.
+
+    Mirrors xdg-desktop-portal's app ids (Flatpak, snap, systemd scope), so a decision stored
+    in the permission store applies to what the desktop shows. Stream properties are the
+    client's word on the PulseAudio protocol: see docs/microphone.md for what this does not
+    stop.
+    """
+    p = properties
+    name = p.get("application.name") or p.get("application.process.binary") or "unknown"
+    pid, exe = verified_pid(p, uid)
+    portal = p.get("pipewire.access.portal.app_id", "")
+    if pid:
+        flatpak = flatpak_app_id(pid)
+        if flatpak:
+            return RecordingApp(flatpak, name, "flatpak", pid, exe, True)
+        snap = snap_name(pid)
+        if snap:
+            return RecordingApp(f"snap.{snap}", name, "snap", pid, exe, True)
+        if portal:
+            logger.warning("a stream of %s (pid %d, not sandboxed) claims the portal app id %r; "
+                           "ignored", exe, pid, portal[:64])
+        unit_app = app_unit(pid)[1]
+        if unit_app:
+            return RecordingApp(unit_app, name, "scope", pid, exe)
+        desktop = desktop_file(p.get("application.id", ""))
+        if desktop and _desktop_runs(desktop, exe):
+            return RecordingApp(p["application.id"], name, "desktop", pid, exe)
+        return RecordingApp(f"exe:{exe}", name, "exe", pid, exe)
+    if portal:
+        return RecordingApp(portal, name, "portal", 0, "", True)
+    binary = p.get("application.process.binary") or p.get("application.name") or "unknown"
+    return RecordingApp(f"unverified:{binary[:128]}", name, "unverified")

@@ -89,6 +89,8 @@ class Stream:
     :param corked: True while the client has paused (corked) the stream
     :param device: index of the sink or source the stream is connected to
     :param monitor: True for a source-output recording a sink's monitor (not a microphone)
+    :param module: the name of the server module that owns the stream (``module-loopback``,
+        ``module-echo-cancel``), '' for a client's stream
     """
 
     kind: StreamKind
@@ -99,6 +101,7 @@ class Stream:
     corked: bool = False
     device: int = -1
     monitor: bool = False
+    module: str = ""
 
     @property
     def linked(self) -> bool:

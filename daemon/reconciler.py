@@ -5,6 +5,13 @@ classification, the implicit-session tracker and :func:`audiopolicyd.engine.deci
 something that matters changed, plans the writes with :mod:`audiopolicyd.effects`, journals
 them, then sends them all at once (pipelined). When the server goes away it records what was
 in force as *lingering*, reconnects with backoff, re-reads the graph and re-applies.
+
+It also enforces microphone permission (:mod:`audiopolicyd.microphone`), failing closed: a new
+source-output is muted on its ``new`` event, in the same flush as the first read of it, before
+its app is known; once read, a microphone stream of an app that is not granted stays muted (and
+is muted again whenever anything unmutes it), and one whose app is granted is unmuted (both
+servers remember mute per app, so a stale mute is cleared). Permission mutes are not effects:
+they are not journalled and not undone at shutdown.
 """
 
 from __future__ import annotations
@@ -23,7 +30,10 @@ from .backends.base import Backend, Event, ServerGone, ServerInfo
 from .appsessions import AppSessions
 from .engine import classify, decide, players_to_pause
 from .journal import Journal
+from .identity import RecordingApp, caller_app, recording_app
 from .logsetup import log_effect
+from .microphone import Gate, MicrophoneBroker, Recording, is_microphone
+from .permissions import Decision
 from .model import NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
 from .policy import PolicySet
 from .sessions import ImplicitSessions
@@ -104,6 +114,12 @@ class Reconciler:
         self._tracker = ImplicitSessions(seq or itertools.count(1))
         #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
         self.app_sessions: AppSessions | None = None
+        #: Microphone permission (:class:`~audiopolicyd.microphone.MicrophoneBroker`); None:
+        #: recordings are not brokered.
+        self.microphone: MicrophoneBroker | None = None
+        self.gates: dict[str, Gate] = {}  # source-output key -> gate last enforced
+        self._mic_apps: dict[str, tuple] = {}  # key -> (properties, session, RecordingApp)
+        self._muted_on_new: set[str] = set()
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._owners_version = 0  # AppSessions.version of the last ownership pass
@@ -187,6 +203,9 @@ class Reconciler:
         self._hold_until.clear()
         self._wgen.clear()
         self._stale.clear()
+        self.gates.clear()
+        self._mic_apps.clear()
+        self._muted_on_new.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -232,6 +251,11 @@ class Reconciler:
                 self._stale.add(key)
             else:
                 self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
+                if (event.type == "new" and kind is StreamKind.SOURCE_OUTPUT
+                        and self.microphone is not None):
+                    # fail closed: silent before anything is known about it (same flush)
+                    self._muted_on_new.add(key)
+                    self._send(key, self.backend.set_mute(kind, event.index, True), muted=True)
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
             self._spawn(self._refresh_devices())
 
@@ -315,6 +339,10 @@ class Reconciler:
         old = self.streams.get(key)
         if old is not None and not fresh:
             stream = dataclasses.replace(stream, volume=old.volume, muted=old.muted)
+            self._stale.add(key)
+        elif old is None and not fresh:
+            if key in self._muted_on_new:  # read before our mute-on-new was answered
+                stream = dataclasses.replace(stream, muted=True)
             self._stale.add(key)
         self.streams[key] = stream
         if old is None:
@@ -402,6 +430,9 @@ class Reconciler:
         self._wgen.pop(key, None)
         self._stale.discard(key)
         self.effects.pop(key, None)
+        self.gates.pop(key, None)
+        self._mic_apps.pop(key, None)
+        self._muted_on_new.discard(key)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -448,8 +479,10 @@ class Reconciler:
     def reconcile(self) -> None:
         """Decide, journal, then send every write at once."""
         policies = self.policies()
-        snap = self.snapshot()
         owned = self._stream_owners()
+        if self.microphone is not None:
+            self._enforce_microphone(owned)
+        snap = self.snapshot()
         legacy = Snapshot(freeze({k: s for k, s in self.streams.items() if k not in owned}),
                           snap.devices, snap.players) if owned else snap
         self.classified = classify(legacy, policies, self.pm, self._class_cache)
@@ -477,6 +510,8 @@ class Reconciler:
                 desired[key] = NEUTRAL
                 continue
             after, ops = fx.plan(before, stream, effect)
+            if ops.mute is False and self.gates.get(key) is Gate.BLOCKED:
+                ops = dataclasses.replace(ops, mute=None)  # permission keeps it muted
             if after is None:
                 if before is not None:
                     del self.applied[key]
@@ -504,6 +539,65 @@ class Reconciler:
             self._notify_scheduled = True
             loop = asyncio.get_running_loop()
             loop.call_soon(loop.call_soon, self._notify)
+
+    def _enforce_microphone(self, owned: dict[str, str]) -> None:
+        """Mute every microphone stream whose app may not record; unmute the ones that became
+        allowed; tell the broker who waits for a decision and who records now."""
+        broker = self.microphone
+        waiting: dict[str, RecordingApp] = {}
+        recording: dict[str, list] = {}
+        for key, stream in self.streams.items():
+            if stream.kind is not StreamKind.SOURCE_OUTPUT:
+                continue
+            if not is_microphone(stream):
+                if key in self._muted_on_new and stream.muted:
+                    self._muted_on_new.discard(key)
+                    self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
+                               muted=False)
+                    logger.info("%s (%s) records %s: not a microphone, unmuted", key,
+                                stream.label, stream.module or "a monitor")
+                self.gates[key] = Gate.EXEMPT
+                continue
+            app = self._recording_app(stream, owned.get(key))
+            gate = Gate.ALLOWED if broker.allowed(app.app_id) else Gate.BLOCKED
+            before = self.gates.get(key)
+            applied = self.applied.get(key)
+            if gate is Gate.BLOCKED and not stream.muted:
+                self._send(key, self.backend.set_mute(stream.kind, stream.index, True), muted=True)
+                logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
+                            stream.label, app.app_id, broker.decision(app.app_id),
+                            " (re-muted)" if before is Gate.BLOCKED else "")
+            elif gate is Gate.ALLOWED and before is not Gate.ALLOWED and stream.muted \
+                    and not (applied is not None and applied.muted_by_us):
+                self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
+                           muted=False)
+                logger.info("%s (%s) unmuted: %s may record", key, stream.label, app.app_id)
+            self._muted_on_new.discard(key)
+            self.gates[key] = gate
+            if gate is Gate.BLOCKED and broker.decision(app.app_id) is Decision.UNDETERMINED:
+                waiting[key] = app
+            if stream.playing:
+                recording.setdefault(app.app_id, [app.name, gate is Gate.BLOCKED, []])[2].append(
+                    key)
+        broker.sync_streams(waiting)
+        broker.set_recording(tuple(Recording(a, n, s, len(k), tuple(k))
+                                   for a, (n, s, k) in sorted(recording.items())))
+
+    def _recording_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
+        """The app a microphone stream records for: its explicit session's app when it has
+        one (streams of one session share its decision), else named from the stream
+        (:func:`audiopolicyd.identity.recording_app`). Cached per stream."""
+        cached = self._mic_apps.get(stream.key)
+        if cached is not None and cached[0] == stream.properties and cached[1] == session_id:
+            return cached[2]
+        session = (self.app_sessions.sessions.get(session_id)
+                   if session_id and self.app_sessions is not None else None)
+        if session is not None:
+            app = caller_app(session.identity, session.name or stream.app_name)
+        else:
+            app = recording_app(stream.properties)
+        self._mic_apps[stream.key] = (stream.properties, session_id, app)
+        return app
 
     def _stream_owners(self) -> dict[str, str]:
         """Streams that belong to an explicit session: stream key -> session id (cached per
@@ -577,15 +671,15 @@ class Reconciler:
             else:
                 self._write_volume(stream, ops.volume)
         if ops.mute is not None:
-            self._send(stream, self.backend.set_mute(stream.kind, stream.index, ops.mute),
+            self._send(key, self.backend.set_mute(stream.kind, stream.index, ops.mute),
                        muted=ops.mute)
 
     def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> None:
         self._recent.setdefault(stream.key, collections.deque(maxlen=16)).append(volume)
-        self._send(stream, self.backend.set_volume(stream.kind, stream.index, volume),
+        self._send(stream.key, self.backend.set_volume(stream.kind, stream.index, volume),
                    volume=volume)
 
-    def _send(self, stream: Stream, write, **values) -> None:
+    def _send(self, key: str, write, **values) -> None:
         """Schedule a write to a stream, and make the mirror hold the written values at once.
 
         A decision taken before the server echoes the write must start from it, not from the
@@ -593,10 +687,10 @@ class Reconciler:
         starts, or pipewire-pulse showing a new trigger stream corked for a moment) would
         otherwise take a ramp step or the ducked volume for the user's volume, and "restore" it.
 
+        :param key: the stream's key (it may not be in the mirror yet: a mute on ``new``)
         :param write: the backend coroutine
         :param values: the :class:`~audiopolicyd.model.Stream` fields it sets
         """
-        key = stream.key
         current = self.streams.get(key)
         if current is not None:
             self.streams[key] = dataclasses.replace(current, **values)

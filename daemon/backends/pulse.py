@@ -69,6 +69,7 @@ class PulseBackend(Backend):
         self.client_name = client_name
         self._pulse: pulsectl_asyncio.PulseAsync | None = None
         self._monitors: set[int] = set()
+        self._modules: dict[int, str] = {}  # module index -> name, for stream owners
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -120,10 +121,29 @@ class PulseBackend(Backend):
         monitor = kind is StreamKind.SOURCE_OUTPUT and (
             device in self._monitors or props.get("stream.capture.sink") == "true")
         return Stream(kind, info.index, freeze(props), _volume(info), bool(info.mute),
-                      bool(getattr(info, "corked", False)), device, monitor)
+                      bool(getattr(info, "corked", False)), device, monitor,
+                      self._module_name(info))
+
+    def _module_name(self, info) -> str:
+        """The owning server module's name, '' for a client's stream. PulseAudio names the
+        native-protocol module as the owner of every client stream; pipewire-pulse none."""
+        name = self._modules.get(getattr(info, "owner_module", INVALID_INDEX), "")
+        return "" if name.startswith("module-native-protocol") else name
+
+    async def _learn_module(self, info) -> None:
+        """Fetch the name of a stream's owner module when it is not known yet."""
+        index = getattr(info, "owner_module", None)
+        if index is None or index == INVALID_INDEX or index in self._modules:
+            return
+        try:
+            module = await self._call(self._p.module_info(index))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return
+        self._modules[index] = module.name
 
     async def streams(self) -> list[Stream]:
         await self.devices()  # monitor flags of source-outputs need the source list
+        self._modules = {m.index: m.name for m in await self._call(self._p.module_list())}
         sinks_in = await self._call(self._p.sink_input_list())
         sources_out = await self._call(self._p.source_output_list())
         return ([self._stream(StreamKind.SINK_INPUT, i) for i in sinks_in]
@@ -151,6 +171,7 @@ class PulseBackend(Backend):
             return None
         except pulsectl.PulseOperationFailed:
             return None
+        await self._learn_module(info)
         return self._stream(kind, info)
 
     async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:

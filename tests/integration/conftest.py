@@ -55,8 +55,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.fixture
 def bus() -> Iterator[harness.PrivateBus]:
-    """A private D-Bus session bus."""
-    with harness.PrivateBus() as private_bus:
+    """A private D-Bus session bus on which nothing is D-Bus-activatable (the system's
+    services, such as xdg-permission-store or dconf, would run with the real user's data)."""
+    with harness.PrivateBus(service_dirs=[]) as private_bus:
         yield private_bus
 
 

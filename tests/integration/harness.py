@@ -594,13 +594,50 @@ def play(server: AudioServer, path: str | os.PathLike, role: str | None = None,
 
 def record(server: AudioServer, device: str = MIC, role: str | None = None,
            props: Mapping[str, str] | None = None, path: str | os.PathLike = os.devnull,
-           ) -> subprocess.Popen:
-    """Record from source *device* with ``parecord`` into *path* (raw).
+           latency_ms: int | None = None) -> subprocess.Popen:
+    """Record from source *device* with ``parecord`` into *path* (raw: s16le, 44.1 kHz,
+    stereo, see :data:`RAW_FRAME_BYTES`).
 
+    :param latency_ms: ``--latency-msec``: small fragments reach *path* sooner (parecord's
+        default fragment is about 2 s)
     :returns: the ``parecord`` process (stopped by ``server.close()``).
     """
-    return _client(server, ["parecord", f"--device={device}", "--raw",
+    latency = [f"--latency-msec={latency_ms}"] if latency_ms else []
+    return _client(server, ["parecord", f"--device={device}", "--raw", *latency,
                             *_props_args(role, props), str(path)])
+
+
+#: Bytes per frame of :func:`record`'s raw output (s16le stereo), and frames per second.
+RAW_FRAME_BYTES, RAW_RATE = 4, 44100
+
+
+def peak(path: str | os.PathLike, start: int = 0, end: int | None = None) -> int:
+    """The largest absolute sample value in bytes ``[start, end)`` of a raw recording
+    (0: digital silence; the test mic's sine peaks near 16000)."""
+    import array
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(None if end is None else end - start)
+    data = data[:len(data) - len(data) % 2]
+    samples = array.array("h", data)
+    return max((abs(v) for v in samples), default=0)
+
+
+def wait_recorded(path: str | os.PathLike, audible: bool, seconds: float = 0.2,
+                  timeout: float = 10.0) -> int:
+    """Wait until *seconds* of recording written after now are all audible (peak > 1000) or
+    all silent (peak 0); returns the file offset where that stretch starts."""
+    chunk = int(seconds * RAW_RATE) * RAW_FRAME_BYTES
+
+    def probe() -> tuple[int, int] | None:
+        start = os.path.getsize(path)
+        wait_for(lambda: os.path.getsize(path) >= start + chunk, timeout,
+                 f"{chunk} more bytes in {path}")
+        return start, peak(path, start, start + chunk)
+
+    start, _ = wait_for(probe, timeout, f"{path} {'audible' if audible else 'silent'}",
+                        until=lambda r: (r[1] > 1000) if audible else (r[1] == 0))
+    return start
 
 
 def mpris_plugin() -> str:
@@ -659,7 +696,7 @@ def wait_mpris_player(bus_env: Mapping[str, str], timeout: float = 10.0,
 @contextlib.contextmanager
 def running(server_cls: type[AudioServer]) -> Iterator[AudioServer]:
     """Run a private bus and a *server_cls* server for the ``with`` block."""
-    with PrivateBus() as bus, server_cls(bus) as server:
+    with PrivateBus(service_dirs=[]) as bus, server_cls(bus) as server:
         yield server
 
 

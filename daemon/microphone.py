@@ -1,0 +1,418 @@
+"""Microphone permission: who may record, asking the user once, and who is recording now.
+
+Apple's model (``AVAudioApplication.requestRecordPermission``): the first time an app records,
+the user is asked; the answer is remembered; until the app is granted it records only silence;
+a later change applies to streams already running. The enforcement (muting source-outputs) is
+the reconciler's (:mod:`audiopolicyd.reconciler`); this module holds the decisions and the
+requests:
+
+* decisions live in a :class:`~audiopolicyd.permissions.PermissionStore` (the desktop's
+  permission store, or SQLite), read once at start and followed live;
+* the global switch (``org.gnome.desktop.privacy disable-microphone``,
+  :mod:`audiopolicyd.privacy`) silences every app while on, and nobody is asked meanwhile;
+* one :class:`Request` per app at a time, however many streams and sessions wait for it; it is
+  shown to the registered prompt agent (polkit's authentication-agent pattern, BlueZ's
+  ``RegisterAgent``); with no agent it stays pending, and the app records silence;
+* an agent that does not answer within :data:`PROMPT_TIMEOUT`, or dismisses the prompt, ends
+  the request with no decision: the app stays silent and can ask again (a new stream or
+  ``RequestRecordPermission``); an agent that leaves the bus mid-prompt leaves the request
+  pending for the next agent.
+
+Errors::
+
+    PermissionStoreError   (from the store) a decision could not be written: the caller is told;
+                           an agent's answer is applied anyway, for this run of the daemon
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import itertools
+import logging
+from typing import Callable, Mapping, Protocol
+
+from .identity import RecordingApp
+from .model import Stream, StreamKind
+from .permissions import Decision, PermissionStore
+
+logger = logging.getLogger(__name__)
+
+#: How long a prompt agent gets to answer one request, in seconds.
+PROMPT_TIMEOUT = 120.0
+
+
+class Gate(str, enum.Enum):
+    """What microphone permission does to one source-output."""
+
+    EXEMPT = "exempt"  #: not a microphone: a sink's monitor, or a server module's own stream
+    ALLOWED = "allowed"  #: its app is granted (and the global switch is off)
+    BLOCKED = "blocked"  #: muted: undetermined, denied, or the global switch is on
+
+
+def is_microphone(stream: Stream) -> bool:
+    """Whether permission applies to *stream*: a source-output that records a source (not a
+    sink's monitor) and is a client's (not a server module's, such as ``module-loopback`` or
+    ``module-echo-cancel``). A stream not linked yet counts (fail closed)."""
+    return (stream.kind is StreamKind.SOURCE_OUTPUT and not stream.monitor
+            and not stream.module)
+
+
+class AgentFailed(Exception):
+    """A prompt agent could not be asked, or answered with a D-Bus error.
+
+    :param gone: True when the agent's connection is gone (crashed mid-prompt): the request
+        waits for the next agent instead of ending
+    """
+
+    def __init__(self, message: str, gone: bool = False):
+        super().__init__(message)
+        self.gone = gone
+
+
+@dataclasses.dataclass(frozen=True)
+class Agent:
+    """A registered prompt agent: its connection's unique name and object path."""
+
+    owner: str
+    path: str
+
+
+class AgentCaller(Protocol):
+    """How the broker reaches an agent (the D-Bus adapter implements it)."""
+
+    async def ask(self, agent: Agent, request_id: str, app_id: str,
+                  info: dict) -> str:
+        """``RequestRecordPermission``: the agent's decision string.
+
+        :raises AgentFailed: on a D-Bus error or a lost connection
+        """
+
+    def cancel(self, agent: Agent, request_id: str) -> None:
+        """``Cancel``: withdraw a prompt (no reply awaited)."""
+
+
+@dataclasses.dataclass(eq=False)
+class Request:
+    """One app's pending question.
+
+    :ivar id: the request id agents see (``r1``, ``r2``...)
+    :ivar app: the app asked about
+    :ivar requester: ``stream`` (a recording appeared) or ``session``
+        (``RequestRecordPermission`` or activation of a recording category)
+    :ivar streams: keys of the app's streams waiting for the answer
+    :ivar waiters: futures resolved with the outcome (a :class:`Decision`)
+    :ivar agent: the agent asked now, None while pending
+    """
+
+    id: str
+    app: RecordingApp
+    requester: str
+    streams: set[str] = dataclasses.field(default_factory=set)
+    waiters: list[asyncio.Future] = dataclasses.field(default_factory=list)
+    agent: Agent | None = None
+    task: asyncio.Task | None = None
+
+    @property
+    def state(self) -> str:
+        """``prompting`` (an agent shows it) or ``pending`` (no agent has it)."""
+        return "prompting" if self.agent is not None else "pending"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """An app recording a microphone now (for privacy indicators).
+
+    :param app_id: the permission app id
+    :param name: a human name
+    :param silenced: True while its streams are muted for want of a grant
+    :param streams: how many of its streams record now
+    :param keys: those streams' keys (``source-output:7``)
+    """
+
+    app_id: str
+    name: str
+    silenced: bool
+    streams: int
+    keys: tuple[str, ...] = ()
+
+
+class MicrophoneBroker:
+    """Decisions, requests, the agent and the recording list.
+
+    :param store: where decisions live; None until :meth:`start` (every app is blocked
+        meanwhile: fail closed)
+    :param caller: how agents are reached (set by the D-Bus adapter); None: no agent can be
+        registered
+    :param prompt_timeout: seconds an agent gets to answer one request
+    """
+
+    def __init__(self, store: PermissionStore | None = None, caller: AgentCaller | None = None,
+                 prompt_timeout: float = PROMPT_TIMEOUT):
+        self.store = store
+        self.caller = caller
+        #: Seconds an agent gets to answer a request.
+        self.prompt_timeout = prompt_timeout
+        self.decisions: dict[str, Decision] = {}
+        #: True while the desktop's global switch disables the microphone.
+        self.disabled = False
+        self.agent: Agent | None = None
+        self.requests: dict[str, Request] = {}  # app id -> request
+        self.recording: tuple[Recording, ...] = ()
+        #: Listeners: ``on_decisions()`` (decisions or the switch changed: enforce again),
+        #: ``on_recording(recording)``, ``on_requests()``. Must not block.
+        self.on_decisions: list[Callable[[], None]] = []
+        self.on_recording: list[Callable[[tuple[Recording, ...]], None]] = []
+        self.on_requests: list[Callable[[], None]] = []
+        self._ids = itertools.count(1)
+        self._triggered: set[str] = set()  # stream keys that already caused a request
+        self._ready = store is not None
+
+    async def start(self, store: PermissionStore) -> None:
+        """Read every decision from *store* and follow its changes.
+
+        :raises PermissionStoreError: when the store cannot be read (the caller decides
+            whether to run with every app blocked)
+        """
+        self.store = store
+        store.on_change(self._changed)
+        self.decisions = dict(await store.all())
+        self._ready = True
+        logger.info("microphone permission: %d decision(s) in %s", len(self.decisions),
+                    store.where)
+        self._notify(self.on_decisions)
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    def decision(self, app_id: str) -> Decision:
+        """The stored decision for *app_id* (``undetermined`` when none)."""
+        return self.decisions.get(app_id, Decision.UNDETERMINED)
+
+    def allowed(self, app_id: str) -> bool:
+        """Whether *app_id* may record now: granted, the store read, the switch off."""
+        return self._ready and not self.disabled and \
+            self.decisions.get(app_id) is Decision.GRANTED
+
+    def set_disabled(self, disabled: bool) -> None:
+        """The global switch changed (:mod:`audiopolicyd.privacy`)."""
+        if disabled != self.disabled:
+            self.disabled = disabled
+            logger.info("the desktop's microphone switch is %s: %s", "off" if disabled else "on",
+                        "every app records silence" if disabled else "granted apps record")
+            self._notify(self.on_decisions)
+
+    async def decide(self, app_id: str, decision: Decision, by: str) -> None:
+        """Store a decision (``undetermined`` forgets the app's entry) and apply it live.
+
+        :param by: who decided, for the log (``audiopolicyctl (pid 42)``, ``agent :1.9``)
+        :raises PermissionStoreError: when the store cannot be written; nothing changes
+        :raises ValueError: on an empty app id or an unknown decision
+        """
+        decision = Decision(decision)
+        if self.store is None:
+            raise ValueError("the permission store is not open yet")
+        if decision is Decision.UNDETERMINED:
+            await self.store.reset(app_id)
+        else:
+            await self.store.set(app_id, decision)
+        logger.info("microphone permission of %s set to %s by %s", app_id, decision, by)
+        self._changed(app_id, decision)
+
+    def _changed(self, app_id: str, decision: Decision) -> None:
+        """A decision changed (ours, or another client's through the store)."""
+        if self.decisions.get(app_id, Decision.UNDETERMINED) == decision \
+                and decision is not Decision.UNDETERMINED:
+            self._finish_request(app_id, decision)
+            return
+        if decision is Decision.UNDETERMINED:
+            self.decisions.pop(app_id, None)
+            # streams already running ask again
+            self._triggered.clear()
+        else:
+            self.decisions[app_id] = decision
+            self._finish_request(app_id, decision)
+        self._notify(self.on_decisions)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    def sync_streams(self, waiting: Mapping[str, RecordingApp]) -> None:
+        """The microphone streams now silenced for want of a decision (stream key -> app).
+
+        A stream asks once: its app gets a request the first time it is seen waiting (one
+        request per app, however many streams). A request whose streams all went and that no
+        session waits for is moot: withdrawn from the agent.
+        """
+        if not self.disabled:
+            for key, app in waiting.items():
+                if key not in self._triggered:
+                    self._triggered.add(key)
+                    self._request(app, "stream").streams.add(key)
+        self._triggered &= set(waiting)
+        for request in list(self.requests.values()):
+            if request.streams - set(waiting):
+                request.streams &= set(waiting)
+                if not request.streams and not request.waiters:
+                    logger.info("request %s for %s is moot: its streams are gone", request.id,
+                                request.app.app_id)
+                    self._end(request)
+
+    async def request(self, app: RecordingApp) -> Decision:
+        """Ask for *app* (a session's ``RequestRecordPermission``) and wait for the outcome.
+
+        :returns: the decision at once when there is one (``denied`` while the global switch
+            is on); otherwise when the user answers: ``granted``/``denied``, or
+            ``undetermined`` when the agent timed out or the prompt was dismissed
+        """
+        if self.disabled:
+            return Decision.DENIED
+        decided = self.decision(app.app_id)
+        if decided is not Decision.UNDETERMINED:
+            return decided
+        request = self._request(app, "session")
+        waiter = asyncio.get_running_loop().create_future()
+        request.waiters.append(waiter)
+        try:
+            return await waiter
+        finally:
+            if waiter in request.waiters:
+                request.waiters.remove(waiter)
+            if not request.waiters and not request.streams \
+                    and self.requests.get(app.app_id) is request:
+                self._end(request)  # the caller went away
+
+    def _request(self, app: RecordingApp, requester: str) -> Request:
+        request = self.requests.get(app.app_id)
+        if request is None:
+            request = Request(f"r{next(self._ids)}", app, requester)
+            self.requests[app.app_id] = request
+            logger.info("microphone permission request %s: %s (%s, %s) asks to record%s",
+                        request.id, app.app_id, app.name, app.source,
+                        "" if self.agent else "; no prompt agent is registered, it stays "
+                        "pending and silent")
+            self._prompt(request)
+            self._notify(self.on_requests)
+        return request
+
+    def _prompt(self, request: Request) -> None:
+        if self.agent is None or self.caller is None or request.agent is not None:
+            return
+        request.agent = self.agent
+        request.task = asyncio.ensure_future(self._ask(request, self.agent))
+
+    async def _ask(self, request: Request, agent: Agent) -> None:
+        app = request.app
+        info = {"AppName": app.name, "Executable": app.exe, "Pid": app.pid,
+                "Sandboxed": app.sandboxed, "Streams": len(request.streams),
+                "Requester": request.requester}
+        try:
+            answer = await asyncio.wait_for(
+                self.caller.ask(agent, request.id, app.app_id, info), self.prompt_timeout)
+        except asyncio.TimeoutError:
+            logger.warning("prompt agent %s did not answer request %s (%s) in %.0f s; the app "
+                           "stays silent and may ask again", agent.owner, request.id,
+                           app.app_id, self.prompt_timeout)
+            self.caller.cancel(agent, request.id)
+            self._end(request, notify_agent=False)
+            return
+        except AgentFailed as exc:
+            if exc.gone or self.agent != agent:
+                logger.warning("prompt agent %s left during request %s (%s): %s; it waits for "
+                               "the next agent", agent.owner, request.id, app.app_id, exc)
+                request.agent = request.task = None
+                self._prompt(request)
+            else:
+                logger.warning("prompt agent %s failed request %s (%s): %s", agent.owner,
+                               request.id, app.app_id, exc)
+                self._end(request, notify_agent=False)
+            return
+        try:
+            decision = Decision(answer)
+        except ValueError:
+            logger.warning("prompt agent %s answered %r to request %s; read as no answer",
+                           agent.owner, str(answer)[:32], request.id)
+            decision = Decision.UNDETERMINED
+        request.task = None
+        if decision is Decision.UNDETERMINED:
+            logger.info("request %s (%s) dismissed; the app stays silent and may ask again",
+                        request.id, app.app_id)
+            self._end(request, notify_agent=False)
+            return
+        try:
+            await self.decide(app.app_id, decision, f"agent {agent.owner}")
+        except Exception as exc:  # a store failure must not lose the user's answer
+            logger.error("cannot store the answer to request %s (%s: %s): %s; applied until "
+                         "the daemon stops", request.id, app.app_id, decision, exc)
+            self.decisions[app.app_id] = decision
+            self._finish_request(app.app_id, decision)
+            self._notify(self.on_decisions)
+
+    def _finish_request(self, app_id: str, decision: Decision) -> None:
+        request = self.requests.get(app_id)
+        if request is not None:
+            self._end(request, decision)
+
+    def _end(self, request: Request, outcome: Decision = Decision.UNDETERMINED,
+             notify_agent: bool = True) -> None:
+        if self.requests.get(request.app.app_id) is not request:
+            return
+        del self.requests[request.app.app_id]
+        if request.task is not None and not request.task.done() \
+                and request.task is not asyncio.current_task():
+            request.task.cancel()
+            if notify_agent and request.agent is not None and self.caller is not None:
+                self.caller.cancel(request.agent, request.id)
+        for waiter in request.waiters:
+            if not waiter.done():
+                waiter.set_result(outcome)
+        self._notify(self.on_requests)
+
+    # -- agents -------------------------------------------------------------------------------
+
+    def register_agent(self, owner: str, path: str) -> None:
+        """Make ``owner``'s object at ``path`` the prompt agent; pending requests go to it.
+
+        :raises AgentExists: when another connection's agent is registered
+        """
+        if self.agent is not None and self.agent.owner != owner:
+            raise AgentExists(f"a prompt agent is already registered ({self.agent.owner} "
+                              f"{self.agent.path})")
+        self.agent = Agent(owner, path)
+        logger.info("prompt agent registered: %s %s; %d request(s) pending", owner, path,
+                    sum(r.agent is None for r in self.requests.values()))
+        for request in list(self.requests.values()):
+            self._prompt(request)
+
+    def unregister_agent(self, owner: str, path: str | None = None) -> bool:
+        """Drop the agent of ``owner`` (at ``path`` when given); its prompts return to pending.
+
+        :returns: whether an agent was dropped
+        """
+        if self.agent is None or self.agent.owner != owner or \
+                (path is not None and self.agent.path != path):
+            return False
+        agent, self.agent = self.agent, None
+        logger.info("prompt agent %s %s unregistered", agent.owner, agent.path)
+        for request in self.requests.values():
+            if request.agent == agent:
+                if request.task is not None:
+                    request.task.cancel()
+                request.agent = request.task = None
+        return True
+
+    # -- who records --------------------------------------------------------------------------
+
+    def set_recording(self, recording: tuple[Recording, ...]) -> None:
+        """The apps recording a microphone now (from the reconciler); listeners hear changes."""
+        if recording != self.recording:
+            self.recording = recording
+            for cb in list(self.on_recording):
+                cb(recording)
+
+    def _notify(self, listeners: list[Callable[[], None]]) -> None:
+        for cb in list(listeners):
+            cb()
+
+
+class AgentExists(Exception):
+    """Another connection's prompt agent is registered."""

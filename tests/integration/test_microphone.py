@@ -1,0 +1,134 @@
+"""Microphone permission on real servers: an app records silence until the user grants it.
+
+The test source ``mic`` is a 440 Hz sine (peak near 16000); ``parecord`` records it raw into a
+file, and every assertion about what an app hears measures that file (digital silence is peak
+0). Mute flags are read from the server (pulsectl). Decisions go through the real CLI
+(``audiopolicyctl grant/deny/reset``), the real terminal agent (``audiopolicyctl agent``) and,
+in test_permission_store-like setups, a real ``xdg-permission-store``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    AudioServer, DaemonProcess, peak, pulse, record, source_outputs, stream_state, wait_for,
+    wait_muted, wait_recorded, wait_stream,
+)
+
+logger = logging.getLogger(__name__)
+
+pytestmark = pytest.mark.integration
+
+#: parecord's executable (parecord is a link to pacat, which names itself in its properties).
+PACAT = "exe:" + os.path.realpath("/usr/bin/pacat")
+
+
+def permissions(daemon: DaemonProcess) -> dict[str, dict]:
+    """``audiopolicyctl permissions --json`` by app id."""
+    done = daemon.ctl("permissions", "--json")
+    assert done.returncode == 0, done.stderr
+    return {e["App"]: e for e in json.loads(done.stdout)}
+
+
+def ctl_ok(daemon: DaemonProcess, *args: str) -> str:
+    done = daemon.ctl(*args)
+    assert done.returncode == 0, f"audiopolicyctl {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(autouse=True)
+def mic_running(server: AudioServer, daemon: DaemonProcess) -> Iterator[int]:
+    """Keep the test mic running with a module-loopback into a null sink (a server module's
+    stream, which permission must leave alone), loaded after the daemon started.
+
+    PulseAudio's module-sine-source renders one block of up to 2 s as soon as it leaves the
+    idle state, before any client can act on the new stream; a real capture device delivers
+    its first period after it was captured. A running source shows what the daemon does.
+    """
+    with pulse(server) as p:
+        drain = p.module_load("module-null-sink", "sink_name=drain")
+        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
+
+    def loopback_outputs():
+        return [so for so in source_outputs(server) if so.owner_module == loopback]
+
+    wait_for(loopback_outputs, 10, "the loopback's source-output")
+    yield loopback
+    mutes = [so.mute for so in loopback_outputs()]
+    with pulse(server) as p:
+        p.module_unload(loopback)
+        p.module_unload(drain)
+    assert mutes and not any(mutes), "the daemon muted a server module's recording"
+
+
+def start_recording(server: AudioServer, path: Path, **kw) -> subprocess.Popen:
+    proc = record(server, path=path, latency_ms=20, **kw)
+    wait_stream(server, proc, kind="source-output")
+    wait_for(lambda: path.exists() and path.stat().st_size > 0, 10, f"{path} to fill")
+    return proc
+
+
+def test_undecided_app_records_silence_until_granted_and_revoked_live(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    take = tmp_path / "take.raw"
+    recorder = start_recording(server, take)
+    wait_muted(server, recorder, True, kind="source-output")
+    wait_for(lambda: permissions(daemon).get(PACAT), 10, "a pending request for pacat",
+             until=lambda e: e is not None and e["Request"] == "pending")
+    wait_recorded(take, audible=False)
+    assert peak(take) == 0, "an undecided app recorded sound before it was silenced"
+
+    assert "granted" in ctl_ok(daemon, "grant", "parecord")  # resolved by name
+    wait_muted(server, recorder, False, kind="source-output")
+    wait_recorded(take, audible=True)
+    entry = permissions(daemon)[PACAT]
+    assert entry["Decision"] == "granted" and entry["Request"] == ""
+    assert entry["Recording"] == 1 and entry["Silenced"] is False
+
+    ctl_ok(daemon, "deny", PACAT)
+    wait_muted(server, recorder, True, kind="source-output")
+    wait_recorded(take, audible=False)
+    assert permissions(daemon)[PACAT]["Silenced"] is True
+
+
+def test_an_app_that_unmutes_itself_is_silenced_again(server: AudioServer,
+                                                       daemon: DaemonProcess,
+                                                       tmp_path: Path) -> None:
+    take = tmp_path / "take.raw"
+    recorder = start_recording(server, take)
+    wait_muted(server, recorder, True, kind="source-output")
+    index = wait_stream(server, recorder, kind="source-output").index
+    for _ in range(3):
+        with pulse(server) as p:
+            p.source_output_mute(index, False)
+        wait_muted(server, recorder, True, kind="source-output")
+    wait_recorded(take, audible=False)
+
+
+def test_decisions_survive_a_restart_and_apply_to_new_streams(server: AudioServer,
+                                                               daemon: DaemonProcess,
+                                                               tmp_path: Path) -> None:
+    ctl_ok(daemon, "grant", PACAT)
+    daemon.restart()
+    take = tmp_path / "take.raw"
+    recorder = start_recording(server, take)
+    wait_recorded(take, audible=True)
+    assert stream_state(server, recorder, kind="source-output")[1] is False
+
+
+def test_monitor_recordings_are_not_microphones(server: AudioServer, daemon: DaemonProcess,
+                                                tmp_path: Path) -> None:
+    take = tmp_path / "monitor.raw"
+    recorder = record(server, device="speaker.monitor", path=take, latency_ms=20)
+    wait_stream(server, recorder, kind="source-output")
+    wait_for(lambda: take.exists() and take.stat().st_size > 0, 10, f"{take} to fill")
+    wait_muted(server, recorder, False, kind="source-output")
+    assert PACAT not in permissions(daemon), "a monitor recording asked for the microphone"
