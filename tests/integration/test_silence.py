@@ -4,12 +4,14 @@ Shipped policies: a recording no rule matches (``parecord`` from the mic) is in 
 category, which silences (mutes) every other output while it records; the record plugin keeps
 ``media.role=a11y`` audible (``keep_audible_roles``). When the recording ends the daemon lifts
 the mute it set, and only that one: a stream the user had muted stays muted. Every assertion
-reads the server (pulsectl).
+reads the server (pulsectl). ``parecord`` is granted the microphone first (see
+test_microphone.py): a recording silenced for want of permission still records.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,12 @@ from harness import (
 logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _parecord_granted(daemon: DaemonProcess) -> None:
+    done = daemon.ctl("grant", "exe:" + os.path.realpath("/usr/bin/pacat"))
+    assert done.returncode == 0, done.stderr
 
 
 def _effect(daemon: DaemonProcess, index: int, effect: str) -> None:
