@@ -1,0 +1,246 @@
+"""The microphone broker (one request per app, agents, timeouts, live decisions) and the
+identity of recording streams, without a bus or a server: decisions in an in-memory SQLite
+store, the agent a recording stand-in for the D-Bus adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+
+import pytest
+
+from audiopolicyd.identity import recording_app, verified_pid
+from audiopolicyd.microphone import (
+    AgentExists, AgentFailed, Gate, MicrophoneBroker, is_microphone,
+)
+from audiopolicyd.model import StreamKind
+from audiopolicyd.permissions import Decision, SqlitePermissionStore
+
+from .conftest import make_stream
+
+APP = recording_app({"application.process.id": "999999999", "application.name": "rec",
+                     "application.process.binary": "rec"})
+OTHER = recording_app({"application.name": "other", "application.process.binary": "other"})
+
+
+class Agent:
+    """Stands in for the D-Bus adapter: records calls, answers when told."""
+
+    def __init__(self):
+        self.asked: list[tuple[str, str, dict]] = []
+        self.cancelled: list[str] = []
+        self.answers: dict[str, asyncio.Future] = {}
+
+    async def ask(self, agent, request_id, app_id, info):
+        self.asked.append((request_id, app_id, info))
+        self.answers[request_id] = asyncio.get_running_loop().create_future()
+        return await self.answers[request_id]
+
+    def cancel(self, agent, request_id):
+        self.cancelled.append(request_id)
+
+    def answer(self, request_id, value):
+        future = self.answers[request_id]
+        if isinstance(value, BaseException):
+            future.set_exception(value)
+        else:
+            future.set_result(value)
+
+
+async def turns(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+async def broker():
+    b = MicrophoneBroker(caller=Agent(), prompt_timeout=0.2)
+    await b.start(SqlitePermissionStore(":memory:"))
+    return b
+
+
+async def test_streams_of_one_app_make_one_request_shown_to_the_agent_once(broker):
+    broker.sync_streams({"source-output:1": APP, "source-output:2": APP})
+    assert list(broker.requests) == [APP.app_id]
+    assert broker.requests[APP.app_id].state == "pending"  # no agent yet
+    broker.register_agent(":1.5", "/agent")
+    await turns()
+    assert [a[1] for a in broker.caller.asked] == [APP.app_id]
+    assert broker.caller.asked[0][2]["Streams"] == 2
+    broker.sync_streams({"source-output:1": APP, "source-output:2": APP,
+                         "source-output:3": APP})
+    await turns()
+    assert len(broker.caller.asked) == 1
+
+
+async def test_the_agents_answer_is_stored_applied_and_wakes_every_waiter(broker):
+    changed = []
+    broker.on_decisions.append(lambda: changed.append(broker.decision(APP.app_id)))
+    broker.register_agent(":1.5", "/agent")
+    waiters = [asyncio.ensure_future(broker.request(APP)) for _ in range(2)]
+    await turns()
+    assert len(broker.caller.asked) == 1
+    broker.caller.answer(broker.caller.asked[0][0], "granted")
+    assert await asyncio.gather(*waiters) == [Decision.GRANTED, Decision.GRANTED]
+    assert await broker.store.get(APP.app_id) is Decision.GRANTED
+    assert broker.allowed(APP.app_id) and Decision.GRANTED in changed
+    assert not broker.requests
+    assert await broker.request(APP) is Decision.GRANTED  # decided: no prompt
+    assert len(broker.caller.asked) == 1
+
+
+async def test_an_agent_that_never_answers_times_out_and_the_app_may_ask_again(broker):
+    broker.register_agent(":1.5", "/agent")
+    assert await broker.request(APP) is Decision.UNDETERMINED  # after prompt_timeout
+    assert broker.caller.cancelled == [broker.caller.asked[0][0]]
+    assert broker.decision(APP.app_id) is Decision.UNDETERMINED and not broker.requests
+    assert not broker.allowed(APP.app_id)
+    retry = asyncio.ensure_future(broker.request(APP))
+    await turns()
+    assert len(broker.caller.asked) == 2
+    broker.caller.answer(broker.caller.asked[1][0], "denied")
+    assert await retry is Decision.DENIED
+
+
+async def test_a_stream_asks_once_a_new_stream_asks_again(broker):
+    broker.register_agent(":1.5", "/agent")
+    broker.sync_streams({"source-output:1": APP})
+    await turns()
+    broker.caller.answer(broker.caller.asked[0][0], "undetermined")  # dismissed
+    await turns()
+    assert not broker.requests
+    broker.sync_streams({"source-output:1": APP})
+    await turns()
+    assert len(broker.caller.asked) == 1, "a dismissed stream must not prompt in a loop"
+    broker.sync_streams({"source-output:1": APP, "source-output:9": APP})
+    await turns()
+    assert len(broker.caller.asked) == 2
+
+
+async def test_an_agent_that_crashes_mid_prompt_leaves_the_request_to_the_next(broker):
+    broker.register_agent(":1.5", "/agent")
+    waiter = asyncio.ensure_future(broker.request(APP))
+    await turns()
+    first = broker.caller.asked[0][0]
+    broker.unregister_agent(":1.5")  # NameOwnerChanged: the agent's connection left
+    broker.caller.answer(first, AgentFailed("Disconnected", gone=True))
+    await turns()
+    assert broker.requests[APP.app_id].state == "pending" and not waiter.done()
+    broker.register_agent(":1.6", "/agent")
+    await turns()
+    assert len(broker.caller.asked) == 2
+    broker.caller.answer(broker.caller.asked[1][0], "granted")
+    assert await waiter is Decision.GRANTED
+
+
+async def test_garbage_from_an_agent_is_no_answer(broker):
+    broker.register_agent(":1.5", "/agent")
+    waiter = asyncio.ensure_future(broker.request(APP))
+    await turns()
+    broker.caller.answer(broker.caller.asked[0][0], "yes please")
+    assert await waiter is Decision.UNDETERMINED
+    assert broker.decision(APP.app_id) is Decision.UNDETERMINED
+
+
+async def test_a_decision_made_elsewhere_withdraws_the_prompt(broker):
+    broker.register_agent(":1.5", "/agent")
+    waiter = asyncio.ensure_future(broker.request(APP))
+    await turns()
+    await broker.decide(APP.app_id, Decision.DENIED, "audiopolicyctl")
+    assert await waiter is Decision.DENIED
+    assert broker.caller.cancelled == [broker.caller.asked[0][0]]
+
+
+async def test_a_request_whose_streams_went_is_moot(broker):
+    broker.register_agent(":1.5", "/agent")
+    broker.sync_streams({"source-output:1": APP, "source-output:2": OTHER})
+    await turns()
+    broker.sync_streams({"source-output:2": OTHER})
+    assert list(broker.requests) == [OTHER.app_id]
+    assert broker.caller.cancelled == [broker.caller.asked[0][0]]
+
+
+async def test_reset_and_external_changes_apply_live(broker):
+    fired = []
+    broker.on_decisions.append(lambda: fired.append(1))
+    broker.store._notify(APP.app_id, Decision.GRANTED)  # as a Changed signal would
+    assert broker.allowed(APP.app_id) and fired
+    await broker.decide(APP.app_id, Decision.UNDETERMINED, "audiopolicyctl")
+    assert broker.decision(APP.app_id) is Decision.UNDETERMINED
+    assert await broker.store.all() == {}
+
+
+async def test_the_global_switch_blocks_everyone_and_asks_nobody(broker):
+    await broker.decide(APP.app_id, Decision.GRANTED, "test")
+    broker.register_agent(":1.5", "/agent")
+    broker.set_disabled(True)
+    assert not broker.allowed(APP.app_id)
+    assert await broker.request(OTHER) is Decision.DENIED
+    broker.sync_streams({"source-output:1": OTHER})
+    assert not broker.requests and not broker.caller.asked
+    broker.set_disabled(False)
+    assert broker.allowed(APP.app_id)
+
+
+async def test_one_agent_at_a_time(broker):
+    broker.register_agent(":1.5", "/agent")
+    with pytest.raises(AgentExists):
+        broker.register_agent(":1.6", "/agent")
+    assert not broker.unregister_agent(":1.6")
+    assert broker.unregister_agent(":1.5", "/agent")
+    broker.register_agent(":1.6", "/agent")
+
+
+def test_before_the_store_is_read_nobody_may_record():
+    assert not MicrophoneBroker().allowed("anything")
+
+
+def test_what_counts_as_a_microphone():
+    assert is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT))
+    assert not is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT, monitor=True))
+    assert not is_microphone(make_stream(1, StreamKind.SINK_INPUT))
+    from dataclasses import replace
+    assert not is_microphone(replace(make_stream(1, StreamKind.SOURCE_OUTPUT),
+                                     module="module-loopback"))
+    assert Gate.BLOCKED.value == "blocked"
+
+
+# -- identity --------------------------------------------------------------------------------
+
+ME = {"application.process.id": str(os.getpid()),
+      "application.process.binary": os.path.basename(os.readlink("/proc/self/exe"))}
+
+
+def test_a_claimed_pid_is_believed_only_with_its_binary_and_user():
+    assert verified_pid(ME) == (os.getpid(), os.readlink("/proc/self/exe"))
+    assert verified_pid({**ME, "application.process.binary": "firefox"}) == (0, "")
+    assert verified_pid(ME, uid=os.getuid() + 1) == (0, "")
+    assert verified_pid({"application.process.id": "999999999"}) == (0, "")
+    assert verified_pid({"application.process.id": "not a pid"}) == (0, "")
+
+
+def test_recording_app_names_verified_processes_by_executable():
+    app = recording_app({**ME, "application.name": "me"})
+    assert app.app_id == "exe:" + os.readlink("/proc/self/exe") and app.source == "exe"
+    assert app.pid == os.getpid() and not app.sandboxed
+
+
+def test_stream_properties_cannot_make_an_unsandboxed_process_another_app():
+    claims = {**ME, "pipewire.access.portal.app_id": "org.granted.App",
+              "application.id": "org.granted.App"}
+    app = recording_app(claims)
+    assert app.app_id.startswith("exe:"), app
+    gone = recording_app({"application.process.id": "999999999",
+                          "application.process.binary": "rec"})
+    assert gone.app_id == "unverified:rec" and gone.source == "unverified"
+
+
+def test_a_flatpak_app_with_an_unverifiable_pid_is_named_by_its_portal_id():
+    app = recording_app({"application.process.id": "2",  # its own pid namespace
+                         "pipewire.access.portal.app_id": "org.gnome.Recorder"})
+    assert (app.app_id, app.source, app.sandboxed) == ("org.gnome.Recorder", "portal", True)
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
