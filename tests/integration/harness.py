@@ -1219,18 +1219,25 @@ class SessionClient:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def request(self, *words: str, timeout: float = 10.0) -> dict[str, Any]:
-        """Send one command and return its reply event."""
-        line = " ".join(str(w) for w in words)
-        self.proc.stdin.write(line + "\n")
+    def send(self, *words: str) -> int:
+        """Send one command without waiting; returns its number for :meth:`reply`."""
+        self.proc.stdin.write(" ".join(str(w) for w in words) + "\n")
         self.proc.stdin.flush()
         self._replies += 1
-        number = self._replies
+        return self._replies
 
+    def reply(self, number: int, timeout: float = 10.0) -> dict[str, Any] | None:
+        """The reply event of command *number*, waiting up to *timeout* (0: None if none yet)."""
         def ours() -> dict[str, Any] | None:
             replies = [e for e in self.events() if "reply" in e]  # one per command, in order
             return replies[number - 1] if len(replies) >= number else None
-        return self._wait_value(ours, timeout, f"the reply to {line!r}")
+        if timeout == 0:
+            return ours()
+        return self._wait_value(ours, timeout, f"the reply to command {number}")
+
+    def request(self, *words: str, timeout: float = 10.0) -> dict[str, Any]:
+        """Send one command and return its reply event."""
+        return self.reply(self.send(*words), timeout)
 
     def call(self, *words: Any, timeout: float = 10.0) -> Any:
         """Send a command; return its result, or raise :class:`SessionCallFailed`."""

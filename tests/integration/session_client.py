@@ -22,6 +22,10 @@ Commands (``-`` stands for an empty list, lists are comma-separated)::
     play FILE [APPNAME]         start paplay FILE (no media.role; application.name APPNAME)
                                 as this process's child -> its pid; its stream follows this
                                 client's session
+    record FILE                 start parecord from the mic into FILE (raw, 20 ms latency) as
+                                a child, like play -> its pid
+    askmic                      RequestRecordPermission on the target -> true | false (the
+                                reply waits for the user's answer; later commands wait too)
     stop                        stop the children started by play
     ping                        round trip to the daemon (Peer.Ping)
     quit                        stop the children, disconnect, exit
@@ -156,6 +160,15 @@ class Client:
                                      preexec_fn=_die_with_parent)
             self.children.append(child)
             return child.pid
+        if cmd == "record":
+            child = subprocess.Popen(["parecord", "--device=mic", "--raw", "--latency-msec=20",
+                                      args[0]], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=sys.stderr,
+                                     preexec_fn=_die_with_parent)
+            self.children.append(child)
+            return child.pid
+        if cmd == "askmic":
+            return await self.call(self.target, SESSION_IFACE, "RequestRecordPermission")
         if cmd == "stop":
             self.stop_children()
             return None

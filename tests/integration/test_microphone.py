@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from harness import (
-    AudioServer, DaemonProcess, peak, pulse, record, source_outputs, stream_state, wait_for,
-    wait_muted, wait_recorded, wait_stream,
+    AudioServer, DaemonProcess, PrivateBus, SessionClient, peak, pulse, record, source_outputs,
+    stream_state, wait_for, wait_muted, wait_recorded, wait_stream,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,14 +46,18 @@ def ctl_ok(daemon: DaemonProcess, *args: str) -> str:
 
 
 @pytest.fixture(autouse=True)
-def mic_running(server: AudioServer, daemon: DaemonProcess) -> Iterator[int]:
+def mic_running(server: AudioServer) -> Iterator[int | None]:
     """Keep the test mic running with a module-loopback into a null sink (a server module's
-    stream, which permission must leave alone), loaded after the daemon started.
+    stream, which permission must leave alone).
 
     PulseAudio's module-sine-source renders one block of up to 2 s as soon as it leaves the
     idle state, before any client can act on the new stream; a real capture device delivers
     its first period after it was captured. A running source shows what the daemon does.
+    PipeWire's test source (audiotestsrc) runs per quantum: no loopback there.
     """
+    if server.name != "pulseaudio":
+        yield None
+        return
     with pulse(server) as p:
         drain = p.module_load("module-null-sink", "sink_name=drain")
         loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
@@ -132,3 +137,104 @@ def test_monitor_recordings_are_not_microphones(server: AudioServer, daemon: Dae
     wait_for(lambda: take.exists() and take.stat().st_size > 0, 10, f"{take} to fill")
     wait_muted(server, recorder, False, kind="source-output")
     assert PACAT not in permissions(daemon), "a monitor recording asked for the microphone"
+
+
+def test_a_session_asks_on_activation_and_request_record_permission_answers_when_granted(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    client = SessionClient(server, "caller")
+    client.create("call", "playAndRecord", "voiceChat")
+    assert client.call("get", "RecordPermission") == "undetermined"
+    take = tmp_path / "call.raw"
+    client.call("record", take)  # a child: its stream is the session's app's
+    wait_for(lambda: take.exists() and take.stat().st_size > 0, 10, f"{take} to fill")
+    client.call("active", 1)  # playAndRecord records: asks by itself
+    app = wait_for(lambda: [a for a, e in permissions(daemon).items() if e["Request"]], 10,
+                   "the session's request")
+    assert len(app) == 1 and app[0].startswith("exe:"), app
+    entry = permissions(daemon)[app[0]]
+    assert entry["Recording"] == 1 and entry["Silenced"], entry  # the child's stream joined
+    wait_recorded(take, audible=False)
+
+    asking = client.send("askmic")  # joins the pending request
+    assert client.reply(asking, timeout=0) is None, "answered before anyone decided"
+    ctl_ok(daemon, "grant", app[0])
+    assert client.reply(asking)["result"] == [True]
+    client.wait_property("RecordPermission", "granted")
+    wait_recorded(take, audible=True)
+    assert client.call("askmic") == [True]  # decided: at once
+
+
+def test_a_flood_of_streams_from_one_app_makes_one_request(server: AudioServer,
+                                                            daemon: DaemonProcess,
+                                                            tmp_path: Path) -> None:
+    takes = [tmp_path / f"take{i}.raw" for i in range(6)]
+    recorders = [record(server, path=t, latency_ms=20) for t in takes]
+    for proc in recorders:
+        wait_stream(server, proc, kind="source-output")
+    entry = wait_for(lambda: permissions(daemon).get(PACAT), 10, "six silenced streams",
+                     until=lambda e: e is not None and e["Recording"] == 6)
+    assert entry["Request"] == "pending" and entry["Silenced"]
+    assert entry["RequestID"] == "r1", "one request for one app"
+    for proc in recorders:
+        wait_muted(server, proc, True, kind="source-output")
+    for take in takes:
+        assert peak(take) == 0
+
+
+def test_a_stream_whose_process_is_gone_is_silenced_and_named_unverified(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    take = tmp_path / "take.raw"
+    # claims a pid that does not exist (the process exited, or lies)
+    recorder = record(server, path=take, latency_ms=20,
+                      props={"application.process.id": "999999999"})
+    wait_for(lambda: [so for so in source_outputs(server)
+                      if so.proplist.get("application.process.id") == "999999999"],
+             10, "the stream")
+    entry = wait_for(lambda: permissions(daemon).get("unverified:pacat"), 10,
+                     "a request for unverified:pacat")
+    assert entry["Silenced"] and entry["Request"] == "pending"
+    wait_recorded(take, audible=False)
+    assert peak(take) == 0
+    assert recorder.poll() is None
+
+
+# -- the desktop's permission store ----------------------------------------------------------
+
+STORE_CALL = ("org.freedesktop.impl.portal.PermissionStore",
+              "/org/freedesktop/impl/portal/PermissionStore",
+              "org.freedesktop.impl.portal.PermissionStore")
+
+
+def busctl(bus: PrivateBus, *args: str) -> dict:
+    done = subprocess.run(["busctl", f"--address={bus.address}", "--json=short", "call",
+                           *STORE_CALL, *args], capture_output=True, text=True, timeout=10)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else {}
+
+
+def test_decisions_live_in_xdg_permission_store_and_its_changes_apply_live(
+        server: AudioServer, bus: PrivateBus, tmp_path: Path) -> None:
+    with harness.PermissionStoreProcess(bus, tmp_path / "data"), \
+            DaemonProcess(server, tmp_path / "daemon") as daemon:
+        daemon.start()
+        assert daemon.status()["PermissionStore"].startswith("xdg-permission-store")
+        take = tmp_path / "take.raw"
+        recorder = start_recording(server, take)
+        wait_muted(server, recorder, True, kind="source-output")
+
+        ctl_ok(daemon, "grant", PACAT)
+        wait_recorded(take, audible=True)
+        table = busctl(bus, "Lookup", "ss", "devices", "microphone")["data"][0]
+        assert table[PACAT] == ["yes"], table
+
+        # GNOME Settings (or flatpak permission-set) turns it off: applies to the running stream
+        busctl(bus, "SetPermission", "sbssas", "devices", "true", "microphone", PACAT, "1", "no")
+        wait_muted(server, recorder, True, kind="source-output")
+        wait_recorded(take, audible=False)
+        assert permissions(daemon)[PACAT]["Decision"] == "denied"
+
+        busctl(bus, "SetPermission", "sbssas", "devices", "true", "microphone", PACAT, "1",
+               "garbage")  # reads as undetermined: silent, asked again
+        wait_for(lambda: permissions(daemon)[PACAT], 10, "the garbage read as undetermined",
+                 until=lambda e: e["Decision"] == "undetermined")
+        assert stream_state(server, recorder, kind="source-output")[1] is True
