@@ -238,3 +238,105 @@ def test_decisions_live_in_xdg_permission_store_and_its_changes_apply_live(
         wait_for(lambda: permissions(daemon)[PACAT], 10, "the garbage read as undetermined",
                  until=lambda e: e["Decision"] == "undetermined")
         assert stream_state(server, recorder, kind="source-output")[1] is True
+
+
+# -- prompt agents ---------------------------------------------------------------------------
+
+class Agent:
+    """``audiopolicyctl agent`` (the terminal agent) as a process: its answers go to stdin."""
+
+    def __init__(self, daemon: DaemonProcess, *args: str) -> None:
+        self.proc = subprocess.Popen([*harness.AUDIOPOLICYCTL, "agent", *args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, env=daemon.env, text=True)
+        self.output = harness.LineReader(self.proc.stdout)
+
+    def answer(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        harness.stop_process(self.proc)
+        self.output.join()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+def registered(daemon: DaemonProcess) -> str:
+    return wait_for(lambda: daemon.status()["PermissionAgent"], 10, "an agent to register")
+
+
+def prompting(daemon: DaemonProcess, app: str = PACAT) -> dict:
+    return wait_for(lambda: permissions(daemon).get(app), 10, f"{app}'s request at the agent",
+                    until=lambda e: e is not None and e["Request"] == "prompting")
+
+
+def test_the_terminal_agent_asks_and_the_answer_unmutes_the_running_stream(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    agent = Agent(daemon)
+    try:
+        registered(daemon)
+        take = tmp_path / "take.raw"
+        recorder = start_recording(server, take)
+        prompting(daemon)
+        wait_recorded(take, audible=False)
+        agent.answer("y")
+        wait_muted(server, recorder, False, kind="source-output")
+        wait_recorded(take, audible=True)
+        assert permissions(daemon)[PACAT]["Decision"] == "granted"
+
+        second = Agent(daemon)  # one agent per session
+        assert second.proc.wait(15) != 0
+        second.close()
+        assert any("AgentExists" in line for line in second.output.lines), second.output.lines
+    finally:
+        agent.close()
+
+
+def test_an_agent_that_never_answers_times_out_and_the_app_can_ask_again(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    daemon.restart("--prompt-timeout", "4")
+    agent = Agent(daemon)  # asks, and nobody types anything
+    try:
+        registered(daemon)
+        take = tmp_path / "take.raw"
+        recorder = start_recording(server, take)
+        first = prompting(daemon)["RequestID"]
+        wait_for(lambda: permissions(daemon)[PACAT], 10, "the request to time out",
+                 until=lambda e: e["Request"] == "")
+        assert permissions(daemon)[PACAT]["Decision"] == "undetermined"
+        assert stream_state(server, recorder, kind="source-output")[1] is True
+        wait_recorded(take, audible=False)
+
+        record(server, path=os.devnull, latency_ms=20)  # it records again: asked again
+        assert prompting(daemon)["RequestID"] != first
+    finally:
+        agent.close()
+
+
+def test_an_agent_that_crashes_mid_prompt_leaves_the_request_pending(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    agent = Agent(daemon)
+    try:
+        registered(daemon)
+        take = tmp_path / "take.raw"
+        recorder = start_recording(server, take)
+        prompting(daemon)
+        agent.proc.kill()
+        wait_for(lambda: permissions(daemon)[PACAT], 10, "the request back to pending",
+                 until=lambda e: e["Request"] == "pending")
+        assert daemon.status()["PermissionAgent"] == ""
+        assert stream_state(server, recorder, kind="source-output")[1] is True
+        wait_recorded(take, audible=False)
+
+        again = Agent(daemon)  # the next agent gets it
+        try:
+            prompting(daemon)
+            again.answer("n")
+            wait_for(lambda: permissions(daemon)[PACAT], 10, "denied",
+                     until=lambda e: e["Decision"] == "denied")
+            wait_recorded(take, audible=False)
+        finally:
+            again.close()
+    finally:
+        agent.close()
