@@ -340,3 +340,32 @@ def test_an_agent_that_crashes_mid_prompt_leaves_the_request_pending(
             again.close()
     finally:
         agent.close()
+
+
+def test_the_desktops_global_switch_silences_granted_apps_live(server: AudioServer,
+                                                                daemon: DaemonProcess,
+                                                                tmp_path: Path) -> None:
+    env = daemon.env  # dconf keeps the key under the daemon's XDG_CONFIG_HOME
+    dconf = subprocess.Popen(["/usr/libexec/dconf-service"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def switch(value: str) -> None:
+        done = subprocess.run(["gsettings", "set", "org.gnome.desktop.privacy",
+                               "disable-microphone", value], env=env, capture_output=True,
+                              text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+    try:
+        ctl_ok(daemon, "grant", PACAT)
+        take = tmp_path / "take.raw"
+        recorder = start_recording(server, take)
+        wait_recorded(take, audible=True)
+        switch("true")
+        wait_muted(server, recorder, True, kind="source-output")
+        wait_recorded(take, audible=False)
+        assert daemon.status()["MicrophoneDisabled"] is True
+        assert permissions(daemon)[PACAT]["Decision"] == "granted"  # the decision is kept
+        switch("false")
+        wait_muted(server, recorder, False, kind="source-output")
+        wait_recorded(take, audible=True)
+    finally:
+        harness.stop_process(dconf)
