@@ -14,6 +14,7 @@ from xml.etree import ElementTree
 
 from dbus_fast.introspection import Node
 
+from audiopolicyd.agent import PermissionAgentInterface
 from audiopolicyd.dbus_api import (
     ERROR_PREFIX, ManagerInterface, SessionInterface, error, plain_dict,
 )
@@ -26,7 +27,8 @@ FROZEN = Path(__file__).resolve().parents[2] / "docs/dbus/io.github.audiopolicyd
 def render() -> str:
     """The declared interfaces as one introspection document."""
     node = Node(name=None, interfaces=[ManagerInterface(None).introspect(),
-                                       SessionInterface(None).introspect()])
+                                       SessionInterface(None).introspect(),
+                                       PermissionAgentInterface(None).introspect()])
     element = node.to_xml()
     ElementTree.indent(element)
     return DOCTYPE + ElementTree.tostring(element, encoding="unicode") + "\n"
