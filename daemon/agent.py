@@ -66,7 +66,7 @@ import sys
 import threading
 from typing import Any, TextIO
 
-from dbus_fast import BusType, DBusError, Message, MessageType, Variant
+from dbus_fast import BusType, DBusError, Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method
 
@@ -257,7 +257,7 @@ class PermissionAgentInterface(ServiceInterface):
             return UNDETERMINED
         try:
             decision = task.result()
-        except Exception:
+        except (Exception, asyncio.CancelledError):
             logger.exception("asking about %s (request %s) failed; answering %s", app_id,
                              request_id, UNDETERMINED)
             return UNDETERMINED
@@ -284,11 +284,18 @@ class PermissionAgentInterface(ServiceInterface):
             logger.exception("withdrawing request %s failed", request_id)
         finally:
             task.cancel()
+            task.add_done_callback(_log_late_failure)
 
     async def withdraw_all(self) -> None:
         """Withdraw every pending request (the daemon that asked left the bus)."""
         for request_id in list(self._pending):
             await self.withdraw(request_id)
+
+
+def _log_late_failure(task: asyncio.Task) -> None:
+    """Done callback of a withdrawn ask: nobody awaits it any more, so log what it raised."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a withdrawn request's prompt failed", exc_info=task.exception())
 
 
 # -- text prompts -------------------------------------------------------------------------------
@@ -371,10 +378,16 @@ class TerminalPrompter(Prompter):
         self._closed = False
 
     async def start(self) -> None:
-        """Start reading the input."""
+        """Start reading the input.
+
+        :raises AgentError: the input is closed or not a file
+        """
         loop = asyncio.get_running_loop()
-        self._fd = self._inp if isinstance(self._inp, int) else self._inp.fileno()
-        mode = os.fstat(self._fd).st_mode
+        try:
+            self._fd = self._inp if isinstance(self._inp, int) else self._inp.fileno()
+            mode = os.fstat(self._fd).st_mode
+        except (OSError, ValueError, AttributeError) as exc:
+            raise AgentError(f"cannot read answers from the input: {exc}") from None
         if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             # closefd=False: the transport closes this wrapper, never the caller's descriptor
             pipe = open(self._fd, "rb", buffering=0, closefd=False)
@@ -434,7 +447,7 @@ class TerminalPrompter(Prompter):
 
     # -- internals ------------------------------------------------------------------------------
 
-    def prompt(self, question: _Question) -> str:
+    def _prompt(self, question: _Question) -> str:
         """The prompt line for a question (no newline: the answer is typed after it)."""
         name, details = describe(question.app_id, question.info)
         return (f"Allow \"{name}\"{f' ({details})' if details else ''} to use the microphone? "
@@ -445,7 +458,7 @@ class TerminalPrompter(Prompter):
             question = self._queue.popleft()
             if not question.future.done():
                 self._current = question
-                self._write(self.prompt(question))
+                self._write(self._prompt(question))
 
     def _write(self, text: str) -> None:
         try:
@@ -485,7 +498,7 @@ class TerminalPrompter(Prompter):
         decision = self.ANSWERS.get(line.decode(errors="replace").strip().lower())
         if decision is None:
             self._write("Please answer y (yes), n (no) or l (later).\n")
-            self._write(self.prompt(on_screen))
+            self._write(self._prompt(on_screen))
             return
         self._current = None
         self._settle(on_screen, decision)
@@ -706,11 +719,11 @@ class NotificationPrompter(Prompter):
             note.future.set_result(decision)
 
     async def _close_note(self, note: _Note) -> None:
-        if not (note.open and note.id and self.bus.connected):
+        if not (note.open and note.id and self._owner and self.bus.connected):
             return
         note.open = False
         try:
-            await _call(self.bus, destination=self._owner or NOTIFY_NAME, path=NOTIFY_PATH,
+            await _call(self.bus, destination=self._owner, path=NOTIFY_PATH,
                         interface=NOTIFY_IFACE, member="CloseNotification", signature="u",
                         body=[note.id])
         except (AgentError, OSError, EOFError) as exc:
@@ -719,9 +732,11 @@ class NotificationPrompter(Prompter):
     def _send_close(self, notification_id: int) -> None:
         """CloseNotification without waiting (from a ``finally`` that may be cancelled)."""
         if self.bus.connected and self._owner:
-            self.bus.send(Message(destination=self._owner, path=NOTIFY_PATH,
-                                  interface=NOTIFY_IFACE, member="CloseNotification",
-                                  signature="u", body=[notification_id]))
+            sent = self.bus.send(Message(destination=self._owner, path=NOTIFY_PATH,
+                                         interface=NOTIFY_IFACE, member="CloseNotification",
+                                         signature="u", body=[notification_id],
+                                         flags=MessageFlag.NO_REPLY_EXPECTED))
+            sent.add_done_callback(lambda f: f.cancelled() or f.exception())  # no GC warning
 
     def _close_when_shown(self, notify: asyncio.Future) -> None:
         """Done callback of a Notify whose ask was cancelled: close what it showed."""
@@ -842,8 +857,9 @@ class _Registration:
         self.registered = False
         self.latest: str | None = None  # the daemon name's latest owner, from NameOwnerChanged
         self.changed = asyncio.Event()
-        self.rule = ("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
-                     f"member='NameOwnerChanged',arg0='{MANAGER_NAME}'")
+        self.rule = ("type='signal',sender='org.freedesktop.DBus',"
+                     "interface='org.freedesktop.DBus',member='NameOwnerChanged',"
+                     f"arg0='{MANAGER_NAME}'")
 
     def on_message(self, msg: Message) -> Message | None:
         if msg.message_type == MessageType.SIGNAL:
@@ -931,6 +947,9 @@ async def run_agent(bus: MessageBus, prompter: Prompter, path: str = AGENT_PATH)
     await prompter.start()
     interface = PermissionAgentInterface(prompter)
     reg = _Registration(bus, interface, path)
+    disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
+    _watches.add(disconnected)
+    disconnected.add_done_callback(_watches.discard)
     waiters: list[asyncio.Task] = []
     try:
         bus.add_message_handler(reg.on_message)
@@ -942,9 +961,6 @@ async def run_agent(bus: MessageBus, prompter: Prompter, path: str = AGENT_PATH)
                              "bus)")
         await reg.register(owner)
 
-        disconnected = asyncio.ensure_future(bus.wait_for_disconnect())
-        _watches.add(disconnected)
-        disconnected.add_done_callback(_watches.discard)
         ended = asyncio.ensure_future(prompter.wait_ended())
         waiters.append(ended)
         while True:
@@ -953,7 +969,7 @@ async def run_agent(bus: MessageBus, prompter: Prompter, path: str = AGENT_PATH)
             await asyncio.wait({disconnected, ended, changed}, return_when=asyncio.FIRST_COMPLETED)
             if disconnected.done():
                 reg.registered = False
-                error = disconnected.exception()
+                error = None if disconnected.cancelled() else disconnected.exception()
                 if error is not None:
                     raise AgentError(f"the bus connection was lost: {error}")
                 logger.info("the bus connection was closed; the agent stops")
@@ -972,6 +988,14 @@ async def run_agent(bus: MessageBus, prompter: Prompter, path: str = AGENT_PATH)
                         raise
                     # gone again before it answered: wait for the next owner
                     logger.warning("audiopolicyd left again before the agent registered")
+    except AgentError:
+        # dbus-fast fails the calls in flight before it resolves the disconnect future, in the
+        # same step: a call that failed because the bus's owner closed it is not an error.
+        if (disconnected.done() and not disconnected.cancelled()
+                and disconnected.exception() is None):
+            logger.info("the bus connection was closed; the agent stops")
+            return
+        raise
     finally:
         for task in waiters:
             task.cancel()

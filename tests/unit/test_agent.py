@@ -347,6 +347,20 @@ async def test_cancelling_the_task_unregisters(connect):
         keyboard.close()
 
 
+async def test_closing_the_agents_connection_ends_it(connect):
+    daemon = await FakeDaemon.start(await connect())
+    keyboard = Keyboard()
+    try:
+        bus = await connect()
+        task = asyncio.ensure_future(ag.run_agent(bus, ag.TerminalPrompter(keyboard.read_fd,
+                                                                          Screen())))
+        await within(daemon.registered.wait())
+        bus.disconnect()
+        assert await within(task) is None
+    finally:
+        keyboard.close()
+
+
 async def test_only_the_daemon_may_call_the_agent(terminal, connect):
     intruder = await connect()
     reply = await within(intruder.call(Message(
@@ -548,6 +562,11 @@ class FakeNotifications(ServiceInterface):
         self.closed: list[int] = []
         self.notified = asyncio.Event()
         self.closing = asyncio.Event()
+        self.hold: asyncio.Event | None = None  # when set: Notify answers once it is set
+
+    async def _answer_when_released(self) -> None:
+        if self.hold is not None:
+            await self.hold.wait()
 
     @method(name="GetCapabilities")
     def get_capabilities(self) -> "as":
@@ -558,13 +577,15 @@ class FakeNotifications(ServiceInterface):
         return ["fake", "test", "1", "1.2"]
 
     @method(name="Notify")
-    def notify(self, app_name: "s", replaces_id: "u", app_icon: "s", summary: "s", body: "s",
-               actions: "as", hints: "a{sv}", expire_timeout: "i") -> "u":
-        self.notes.append(dict(app_name=app_name, replaces_id=replaces_id, app_icon=app_icon,
-                               summary=summary, body=body, actions=actions, hints=hints,
-                               expire_timeout=expire_timeout, id=len(self.notes) + 41))
+    async def notify(self, app_name: "s", replaces_id: "u", app_icon: "s", summary: "s",
+                     body: "s", actions: "as", hints: "a{sv}", expire_timeout: "i") -> "u":
+        note = dict(app_name=app_name, replaces_id=replaces_id, app_icon=app_icon,
+                    summary=summary, body=body, actions=actions, hints=hints,
+                    expire_timeout=expire_timeout, id=len(self.notes) + 41)
+        self.notes.append(note)
         self.notified.set()
-        return self.notes[-1]["id"]
+        await self._answer_when_released()
+        return note["id"]
 
     @method(name="CloseNotification")
     def close_notification(self, id: "u"):
@@ -674,6 +695,16 @@ async def test_cancel_closes_the_notification(desktop):
     (note,) = await desktop.server.wait_notes()
     await desktop.daemon.cancel("r1")  # may come before the agent has read Notify's reply
     assert await within(pending) == ag.UNDETERMINED
+    await desktop.server.wait_closed(note["id"])
+
+
+async def test_cancel_before_notify_answered_still_closes_the_notification(desktop):
+    desktop.server.hold = asyncio.Event()
+    pending = desktop.ask("r1")
+    (note,) = await desktop.server.wait_notes()
+    await desktop.daemon.cancel("r1")
+    assert await within(pending) == ag.UNDETERMINED
+    desktop.server.hold.set()
     await desktop.server.wait_closed(note["id"])
 
 
