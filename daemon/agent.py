@@ -1016,7 +1016,8 @@ async def run_agent(bus: MessageBus, prompter: Prompter, path: str = AGENT_PATH)
 async def main(bus_address: str | None, notify: bool, inp: Any = None,
                out: TextIO | None = None) -> int:
     """``audiopolicyctl agent [--notify]``: run an agent on the session bus until end of input
-    (terminal) or until stopped.
+    (terminal) or until stopped, as ``pkttyagent`` (polkit) and ``bluetoothctl``'s ``agent on``
+    (BlueZ) do.
 
     :param bus_address: a D-Bus address; None: the session bus
     :param notify: ask with desktop notifications (:class:`NotificationPrompter`) instead of on
