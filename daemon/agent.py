@@ -70,24 +70,20 @@ from dbus_fast import BusType, DBusError, Message, MessageFlag, MessageType, Var
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method
 
-from .client import plain
+from .client import BUS_NAME as MANAGER_NAME
+from .client import ERROR_PREFIX, MANAGER_IFACE, plain
+from .client import OBJECT_PATH as MANAGER_PATH
+from .permissions import Decision
 
 logger = logging.getLogger(__name__)
 
-#: The daemon's well-known name, the Manager's object path and interface.
-MANAGER_NAME = "io.github.audiopolicyd.AudioPolicy1"
-MANAGER_PATH = "/io/github/audiopolicyd/AudioPolicy1"
-MANAGER_IFACE = MANAGER_NAME + ".Manager"
-#: Prefix of the daemon's D-Bus error names (``...Error.AgentExists``).
-ERROR_PREFIX = MANAGER_NAME + ".Error."
 #: The interface an agent exports, and where :func:`run_agent` exports it by default.
 AGENT_IFACE = MANAGER_NAME + ".PermissionAgent"
 AGENT_PATH = "/io/github/audiopolicyd/PermissionAgent"
 
 #: The three answers, named as ``AVAudioApplication.recordPermission`` names them.
-GRANTED = "granted"
-DENIED = "denied"
-UNDETERMINED = "undetermined"
+GRANTED, DENIED, UNDETERMINED = (d.value for d in
+                                 (Decision.GRANTED, Decision.DENIED, Decision.UNDETERMINED))
 DECISIONS = (GRANTED, DENIED, UNDETERMINED)
 
 #: The desktop notification service (Desktop Notifications Specification 1.2).

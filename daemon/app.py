@@ -161,6 +161,8 @@ class Daemon:
                 await self.reconciler.restore_all()
             if self.mpris is not None:
                 self.mpris.stop()
+            if self.switch is not None:
+                self.switch.close()
             if self.microphone is not None and self.microphone.store is not None:
                 await self.microphone.store.close()
             if self.bus is not None:

@@ -160,8 +160,9 @@ def caller_app(identity: Identity, name: str = "") -> "RecordingApp":
     source = "flatpak" if identity.flatpak else "scope" if identity.app_id else "exe"
     if not app_id:
         app_id, source = f"unverified:{identity.key}", "unverified"
-    if not identity.flatpak and identity.pid and snap_name(identity.pid):
-        app_id, source = f"snap.{snap_name(identity.pid)}", "snap"
+    snap = snap_name(identity.pid) if identity.pid and not identity.flatpak else ""
+    if snap:
+        app_id, source = f"snap.{snap}", "snap"
     return RecordingApp(app_id, name or os.path.basename(identity.exe) or app_id, source,
                         identity.pid or 0, identity.exe, source in ("flatpak", "snap"))
 
