@@ -4,6 +4,13 @@ The only module that wires things together, owns the event loop and handles sign
 SIGHUP reloads the policies (so does a change to a policy file, and the D-Bus ``Reload``
 method); SIGTERM and SIGINT restore every effect and exit. systemd is told READY, STATUS,
 RELOADING, STOPPING and fed WATCHDOG pings through systemd-python when it asked for them.
+
+Supervision: every long-running task (the reconcile loop, the policy watcher, the D-Bus
+connection) is watched; when one ends or fails, or the reconciler reports an internal error,
+the daemon restores every effect it can and exits with status 1, so systemd restarts it
+(``Restart=on-failure``). It never runs on deaf: without the audio server's events, without
+its bus name, or with a reconciler in an unknown state. The watchdog is pinged only while a
+decision pass answers (:meth:`audiopolicyd.reconciler.Reconciler.answers`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from .appsessions import RESUME_LIMIT, AppSessions
 from .backends.pulse import PulseBackend
 from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
 from .identity import identify
-from .journal import Journal
+from .journal import Journal, JournalError
 from .logsetup import setup_logging
 from .microphone import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
@@ -134,42 +141,104 @@ class Daemon:
         self.switch: MicrophoneSwitch | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()
+        self._exit = 0
         self._reload_timer: asyncio.TimerHandle | None = None
+        self.reconciler.on_failure = lambda exc: self._fatal(
+            f"the reconciler failed ({type(exc).__name__}: {exc})")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def run(self) -> int:
+        """Run until SIGTERM/SIGINT (exit status 0) or a supervised task's end (status 1)."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.reload("SIGHUP"))
         await self._connect_bus()
         await self._open_permissions()
-        watcher = asyncio.ensure_future(self._watch_policies())
-        runner = asyncio.ensure_future(self.reconciler.run(self._ready))
-        watchdog = self._start_watchdog(loop)
+        tasks = [self._supervise(self._watch_policies(), "the policy file watcher"),
+                 self._supervise(self.reconciler.run(self._ready), "the reconcile loop")]
+        if self.bus is not None:
+            tasks.append(self._supervise(self._watch_bus(), "the D-Bus connection"))
+        watchdog = self._start_watchdog()
+        if watchdog is not None:
+            tasks.append(self._supervise(watchdog, "the watchdog"))
         try:
             await self._stop.wait()
         finally:
             logger.info("stopping: restoring every effect")
             sd.notify("STOPPING=1")
-            runner.cancel()
-            watcher.cancel()
-            if watchdog is not None:
-                watchdog.cancel()
-            if self.reconciler.connected.is_set():
-                await self.reconciler.restore_all()
-            if self.mpris is not None:
-                self.mpris.stop()
-            if self.switch is not None:
-                self.switch.close()
-            if self.microphone is not None and self.microphone.store is not None:
-                await self.microphone.store.close()
-            if self.bus is not None:
-                self.bus.disconnect()
-            self.backend.close()
-            self.journal.close()
-        return 0
+            for task in tasks:
+                task.cancel()
+            await self._shutdown()
+        return self._exit
+
+    async def _shutdown(self) -> None:
+        """Restore every effect, then close everything; a step that fails does not stop the
+        next (and makes the exit status 1)."""
+        steps = [("restore every effect", self._restore)]
+        if self.mpris is not None:
+            steps.append(("stop following players", self.mpris.stop))
+        if self.switch is not None:
+            steps.append(("stop following the microphone switch", self.switch.close))
+        if self.microphone is not None and self.microphone.store is not None:
+            steps.append(("close the permission store", self.microphone.store.close))
+        if self.bus is not None:
+            steps.append(("leave the bus", self.bus.disconnect))
+        steps += [("close the audio server connection", self.backend.close),
+                  ("close the journal", self.journal.close)]
+        for what, step in steps:
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("stopping: could not %s", what)
+                self._exit = 1
+
+    async def _restore(self) -> None:
+        if self.reconciler.connected.is_set():
+            await self.reconciler.restore_all()
+        elif self.reconciler.applied:
+            logger.warning("stopping without the audio server: the journal keeps %d effect(s) "
+                           "for the next start", len(self.reconciler.applied))
+
+    def _supervise(self, coro, what: str) -> asyncio.Task:
+        """Run a task whose end, while the daemon is not stopping, is fatal."""
+        task = asyncio.ensure_future(coro)
+
+        def done(task: asyncio.Task) -> None:
+            if self._stop.is_set():
+                return
+            if task.cancelled():
+                self._fatal(f"{what} was cancelled")
+            elif task.exception() is not None:
+                exc = task.exception()
+                logger.critical("%s failed", what, exc_info=exc)
+                self._fatal(f"{what} failed ({type(exc).__name__}: {exc})")
+            else:
+                self._fatal(f"{what} ended")
+
+        task.add_done_callback(done)
+        return task
+
+    def _fatal(self, why: str) -> None:
+        """Stop with exit status 1 (systemd restarts the daemon) after restoring everything."""
+        if self._stop.is_set():
+            return
+        logger.critical("%s: restoring every effect and exiting with status 1", why)
+        sd.notify(f"STATUS=failed: {why}")
+        self._exit = 1
+        self._stop.set()
+
+    async def _watch_bus(self) -> None:
+        """Return when the D-Bus connection is gone (the bus daemon died or dropped us): the
+        daemon cannot run on without its name (supervised: ending is fatal)."""
+        try:
+            await self.bus.wait_for_disconnect()
+        except Exception as exc:
+            logger.error("the D-Bus connection failed: %s", exc)
+        logger.error("lost the D-Bus connection (and the name %s)", BUS_NAME)
 
     async def _connect_bus(self) -> None:
         bus_type = BusType.SYSTEM if self.args.system else BusType.SESSION
@@ -261,18 +330,28 @@ class Daemon:
         self.reconciler.on_effects.append(lambda _views: sd.notify(
             f"STATUS={self._status_line()}"))
 
-    def _start_watchdog(self, loop: asyncio.AbstractEventLoop) -> asyncio.Task | None:
+    def _start_watchdog(self):
+        """The watchdog pinger (a coroutine), None when systemd asked for no watchdog: then no
+        timer at all, and the daemon does not wake up while idle.
+
+        Every half period, a decision pass must answer within a quarter period
+        (:meth:`~audiopolicyd.reconciler.Reconciler.answers`); only then is systemd pinged.
+        """
         usec = sd.watchdog_enabled() if hasattr(sd, "watchdog_enabled") else None
         usec = usec or int(os.environ.get("WATCHDOG_USEC", "0") or 0)
         if not usec:
-            return None  # no timer at all: the daemon does not wake up while idle
+            return None
 
         async def ping() -> None:
             while True:
-                sd.notify("WATCHDOG=1")
+                if await self.reconciler.answers(usec / 4e6):
+                    sd.notify("WATCHDOG=1")
+                else:
+                    logger.error("no decision pass answered within %.1f s: the watchdog is not "
+                                 "pinged", usec / 4e6)
                 await asyncio.sleep(usec / 2e6)
 
-        return asyncio.ensure_future(ping())
+        return ping()
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -283,7 +362,12 @@ class Daemon:
         """
         sd.notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         logger.info("reloading policies (%s)", why)
-        applied = self.store.reload()
+        try:
+            applied = self.store.reload()
+        except Exception as exc:  # a bug: PolicyStore reports every problem of a file
+            logger.critical("reloading policies failed", exc_info=exc)
+            self._fatal(f"reloading policies failed ({type(exc).__name__}: {exc})")
+            return False
         if applied:
             self.reconciler.policies_changed()
         if self.manager is not None:
@@ -352,6 +436,7 @@ class Daemon:
             "PolicyFiles": ("as", [str(f) for f in self.store.files]),
             "PolicyProblems": ("as", [str(p) for p in self.store.problems]),
             "Journal": ("s", self.journal.path),
+            "JournalProblem": ("s", self.journal.failure),
             **self._microphone_status(),
             "UptimeSeconds": ("d", time.monotonic() - self.started),
         }
@@ -376,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:
         print(f"audiopolicyd: no valid policy set, not starting:\n{exc}", file=sys.stderr)
         return 2
+    except JournalError as exc:
+        print(f"audiopolicyd: {exc} (choose another directory with --state-dir)",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -33,6 +33,9 @@ VOLUME_TOLERANCE = 2
 #: not known, so never equal to the gain wanted (the next plan writes base x that gain).
 UNKNOWN_GAIN = -1.0
 
+#: Interval between the volume steps of a ramp, in milliseconds.
+RAMP_STEP_MS = 20
+
 
 def scaled(volume: Iterable[int], gain: float) -> tuple[int, ...]:
     """Each channel of a raw volume times a linear gain, rounded to the server's integers."""
@@ -43,6 +46,21 @@ def same_volume(a: Iterable[int], b: Iterable[int]) -> bool:
     """True when two raw per-channel volumes are equal within :data:`VOLUME_TOLERANCE`."""
     a, b = tuple(a), tuple(b)
     return len(a) == len(b) and all(abs(x - y) <= VOLUME_TOLERANCE for x, y in zip(a, b))
+
+
+def ramp_steps(start: tuple[int, ...], end: tuple[int, ...],
+               ramp_ms: int) -> tuple[tuple[int, ...], ...]:
+    """The raw volumes a ramp writes, one every :data:`RAMP_STEP_MS` ms; the last is ``end``.
+
+    Linear in the raw (cubic) scale, as module-role-ducking's volume factor would be applied.
+
+    :param start: the stream's raw volume when the ramp starts
+    :param end: the raw volume the ramp ends at
+    :param ramp_ms: the ramp's duration in milliseconds (at least one step)
+    """
+    steps = max(1, ramp_ms // RAMP_STEP_MS)
+    return tuple(tuple(int(round(a + (b - a) * i / steps)) for a, b in zip(start, end))
+                 for i in range(1, steps + 1))
 
 
 @dataclass(frozen=True)
@@ -57,6 +75,10 @@ class Applied:
     :param muted_by_us: True when the mute in force was set by the daemon
     :param mute_waived: True when the user unmuted during our mute (not re-muted until the mute
         the engine wants ends)
+    :param ramp_from: the raw volume the ramp towards ``target`` started from, None when no ramp
+        is under way: every step of the ramp (:func:`ramp_steps`) is a value of ours, also
+        after a crash in the middle of it
+    :param ramp_ms: that ramp's duration in milliseconds
     """
 
     key: str
@@ -66,6 +88,23 @@ class Applied:
     target: tuple[int, ...] | None = None
     muted_by_us: bool = False
     mute_waived: bool = False
+    ramp_from: tuple[int, ...] | None = None
+    ramp_ms: int = 0
+
+    @property
+    def ours(self) -> tuple[tuple[int, ...], ...]:
+        """Every raw volume of ours the stream may show: the target and the steps of the ramp
+        under way (the server may have kept any of them)."""
+        if self.target is None:
+            return ()
+        if self.ramp_from is None or len(self.ramp_from) != len(self.target):
+            return (self.target,)
+        return ramp_steps(self.ramp_from, self.target, self.ramp_ms)
+
+    def at_ours(self, volume: tuple[int, ...], recent: Iterable[tuple[int, ...]] = ()) -> bool:
+        """True when ``volume`` is one of :attr:`ours` or of ``recent`` (other writes of ours
+        the server may still echo), within :data:`VOLUME_TOLERANCE`."""
+        return any(same_volume(volume, v) for v in (*self.ours, *recent))
 
     @property
     def idle(self) -> bool:
@@ -78,7 +117,8 @@ class Ops:
     """Server writes for one stream.
 
     :param volume: raw per-channel volume to write, None for no change
-    :param ramp_from: volume the ramp starts from (the stream's current volume)
+    :param ramp_from: volume the ramp starts from (the stream's current volume), None to write
+        at once
     :param ramp_ms: ramp duration in milliseconds (0: write at once)
     :param mute: True/False to set the mute flag, None for no change
     """
@@ -98,12 +138,14 @@ def observe(applied: Applied, stream: Stream, ours: Iterable[tuple[int, ...]] = 
 
     :param applied: our record for the stream
     :param stream: the stream as just read from the server
-    :param ours: volumes the daemon wrote recently (ramp steps), recognised as our own echoes
-    :returns: the updated record (the same object when nothing changed)
+    :param ours: other volumes the daemon wrote recently, recognised as our own echoes (the
+        target and the steps of the ramp under way always are)
+    :returns: the updated record (the same object when nothing changed); a volume the user set
+        ends the ramp under way (``ramp_from`` None)
     """
-    if applied.target is not None and not same_volume(stream.volume, applied.target) \
-            and not any(same_volume(stream.volume, v) for v in ours):
-        applied = replace(applied, base=stream.volume, target=stream.volume)
+    if applied.target is not None and not applied.at_ours(stream.volume, ours):
+        applied = replace(applied, base=stream.volume, target=stream.volume, ramp_from=None,
+                          ramp_ms=0)
     if applied.muted_by_us and not stream.muted:
         applied = replace(applied, muted_by_us=False, mute_waived=True)
     return applied
@@ -130,8 +172,12 @@ def plan(applied: Applied | None, stream: Stream, desired: Effect) -> tuple[Appl
     if desired.gain != applied.gain:
         volume = applied.base if desired.gain == 1.0 else scaled(applied.base, desired.gain)
         ramp_from, ramp_ms = stream.volume, desired.ramp_ms
+        ramps = ramp_ms > 0 and len(ramp_from) == len(volume) and desired.gain != 1.0
         applied = replace(applied, gain=desired.gain,
-                          target=None if desired.gain == 1.0 else volume)
+                          target=None if desired.gain == 1.0 else volume,
+                          ramp_from=ramp_from if ramps else None, ramp_ms=ramp_ms if ramps else 0)
+        if not ramps:
+            ramp_from, ramp_ms = None, 0
     mute = None
     if not desired.mute and applied.mute_waived:
         applied = replace(applied, mute_waived=False)

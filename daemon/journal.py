@@ -6,8 +6,8 @@ a restarted daemon put every stream back exactly as the user had it:
 
 * ``effects``: one row per stream we have touched (see :class:`~audiopolicyd.effects.Applied`);
 * ``lingering``: rows of streams that vanished (or whose server went away) while an effect was
-  on them, by the server's restore key, so a new stream that the server starts at our ducked
-  volume or our mute is put back to the user's value;
+  on them, by the server's restore key, so every new stream that the server starts at our
+  ducked volume (or a step of our ramp) or our mute is put back to the user's value;
 * ``pauses``: MPRIS players we paused, so a restart can resume them.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a commit survives a killed process (the data is
@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from .effects import Applied, Claim
 
@@ -33,109 +33,184 @@ LINGER_SECONDS = 7 * 24 * 3600
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS effects (
     key TEXT PRIMARY KEY, restore_key TEXT NOT NULL, base TEXT NOT NULL, gain REAL NOT NULL,
-    target TEXT, muted_by_us INTEGER NOT NULL, mute_waived INTEGER NOT NULL, updated REAL NOT NULL);
+    target TEXT, muted_by_us INTEGER NOT NULL, mute_waived INTEGER NOT NULL, updated REAL NOT NULL,
+    ramp_from TEXT, ramp_ms INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS lingering (
     restore_key TEXT PRIMARY KEY, base TEXT NOT NULL, gain REAL NOT NULL, target TEXT,
-    muted_by_us INTEGER NOT NULL, since REAL NOT NULL);
+    muted_by_us INTEGER NOT NULL, since REAL NOT NULL,
+    ramp_from TEXT, ramp_ms INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS pauses (
     bus_name TEXT PRIMARY KEY, triggers TEXT NOT NULL, confirmed INTEGER NOT NULL,
     waived INTEGER NOT NULL);
 """
+#: Columns added after the first release, added to a journal written by it.
+_ADDED_COLUMNS = {"effects": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0"),
+                  "lingering": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0")}
+
+_EFFECT_COLUMNS = "key, restore_key, base, gain, target, muted_by_us, mute_waived, ramp_from, ramp_ms"
+
+
+class JournalError(Exception):
+    """The journal file cannot be opened (a read-only or missing state directory, a file
+    that is not a journal)."""
+
+
+def _json(volume: tuple[int, ...] | None) -> str | None:
+    return None if volume is None else json.dumps(volume)
 
 
 def _tuple(text: str | None) -> tuple[int, ...] | None:
     return None if text is None else tuple(int(v) for v in json.loads(text))
 
 
+def _applied(key, restore_key, base, gain, target, muted, waived, ramp_from, ramp_ms) -> Applied:
+    return Applied(key, restore_key, _tuple(base), gain, _tuple(target), bool(muted),
+                   bool(waived), _tuple(ramp_from), int(ramp_ms or 0))
+
+
 class Journal:
     """The journal file. ``path`` may be ``:memory:`` for tests.
 
-    :raises sqlite3.Error: when the file cannot be opened or is not a journal
+    Writes never raise: a write that fails (a full disk, an I/O error) returns False, is logged
+    once, and :attr:`failure` says why until a write succeeds again. The caller decides what
+    that means (the reconciler applies no new effect while the journal cannot record it).
+
+    :raises JournalError: when the file cannot be opened or is not a journal
     """
 
     def __init__(self, path: str | Path):
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        #: Why the last write failed; '' while the journal is writable.
+        self.failure = ""
+        try:
+            if self.path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise JournalError(f"cannot open the effects journal {self.path}: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+        except sqlite3.Error as exc:
+            self._db.close()
+            raise JournalError(f"cannot open the effects journal {self.path}: {exc}") from None
 
     def close(self) -> None:
         self._db.close()
 
+    def _transaction(self, what: str, statements: Callable[[sqlite3.Connection], None]) -> bool:
+        """Run ``statements`` in one transaction; False (logged once) when it fails."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                statements(self._db)
+        except sqlite3.Error as exc:
+            if not self.failure:
+                logger.error("the effects journal %s cannot be written (%s: %s); no new effect "
+                             "is applied until it can", self.path, what, exc)
+            self.failure = str(exc)
+            return False
+        if self.failure:
+            logger.warning("the effects journal %s can be written again", self.path)
+            self.failure = ""
+        return True
+
+    def _read(self, query: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a query; none (logged) when the file cannot be read."""
+        try:
+            return self._db.execute(query, args).fetchall()
+        except sqlite3.Error as exc:
+            logger.error("the effects journal %s cannot be read: %s", self.path, exc)
+            return []
+
     # -- effects ----------------------------------------------------------------------------
 
-    def clear(self) -> None:
+    def clear(self) -> bool:
         """Forget every effect and pause (after everything was restored)."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM effects")
-            self._db.execute("DELETE FROM pauses")
+        def run(db):
+            db.execute("DELETE FROM effects")
+            db.execute("DELETE FROM pauses")
+        return self._transaction("clear", run)
 
-    def write(self, upserts: Iterable[Applied], deletes: Iterable[str] = ()) -> None:
-        """Record new states and forget idle ones, in one transaction."""
+    def write(self, upserts: Iterable[Applied], deletes: Iterable[str] = ()) -> bool:
+        """Record new states and forget idle ones, in one transaction.
+
+        :returns: False when nothing could be written (see :attr:`failure`)
+        """
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO effects VALUES (?,?,?,?,?,?,?,?)",
-                [(a.key, a.restore_key, json.dumps(a.base), a.gain,
-                  None if a.target is None else json.dumps(a.target), int(a.muted_by_us),
-                  int(a.mute_waived), now) for a in upserts])
-            self._db.executemany("DELETE FROM effects WHERE key = ?", [(k,) for k in deletes])
+        upserts, deletes = list(upserts), list(deletes)
+
+        def run(db):
+            db.executemany(
+                f"INSERT OR REPLACE INTO effects ({_EFFECT_COLUMNS}, updated) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                [(a.key, a.restore_key, _json(a.base), a.gain, _json(a.target),
+                  int(a.muted_by_us), int(a.mute_waived), _json(a.ramp_from), a.ramp_ms, now)
+                 for a in upserts])
+            db.executemany("DELETE FROM effects WHERE key = ?", [(k,) for k in deletes])
+        return self._transaction("write", run)
 
     def effects(self) -> dict[str, Applied]:
         """Every journalled stream state, by stream key."""
-        rows = self._db.execute("SELECT key, restore_key, base, gain, target, muted_by_us, "
-                                "mute_waived FROM effects")
-        return {k: Applied(k, rk, _tuple(b), g, _tuple(t), bool(m), bool(w))
-                for k, rk, b, g, t, m, w in rows}
+        return {row[0]: _applied(*row)
+                for row in self._read(f"SELECT {_EFFECT_COLUMNS} FROM effects")}
 
     # -- lingering --------------------------------------------------------------------------
 
-    def linger(self, applied: Iterable[Applied]) -> None:
-        """Move rows of vanished streams to ``lingering`` by restore key."""
+    def linger(self, applied: Iterable[Applied]) -> bool:
+        """Move rows of vanished streams to ``lingering`` by restore key.
+
+        A row stays there for :data:`LINGER_SECONDS`, or until :meth:`forget_lingering`: every
+        new stream of the restore key that the server starts at one of our values meanwhile
+        gets the user's value back.
+        """
         applied = list(applied)
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "INSERT OR REPLACE INTO lingering VALUES (?,?,?,?,?,?)",
-                [(a.restore_key, json.dumps(a.base), a.gain,
-                  None if a.target is None else json.dumps(a.target), int(a.muted_by_us), now)
+
+        def run(db):
+            db.executemany(
+                "INSERT OR REPLACE INTO lingering (restore_key, base, gain, target, muted_by_us, "
+                "since, ramp_from, ramp_ms) VALUES (?,?,?,?,?,?,?,?)",
+                [(a.restore_key, _json(a.base), a.gain, _json(a.target), int(a.muted_by_us), now,
+                  _json(a.ramp_from), a.ramp_ms)
                  for a in applied if a.target is not None or a.muted_by_us])
-            self._db.executemany("DELETE FROM effects WHERE key = ?", [(a.key,) for a in applied])
-            self._db.execute("DELETE FROM lingering WHERE since < ?", (now - LINGER_SECONDS,))
+            db.executemany("DELETE FROM effects WHERE key = ?", [(a.key,) for a in applied])
+            db.execute("DELETE FROM lingering WHERE since < ?", (now - LINGER_SECONDS,))
+        return self._transaction("linger", run)
 
     def lingering(self, restore_key: str) -> Applied | None:
         """The lingering state for a restore key, as an :class:`Applied` without a stream key."""
-        row = self._db.execute("SELECT base, gain, target, muted_by_us FROM lingering "
-                               "WHERE restore_key = ?", (restore_key,)).fetchone()
-        if row is None:
-            return None
-        base, gain, target, muted = row
-        return Applied("", restore_key, _tuple(base), gain, _tuple(target), bool(muted))
+        rows = self._read("SELECT '', restore_key, base, gain, target, muted_by_us, 0, ramp_from, "
+                          "ramp_ms FROM lingering WHERE restore_key = ?", (restore_key,))
+        return _applied(*rows[0]) if rows else None
 
-    def forget_lingering(self, restore_key: str) -> None:
-        self._db.execute("DELETE FROM lingering WHERE restore_key = ?", (restore_key,))
+    def forget_lingering(self, restore_key: str) -> bool:
+        """Forget the lingering row of a restore key (the server no longer shows our value)."""
+        return self._transaction("forget", lambda db: db.execute(
+            "DELETE FROM lingering WHERE restore_key = ?", (restore_key,)))
 
     def has_lingering(self) -> bool:
-        return self._db.execute("SELECT 1 FROM lingering LIMIT 1").fetchone() is not None
+        return bool(self._read("SELECT 1 FROM lingering LIMIT 1"))
 
     # -- pauses -----------------------------------------------------------------------------
 
-    def write_pauses(self, claims: dict[str, Claim]) -> None:
+    def write_pauses(self, claims: dict[str, Claim]) -> bool:
         """Replace the recorded pause claims."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.execute("DELETE FROM pauses")
-            self._db.executemany(
+        def run(db):
+            db.execute("DELETE FROM pauses")
+            db.executemany(
                 "INSERT INTO pauses VALUES (?,?,?,?)",
                 [(bus, json.dumps(sorted(c.triggers)), int(c.confirmed), int(c.waived))
                  for bus, c in claims.items()])
+        return self._transaction("pauses", run)
 
     def pauses(self) -> dict[str, Claim]:
-        rows = self._db.execute("SELECT bus_name, triggers, confirmed, waived FROM pauses")
+        rows = self._read("SELECT bus_name, triggers, confirmed, waived FROM pauses")
         return {bus: Claim(frozenset(json.loads(t)), bool(c), bool(w)) for bus, t, c, w in rows}

@@ -40,8 +40,6 @@ from .sessions import ImplicitSessions
 
 logger = logging.getLogger(__name__)
 
-#: Interval between volume steps of a ramp, in milliseconds.
-RAMP_STEP_MS = 20
 #: How long a stream that stops playing (corks) still holds its session active, in seconds;
 #: also how long a new stream that pipewire-pulse shows linked but not started yet (corked at
 #: volume 0) counts as playing. pipewire-pulse shows a new stream corked for a moment between
@@ -53,10 +51,34 @@ DEACTIVATION_HOLD = 0.1
 GHOST_SECONDS = 1.0
 #: How long a read of one stream may take before it is sent again, in seconds.
 READ_TIMEOUT = 2.0
-#: Reconnect backoff: first delay and ceiling, in seconds.
+#: Reconnect backoff: first delay and ceiling, in seconds. The delay starts again from the
+#: first only after a connection that lasted :data:`STABLE_SECONDS`: a server that accepts us
+#: and drops us at once (an object that breaks the protocol) is not hammered.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
+STABLE_SECONDS = 10.0
+#: While the journal cannot be written, how often a decision is tried again, in seconds.
+JOURNAL_RETRY = 5.0
 
 _KINDS = {"sink-input": StreamKind.SINK_INPUT, "source-output": StreamKind.SOURCE_OUTPUT}
+
+
+class Backoff:
+    """Reconnect delays, in seconds: doubling from :data:`BACKOFF_FIRST` to
+    :data:`BACKOFF_MAX`, back to the first only after a connection that lasted
+    :data:`STABLE_SECONDS` (a server that drops us at once is not hammered)."""
+
+    def __init__(self) -> None:
+        self._delay = BACKOFF_FIRST
+
+    def next(self) -> float:
+        """The delay before the next attempt (each call doubles the following one)."""
+        delay, self._delay = self._delay, min(self._delay * 2, BACKOFF_MAX)
+        return delay
+
+    def lasted(self, seconds: float) -> None:
+        """A connection ended after ``seconds``."""
+        if seconds >= STABLE_SECONDS:
+            self._delay = BACKOFF_FIRST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +133,10 @@ class Reconciler:
         self.on_effects: list[Callable[[list[StreamView]], None]] = []
         self.on_streams: list[Callable[[list[StreamView], list[str]], None]] = []
         self.on_server: list[Callable[[bool], None]] = []
+        #: ``on_failure(exc)``: an internal error stopped enforcement (a bug): the daemon must
+        #: restore what it can and exit non-zero. Called once, on the event loop.
+        self.on_failure: Callable[[BaseException], None] | None = None
+        self.failed: BaseException | None = None
         self._tracker = ImplicitSessions(seq or itertools.count(1))
         #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
         self.app_sessions: AppSessions | None = None
@@ -133,6 +159,11 @@ class Reconciler:
         self._inflight: collections.Counter[str] = collections.Counter()
         self._stale: set[str] = set()
         self._ramps: dict[str, asyncio.Task] = {}
+        # Streams whose journal row waits for the server to acknowledge the writes that undo
+        # it (a row is forgotten only then): key -> [writes not answered yet, the row].
+        self._undoing: dict[str, list] = {}
+        self._journal_retry: asyncio.TimerHandle | None = None
+        self._probes: list[asyncio.Future] = []  # answers() waiting for the next pass
         self._hold_until: dict[str, float] = {}  # stream key -> loop time
         self._tasks: set[asyncio.Task] = set()
         self._scheduled = False
@@ -149,7 +180,8 @@ class Reconciler:
         :param on_first_attempt: called once, after the first connection attempt succeeded
             (and the graph was read) or failed: the daemon is up either way (systemd READY)
         """
-        delay = BACKOFF_FIRST
+        loop = asyncio.get_running_loop()
+        backoff = Backoff()
         announced_wait = False
         while True:
             try:
@@ -161,10 +193,10 @@ class Reconciler:
                 if on_first_attempt is not None:
                     on_first_attempt()
                     on_first_attempt = None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, BACKOFF_MAX)
+                await asyncio.sleep(backoff.next())
                 continue
-            delay, announced_wait = BACKOFF_FIRST, False
+            announced_wait = False
+            since = loop.time()
             logger.info("connected to %s %s", self.server.server_name, self.server.server_version)
             events = self.backend.events()
             first = asyncio.ensure_future(events.__anext__())  # subscribe before reading
@@ -188,11 +220,19 @@ class Reconciler:
             self._lost()
             for cb in self.on_server:
                 cb(False)
+            lasted = loop.time() - since
+            backoff.lasted(lasted)
+            if lasted < STABLE_SECONDS:
+                delay = backoff.next()
+                logger.info("the connection lasted %.1f s; reconnecting in %.1f s", lasted,
+                            delay)
+                await asyncio.sleep(delay)
 
     def _lost(self) -> None:
         for task in self._ramps.values():
             task.cancel()
         self._ramps.clear()
+        self._undoing.clear()  # unanswered: their rows stay, and linger below
         self._reads.clear()
         self._removals.clear()
         self.journal.linger(self.applied.values())
@@ -234,6 +274,12 @@ class Reconciler:
             if stream.key not in self.applied:
                 self._adopt_lingering(stream)
         self.claims = dict(self.journal.pauses())
+        if self.microphone is not None:
+            for index in self.backend.unreadable.get(StreamKind.SOURCE_OUTPUT, ()):
+                # its app and source are unknowable: fail closed
+                key = f"{StreamKind.SOURCE_OUTPUT.value}:{index}"
+                self._send(key, self.backend.set_mute(StreamKind.SOURCE_OUTPUT, index, True),
+                           muted=True)
         self.reconcile()
 
     def handle(self, event: Event) -> None:
@@ -250,12 +296,13 @@ class Reconciler:
                 # a read now would be answered before our write: read once it is answered
                 self._stale.add(key)
             else:
-                self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
                 if (event.type == "new" and kind is StreamKind.SOURCE_OUTPUT
                         and self.microphone is not None):
-                    # fail closed: silent before anything is known about it (same flush)
+                    # fail closed: silent before anything is known about it (same flush, and
+                    # ahead of the read: a stream whose read breaks the connection is muted)
                     self._muted_on_new.add(key)
                     self._send(key, self.backend.set_mute(kind, event.index, True), muted=True)
+                self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
             self._spawn(self._refresh_devices())
 
@@ -272,7 +319,15 @@ class Reconciler:
             if isinstance(exc, ServerGone):
                 logger.debug("write or read lost with the server: %s", exc)
             else:
-                logger.error("internal error in a background task", exc_info=exc)
+                self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """An internal error: enforcement cannot be trusted any more (see :attr:`on_failure`)."""
+        logger.critical("internal error in the reconciler; stopping", exc_info=exc)
+        if self.failed is None:
+            self.failed = exc
+            if self.on_failure is not None:
+                self.on_failure(exc)
 
     async def _refresh_devices(self) -> None:
         devices = await self.backend.devices()
@@ -360,6 +415,8 @@ class Reconciler:
                 logger.info("user changed %s (%s) during an effect: volume %s, muted %s; "
                             "kept, and restored at the end", key, stream.label, stream.volume,
                             stream.muted)
+                if seen.ramp_from is None and applied.ramp_from is not None:
+                    self._stop_ramp(key)  # the user's volume is not overwritten by later steps
                 self.applied[key] = seen
                 self.journal.write([seen])
         if old.playing and not stream.playing:
@@ -384,26 +441,25 @@ class Reconciler:
     def _adopt_lingering(self, stream: Stream) -> None:
         """A new stream the server started at a volume or mute we had set gets the user's back.
 
-        Both servers remember volume and mute per role or app, so a new stream of a role we are
-        ducking (or ducked when its stream vanished) starts at our value. Its user volume is the
-        one of the live stream of that role we are acting on, else the lingering journal row.
+        Both servers remember volume and mute per role or app, so every new stream of a role we
+        are ducking (or ducked when its streams vanished, or when the server went away) starts
+        at our value. The values of ours are those of the live streams of that restore key we
+        act on, and those of its lingering journal row (our target, every step of a ramp, our
+        mute). The row is kept while the server may still hand our value out, so every stream
+        of the key gets the user's value back, and is forgotten when a stream of the key starts
+        at none of them (the server remembers another value now).
         """
-        source, ours = None, ()
-        for applied in self.applied.values():
-            if applied.restore_key == stream.restore_key and applied.key != stream.key:
-                source, ours = applied, tuple(self._recent.get(applied.key, ()))
-                break
-        if source is None:
-            if not self.journal.has_lingering():
-                return
-            source = self.journal.lingering(stream.restore_key)
-            if source is None:
-                return
-            self.journal.forget_lingering(stream.restore_key)
-        at_ours = any(v is not None and fx.same_volume(stream.volume, v)
-                      for v in (source.target, *ours))
-        muted = source.muted_by_us and stream.muted
-        if at_ours or muted:
+        sources = [(a, self._recent.get(a.key, ())) for a in self.applied.values()
+                   if a.restore_key == stream.restore_key and a.key != stream.key]
+        lingering = (self.journal.lingering(stream.restore_key)
+                     if self.journal.has_lingering() else None)
+        if lingering is not None:
+            sources.append((lingering, ()))
+        for source, recent in sources:
+            at_ours = source.target is not None and source.at_ours(stream.volume, recent)
+            muted = source.muted_by_us and stream.muted
+            if not (at_ours or muted):
+                continue
             # the gain in force is unknown (a ramp step may have been remembered): the next
             # plan writes base x the gain wanted now
             applied = fx.Applied(stream.key, stream.restore_key,
@@ -415,17 +471,23 @@ class Reconciler:
             self.journal.write([applied])
             logger.info("%s (%s) started with a value we had set on %s; it gets the user's back",
                         stream.key, stream.label, stream.restore_key)
+            return
+        if lingering is not None:
+            self.journal.forget_lingering(stream.restore_key)
+            logger.info("%s (%s) started at a value that is not ours: the server no longer "
+                        "remembers our value for %s", stream.key, stream.label,
+                        stream.restore_key)
 
     def _remove(self, key: str) -> None:
         if self.streams.pop(key, None) is None:
             return
         self._hold_until.pop(key, None)
-        ramp = self._ramps.pop(key, None)
-        if ramp is not None:
-            ramp.cancel()
+        self._stop_ramp(key)
         applied = self.applied.pop(key, None)
-        if applied is not None:
-            self.journal.linger([applied])
+        undoing = self._undoing.pop(key, None)
+        if applied is not None or undoing is not None:
+            # the server may remember our value (our undoing write may not have landed)
+            self.journal.linger([applied if applied is not None else undoing[1]])
         self._recent.pop(key, None)
         self._wgen.pop(key, None)
         self._stale.discard(key)
@@ -471,7 +533,32 @@ class Reconciler:
     def _scheduled_reconcile(self) -> None:
         self._scheduled = False
         if self.connected.is_set() or self.streams:
-            self.reconcile()
+            try:
+                self.reconcile()
+            except Exception as exc:  # a bug: never go on half-enforcing
+                self._fail(exc)
+                return
+        probes, self._probes = self._probes, []
+        for probe in probes:
+            if not probe.done():
+                probe.set_result(True)
+
+    async def answers(self, timeout: float) -> bool:
+        """Whether a decision pass runs, and succeeds, within ``timeout`` seconds: the
+        systemd watchdog is pinged only then (a loop blocked or a reconciler that failed is
+        not alive, whatever timers still fire).
+
+        :param timeout: seconds
+        """
+        if self.failed is not None:
+            return False
+        probe = asyncio.get_running_loop().create_future()
+        self._probes.append(probe)
+        self._schedule()
+        try:
+            return await asyncio.wait_for(probe, timeout)
+        except asyncio.TimeoutError:
+            return False
 
     def snapshot(self) -> Snapshot:
         return Snapshot(freeze(self.streams), freeze(self.devices), freeze(self.players))
@@ -500,8 +587,7 @@ class Reconciler:
                     self.classified[key] = (session.category, f"session {sid}")
         desired = decide(snap, self.sessions, policies, self.pm)
 
-        upserts, deletes, work = [], [], []
-        changed = []
+        plans: dict[str, tuple[fx.Applied | None, fx.Applied | None, fx.Ops]] = {}
         for key, effect in desired.items():
             stream = snap.streams[key]
             before = self.applied.get(key)
@@ -512,22 +598,27 @@ class Reconciler:
             after, ops = fx.plan(before, stream, effect)
             if ops.mute is False and self.gates.get(key) is Gate.BLOCKED:
                 ops = dataclasses.replace(ops, mute=None)  # permission keeps it muted
+            if after != before or not ops.empty:
+                plans[key] = (before, after, ops)
+        upserts = [after for before, after, _ in plans.values() if after is not None]
+        if upserts and not self.journal.write(upserts):
+            # Fail safe: what the journal cannot record is not applied (a crash would leave it
+            # for good); undoing goes on. Tried again by the next decision.
+            for key in [k for k, (_, after, _) in plans.items() if after is not None]:
+                del plans[key]
+                desired[key] = self.effects.get(key, NEUTRAL)
+            self._retry_journal()
+        for key, (before, after, ops) in plans.items():
+            stream = snap.streams[key]
             if after is None:
-                if before is not None:
-                    del self.applied[key]
-                    deletes.append(key)
-            elif after != before:
+                self.applied.pop(key, None)
+            else:
                 self.applied[key] = after
-                upserts.append(after)
-            if not ops.empty:
-                work.append((stream, ops))
-            if self.effects.get(key, NEUTRAL) != effect:
-                changed.append(key)
+            writes = self._apply(stream, ops)
+            if after is None and before is not None:
+                self._forget_when_answered(before, writes)
+        changed = [k for k, e in desired.items() if self.effects.get(k, NEUTRAL) != e]
         self.effects = desired
-        if upserts or deletes:
-            self.journal.write(upserts, deletes)
-        for stream, ops in work:
-            self._apply(stream, ops)
         self._reconcile_pauses(snap, desired)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
@@ -652,34 +743,79 @@ class Reconciler:
         active = {s.id for s in self.sessions if s.active}
         plan = fx.plan_pauses(self.claims, players_to_pause(snap, desired), self.players, active)
         if plan.claims != self.claims:
+            if not self.journal.write_pauses(plan.claims):
+                # fail safe, as for effects: no pause the journal cannot record
+                plan = fx.PausePlan({b: c for b, c in plan.claims.items() if b not in plan.pause},
+                                    (), plan.resume)
+                self._retry_journal()
             self.claims = dict(plan.claims)
-            self.journal.write_pauses(self.claims)
         for bus in plan.pause:
             self._spawn(self.pauser.pause(bus))
         for bus in plan.resume:
             self._spawn(self.pauser.play(bus))
 
-    def _apply(self, stream: Stream, ops: fx.Ops) -> None:
-        key = stream.key
-        old = self._ramps.pop(key, None)
-        if old is not None:
-            old.cancel()
+    def _retry_journal(self) -> None:
+        """Decide again in :data:`JOURNAL_RETRY` s (the journal may be writable by then)."""
+        if self._journal_retry is None:
+            def retry() -> None:
+                self._journal_retry = None
+                self._schedule()
+            self._journal_retry = asyncio.get_running_loop().call_later(JOURNAL_RETRY, retry)
+
+    def _forget_when_answered(self, row: fx.Applied, writes: list[asyncio.Task]) -> None:
+        """Delete the journal row of a stream once the server has answered every write that
+        undoes it: a crash before then finds the row and undoes it again (killed 0-6 ms after
+        a call ended, a row deleted first left the streams ducked for good)."""
+        key = row.key
+        if not writes:
+            if key not in self.applied:
+                self.journal.write([], [key])
+            return
+        self._undoing[key] = [len(writes), row]
+
+        def answered(task: asyncio.Task) -> None:
+            pending = self._undoing.get(key)
+            if pending is None or pending[1] is not row:
+                return  # the stream or the connection went meanwhile: the row lingers
+            if task.cancelled() or task.exception() is not None:
+                del self._undoing[key]
+                return  # not undone: the row stays for recovery
+            pending[0] -= 1
+            if pending[0]:
+                return
+            del self._undoing[key]
+            if key not in self.applied:  # no new effect meanwhile (its row replaced this one)
+                self.journal.write([], [key])
+
+        for write in writes:
+            write.add_done_callback(answered)
+
+    def _apply(self, stream: Stream, ops: fx.Ops) -> list[asyncio.Task]:
+        """Start the writes of ``ops``; the tasks of the ones sent at once (a ramp's steps
+        follow on their own)."""
+        self._stop_ramp(stream.key)
+        writes = []
         if ops.volume is not None:
-            if ops.ramp_ms > 0 and ops.ramp_from is not None and \
-                    len(ops.ramp_from) == len(ops.volume):
-                self._ramps[key] = asyncio.ensure_future(self._ramp(stream, ops))
+            if ops.ramp_ms > 0 and ops.ramp_from is not None:
+                self._ramps[stream.key] = self._spawn(self._ramp(stream, ops))
             else:
-                self._write_volume(stream, ops.volume)
+                writes.append(self._write_volume(stream, ops.volume))
         if ops.mute is not None:
-            self._send(key, self.backend.set_mute(stream.kind, stream.index, ops.mute),
-                       muted=ops.mute)
+            writes.append(self._send(stream.key, self.backend.set_mute(
+                stream.kind, stream.index, ops.mute), muted=ops.mute))
+        return writes
 
-    def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> None:
+    def _stop_ramp(self, key: str) -> None:
+        ramp = self._ramps.pop(key, None)
+        if ramp is not None:
+            ramp.cancel()
+
+    def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> asyncio.Task:
         self._recent.setdefault(stream.key, collections.deque(maxlen=16)).append(volume)
-        self._send(stream.key, self.backend.set_volume(stream.kind, stream.index, volume),
-                   volume=volume)
+        return self._send(stream.key, self.backend.set_volume(stream.kind, stream.index, volume),
+                          volume=volume)
 
-    def _send(self, key: str, write, **values) -> None:
+    def _send(self, key: str, write, **values) -> asyncio.Task:
         """Schedule a write to a stream, and make the mirror hold the written values at once.
 
         A decision taken before the server echoes the write must start from it, not from the
@@ -690,13 +826,16 @@ class Reconciler:
         :param key: the stream's key (it may not be in the mirror yet: a mute on ``new``)
         :param write: the backend coroutine
         :param values: the :class:`~audiopolicyd.model.Stream` fields it sets
+        :returns: the write's task
         """
         current = self.streams.get(key)
         if current is not None:
             self.streams[key] = dataclasses.replace(current, **values)
         self._wgen[key] = self._wgen.get(key, 0) + 1
         self._inflight[key] += 1
-        self._spawn(write).add_done_callback(lambda _task: self._answered(key))
+        task = self._spawn(write)
+        task.add_done_callback(lambda _task: self._answered(key))
+        return task
 
     def _answered(self, key: str) -> None:
         """A write to ``key`` was answered: once none is pending, re-read a stream whose
@@ -711,21 +850,36 @@ class Reconciler:
             self._spawn(self._refresh(stream.kind, stream.index, key, self._wgen.get(key, 0)))
 
     async def _ramp(self, stream: Stream, ops: fx.Ops) -> None:
-        steps = max(1, ops.ramp_ms // RAMP_STEP_MS)
-        start, end = ops.ramp_from, ops.volume
-        for i in range(1, steps + 1):
-            step = tuple(int(round(a + (b - a) * i / steps)) for a, b in zip(start, end))
+        """Write the steps of a ramp (:func:`~audiopolicyd.effects.ramp_steps`), then record
+        that it ended: the journal holds its path while it runs, so a crash in the middle of
+        it finds every step to be ours."""
+        steps = fx.ramp_steps(ops.ramp_from, ops.volume, ops.ramp_ms)
+        for i, step in enumerate(steps):
+            if i:
+                await asyncio.sleep(ops.ramp_ms / len(steps) / 1000)
             self._write_volume(stream, step)
-            if i < steps:
-                await asyncio.sleep(ops.ramp_ms / steps / 1000)
         self._ramps.pop(stream.key, None)
+        applied = self.applied.get(stream.key)
+        if applied is not None and applied.ramp_from is not None \
+                and applied.target == ops.volume:
+            self.applied[stream.key] = dataclasses.replace(applied, ramp_from=None, ramp_ms=0)
+            self.journal.write([self.applied[stream.key]])
 
     # -- stopping -----------------------------------------------------------------------------
 
     async def restore_all(self) -> None:
-        """Undo every effect and resume every player we paused (daemon shutdown)."""
+        """Undo every effect and resume every player we paused (daemon shutdown).
+
+        Waits for the writes in flight first (an undo sent just before must be answered before
+        its journal row goes). The journal is cleared only when every write succeeded; a row
+        kept is undone again at the next start.
+        """
         for task in self._ramps.values():
             task.cancel()
+        self._ramps.clear()
+        pending = [t for t in self._tasks if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=READ_TIMEOUT)
         writes = []
         for key, applied in self.applied.items():
             stream = self.streams.get(key)
@@ -749,8 +903,12 @@ class Reconciler:
             return
         self.applied.clear()
         self.claims.clear()
-        self.journal.clear()
-        logger.info("every effect restored (%d write(s))", len(writes))
+        if self.journal.clear():
+            logger.info("every effect restored (%d write(s))", len(writes))
+        else:
+            logger.warning("every effect restored (%d write(s)); the journal could not be "
+                           "cleared: the next start finds the streams as the user had them",
+                           len(writes))
 
     # -- read side ------------------------------------------------------------------------------
 

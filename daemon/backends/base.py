@@ -44,7 +44,13 @@ class Event:
 
 
 class Backend(abc.ABC):
-    """An audio server connection. Every method may raise :class:`ServerGone`."""
+    """An audio server connection. Every method may raise :class:`ServerGone`.
+
+    :ivar unreadable: streams the server cannot describe without breaking the connection, by
+        kind: :meth:`streams` and :meth:`stream` skip them while they exist
+    """
+
+    unreadable: dict[StreamKind, set[int]]
 
     @abc.abstractmethod
     async def connect(self) -> ServerInfo:
@@ -66,7 +72,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def streams(self) -> list[Stream]:
-        """Every sink-input and source-output now."""
+        """Every sink-input and source-output now, but the :attr:`unreadable` ones."""
 
     @abc.abstractmethod
     async def devices(self) -> list[Device]:

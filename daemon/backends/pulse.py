@@ -5,10 +5,19 @@ Requests are pipelined: callers issue many writes concurrently and libpulse send
 waiting for each reply. Property values are bounded (:data:`MAX_PROPERTY_CHARS`) so a hostile
 client's 10 KB names cannot bloat logs or D-Bus replies; values libpulse cannot give as UTF-8
 text are dropped.
+
+Objects the server cannot describe. pipewire-pulse 0.3.65 sends a stream with a binary property
+over 64 KiB in a reply that libpulse rejects (``PA_ERR_PROTOCOL``, "Protocol error": libpulse
+caps a tag at 64 KiB) and libpulse then drops the whole connection; ``pactl list`` fails the
+same way. Reading such a stream, or any list holding it, costs the connection. So the backend
+remembers which read broke it (replies come in order: the oldest read not answered), never
+reads that object again while it exists, and lists streams of that kind one index at a time
+(every index up to a bound above the highest index the server shows) until it is gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import AsyncIterator, Sequence
 
@@ -25,9 +34,14 @@ logger = logging.getLogger(__name__)
 MAX_PROPERTY_CHARS = 1024
 #: libpulse's PA_INVALID_INDEX.
 INVALID_INDEX = 0xFFFFFFFF
+#: How long connecting (and the first server-info reply) may take, in seconds.
+CONNECT_TIMEOUT = 5.0
+#: Listing one index at a time: indices tried above the highest index the server shows.
+INDEX_MARGIN = 256
 
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
                "source": "source", "server": "server"}
+_KINDS = {k.value: k for k in StreamKind}
 
 
 def _props(proplist: dict) -> dict[str, str]:
@@ -70,13 +84,22 @@ class PulseBackend(Backend):
         self._pulse: pulsectl_asyncio.PulseAsync | None = None
         self._monitors: set[int] = set()
         self._modules: dict[int, str] = {}  # module index -> name, for stream owners
+        #: Streams whose read broke the connection, by kind: skipped while they exist.
+        self.unreadable: dict[StreamKind, set[int]] = {k: set() for k in StreamKind}
+        self._list_broken: set[StreamKind] = set()  # listing this kind broke the connection
+        self._reads: list[tuple[StreamKind, int | None]] = []  # reads in flight, in send order
+        self._highest = 0  # highest index the server has shown, of any object
 
     async def connect(self) -> ServerInfo:
         self.close()
         self._pulse = pulsectl_asyncio.PulseAsync(self.client_name, server=self.server)
+        self._reads = []
         try:
-            await self._pulse.connect()
-            info = await self._pulse.server_info()
+            await self._pulse.connect(timeout=CONNECT_TIMEOUT)
+            info = await asyncio.wait_for(self._pulse.server_info(), CONNECT_TIMEOUT)
+        except asyncio.TimeoutError:
+            self.close()
+            raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s")
         except (pulsectl.PulseError, OSError) as exc:
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
@@ -104,6 +127,8 @@ class PulseBackend(Backend):
                 facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
                 if facility is not None:
                     etype = next(t for t in ("new", "change", "remove") if ev.t == t)
+                    if etype == "remove" and facility in _KINDS:
+                        self._forget_unreadable(_KINDS[facility], ev.index)
                     yield Event(etype, facility, ev.index)
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
@@ -113,6 +138,44 @@ class PulseBackend(Backend):
             return await coro
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
+
+    async def _read(self, kind: StreamKind, index: int | None, coro):
+        """Await a read of stream ``kind:index`` (a list of that kind when ``index`` is None);
+        when the connection breaks under it, blame the oldest read not answered."""
+        what = (kind, index)
+        self._reads.append(what)
+        try:
+            return await self._call(coro)
+        except (pulsectl.PulseOperationFailed, ServerGone):
+            if self._pulse is not None and not self._pulse.connected:
+                self._blame()
+                raise ServerGone("the audio server dropped the connection") from None
+            raise
+        finally:
+            if what in self._reads:
+                self._reads.remove(what)
+
+    def _blame(self) -> None:
+        if not self._reads:
+            return
+        kind, index = self._reads[0]
+        self._reads.clear()  # once per connection: the rest failed with it
+        if index is None:
+            self._list_broken.add(kind)
+            logger.warning("listing %ss broke the connection to the audio server (an object it "
+                           "cannot describe); listing them one index at a time", kind.value)
+        else:
+            self.unreadable[kind].add(index)
+            logger.warning("%s:%d cannot be read: the audio server's description of it breaks "
+                           "the protocol (a property over 64 KiB?); it is skipped while it "
+                           "exists", kind.value, index)
+
+    def _forget_unreadable(self, kind: StreamKind, index: int) -> None:
+        if index in self.unreadable[kind]:
+            self.unreadable[kind].discard(index)
+            logger.info("%s:%d, which could not be read, is gone", kind.value, index)
+            if not self.unreadable[kind]:
+                self._list_broken.discard(kind)
 
     def _stream(self, kind: StreamKind, info) -> Stream:
         device = info.sink if kind is StreamKind.SINK_INPUT else info.source
@@ -143,15 +206,42 @@ class PulseBackend(Backend):
 
     async def streams(self) -> list[Stream]:
         await self.devices()  # monitor flags of source-outputs need the source list
-        self._modules = {m.index: m.name for m in await self._call(self._p.module_list())}
-        sinks_in = await self._call(self._p.sink_input_list())
-        sources_out = await self._call(self._p.source_output_list())
-        return ([self._stream(StreamKind.SINK_INPUT, i) for i in sinks_in]
-                + [self._stream(StreamKind.SOURCE_OUTPUT, i) for i in sources_out])
+        modules = await self._call(self._p.module_list())
+        self._modules = {m.index: m.name for m in modules}
+        clients = await self._call(self._p.client_list())
+        self._highest = max([self._highest, *self._modules, *(c.index for c in clients)])
+        out = []
+        for kind in StreamKind:
+            for info in await self._list(kind):
+                self._highest = max(self._highest, info.index)
+                out.append(self._stream(kind, info))
+        return out
+
+    async def _list(self, kind: StreamKind) -> list:
+        """Every stream of a kind: one list read, or one read per index while listing them
+        breaks the connection (see the module docstring)."""
+        if kind not in self._list_broken:
+            lister = (self._p.sink_input_list if kind is StreamKind.SINK_INPUT
+                      else self._p.source_output_list)
+            return await self._read(kind, None, lister())
+        found = await asyncio.gather(*(self._info(kind, i)
+                                       for i in range(self._highest + INDEX_MARGIN)
+                                       if i not in self.unreadable[kind]))
+        return [info for info in found if info is not None]
+
+    async def _info(self, kind: StreamKind, index: int):
+        """One stream's info, None when there is none at that index."""
+        getter = (self._p.sink_input_info if kind is StreamKind.SINK_INPUT
+                  else self._p.source_output_info)
+        try:
+            return await self._read(kind, index, getter(index))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return None
 
     async def devices(self) -> list[Device]:
         sinks = await self._call(self._p.sink_list())
         sources = await self._call(self._p.source_list())
+        self._highest = max([self._highest, *(d.index for d in (*sinks, *sources))])
         self._monitors = {s.index for s in sources
                           if getattr(s, "monitor_of_sink", INVALID_INDEX) != INVALID_INDEX}
         return ([Device("sink", s.index, s.name, s.description, freeze(_props(s.proplist)))
@@ -163,13 +253,11 @@ class PulseBackend(Backend):
                    for s in sources])
 
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:
-        getter = (self._p.sink_input_info if kind is StreamKind.SINK_INPUT
-                  else self._p.source_output_info)
-        try:
-            info = await self._call(getter(index))
-        except pulsectl.PulseIndexError:
+        if index in self.unreadable[kind]:
             return None
-        except pulsectl.PulseOperationFailed:
+        self._highest = max(self._highest, index)
+        info = await self._info(kind, index)
+        if info is None:
             return None
         await self._learn_module(info)
         return self._stream(kind, info)

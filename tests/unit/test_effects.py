@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from audiopolicyd.effects import (
-    Applied, Claim, observe, observe_player, plan, plan_pauses, restore_ops, same_volume, scaled,
+    RAMP_STEP_MS, Applied, Claim, observe, observe_player, plan, plan_pauses, ramp_steps,
+    restore_ops, same_volume, scaled,
 )
 from audiopolicyd.model import NEUTRAL, Effect, Player
 
@@ -175,3 +176,23 @@ def test_a_corked_stream_at_volume_zero_is_not_settled():
     # in CI: the daemon took 0 for the user's volume and its write landed over the restore)
     assert not make_stream(1, volume=(0, 0)).settled
     assert make_stream(1, volume=USER, corked=True).settled
+
+
+def test_a_ramp_is_journalled_with_its_path_and_every_step_is_ours():
+    s = make_stream(1, volume=USER)
+    applied, ops = plan(None, s, duck(0.2, 100))
+    assert (applied.ramp_from, applied.ramp_ms) == (USER, 100)
+    steps = ramp_steps(USER, ops.volume, 100)
+    assert len(steps) == 100 // RAMP_STEP_MS and steps[-1] == ops.volume
+    for step in steps:  # as a restarted daemon sees it: no memory of the writes, the row only
+        assert observe(applied, dataclasses.replace(s, volume=step)) is applied
+    user = observe(applied, dataclasses.replace(s, volume=(50000, 50000)))
+    assert user.base == (50000, 50000) and user.ramp_from is None, "the user's act ends the ramp"
+
+
+def test_a_duck_without_ramp_or_a_restore_journals_no_ramp():
+    s = make_stream(1, volume=USER)
+    applied, _ = plan(None, s, duck(0.2))
+    assert applied.ramp_from is None
+    applied, ops = plan(applied, s, NEUTRAL)
+    assert applied is None and ops.ramp_from is None and ops.volume == USER

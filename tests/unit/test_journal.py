@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
+
+import pytest
+
 from audiopolicyd.effects import Applied, Claim
-from audiopolicyd.journal import Journal
+from audiopolicyd.journal import Journal, JournalError
 
 
 def test_effects_round_trip_and_delete(tmp_path):
@@ -45,3 +50,49 @@ def test_pauses_are_replaced_and_cleared():
     j.write([Applied("k", "r", (1,), 0.5, (1,))])
     j.clear()
     assert j.pauses() == {} and j.effects() == {}
+
+
+def test_a_ramp_under_way_round_trips(tmp_path):
+    j = Journal(tmp_path / "j.sqlite3")
+    a = Applied("sink-input:3", "k", (40000,), 0.2, (8000,), ramp_from=(40000,), ramp_ms=100)
+    j.write([a])
+    j.linger([a])
+    assert j.lingering("k") == dataclasses.replace(a, key="")
+    j.close()
+
+
+def test_a_journal_of_the_first_release_gains_the_ramp_columns(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE effects (key TEXT PRIMARY KEY, restore_key TEXT NOT NULL, base TEXT NOT NULL,
+            gain REAL NOT NULL, target TEXT, muted_by_us INTEGER NOT NULL,
+            mute_waived INTEGER NOT NULL, updated REAL NOT NULL);
+        CREATE TABLE lingering (restore_key TEXT PRIMARY KEY, base TEXT NOT NULL,
+            gain REAL NOT NULL, target TEXT, muted_by_us INTEGER NOT NULL, since REAL NOT NULL);
+        INSERT INTO effects VALUES ('sink-input:1', 'k', '[40000]', 0.2, '[8000]', 0, 0, 0);""")
+    db.commit()
+    db.close()
+    j = Journal(path)
+    assert j.effects() == {"sink-input:1": Applied("sink-input:1", "k", (40000,), 0.2, (8000,))}
+    j.close()
+
+
+def test_a_write_that_fails_returns_false_and_says_why_until_one_succeeds():
+    j = Journal(":memory:")
+    a = Applied("sink-input:1", "k", (40000,), 0.2, (8000,))
+    j._db.execute("PRAGMA query_only = 1")  # as a full disk: every write fails
+    assert j.write([a]) is False and j.linger([a]) is False and j.clear() is False
+    assert "readonly" in j.failure and j.effects() == {}
+    j._db.execute("PRAGMA query_only = 0")
+    assert j.write([a]) is True and j.failure == ""
+    j.close()
+
+
+def test_a_state_directory_that_cannot_hold_a_journal_is_a_journal_error(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(JournalError, match="cannot open the effects journal .*file/j.sqlite3"):
+        Journal(tmp_path / "file" / "j.sqlite3")
+    (tmp_path / "garbage.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(JournalError, match="not a database"):
+        Journal(tmp_path / "garbage.sqlite3")

@@ -1,0 +1,189 @@
+"""A scripted audio server behind the backend contract, for fast tests of the runtime.
+
+:class:`FakeServer` keeps streams in memory; each :class:`FakeBackend` is one client connection
+to it (the daemon's), receiving the events a PulseAudio-protocol server sends: ``new`` when a
+stream appears, ``change`` when a write or the user changes it, ``remove`` when it goes. The
+test plays the server's other clients (:meth:`FakeServer.add`, :meth:`FakeServer.user_volume`,
+:meth:`FakeServer.remove`), can hold the server's answers to writes (:meth:`FakeServer.hold`:
+writes are received, not yet applied or answered), can make the server go away
+(:meth:`FakeServer.die`), and can kill the daemon's connection as a ``kill -9`` of the daemon
+would (:meth:`FakeBackend.kill`: nothing it sends afterwards arrives). Every write that
+arrived is recorded in :attr:`FakeServer.writes`.
+
+It stands in for a server only in unit tests of the runtime's logic; the integration tests run
+the real servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import AsyncIterator, Sequence
+
+from audiopolicyd.backends.base import Backend, Event, ServerGone, ServerInfo
+from audiopolicyd.model import Device, Stream, StreamKind
+
+
+class FakeServer:
+    """An audio server in memory. Streams are :class:`~audiopolicyd.model.Stream` values."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Stream] = {}
+        #: ``(key, field, value)`` of every write that arrived, in order.
+        self.writes: list[tuple[str, str, object]] = []
+        self.up = True
+        self.connections: list[FakeBackend] = []
+        self._held: list[asyncio.Future] | None = None
+
+    def connection(self) -> FakeBackend:
+        """A new client connection (give it to the daemon under test)."""
+        return FakeBackend(self)
+
+    # -- what other clients and the user do --------------------------------------------------
+
+    def add(self, stream: Stream) -> None:
+        """Another client creates a stream."""
+        self.state[stream.key] = stream
+        self._emit("new", stream)
+
+    def remove(self, key: str) -> None:
+        """A stream goes."""
+        self._emit("remove", self.state.pop(key))
+
+    def user_volume(self, key: str, volume: Sequence[int]) -> None:
+        """The user sets a stream's volume (in a mixer)."""
+        self._set(key, volume=tuple(volume))
+
+    def volume(self, key: str) -> tuple[int, ...]:
+        return self.state[key].volume
+
+    # -- faults ------------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """From now on, writes are received but neither applied nor answered until
+        :meth:`release`."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """Apply and answer the held writes, in order; stop holding."""
+        held, self._held = self._held or [], None
+        for future in held:
+            if not future.done():
+                future.set_result(None)
+
+    def drop(self) -> None:
+        """Forget the held writes, as if they never arrived (their sender was killed before
+        they left it); stop holding."""
+        held, self._held = self._held or [], None
+        for future in held:
+            if not future.done():
+                future.set_exception(ServerGone("the write never arrived"))
+
+    def die(self) -> None:
+        """The server goes away: every stream with it, held writes unanswered."""
+        self.drop()
+        self.state.clear()
+        self.up = False
+        for connection in self.connections:
+            connection._gone()
+
+    def start(self) -> None:
+        """The server comes back (empty)."""
+        self.up = True
+
+    # -- inside ------------------------------------------------------------------------------
+
+    async def _write(self, key: str, field: str, value: object) -> None:
+        """Receive a write; :attr:`writes` lists it even while held (or dropped later)."""
+        self.writes.append((key, field, value))
+        if self._held is not None:
+            future = asyncio.get_running_loop().create_future()
+            self._held.append(future)
+            await future
+        else:
+            await asyncio.sleep(0)
+        if key in self.state:
+            self._set(key, **{field: value})
+
+    def _set(self, key: str, **values) -> None:
+        stream = self.state[key]
+        new = dataclasses.replace(stream, **values)
+        if new != stream:
+            self.state[key] = new
+            self._emit("change", new)
+
+    def _emit(self, etype: str, stream: Stream) -> None:
+        for connection in self.connections:
+            connection._events.put_nowait(Event(etype, stream.kind.value, stream.index))
+
+
+class FakeBackend(Backend):
+    """One connection to a :class:`FakeServer`, implementing the backend contract."""
+
+    def __init__(self, server: FakeServer) -> None:
+        self.server = server
+        self.unreadable = {kind: set() for kind in StreamKind}
+        self.connected = False
+        self.killed = False
+        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+
+    def kill(self) -> None:
+        """The daemon is killed: its connection closes; nothing it sends arrives any more."""
+        self.killed = True
+        self._gone()
+
+    # -- the contract -----------------------------------------------------------------------
+
+    async def connect(self) -> ServerInfo:
+        if not self.server.up or self.killed:
+            raise ServerGone("the fake server does not answer")
+        self.connected = True
+        self._events = asyncio.Queue()
+        self.server.connections.append(self)
+        return ServerInfo("fake", "1.0", "speaker", "mic")
+
+    def close(self) -> None:
+        self._gone()
+
+    async def events(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._events.get()
+            if event is None:
+                raise ServerGone("the fake server went away")
+            yield event
+
+    async def streams(self) -> list[Stream]:
+        self._check()
+        return list(self.server.state.values())
+
+    async def devices(self) -> list[Device]:
+        self._check()
+        return [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
+
+    async def stream(self, kind: StreamKind, index: int) -> Stream | None:
+        self._check()
+        await asyncio.sleep(0)  # an answer takes a loop turn, as a real reply does
+        self._check()
+        return self.server.state.get(f"{kind.value}:{index}")
+
+    async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
+        self._check()
+        await self.server._write(f"{kind.value}:{index}", "volume", tuple(volume))
+
+    async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
+        self._check()
+        await self.server._write(f"{kind.value}:{index}", "muted", mute)
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        if not self.connected:
+            raise ServerGone("not connected")
+
+    def _gone(self) -> None:
+        if self.connected:
+            self.connected = False
+            self._events.put_nowait(None)
+        if self in self.server.connections:
+            self.server.connections.remove(self)

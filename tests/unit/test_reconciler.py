@@ -1,0 +1,221 @@
+"""The runtime's promises under faults, on a scripted server (:mod:`tests.support.fake_backend`):
+the journal row of an effect outlives it until the server has answered the write that undoes it;
+a ramp's path is journalled; every stream the server starts at a value of ours gets the user's
+value back; a journal that cannot be written stops new effects, never the undoing; an internal
+error is reported, never swallowed."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import pytest
+
+from audiopolicyd import reconciler as reconciler_module
+from audiopolicyd.effects import Applied, scaled
+from audiopolicyd.journal import Journal
+from audiopolicyd.model import StreamKind
+from audiopolicyd.reconciler import (
+    BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff, Reconciler,
+)
+
+from ..support.fake_backend import FakeServer
+from .conftest import make_stream
+
+USER = (40000, 40000)
+GAME_KEY = "sink-input-by-media.role:game"
+
+
+async def until(predicate, what: str, timeout: float = 5.0):
+    """Wait (on the loop) until ``predicate()`` is true; fail naming ``what``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.001)
+
+
+class Daemon:
+    """A reconciler on its own connection to ``server``, with a journal file."""
+
+    def __init__(self, server: FakeServer, path, policies, pm):
+        self.server = server
+        self.backend = server.connection()
+        self.journal = Journal(path)
+        self.reconciler = Reconciler(self.backend, self.journal, lambda: policies, pm)
+        self.failures: list[BaseException] = []
+        self.reconciler.on_failure = self.failures.append
+        self.task = asyncio.ensure_future(self.reconciler.run())
+
+    async def started(self) -> Daemon:
+        await until(self.reconciler.connected.is_set, "the reconciler to connect")
+        return self
+
+    def kill(self) -> None:
+        """As ``kill -9``: nothing more reaches the server, nothing is restored."""
+        self.backend.kill()
+        self.task.cancel()
+        for task in [*self.reconciler._tasks, *self.reconciler._ramps.values()]:
+            task.cancel()
+        self.journal.close()
+
+
+@pytest.fixture
+async def server():
+    return FakeServer()
+
+
+@pytest.fixture
+async def start(server, tmp_path, policies, pm):
+    daemons: list[Daemon] = []
+
+    async def start() -> Daemon:
+        daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
+        daemons.append(daemon)
+        return await daemon.started()
+
+    yield start
+    for daemon in daemons:
+        if not daemon.backend.killed:
+            daemon.kill()
+
+
+def game(index: int, volume=USER):
+    return make_stream(index, role="game", volume=volume)
+
+
+async def ducked_game(server, start):
+    daemon = await start()
+    server.add(game(1))
+    server.add(make_stream(2, role="phone"))
+    await until(lambda: server.volume("sink-input:1") == scaled(USER, 0.2), "the game ducked")
+    return daemon
+
+
+async def test_a_journal_row_is_forgotten_only_after_the_server_answers_the_undo(server, start):
+    daemon = await ducked_game(server, start)
+    server.hold()
+    server.remove("sink-input:2")  # the call ends
+    await until(lambda: ("sink-input:1", "volume", USER) in server.writes, "the restore sent")
+    await asyncio.sleep(0.05)
+    assert "sink-input:1" in daemon.journal.effects(), \
+        "a crash now must find the row: the restore is not applied yet"
+    server.release()
+    await until(lambda: "sink-input:1" not in daemon.journal.effects(), "the row forgotten")
+    assert server.volume("sink-input:1") == USER
+
+
+async def test_killed_before_the_undo_arrives_then_restarted_restores(server, start):
+    daemon = await ducked_game(server, start)
+    server.hold()
+    server.remove("sink-input:2")
+    await until(lambda: ("sink-input:1", "volume", USER) in server.writes, "the restore sent")
+    daemon.kill()
+    server.drop()  # killed before the restore left the process
+    assert server.volume("sink-input:1") == scaled(USER, 0.2)
+    await start()
+    await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
+
+
+async def test_killed_inside_a_ramp_restores_the_users_volume(server, start):
+    daemon = await start()
+    server.add(game(1))
+    server.add(make_stream(2, role="phone"))
+    end = scaled(USER, 0.2)
+    await until(lambda: end[0] < server.volume("sink-input:1")[0] < USER[0], "a ramp step")
+    daemon.kill()
+    step = server.volume("sink-input:1")
+    journal = Journal(daemon.journal.path)
+    row = journal.effects()["sink-input:1"]
+    journal.close()
+    assert row.ramp_from == USER and row.target == end and row.base == USER
+    server.remove("sink-input:2")  # the call ends while the daemon is dead
+    assert server.volume("sink-input:1") == step
+
+    await start()
+    await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
+
+
+async def test_a_user_volume_during_a_ramp_ends_the_ramp_and_is_restored(server, start):
+    await start()
+    server.add(game(1))
+    server.add(make_stream(2, role="phone"))
+    await until(lambda: server.volume("sink-input:1")[0] < USER[0], "the ramp under way")
+    server.user_volume("sink-input:1", (30000, 30000))
+    await asyncio.sleep(0.3)  # longer than the ramp
+    assert server.volume("sink-input:1") == (30000, 30000), "later steps left it alone"
+    server.remove("sink-input:2")
+    await asyncio.sleep(0.05)
+    assert server.volume("sink-input:1") == (30000, 30000)
+
+
+async def test_every_stream_the_server_starts_at_our_value_gets_the_users_back(
+        server, start, tmp_path):
+    journal = Journal(tmp_path / "journal.sqlite3")
+    ducked = scaled(USER, 0.2)
+    journal.linger([Applied("sink-input:1", GAME_KEY, USER, 0.2, ducked)])
+    journal.close()
+    daemon = await start()
+    for index in (11, 12, 13):  # the server remembered our duck for the role
+        server.add(game(index, ducked))  # one after the other, as apps respawn
+        await until(lambda: server.volume(f"sink-input:{index}") == USER,
+                    f"sink-input:{index} at the user's volume")
+
+    server.add(make_stream(20, role="phone"))  # a new call ducks from the user's volume
+    for index in (11, 12, 13):
+        await until(lambda: server.volume(f"sink-input:{index}") == ducked,
+                    f"sink-input:{index} ducked once, not twice")
+    server.remove("sink-input:20")
+    for index in (11, 12, 13):
+        await until(lambda: server.volume(f"sink-input:{index}") == USER,
+                    f"sink-input:{index} restored")
+
+    server.add(game(14, (50000, 50000)))  # the server remembers another value now
+    await until(lambda: daemon.journal.lingering(GAME_KEY) is None, "the row forgotten")
+    await asyncio.sleep(0.05)
+    assert server.volume("sink-input:14") == (50000, 50000)
+
+
+async def test_a_journal_that_cannot_be_written_stops_new_effects_not_the_undoing(
+        server, start, monkeypatch):
+    monkeypatch.setattr(reconciler_module, "JOURNAL_RETRY", 0.05)
+    daemon = await ducked_game(server, start)
+    daemon.journal._db.execute("PRAGMA query_only = 1")  # every write now fails
+    server.add(game(3))
+    await until(lambda: daemon.journal.failure != "", "the journal failure noticed")
+    await asyncio.sleep(0.05)
+    assert server.volume("sink-input:3") == USER, "no effect the journal cannot record"
+
+    server.remove("sink-input:2")
+    await until(lambda: server.volume("sink-input:1") == USER, "the duck undone anyway")
+
+    daemon.journal._db.execute("PRAGMA query_only = 0")
+    server.add(make_stream(4, role="phone"))
+    for index in (1, 3):
+        await until(lambda: server.volume(f"sink-input:{index}") == scaled(USER, 0.2),
+                    f"sink-input:{index} ducked once the journal works")
+    assert daemon.journal.failure == ""
+
+
+async def test_an_internal_error_is_reported_and_the_loop_stops_answering(server, start):
+    daemon = await start()
+    assert await daemon.reconciler.answers(1.0)
+    daemon.reconciler.policies = lambda: 1 / 0
+    server.add(game(1))
+    await until(lambda: daemon.failures, "the failure reported")
+    assert isinstance(daemon.failures[0], ZeroDivisionError)
+    assert not await daemon.reconciler.answers(0.1)
+
+
+def test_backoff_doubles_until_a_connection_lasts():
+    backoff = Backoff()
+    first = [backoff.next() for _ in range(4)]
+    assert first == [BACKOFF_FIRST * 2 ** i for i in range(4)]
+    backoff.lasted(0.01)  # a server that accepts and drops us at once is not hammered
+    assert backoff.next() == BACKOFF_FIRST * 2 ** 4
+    for _ in range(20):
+        backoff.next()
+    assert backoff.next() == BACKOFF_MAX
+    backoff.lasted(STABLE_SECONDS)
+    assert backoff.next() == BACKOFF_FIRST
