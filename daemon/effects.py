@@ -93,13 +93,14 @@ class Applied:
 
     @property
     def ours(self) -> tuple[tuple[int, ...], ...]:
-        """Every raw volume of ours the stream may show: the target and the steps of the ramp
-        under way (the server may have kept any of them)."""
+        """Every raw volume of ours the stream may show: the target, and the volume the ramp
+        under way started from and its steps (the server may hold any of them; the start may
+        be a step of an earlier ramp)."""
         if self.target is None:
             return ()
         if self.ramp_from is None or len(self.ramp_from) != len(self.target):
             return (self.target,)
-        return ramp_steps(self.ramp_from, self.target, self.ramp_ms)
+        return (self.ramp_from, *ramp_steps(self.ramp_from, self.target, self.ramp_ms))
 
     def at_ours(self, volume: tuple[int, ...], recent: Iterable[tuple[int, ...]] = ()) -> bool:
         """True when ``volume`` is one of :attr:`ours` or of ``recent`` (other writes of ours

@@ -366,9 +366,12 @@ class Reconciler:
             stream = await self.backend.stream(kind, index)
             if overdue:
                 return
-            if stream is not None and logger.isEnabledFor(logging.DEBUG):
-                logger.debug("read %s: volume %s, corked %s, device %d", key, stream.volume,
-                             stream.corked, stream.device)
+            if logger.isEnabledFor(logging.DEBUG):
+                if stream is None:
+                    logger.debug("read %s: no such stream", key)
+                else:
+                    logger.debug("read %s: volume %s, corked %s, device %d", key,
+                                 stream.volume, stream.corked, stream.device)
         finally:
             timer.cancel()
             self._reads[key] -= 1
@@ -857,7 +860,8 @@ class Reconciler:
         for i, step in enumerate(steps):
             if i:
                 await asyncio.sleep(ops.ramp_ms / len(steps) / 1000)
-            self._write_volume(stream, step)
+            last = self._write_volume(stream, step)
+        await last  # the journal forgets the path only once the server holds the end
         self._ramps.pop(stream.key, None)
         applied = self.applied.get(stream.key)
         if applied is not None and applied.ramp_from is not None \

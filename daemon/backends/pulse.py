@@ -36,8 +36,12 @@ MAX_PROPERTY_CHARS = 1024
 INVALID_INDEX = 0xFFFFFFFF
 #: How long connecting (and the first server-info reply) may take, in seconds.
 CONNECT_TIMEOUT = 5.0
-#: Listing one index at a time: indices tried above the highest index the server shows.
-INDEX_MARGIN = 256
+#: Listing one index at a time: indices tried above the highest index the server shows
+#: (devices, clients, streams; pipewire-pulse's module indices carry a flag bit and are left
+#: out), and the most indices ever tried.
+INDEX_MARGIN, INDEX_LIMIT = 256, 16384
+#: libpulse's PA_ERR_PROTOCOL: the connection failed on a reply libpulse could not parse.
+PA_ERR_PROTOCOL = 7
 
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
                "source": "source", "server": "server"}
@@ -89,6 +93,7 @@ class PulseBackend(Backend):
         self._list_broken: set[StreamKind] = set()  # listing this kind broke the connection
         self._reads: list[tuple[StreamKind, int | None]] = []  # reads in flight, in send order
         self._highest = 0  # highest index the server has shown, of any object
+        self._cookie: int | None = None  # the server instance the indices above belong to
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -103,6 +108,11 @@ class PulseBackend(Backend):
         except (pulsectl.PulseError, OSError) as exc:
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
+        if info.cookie != self._cookie:  # another server instance: indices start afresh
+            self._cookie = info.cookie
+            self.unreadable = {k: set() for k in StreamKind}
+            self._list_broken.clear()
+            self._highest = 0
         return ServerInfo(info.server_name, info.server_version,
                           info.default_sink_name or "", info.default_source_name or "")
 
@@ -148,12 +158,21 @@ class PulseBackend(Backend):
             return await self._call(coro)
         except (pulsectl.PulseOperationFailed, ServerGone):
             if self._pulse is not None and not self._pulse.connected:
-                self._blame()
-                raise ServerGone("the audio server dropped the connection") from None
+                if self._protocol_error():
+                    self._blame()
+                raise ServerGone("the audio server went away") from None
             raise
         finally:
             if what in self._reads:
                 self._reads.remove(what)
+
+    def _protocol_error(self) -> bool:
+        """Whether the connection failed on a reply libpulse could not parse (not on the
+        server going away)."""
+        try:
+            return c.pa.context_errno(self._pulse._ctx) == PA_ERR_PROTOCOL
+        except Exception:  # no context any more: not a protocol error we can name
+            return False
 
     def _blame(self) -> None:
         if not self._reads:
@@ -206,10 +225,9 @@ class PulseBackend(Backend):
 
     async def streams(self) -> list[Stream]:
         await self.devices()  # monitor flags of source-outputs need the source list
-        modules = await self._call(self._p.module_list())
-        self._modules = {m.index: m.name for m in modules}
+        self._modules = {m.index: m.name for m in await self._call(self._p.module_list())}
         clients = await self._call(self._p.client_list())
-        self._highest = max([self._highest, *self._modules, *(c.index for c in clients)])
+        self._highest = max([self._highest, *(c.index for c in clients)])
         out = []
         for kind in StreamKind:
             for info in await self._list(kind):
@@ -224,9 +242,9 @@ class PulseBackend(Backend):
             lister = (self._p.sink_input_list if kind is StreamKind.SINK_INPUT
                       else self._p.source_output_list)
             return await self._read(kind, None, lister())
-        found = await asyncio.gather(*(self._info(kind, i)
-                                       for i in range(self._highest + INDEX_MARGIN)
-                                       if i not in self.unreadable[kind]))
+        found = await asyncio.gather(*(
+            self._info(kind, i) for i in range(min(self._highest + INDEX_MARGIN, INDEX_LIMIT))
+            if i not in self.unreadable[kind]))
         return [info for info in found if info is not None]
 
     async def _info(self, kind: StreamKind, index: int):
@@ -235,7 +253,10 @@ class PulseBackend(Backend):
                   else self._p.source_output_info)
         try:
             return await self._read(kind, index, getter(index))
-        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+        except pulsectl.PulseIndexError:
+            return None
+        except pulsectl.PulseOperationFailed as exc:
+            logger.debug("reading %s:%d failed: %r", kind.value, index, exc)
             return None
 
     async def devices(self) -> list[Device]:

@@ -1033,10 +1033,13 @@ def remembered_volume(server: AudioServer, role: str) -> list[int] | None:
     role names capitalised; written about 1 s after a change).
     """
     if server.name == "pulseaudio":
-        with pulse(server) as p:
-            for entry in p.stream_restore_list():
-                if entry.name == f"sink-input-by-media-role:{role}":
-                    return raw_volumes(entry)
+        try:
+            with pulse(server) as p:
+                for entry in p.stream_restore_list():
+                    if entry.name == f"sink-input-by-media-role:{role}":
+                        return raw_volumes(entry)
+        except pulsectl.PulseError:  # a busy server may refuse one connection: ask again
+            pass
         return None
     state = server.home / ".local" / "state" / "wireplumber" / "restore-stream"
     try:

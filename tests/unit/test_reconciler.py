@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 
 from audiopolicyd import reconciler as reconciler_module
-from audiopolicyd.effects import Applied, scaled
+from audiopolicyd.effects import Applied, ramp_steps, scaled
 from audiopolicyd.journal import Journal
 from audiopolicyd.model import StreamKind
 from audiopolicyd.reconciler import (
@@ -219,3 +219,18 @@ def test_backoff_doubles_until_a_connection_lasts():
     assert backoff.next() == BACKOFF_MAX
     backoff.lasted(STABLE_SECONDS)
     assert backoff.next() == BACKOFF_FIRST
+
+
+async def test_killed_before_the_last_step_of_a_ramp_arrives(server, start):
+    daemon = await start()
+    server.add(game(1))
+    server.add(make_stream(2, role="phone"))
+    steps = ramp_steps(USER, scaled(USER, 0.2), 100)
+    await until(lambda: server.volume("sink-input:1") == steps[-2], "the last step but one")
+    server.hold()
+    await until(lambda: ("sink-input:1", "volume", steps[-1]) in server.writes, "the last step")
+    daemon.kill()
+    server.drop()  # the last step never arrived; the ramp's path must still be in the journal
+    server.remove("sink-input:2")
+    await start()
+    await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
