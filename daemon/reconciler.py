@@ -855,14 +855,22 @@ class Reconciler:
     async def _ramp(self, stream: Stream, ops: fx.Ops) -> None:
         """Write the steps of a ramp (:func:`~audiopolicyd.effects.ramp_steps`), then record
         that it ended: the journal holds its path while it runs, so a crash in the middle of
-        it finds every step to be ours."""
+        it finds every step to be ours.
+
+        Before each step after the first, the stream is read once the previous step was
+        answered (pipewire-pulse answers a read sent behind a write with the old volume): a
+        volume the user set meanwhile is seen there, which ends the ramp (see :meth:`_update`)
+        before a later step could overwrite it.
+        """
+        key = stream.key
         steps = fx.ramp_steps(ops.ramp_from, ops.volume, ops.ramp_ms)
         for i, step in enumerate(steps):
             if i:
                 await asyncio.sleep(ops.ramp_ms / len(steps) / 1000)
+                await self._refresh(stream.kind, stream.index, key, self._wgen.get(key, 0))
             last = self._write_volume(stream, step)
-        await last  # the journal forgets the path only once the server holds the end
-        self._ramps.pop(stream.key, None)
+            await last
+        self._ramps.pop(key, None)
         applied = self.applied.get(stream.key)
         if applied is not None and applied.ramp_from is not None \
                 and applied.target == ops.volume:

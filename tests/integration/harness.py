@@ -460,8 +460,12 @@ load-module module-stream-restore
         (self.dir / "default.pa").write_text(self.DEFAULT_PA)
 
     def _commands(self) -> list[list[str]]:
+        # --realtime=no: as root, PulseAudio schedules its threads SCHED_RR under an
+        # RLIMIT_RTTIME budget, and the kernel kills it (SIGKILL) when a busy test machine makes
+        # a burst of writes overrun it
         return [["pulseaudio", "-n", "-F", str(self.dir / "default.pa"),
-                 "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr"]]
+                 "--daemonize=no", "--exit-idle-time=-1", "--log-target=stderr",
+                 "--realtime=no", "--high-priority=no"]]
 
 
 class PipeWireServer(AudioServer):
