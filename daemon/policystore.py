@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .policy import (
-    PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml,
+    PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml, shorten,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,18 +47,24 @@ def default_dirs(system: bool = False) -> list[Path]:
     return dirs
 
 
-def find_files(dirs: Sequence[Path]) -> list[Path]:
-    """Policy files in force: ``*.toml`` of every dir, a later dir winning per file name."""
+def find_files(dirs: Sequence[Path], files: Sequence[Path] = ()) -> list[Path]:
+    """Policy files in force: ``*.toml`` of every dir, a later dir winning per file name, then
+    each of ``files`` replacing the file of its name (``audiopolicyctl policy check FILE``).
+    A winner that is a mask (size 0, or a link to ``/dev/null``) leaves its name out."""
     chosen: dict[str, Path] = {}
     for d in dirs:
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.toml")):
             chosen[path.name] = path
-    return [p for _, p in sorted(chosen.items()) if not _masked(p)]
+    for path in files:
+        chosen[path.name] = path
+    return [p for _, p in sorted(chosen.items()) if not masked(p)]
 
 
-def _masked(path: Path) -> bool:
+def masked(path: Path) -> bool:
+    """True when ``path`` masks the earlier file of its name: empty, or a link to /dev/null
+    (as systemd's unit masks)."""
     try:
         return path.resolve() == Path("/dev/null") or path.stat().st_size == 0
     except OSError:
@@ -68,6 +74,10 @@ def _masked(path: Path) -> bool:
 def load_files(files: Sequence[Path],
                plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySet:
     """Parse files into a policy set, collecting every problem of every file.
+
+    Whatever goes wrong while one file is read, decoded or validated is a problem of that
+    file (``(file)``, ``(toml)`` or a key path), never another exception: a reload then keeps
+    the last good set.
 
     :raises PolicyError: with all problems, when any file or the set is invalid
     """
@@ -85,6 +95,13 @@ def load_files(files: Sequence[Path],
             problems.extend(exc.problems)
         except OSError as exc:
             problems.append(Problem(str(path), "(file)", exc.strerror or str(exc)))
+        except Exception as exc:
+            # A defect of ours or of a library must not take the daemon's reload down with it.
+            # The problem names it; the traceback is for a bug report (debug level, so that
+            # `policy check` prints none).
+            logger.debug("unexpected failure reading %s", path, exc_info=True)
+            problems.append(Problem(str(path), "(file)", f"cannot be read: "
+                                    f"{type(exc).__name__}: {shorten(str(exc))}"))
     if not problems:
         try:
             return build_policy_set(policies)
