@@ -71,6 +71,12 @@ def masked(path: Path) -> bool:
         return False
 
 
+def display_name(path: Path) -> str:
+    """The path as problems and explanations name it: valid UTF-8 whatever the file system
+    holds (a name's undecodable bytes as ``\\xff``), as D-Bus strings must be."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def load_files(files: Sequence[Path],
                plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySet:
     """Parse files into a policy set, collecting every problem of every file.
@@ -84,23 +90,24 @@ def load_files(files: Sequence[Path],
     problems: list[Problem] = []
     policies = []
     for path in files:
+        name = display_name(path)
         try:
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
-                raise PolicyError([Problem(str(path), "(file)",
+                raise PolicyError([Problem(name, "(file)",
                                            f"{size} bytes is larger than {MAX_FILE_BYTES}")])
-            doc = parse_toml(path.read_bytes(), str(path))
-            policies.append(parse_policy(doc, str(path), plugin_schemas))
+            doc = parse_toml(path.read_bytes(), name)
+            policies.append(parse_policy(doc, name, plugin_schemas))
         except PolicyError as exc:
             problems.extend(exc.problems)
         except OSError as exc:
-            problems.append(Problem(str(path), "(file)", exc.strerror or str(exc)))
+            problems.append(Problem(name, "(file)", exc.strerror or str(exc)))
         except Exception as exc:
             # A defect of ours or of a library must not take the daemon's reload down with it.
             # The problem names it; the traceback is for a bug report (debug level, so that
             # `policy check` prints none).
             logger.debug("unexpected failure reading %s", path, exc_info=True)
-            problems.append(Problem(str(path), "(file)", f"cannot be read: "
+            problems.append(Problem(name, "(file)", f"cannot be read: "
                                     f"{type(exc).__name__}: {shorten(str(exc))}"))
     if not problems:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 
@@ -500,3 +501,17 @@ def test_module_streams_are_infrastructure_unless_a_rule_names_the_module(polici
     # a module rule never matches a client's stream
     client = make_stream(3, StreamKind.SOURCE_OUTPUT, app="parecord")
     assert pset.classify(client)[0] == "record"
+
+
+def test_a_file_name_that_is_not_utf8_is_named_in_valid_utf8(tmp_path):
+    # Problems go out as D-Bus strings, which must be UTF-8; a name from the file system may
+    # hold any bytes.
+    user = tmp_path / "user"
+    user.mkdir()
+    store = PolicyStore([shipped_dir(), user], SCHEMAS)
+    assert store.reload()
+    (user / os.fsdecode(b"bad\xff.toml")).write_text("schema = 2\n")
+    assert store.reload() is False
+    (problem,) = store.problems
+    assert problem.file == f"{user}/bad\\xff.toml"
+    str(problem).encode("utf-8")
