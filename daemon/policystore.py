@@ -66,8 +66,8 @@ def masked(path: Path) -> bool:
     """True when ``path`` masks the earlier file of its name: empty, or a link to /dev/null
     (as systemd's unit masks)."""
     try:
-        return path.resolve() == Path("/dev/null") or path.stat().st_size == 0
-    except OSError:
+        return os.path.realpath(path) == os.devnull or path.stat().st_size == 0
+    except (OSError, RuntimeError):  # a symlink loop: not a mask, reported when read
         return False
 
 

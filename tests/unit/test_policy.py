@@ -515,3 +515,16 @@ def test_a_file_name_that_is_not_utf8_is_named_in_valid_utf8(tmp_path):
     (problem,) = store.problems
     assert problem.file == f"{user}/bad\\xff.toml"
     str(problem).encode("utf-8")
+
+
+def test_a_symlink_loop_in_a_policy_directory_is_a_problem_of_that_file(tmp_path):
+    # Before: Path.resolve() raised RuntimeError out of find_files, so a reload (and the
+    # daemon's policy watcher) died.
+    user = tmp_path / "user"
+    user.mkdir()
+    store = PolicyStore([shipped_dir(), user], SCHEMAS)
+    assert store.reload()
+    (user / "loop.toml").symlink_to("loop.toml")
+    assert store.reload() is False
+    assert [str(p) for p in store.problems] == [
+        f"{user}/loop.toml: (file): Too many levels of symbolic links"]
