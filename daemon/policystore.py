@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -92,7 +93,11 @@ def load_files(files: Sequence[Path],
     for path in files:
         name = display_name(path)
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                # a FIFO or a device would block the read (and the daemon's loop) for good
+                raise PolicyError([Problem(name, "(file)", "not a regular file")])
+            size = info.st_size
             if size > MAX_FILE_BYTES:
                 raise PolicyError([Problem(name, "(file)",
                                            f"{size} bytes is larger than {MAX_FILE_BYTES}")])

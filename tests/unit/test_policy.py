@@ -528,3 +528,23 @@ def test_a_symlink_loop_in_a_policy_directory_is_a_problem_of_that_file(tmp_path
     assert store.reload() is False
     assert [str(p) for p in store.problems] == [
         f"{user}/loop.toml: (file): Too many levels of symbolic links"]
+
+
+def test_special_files_named_like_a_policy_are_never_read(tmp_path):
+    # A FIFO, /dev/zero or /dev/urandom would block or never end a read (in the daemon: its
+    # event loop). They have size 0: masks, as an empty file. A directory is reported.
+    user = tmp_path / "user"
+    user.mkdir()
+    os.mkfifo(user / "fifo.toml")
+    (user / "zero.toml").symlink_to("/dev/zero")
+    (user / "dir.toml").mkdir()
+    (user / "block.toml").symlink_to(tmp_path / "no-such-file")
+    files = find_files([shipped_dir(), user])
+    assert {f.name for f in files} >= {"dir.toml", "block.toml"}
+    assert not {"fifo.toml", "zero.toml"} & {f.name for f in files}
+    with pytest.raises(PolicyError) as info:
+        load_files(files, SCHEMAS)
+    assert [str(p) for p in info.value.problems] == [
+        f"{user}/block.toml: (file): No such file or directory",
+        f"{user}/dir.toml: (file): not a regular file",
+    ]
