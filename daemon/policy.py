@@ -41,6 +41,9 @@ A policy document (see ``policies/*.toml`` and docs/policies.md)::
     [[classify]]                  # streams of apps that never call us
     media_role = ["phone"]
 
+    [[classify]]                  # a server module's streams: only by naming the module
+    module = ["module-loopback"]
+
     [plugins.record]              # settings of a plugin, validated by the plugin's schema
 """
 
