@@ -296,7 +296,8 @@ def test_non_finite_numbers_are_errors_anywhere():
      "activation.duck_ramp_ms: 100.0 is not of type 'integer'"),
     ("duck_level = 0.3", "duck_level = true",
      "activation.duck_level: True is not of type 'number'"),
-    ("schema = 1", "schema = 1.0", "schema: must be 1 (got 1.0); the rest of the file was not read"),
+    ("schema = 1", "schema = 1.0",
+     "schema: must be 1 (got 1.0); the rest of the file was not read"),
     ("schema = 1", "schema = true",
      "schema: must be 1 (got True); the rest of the file was not read"),
 ])
@@ -494,7 +495,8 @@ def test_module_streams_are_infrastructure_unless_a_rule_names_the_module(polici
     others = [parse_policy(parse_toml(f.read_text(), f.name), f.name, SCHEMAS)
               for f in sorted(shipped_dir().glob("*.toml")) if f.name != "playAndRecord.toml"]
     pset = build_policy_set([*others, parse_policy(doc, "pr.toml", SCHEMAS)])
-    assert pset.classify(loop_in) == ("playAndRecord", f"pr.toml: classify[{len(doc['classify']) - 1}]")
+    last = len(doc["classify"]) - 1
+    assert pset.classify(loop_in) == ("playAndRecord", f"pr.toml: classify[{last}]")
     assert pset.classify(loop_out)[0] == ""  # the rule names direction record only
     echo = dataclasses.replace(loop_in, module="module-echo-cancel")
     assert pset.classify(echo)[0] == ""
