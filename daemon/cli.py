@@ -401,21 +401,20 @@ async def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    """Validate policies offline: the search path in force, with FILEs overriding by name."""
-    dirs = default_dirs(args.system)
-    files = {f.name: f for f in find_files(dirs)}
+    """Validate policies offline: the search path in force, with FILEs overriding by name (an
+    empty FILE masks its namesake, as in the daemon's search path)."""
     for f in args.files:
         if not f.exists():
             raise CtlError(f"{f}: no such file")
-        files[f.name] = f
+    files = find_files(default_dirs(args.system), args.files)
     schemas = plugin_settings_schemas(make_plugin_manager())
     try:
-        load_files(sorted(files.values()), schemas)
+        load_files(files, schemas)
         problems = []
     except PolicyError as exc:
         problems = exc.problems
     if args.json:
-        print(json.dumps({"valid": not problems, "files": [str(f) for f in files.values()],
+        print(json.dumps({"valid": not problems, "files": [str(f) for f in files],
                           "problems": [{"file": p.file, "path": p.path, "message": p.message}
                                        for p in problems]}, indent=2))
     elif problems:

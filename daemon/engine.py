@@ -17,6 +17,9 @@ Rules, in AVAudioSession terms (see docs/policies.md):
   stream when its app has no player.
 * A category whose policy says ``plays = false`` is never audible; ``records = false`` gets no
   microphone input (monitor recordings excepted).
+* A server module's stream (``module-loopback``, ``module-echo-cancel``) is infrastructure: it
+  is in no session, so it neither acts nor is acted on, unless a ``[[classify]]`` rule names
+  its module (``module = [...]``). Plugins do not classify module streams.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ def classify(snapshot: Snapshot, policies: PolicySet,
              ) -> dict[str, tuple[str, str]]:
     """Classify every stream of a snapshot: plugins first, then ``[[classify]]`` rules.
 
+    A server module's stream goes to the rules only: only a rule naming its module classifies
+    it; otherwise its category is :data:`~audiopolicyd.policy.INFRASTRUCTURE` (``""``).
+
     :param cache: optional memo of ``key -> (stream properties seen, result)``; entries whose
         properties are unchanged are reused, entries of vanished streams are dropped. The caller
         clears it when the policy set changes.
@@ -49,11 +55,11 @@ def classify(snapshot: Snapshot, policies: PolicySet,
     for key, stream in snapshot.streams.items():
         hit = cache.get(key) if cache is not None else None
         if hit is not None and hit[0].properties == stream.properties \
-                and hit[0].monitor == stream.monitor:
+                and hit[0].monitor == stream.monitor and hit[0].module == stream.module:
             out[key] = hit[1]
             continue
         result = None
-        if pm is not None:
+        if pm is not None and not stream.module:
             result = call_hook(pm, "classify_stream", stream=stream, policies=policies)
             if result is not None and result[0] not in policies.policies:
                 logger.warning("plugin classified %s as unknown category %r; ignored",

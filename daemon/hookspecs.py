@@ -42,7 +42,8 @@ def classify_stream(stream: Stream, policies: PolicySet) -> tuple[str, str] | No
     """Choose the category of a stream before the policies' ``[[classify]]`` rules run.
 
     Called on the event loop for every new stream and whenever a stream's properties change;
-    must not block. Stops at the first non-None result.
+    must not block. Stops at the first non-None result. Not called for a server module's stream
+    (:attr:`Stream.module` set): only a ``[[classify]]`` rule naming the module classifies it.
 
     :param stream: the stream to classify (read-only)
     :param policies: the policy set in force (read-only)

@@ -8,6 +8,7 @@ check``). Third-party plugins register under the entry-point group ``audiopolicy
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import logging
 from typing import Any, Mapping
 
@@ -34,12 +35,38 @@ def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
     for name in BUILTIN:
         pm.register(importlib.import_module(name), name=name.rsplit(".", 1)[-1])
     if load_entry_points:
-        try:
-            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        except Exception:
-            logger.exception("a third-party plugin in %r failed to load; continuing without it",
-                             ENTRY_POINT_GROUP)
+        load_entry_point_plugins(pm)
     return pm
+
+
+def load_entry_point_plugins(pm: pluggy.PluginManager, group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """Register every plugin of entry-point ``group``, each on its own.
+
+    A plugin that fails to import or to register (a hook implementation that does not match
+    its spec) is logged with its name and left out; the others load. A name already taken
+    (a built-in's) is skipped with a warning. Unlike pluggy's ``load_setuptools_entrypoints``,
+    which stops at the first failure.
+
+    :returns: the names of the plugins registered
+    """
+    loaded = []
+    for ep in importlib.metadata.entry_points(group=group):
+        source = ep.dist.name if ep.dist is not None else "an unknown distribution"
+        if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
+            logger.warning("plugin %r (%s) of %s not loaded: the name is taken", ep.name,
+                           ep.value, source)
+            continue
+        try:
+            pm.register(ep.load(), name=ep.name)
+        except Exception:
+            if pm.get_plugin(ep.name) is not None:
+                pm.unregister(name=ep.name)  # pluggy registers the name before checking hooks
+            logger.exception("plugin %r (%s) of %s failed to load; continuing without it",
+                             ep.name, ep.value, source)
+            continue
+        logger.info("plugin %r (%s) of %s loaded", ep.name, ep.value, source)
+        loaded.append(ep.name)
+    return loaded
 
 
 def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:

@@ -5,6 +5,18 @@ JSON Schema (the ``jsonschema`` library) so every problem in a document is repor
 as ``file: dotted.key.path: message``. Unknown keys are errors. ``schema = 1`` is checked first:
 a document of another schema version is not interpreted further.
 
+Stricter than JSON Schema where TOML and Python are lax (the same rules apply to the plugins'
+settings schemas, which share the validator):
+
+* a number anywhere in a document must be finite: TOML's ``nan``, ``+nan``, ``-nan``, ``inf``
+  and ``-inf`` are errors wherever they appear;
+* ``integer`` means a TOML integer: ``50.0``, ``-0.0`` and ``true`` are not integers (JSON
+  Schema's ``integer`` accepts ``1.0``), and ``enum``/``const`` compare types too (``1.0`` is
+  not ``1``);
+* nothing nests deeper than :data:`MAX_DEPTH` tables and arrays;
+* a problem quotes at most :data:`QUOTE_CHARS` characters of a bad value or key (a 1 MB string
+  is not echoed into logs, D-Bus signals and properties).
+
 A policy document (see ``policies/*.toml`` and docs/policies.md)::
 
     schema = 1
@@ -29,12 +41,19 @@ A policy document (see ``policies/*.toml`` and docs/policies.md)::
     [[classify]]                  # streams of apps that never call us
     media_role = ["phone"]
 
+    [[classify]]                  # a server module's streams: only by naming the module
+    module = ["module-loopback"]
+
     [plugins.record]              # settings of a plugin, validated by the plugin's schema
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import logging
+import math
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -48,7 +67,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
+logger = logging.getLogger(__name__)
+
 SCHEMA_VERSION = 1
+
+#: Deepest nesting of tables and arrays in a policy (a shipped file needs 3). Deeper documents
+#: are reported, not validated: Python's parsers and validators recurse per level.
+MAX_DEPTH = 32
+#: Characters of a bad value or key quoted in a problem (then ``…``).
+QUOTE_CHARS = 64
+#: Longest problem message; jsonschema's messages may embed schema values too.
+MAX_MESSAGE_CHARS = 512
 
 #: Directions a classify rule can name. ``monitor`` is a recording of a sink's monitor.
 DIRECTIONS = ("playback", "record", "monitor")
@@ -64,6 +93,11 @@ MATCH_PROPERTIES = {
 #: Keys naming an application outrank ``media_role``, which outranks ``direction`` alone.
 _APP_KEYS = ("portal_app_id", "application_id", "process_binary", "application_name")
 
+#: The category of a server module's stream that no ``[[classify]]`` rule names by its
+#: ``module`` key: infrastructure (``module-loopback``, ``module-echo-cancel``), in no session,
+#: neither acting nor acted on.
+INFRASTRUCTURE = ""
+
 _ACTIONS = [a.value for a in Action]
 _PATTERNS = {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 256},
              "minItems": 1, "maxItems": 256}
@@ -77,6 +111,47 @@ _INTERACTION = {
     },
     "required": ["others"],
 }
+
+
+def _is_integer(checker: Any, instance: Any) -> bool:
+    """A TOML integer: not a float (``1.0``, ``-0.0``), not a boolean."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker: Any, instance: Any) -> bool:
+    """An integer or a finite float (TOML's ``nan`` and ``inf`` are not numbers here)."""
+    return _is_integer(checker, instance) or (isinstance(instance, float)
+                                              and math.isfinite(instance))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal and of the same type all the way down: ``1.0`` is not ``1``, ``true`` is not ``1``
+    (jsonschema's ``enum`` and ``const`` use Python's ``1.0 == 1``)."""
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _enum(validator: Any, enums: Any, instance: Any, schema: Any) -> Iterable[Any]:
+    if not any(_same(each, instance) for each in enums):
+        yield jsonschema.ValidationError(f"{instance!r} is not one of {enums!r}")
+
+
+def _const(validator: Any, const: Any, instance: Any, schema: Any) -> Iterable[Any]:
+    if not _same(instance, const):
+        yield jsonschema.ValidationError(f"{const!r} was expected")
+
+
+#: Draft 2020-12 with TOML's types: strict ``integer``, finite ``number``, typed ``enum`` and
+#: ``const``. Policies and the plugins' settings tables are validated by it alike.
+PolicyValidator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    validators={"enum": _enum, "const": _const},
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}),
+)
 
 
 def _schema(plugin_schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -122,6 +197,7 @@ def _schema(plugin_schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                     "minProperties": 1,
                     "properties": {
                         **{key: _PATTERNS for key in MATCH_PROPERTIES},
+                        "module": _PATTERNS,
                         "direction": {"type": "array", "items": {"enum": list(DIRECTIONS)},
                                       "minItems": 1, "uniqueItems": True},
                     },
@@ -184,12 +260,17 @@ class Interaction:
 class ClassifyRule:
     """A ``[[classify]]`` rule: all its keys must match, each by any of its glob patterns.
 
+    A server module's stream (:attr:`Stream.module` not empty) is matched only by a rule whose
+    ``module`` patterns name that module; a rule with ``module`` matches no client's stream.
+
     :param category: the category a matching stream gets
     :param match: property name -> glob patterns
     :param directions: directions the rule applies to (empty: all)
     :param file: the policy file
     :param index: position among the file's ``[[classify]]`` tables (0-based)
     :param priority: the category's priority (orders rules of the same tier)
+    :param modules: glob patterns of the server modules whose streams the rule may match
+        (``module-loopback``); empty: the rule matches clients' streams only
     """
 
     category: str
@@ -198,11 +279,13 @@ class ClassifyRule:
     file: str
     index: int
     priority: int
+    modules: tuple[str, ...] = ()
 
     @property
     def tier(self) -> int:
-        """0 for rules naming an application, 1 for role rules, 2 for direction-only rules."""
-        if any(MATCH_PROPERTIES[k] in self.match for k in _APP_KEYS):
+        """0 for rules naming an application or a module, 1 for role rules, 2 for
+        direction-only rules."""
+        if self.modules or any(MATCH_PROPERTIES[k] in self.match for k in _APP_KEYS):
             return 0
         return 1 if self.match else 2
 
@@ -213,6 +296,11 @@ class ClassifyRule:
 
     def matches(self, stream: Stream) -> bool:
         """True when every key of the rule matches the stream (case-sensitive globs)."""
+        if stream.module:
+            if not any(fnmatch.fnmatchcase(stream.module, p) for p in self.modules):
+                return False  # infrastructure, unless the policy names the module
+        elif self.modules:
+            return False
         if self.directions and direction_of(stream) not in self.directions:
             return False
         for prop, patterns in self.match.items():
@@ -260,11 +348,53 @@ class Policy:
         return self.mixable_others if victim_mixable else self.others
 
 
+def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters and ``…``: what a problem may echo of a
+    value (a 1 MB string is not copied into logs and D-Bus replies)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits() has no decimal repr
+        text = f"<integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters and ``…`` (messages of other libraries' errors)."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+#: Longest key path in a problem (then ``…``).
+_MAX_PATH_CHARS = 256
+
+
 def _path(parts: Iterable[Any]) -> str:
+    """``a.b[2].c``; a key that is not a bare TOML key is quoted as TOML quotes it (escapes
+    included, so a key cannot forge a line), and cut to :data:`QUOTE_CHARS`."""
     out = ""
     for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        key = str(part)
+        if not _BARE_KEY.fullmatch(key):
+            key = json.dumps(key, ensure_ascii=False)
+        if len(key) > QUOTE_CHARS:
+            key = key[:QUOTE_CHARS] + "…"
+        out += f".{key}" if out else key
+        if len(out) > _MAX_PATH_CHARS:
+            return out[:_MAX_PATH_CHARS] + "…"
     return out or "(document)"
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    """jsonschema's message with the bad value quoted short (its messages embed the repr of the
+    whole instance)."""
+    message = err.message
+    whole = repr(err.instance)
+    if len(whole) > QUOTE_CHARS:
+        message = message.replace(whole, quote(err.instance))
+    return shorten(message)
 
 
 def _problems(file: str, doc: Any, validator: jsonschema.protocols.Validator) -> list[Problem]:
@@ -286,14 +416,72 @@ def _problems(file: str, doc: Any, validator: jsonschema.protocols.Validator) ->
             missing = err.message.split("'")[1] if "'" in err.message else err.message
             problems.append(Problem(file, _path([*path, missing]), "required key is missing"))
             continue
-        problems.append(Problem(file, _path(path), err.message))
+        problems.append(Problem(file, _path(path), _message(err)))
     return sorted(problems, key=lambda p: (p.path, p.message))
+
+
+#: TOML integers are 64-bit signed; tomllib reads any size.
+_INT_RANGE = (-(1 << 63), (1 << 63) - 1)
+
+
+def _value_problems(file: str, doc: Mapping[str, Any]) -> tuple[list[Problem], bool]:
+    """What JSON Schema does not see: non-finite numbers anywhere, integers beyond TOML's 64
+    bits, nesting deeper than :data:`MAX_DEPTH`. Iterative, so any depth is safe.
+
+    :returns: the problems, and whether the document is unfit for schema validation (too deep
+        or a huge integer, on which the validator would recurse or fail to format a message)
+    """
+    problems: list[Problem] = []
+    fatal = False
+    stack: list[tuple[tuple[Any, ...], Any, int]] = [((), doc, 0)]
+    while stack:
+        path, value, depth = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(Problem(file, _path(path), f"{value!r} is not a finite number"))
+        elif isinstance(value, int) and not isinstance(value, bool) \
+                and not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+            problems.append(Problem(file, _path(path), f"{quote(value)} is outside the 64-bit "
+                                    "range of TOML integers"))
+            fatal = True
+        elif isinstance(value, (Mapping, list)):
+            if depth > MAX_DEPTH:
+                problems.append(Problem(file, _path(path),
+                                        f"nested deeper than {MAX_DEPTH} tables and arrays"))
+                fatal = True
+                continue
+            items = value.items() if isinstance(value, Mapping) else enumerate(value)
+            stack.extend(((*path, key), item, depth + 1) for key, item in items)
+    return sorted(problems, key=lambda p: (p.path, p.message)), fatal
+
+
+#: What decides nesting in TOML text: strings and comments (skipped whole) and brackets.
+_NESTING_TOKENS = re.compile(
+    r'''"""(?:\\.|[^\\])*?"""|\'\'\'.*?\'\'\'|"(?:\\.|[^"\\\n])*"|'[^'\n]*'|#[^\n]*|[][{}]''',
+    re.S)
+
+
+def _too_deep_at(text: str) -> tuple[int, int] | None:
+    """Line and column (1-based) of the first array or inline table nested deeper than
+    :data:`MAX_DEPTH` in TOML text, or None."""
+    depth = 0
+    for token in _NESTING_TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                start = token.start()
+                return text.count("\n", 0, start) + 1, start - text.rfind("\n", 0, start)
+        elif bracket in ("]", "}"):
+            depth = max(0, depth - 1)
+    return None
 
 
 def parse_toml(text: str | bytes, file: str) -> dict[str, Any]:
     """Decode a TOML document.
 
-    :raises PolicyError: for a syntax error or bytes that are not UTF-8, path ``(toml)``
+    :raises PolicyError: for anything that stops decoding, path ``(toml)`` and the position
+        where known: a syntax error, bytes that are not UTF-8, nesting too deep for the
+        parser, an integer too long to convert
     """
     try:
         if isinstance(text, bytes):
@@ -303,6 +491,17 @@ def parse_toml(text: str | bytes, file: str) -> dict[str, Any]:
         raise PolicyError([Problem(file, "(toml)", f"not UTF-8: {exc.reason} at byte {exc.start}")])
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError([Problem(file, "(toml)", str(exc))]) from None
+    except RecursionError:
+        # tomllib recurses per nested array or inline table (about 330 levels on CPython
+        # 3.11) and says nowhere where; find it in the text.
+        at = _too_deep_at(text)
+        where = f" (at line {at[0]}, column {at[1]})" if at else ""
+        raise PolicyError([Problem(file, "(toml)", f"nested deeper than {MAX_DEPTH} tables "
+                                   f"and arrays{where}")]) from None
+    except Exception as exc:  # e.g. ValueError: a decimal integer of over 4300 digits
+        logger.debug("%s: TOML decoder failed", file, exc_info=True)
+        raise PolicyError([Problem(file, "(toml)", f"cannot be decoded: "
+                                   f"{type(exc).__name__}: {shorten(str(exc))}")]) from None
 
 
 def parse_policy(doc: Mapping[str, Any], file: str,
@@ -314,15 +513,20 @@ def parse_policy(doc: Mapping[str, Any], file: str,
     :param plugin_schemas: plugin name -> JSON Schema of its ``[plugins.<name>]`` table
     :raises PolicyError: listing every problem of the document
     """
-    if doc.get("schema") != SCHEMA_VERSION:
-        got = doc.get("schema", "missing")
+    if not isinstance(doc, Mapping):
+        raise PolicyError([Problem(file, "(document)", f"{quote(doc)} is not a table")])
+    version = doc.get("schema", "missing")
+    if not _is_integer(None, version) or version != SCHEMA_VERSION:
         raise PolicyError([Problem(file, "schema",
-                                   f"must be {SCHEMA_VERSION} (got {got!r}); "
+                                   f"must be {SCHEMA_VERSION} (got {quote(version)}); "
                                    "the rest of the file was not read")])
-    validator = jsonschema.Draft202012Validator(_schema(plugin_schemas or {}))
-    problems = _problems(file, doc, validator)
+    problems, fatal = _value_problems(file, doc)
+    if not fatal:
+        validator = PolicyValidator(_schema(plugin_schemas or {}))
+        seen = {p.path for p in problems}
+        problems += [p for p in _problems(file, doc, validator) if p.path not in seen]
     if problems:
-        raise PolicyError(problems)
+        raise PolicyError(sorted(problems, key=lambda p: (p.path, p.message)))
 
     category = doc["category"]
     act = doc["activation"]
@@ -343,6 +547,7 @@ def parse_policy(doc: Mapping[str, Any], file: str,
             file=file,
             index=i,
             priority=priority,
+            modules=tuple(rule.get("module", ())),
         )
         for i, rule in enumerate(doc.get("classify", []))
     )
@@ -383,13 +588,17 @@ class PolicySet:
 
         Rules naming an application win over role rules, which win over direction-only rules;
         within a tier the higher-priority category wins, then file and rule order. A stream no
-        rule matches gets the ``default_for`` category of its direction.
+        rule matches gets the ``default_for`` category of its direction. A server module's
+        stream that no rule names by ``module`` is infrastructure: :data:`INFRASTRUCTURE`.
 
         :returns: ``(category, rule name)``, e.g. ``("playback", "playback.toml: classify[0]")``
+            or ``("", "module-loopback: server module (...)")``
         """
         for rule in self.rules:
             if rule.matches(stream):
                 return rule.category, rule.name
+        if stream.module:
+            return INFRASTRUCTURE, f"{stream.module}: server module (no [[classify]] rule names it)"
         direction = "playback" if stream.kind is StreamKind.SINK_INPUT else "record"
         category = self.defaults[direction]
         return category, f"{self.policies[category].file}: default_for"

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .policy import (
-    PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml,
+    PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml, shorten,
 )
 
 logger = logging.getLogger(__name__)
@@ -47,44 +48,72 @@ def default_dirs(system: bool = False) -> list[Path]:
     return dirs
 
 
-def find_files(dirs: Sequence[Path]) -> list[Path]:
-    """Policy files in force: ``*.toml`` of every dir, a later dir winning per file name."""
+def find_files(dirs: Sequence[Path], files: Sequence[Path] = ()) -> list[Path]:
+    """Policy files in force: ``*.toml`` of every dir, a later dir winning per file name, then
+    each of ``files`` replacing the file of its name (``audiopolicyctl policy check FILE``).
+    A winner that is a mask (size 0, or a link to ``/dev/null``) leaves its name out."""
     chosen: dict[str, Path] = {}
     for d in dirs:
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.toml")):
             chosen[path.name] = path
-    return [p for _, p in sorted(chosen.items()) if not _masked(p)]
+    for path in files:
+        chosen[path.name] = path
+    return [p for _, p in sorted(chosen.items()) if not masked(p)]
 
 
-def _masked(path: Path) -> bool:
+def masked(path: Path) -> bool:
+    """True when ``path`` masks the earlier file of its name: empty, or a link to /dev/null
+    (as systemd's unit masks)."""
     try:
-        return path.resolve() == Path("/dev/null") or path.stat().st_size == 0
-    except OSError:
+        return os.path.realpath(path) == os.devnull or path.stat().st_size == 0
+    except (OSError, RuntimeError):  # a symlink loop: not a mask, reported when read
         return False
+
+
+def display_name(path: Path) -> str:
+    """The path as problems and explanations name it: valid UTF-8 whatever the file system
+    holds (a name's undecodable bytes as ``\\xff``), as D-Bus strings must be."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def load_files(files: Sequence[Path],
                plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicySet:
     """Parse files into a policy set, collecting every problem of every file.
 
+    Whatever goes wrong while one file is read, decoded or validated is a problem of that
+    file (``(file)``, ``(toml)`` or a key path), never another exception: a reload then keeps
+    the last good set.
+
     :raises PolicyError: with all problems, when any file or the set is invalid
     """
     problems: list[Problem] = []
     policies = []
     for path in files:
+        name = display_name(path)
         try:
-            size = path.stat().st_size
+            info = path.stat()
+            if not stat.S_ISREG(info.st_mode):
+                # a FIFO or a device would block the read (and the daemon's loop) for good
+                raise PolicyError([Problem(name, "(file)", "not a regular file")])
+            size = info.st_size
             if size > MAX_FILE_BYTES:
-                raise PolicyError([Problem(str(path), "(file)",
+                raise PolicyError([Problem(name, "(file)",
                                            f"{size} bytes is larger than {MAX_FILE_BYTES}")])
-            doc = parse_toml(path.read_bytes(), str(path))
-            policies.append(parse_policy(doc, str(path), plugin_schemas))
+            doc = parse_toml(path.read_bytes(), name)
+            policies.append(parse_policy(doc, name, plugin_schemas))
         except PolicyError as exc:
             problems.extend(exc.problems)
         except OSError as exc:
-            problems.append(Problem(str(path), "(file)", exc.strerror or str(exc)))
+            problems.append(Problem(name, "(file)", exc.strerror or str(exc)))
+        except Exception as exc:
+            # A defect of ours or of a library must not take the daemon's reload down with it.
+            # The problem names it; the traceback is for a bug report (debug level, so that
+            # `policy check` prints none).
+            logger.debug("unexpected failure reading %s", path, exc_info=True)
+            problems.append(Problem(name, "(file)", f"cannot be read: "
+                                    f"{type(exc).__name__}: {shorten(str(exc))}"))
     if not problems:
         try:
             return build_policy_set(policies)

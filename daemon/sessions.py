@@ -1,7 +1,8 @@
 """Implicit sessions: the sessions of apps that never call the daemon.
 
 Every stream is classified into a category; an app's streams of one category form its implicit
-session of that category. The session is active while at least one of its streams plays
+session of that category. A server module's stream that no rule classified
+(:data:`~audiopolicyd.policy.INFRASTRUCTURE`) is in no session: it neither acts nor is acted on. The session is active while at least one of its streams plays
 (:attr:`Stream.playing`: a paused player's corked stream does not hold its session active). Each activation
 gets a new sequence number, so among equal priorities the later activation wins, as the last
 app to activate its AVAudioSession does on iOS.
@@ -16,6 +17,7 @@ import logging
 from typing import AbstractSet as Set, Callable, Mapping
 
 from .model import Session, Snapshot, Stream
+from .policy import INFRASTRUCTURE
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +43,15 @@ class ImplicitSessions:
         :param classified: stream key -> (category, rule) for every stream of the snapshot
         :param held: keys of streams that stopped playing a moment ago and still count as
             playing (the caller's deactivation hold)
-        :returns: one session per (app, category), in a stable order
+        :returns: one session per (app, category), in a stable order; infrastructure streams
+            are in none
         """
         groups: dict[str, list[Stream]] = {}
         rules: dict[str, str] = {}
         for key, stream in snapshot.streams.items():
             category, rule = classified[key]
+            if category == INFRASTRUCTURE:
+                continue
             sid = f"implicit:{stream.app_key}:{category}"
             groups.setdefault(sid, []).append(stream)
             rules.setdefault(sid, rule)

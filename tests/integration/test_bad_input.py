@@ -1,8 +1,9 @@
 """Bad input is reported or ignored; the daemon keeps running and keeps enforcing.
 
 Streams with absurd properties (10 KB names, no role, non-ASCII names, values that are not
-UTF-8 at all) are listed and handled like any other; a 2 MB policy file or binary garbage is
-reported as a policy problem while the last good set stays in force.
+UTF-8 at all) are listed and handled like any other; a 2 MB policy file, binary garbage, a
+``duck_level = nan`` or TOML nested 500 deep is reported as a policy problem while the last good
+set stays in force.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from harness import (
     AudioServer, DaemonProcess, ducked, end_client, play, run_ctl, set_user_volume, wait_for,
     wait_stream, wait_volume,
 )
+
+from audiopolicyd.policystore import shipped_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,5 +95,45 @@ def test_huge_and_binary_policy_files_are_reported_not_fatal(server: AudioServer
 
     huge.unlink()
     garbage.unlink()
+    wait_for(problems, 10, "the problems to clear", until=lambda ps: ps == [])
+    daemon.assert_running()
+
+
+def test_nan_and_deep_toml_dropped_in_live_keep_the_last_good_set(server: AudioServer,
+                                                                  daemon: DaemonProcess,
+                                                                  tone: Path) -> None:
+    # Before: duck_level = nan was loaded and every reconcile then raised (no call ducked
+    # anything); a TOML file nested 500 deep killed the policy watcher (no problem reported,
+    # later reloads never happened).
+    nan = daemon.policy_dir / "playAndRecord.toml"
+    nan.write_text((shipped_dir() / "playAndRecord.toml").read_text()
+                   .replace("duck_level = 0.2", "duck_level = nan"))
+    deep = daemon.policy_dir / "ambient.toml"
+    deep.write_text((shipped_dir() / "ambient.toml").read_text()
+                    + "\nx = " + "[" * 500 + "]" * 500 + "\n")
+
+    def problems() -> list[str]:
+        return daemon.status()["PolicyProblems"]
+    found = wait_for(problems, 10, "both files reported",
+                     until=lambda ps: f"{nan}: activation.duck_level: nan is not a finite number"
+                     in ps and any(p.startswith(f"{deep}: (toml): nested deeper than 32 tables "
+                                                "and arrays (at line ") for p in ps))
+    assert len(found) == 2, found
+    daemon.assert_running()
+
+    game = play(server, tone, role="game")  # the shipped duck level 0.2 is still in force
+    set_user_volume(server, game, 40000)
+    phone = play(server, tone, role="phone")
+    wait_volume(server, game, ducked(40000, 0.2))
+    end_client(server, phone)
+    wait_volume(server, game, 40000)
+
+    checked = run_ctl(daemon.env, "policy", "check", str(nan), str(deep))
+    assert checked.returncode == 1 and "Traceback" not in checked.stdout + checked.stderr
+    assert f"{nan}: activation.duck_level: nan is not a finite number" in checked.stdout
+
+    # the watcher is alive: fixing the files is noticed
+    nan.unlink()
+    deep.unlink()
     wait_for(problems, 10, "the problems to clear", until=lambda ps: ps == [])
     daemon.assert_running()

@@ -258,3 +258,81 @@ def test_a_held_stream_keeps_its_session_active_without_a_new_activation(policie
 
 def test_label_is_bounded():
     assert len(make_stream(1, app="x" * 10_000).label) == 64
+
+
+# -- server modules' streams (issue 8, D12) -------------------------------------------------------
+
+def module_stream(index, kind=StreamKind.SINK_INPUT, module="module-loopback", **props):
+    return dataclasses.replace(make_stream(index, kind, **props), module=module)
+
+
+def pass_(snapshot, policies, pm=None, tracker=None):
+    """classify -> implicit sessions -> decide, as the reconciler runs them."""
+    classified = classify(snapshot, policies, pm)
+    sessions = (tracker or ImplicitSessions()).update(snapshot, classified)
+    return classified, sessions, decide(snapshot, sessions, policies, pm)
+
+
+def test_module_streams_neither_act_nor_are_acted_on(policies, pm):
+    # A mic loopback (or echo-cancel): a recording and a playback stream of the server's own.
+    # Before: the recording formed a `record` session that silenced every output.
+    loop_rec = module_stream(1, StreamKind.SOURCE_OUTPUT)
+    loop_play = module_stream(2)
+    echo_play = module_stream(3, module="module-echo-cancel", role="phone")
+    music = make_stream(4, role="music", app="mpv")
+    call = make_stream(5, role="phone", app="linphone")
+    classified, sessions, effects = pass_(snap(loop_rec, loop_play, echo_play, music), policies,
+                                          pm)
+    assert classified[loop_rec.key] == (
+        "", "module-loopback: server module (no [[classify]] rule names it)")
+    assert classified[echo_play.key][0] == ""
+    assert [s.id for s in sessions] == ["implicit:exe:mpv::playback"]
+    assert all(e.neutral for e in effects.values())
+    # a call mutes the music but leaves the modules' streams alone
+    classified, sessions, effects = pass_(snap(loop_rec, loop_play, echo_play, music, call),
+                                          policies, pm)
+    assert effects[music.key].mute
+    assert effects[loop_play.key].neutral and effects[echo_play.key].neutral
+    assert effects[loop_rec.key].neutral
+
+
+def test_a_policy_opts_a_module_in_by_name(policies, pm):
+    pset = with_rule(policies, "record", {"module": ["module-loopback"], "direction": ["record"]})
+    loop_rec = module_stream(1, StreamKind.SOURCE_OUTPUT)
+    echo_rec = module_stream(2, StreamKind.SOURCE_OUTPUT, module="module-echo-cancel")
+    music = make_stream(3, role="music", app="mpv")
+    classified, sessions, effects = pass_(snap(loop_rec, echo_rec, music), pset, pm)
+    assert classified[loop_rec.key][0] == "record"
+    assert classified[echo_rec.key][0] == ""
+    assert effects[music.key].mute  # the opted-in loopback records: output is silenced
+    (reason,) = effects[music.key].reasons
+    assert (reason.session, reason.action) == ("implicit:stream:source-output:1:record",
+                                               "silence")
+
+
+def test_plugins_do_not_classify_module_streams(policies):
+    class Everything:
+        @hookimpl
+        def classify_stream(self, stream, policies):
+            return ("playAndRecord", "greedy plugin")
+
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Everything(), name="everything")
+    loop, client = module_stream(1), make_stream(2)
+    out = classify(snap(loop, client), policies, pm)
+    assert out[loop.key][0] == "" and out[client.key] == ("playAndRecord", "greedy plugin")
+
+
+def with_rule(policies, category, rule):
+    """The shipped set with one more ``[[classify]]`` rule in ``category``'s file."""
+    from audiopolicyd.policy import build_policy_set, parse_policy, parse_toml
+    from audiopolicyd.pluginmanager import plugin_settings_schemas
+    from audiopolicyd.policystore import shipped_dir
+    schemas = plugin_settings_schemas(make_plugin_manager(load_entry_points=False))
+    out = []
+    for path in sorted(shipped_dir().glob("*.toml")):
+        doc = parse_toml(path.read_bytes(), path.name)
+        if doc["category"] == category:
+            doc.setdefault("classify", []).append(rule)
+        out.append(parse_policy(doc, path.name, schemas))
+    return build_policy_set(out)

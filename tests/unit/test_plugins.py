@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import sys
 
 import pytest
 
@@ -78,3 +79,51 @@ def test_call_hook_collects_results_and_skips_a_raising_plugin(caplog):
     results = call_hook(pm, "register_policy_settings")
     assert any("record" in r for r in results)
     assert "plugin 'bad' raised in hook register_policy_settings" in caplog.text
+
+
+MODULES = ("apd_fake_broken", "apd_fake_good", "apd_fake_bad_hook")
+
+
+def test_a_failing_entry_point_does_not_stop_the_next(tmp_path, monkeypatch, caplog):
+    # One installed distribution with two plugins: the first fails to import, the second
+    # must still be registered. Before: pluggy's load_setuptools_entrypoints stopped at the
+    # first failure and the log said "continuing without it".
+    dist = tmp_path / "apd_fake_plugins-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: apd-fake-plugins\n"
+                                   "Version: 1.0\n")
+    (dist / "entry_points.txt").write_text("[audiopolicyd.plugins]\n"
+                                           "a_broken = apd_fake_broken\n"
+                                           "b_missing = apd_fake_missing_module\n"
+                                           "c_good = apd_fake_good\n"
+                                           "d_bad_hook = apd_fake_bad_hook\n")
+    (tmp_path / "apd_fake_broken.py").write_text("raise RuntimeError('broken at import')\n")
+    (tmp_path / "apd_fake_good.py").write_text(
+        "from audiopolicyd import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_policy_settings():\n"
+        "    return {'good': {'type': 'object'}}\n")
+    (tmp_path / "apd_fake_bad_hook.py").write_text(
+        "from audiopolicyd import hookimpl\n\n"
+        "@hookimpl\n"
+        "def classify_stream(stream, policies, not_an_argument):\n"
+        "    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+    pm = make_plugin_manager()
+    try:
+        assert pm.get_plugin("c_good") is not None
+        assert pm.get_plugin("a_broken") is None and pm.get_plugin("b_missing") is None
+        assert not [i for i in pm.hook.classify_stream.get_hookimpls()
+                    if i.plugin_name == "d_bad_hook"]
+        assert "good" in plugin_settings_schemas(pm)
+        assert "plugin 'a_broken' (apd_fake_broken) of apd-fake-plugins failed to load; " \
+               "continuing without it" in caplog.text
+        assert "plugin 'b_missing' (apd_fake_missing_module)" in caplog.text
+        assert pm.get_plugin("d_bad_hook") is None  # registered by name, then taken out
+        assert "plugin 'd_bad_hook' (apd_fake_bad_hook)" in caplog.text
+    finally:
+        for name in MODULES:
+            sys.modules.pop(name, None)
