@@ -664,7 +664,7 @@ class CallerAwareCalls:
             raise AgentFailed("no reply", gone=True)
         if reply.message_type == MessageType.ERROR:
             detail = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-            raise AgentFailed(f"{reply.error_name}: {detail}",
+            raise AgentFailed(f"{reply.error_name}: {quote(detail)}",
                               gone=reply.error_name in _GONE_ERRORS)
         if reply.signature != "sa{sv}":
             raise AgentFailed(f"reply of signature {quote(reply.signature)}, not 'sa{{sv}}'")

@@ -14,16 +14,17 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from dbus_fast import Variant
+from dbus_fast import Message, MessageType, Variant
 from dbus_fast.introspection import Node
 
 from audiopolicyd import limits
 from audiopolicyd.agent import PermissionAgentInterface
 from audiopolicyd.dbus_api import (
-    ERROR_PREFIX, ManagerInterface, SessionInterface, category_arguments, error, plain_dict,
-    session_hints,
+    ERROR_PREFIX, CallerAwareCalls, ManagerInterface, SessionInterface, category_arguments,
+    error, plain_dict, session_hints,
 )
 from audiopolicyd.limits import InvalidArgument, check_text, check_texts, quote
+from audiopolicyd.microphone import AgentFailed
 
 DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')
@@ -136,6 +137,44 @@ def test_set_category_arguments_are_bounded():
         with pytest.raises(InvalidArgument, match=f"^{name} ") as info:
             category_arguments(*args)
         assert len(str(info.value)) < 200
+
+
+class CannedBus:
+    """Answers every call with one reply, as an agent's connection would (the reply's checks
+    are pure; the agent round trip itself is tested in tests/unit/test_agent.py)."""
+
+    def __init__(self, signature: str, body: list, error_name: str | None = None):
+        self.signature, self.body, self.error_name = signature, body, error_name
+
+    async def call(self, msg: Message) -> Message:
+        kind = MessageType.ERROR if self.error_name else MessageType.METHOD_RETURN
+        return Message(message_type=kind, error_name=self.error_name, reply_serial=1,
+                       signature=self.signature, body=self.body)
+
+
+class Agent:
+    owner, path = ":1.9", "/agent"
+
+
+@pytest.mark.parametrize("bus, message", [
+    (CannedBus("sa{sv}", ["granted", {}]), None),
+    (CannedBus("sa{sv}", ["g" * MIB, {}]), "the agent's decision is 1048576 characters long"),
+    (CannedBus("sa{sv}", ["granted", {f"k{i}": Variant("s", "") for i in range(33)}]),
+     "the agent's details has 33 entries; the limit is 32"),
+    (CannedBus("s", ["x" * MIB]), "reply of signature 's', not 'sa{sv}'"),
+    (CannedBus("s", ["d" * MIB], error_name="org.example.Error.Failed"),
+     "org.example.Error.Failed: '" + "d" * 64 + "\u2026'"),
+])
+async def test_an_agents_reply_is_bounded(bus, message):
+    calls = CallerAwareCalls.__new__(CallerAwareCalls)  # ask() needs nothing but the bus
+    calls.bus = bus
+    if message is None:
+        assert await calls.ask(Agent(), "r1", "exe:/usr/bin/pacat", {}) == "granted"
+        return
+    with pytest.raises(AgentFailed) as info:
+        await calls.ask(Agent(), "r1", "exe:/usr/bin/pacat", {})
+    assert str(info.value).startswith(message) and len(str(info.value)) < 200
+    assert not info.value.gone
 
 
 def test_the_limits_table_in_the_docs_says_what_the_code_does():
