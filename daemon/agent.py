@@ -67,9 +67,9 @@ import threading
 from typing import Any, TextIO
 
 from dbus_fast import BusType, DBusError, Message, MessageFlag, MessageType, Variant
-from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method
 
+from .buswriter import MessageBus
 from .client import BUS_NAME as MANAGER_NAME
 from .client import ERROR_PREFIX, MANAGER_IFACE, plain
 from .client import OBJECT_PATH as MANAGER_PATH

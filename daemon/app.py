@@ -27,12 +27,12 @@ from pathlib import Path
 
 from asyncinotify import Inotify, Mask
 from dbus_fast import BusType
-from dbus_fast.aio import MessageBus
 from systemd import daemon as sd
 
 from . import __version__
 from .appsessions import RESUME_LIMIT, AppSessions
 from .backends.pulse import PulseBackend
+from .buswriter import MessageBus
 from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
 from .identity import identify
 from .journal import Journal, JournalError

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import engine
 from .identity import Identity, stream_belongs
+from .limits import quote
 from .model import CATEGORIES, MODES, OPTIONS, Session
 from .policy import PolicySet
 
@@ -136,17 +137,21 @@ class AppSessions:
     def create(self, owner: str, identity: Identity, hints: Mapping[str, Any]) -> AppSession:
         """A new inactive session in ``soloAmbient`` (Apple's default category).
 
-        :param hints: ``Name`` (s), and optionally ``Category``/``Mode``/``Options`` applied
-            as by :meth:`set_category`
+        :param hints: ``Name`` (str), and optionally ``Category`` (str), ``Mode`` (str),
+            ``Options`` (list of str), applied as by :meth:`set_category`; a missing
+            ``Category`` is ``soloAmbient``, a missing ``Mode`` is ``default`` (so
+            ``{"Mode": "karaoke"}`` fails as ``SetCategory("soloAmbient", "karaoke", [])``
+            would). Bounds and types are the adapter's (:mod:`audiopolicyd.limits`).
         :raises SessionError: ``TooManySessions`` past :data:`MAX_SESSIONS_PER_CLIENT`, or a
-            category error from the hints
+            category error from the hints (no session is created then)
         """
         if sum(1 for s in self.sessions.values() if s.owner == owner) >= MAX_SESSIONS_PER_CLIENT:
             raise SessionError("TooManySessions",
                                f"a client may hold at most {MAX_SESSIONS_PER_CLIENT} sessions")
         session = AppSession(f"s{next(self._ids)}", owner, identity, str(hints.get("Name", "")))
-        if "Category" in hints:
-            self._set_category(session, str(hints["Category"]), str(hints.get("Mode", "default")),
+        if hints.keys() & {"Category", "Mode", "Options"}:
+            self._set_category(session, str(hints.get("Category", session.category)),
+                               str(hints.get("Mode", session.mode)),
                                [str(o) for o in hints.get("Options", [])])
         self.sessions[session.id] = session
         self.version += 1
@@ -162,7 +167,7 @@ class AppSessions:
         """
         session = self.sessions.get(session_id)
         if session is None:
-            raise SessionError("NoSuchSession", f"no session {session_id!r} (it was removed)")
+            raise SessionError("NoSuchSession", f"no session {quote(session_id)} (it was removed)")
         if caller is not None and caller != session.owner:
             raise SessionError("NotOwner", f"session {session_id} belongs to {session.owner}; "
                                            "only that connection may change it")
@@ -202,21 +207,21 @@ class AppSessions:
     def _set_category(self, session: AppSession, category: str, mode: str,
                       options: list[str]) -> None:
         if category not in CATEGORIES:
-            raise SessionError("UnknownCategory", f"{category!r} is not a category (one of: "
+            raise SessionError("UnknownCategory", f"{quote(category)} is not a category (one of: "
                                                   + ", ".join(CATEGORIES) + ")")
         policy = self.policies().policies.get(category)
         if policy is None:
-            raise SessionError("UnknownCategory", f"no policy defines category {category!r}")
+            raise SessionError("UnknownCategory", f"no policy defines category {quote(category)}")
         if mode not in MODES:
-            raise SessionError("UnknownMode", f"{mode!r} is not a mode (one of: "
+            raise SessionError("UnknownMode", f"{quote(mode)} is not a mode (one of: "
                                               + ", ".join(MODES) + ")")
         for option in options:
             if option not in OPTIONS:
-                raise SessionError("UnknownOption", f"{option!r} is not a category option "
+                raise SessionError("UnknownOption", f"{quote(option)} is not a category option "
                                                     "(one of: " + ", ".join(OPTIONS) + ")")
             if option not in policy.options:
                 raise SessionError("IncompatibleCategoryOption",
-                                   f"{category} does not take option {option!r} (it takes: "
+                                   f"{category} does not take option {quote(option)} (it takes: "
                                    + (", ".join(sorted(policy.options)) or "none") + ")")
         if mode not in policy.modes:
             logger.info("session %s: mode %s does not suit %s; using default, as Apple does",
@@ -233,7 +238,7 @@ class AppSessions:
         """
         options = set(options)
         for option in options - set(ACTIVE_OPTIONS):
-            raise SessionError("UnknownOption", f"{option!r} is not an activation option "
+            raise SessionError("UnknownOption", f"{quote(option)} is not an activation option "
                                                 "(one of: " + ", ".join(ACTIVE_OPTIONS) + ")")
         if not active:
             was = session.active

@@ -34,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from dbus_fast import BusType, DBusError, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
 from rich.console import Console
 from rich.table import Table
 
 from . import __version__
 from . import client as apc
+from .buswriter import MessageBus
 from .dbus_api import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
 from .model import CATEGORIES, MODES, OPTIONS
 from .pluginmanager import make_plugin_manager, plugin_settings_schemas

@@ -65,7 +65,8 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from dbus_fast import BusType, Message, MessageType, Variant
-from dbus_fast.aio import MessageBus
+
+from .buswriter import MessageBus
 
 logger = logging.getLogger(__name__)
 

@@ -6,6 +6,10 @@ Bus name ``io.github.audiopolicyd.AudioPolicy1``; the Manager lives at
 ``io.github.audiopolicyd.AudioPolicy1.Error.<Name>``. Every member is documented in
 docs/dbus-api.md.
 
+Every string and array a client sends is checked against its bound
+(:mod:`audiopolicyd.limits`) before anything else is done with it: ``Error.InvalidArgument``
+beyond it.
+
 (No ``from __future__ import annotations`` here: dbus-fast reads D-Bus signatures from the
 annotations at run time.)
 """
@@ -22,6 +26,11 @@ from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, m
 from . import __version__
 from .appsessions import SessionError
 from .identity import caller_app, snap_name
+from .limits import (
+    AGENT_DETAILS_ITEMS, APP_ID_CHARS, HINT_KEY_CHARS, HINTS_ITEMS, IDENTIFIER_CHARS, NAME_CHARS,
+    OBJECT_PATH_CHARS, OPTIONS_ITEMS, TARGET_CHARS, InvalidArgument, check_text, check_texts,
+    quote,
+)
 from .microphone import AgentExists, AgentFailed, MicrophoneBroker
 from .permissions import Decision, PermissionStoreError
 
@@ -41,6 +50,50 @@ _GONE_ERRORS = {"org.freedesktop.DBus.Error.NoReply", "org.freedesktop.DBus.Erro
 def error(name: str, message: str) -> DBusError:
     """A named D-Bus error: ``io.github.audiopolicyd.AudioPolicy1.Error.<name>``."""
     return DBusError(ERROR_PREFIX + name, message)
+
+
+#: The hints ``CreateSession`` reads: D-Bus type and bound (characters, or items of ``as``).
+SESSION_HINTS = {"Name": ("s", NAME_CHARS), "Category": ("s", IDENTIFIER_CHARS),
+                 "Mode": ("s", IDENTIFIER_CHARS), "Options": ("as", OPTIONS_ITEMS)}
+
+
+def session_hints(hints: dict[str, Variant]) -> dict[str, Any]:
+    """``CreateSession``'s ``a{sv}`` as plain values, checked against their bounds.
+
+    Known hints (:data:`SESSION_HINTS`) must have their type; other keys are ignored (a newer
+    client may send hints this daemon does not know), but count against
+    :data:`~audiopolicyd.limits.HINTS_ITEMS` and :data:`~audiopolicyd.limits.HINT_KEY_CHARS`.
+
+    :returns: ``{"Name": str, "Category": str, "Mode": str, "Options": [str]}``, the given ones
+    :raises InvalidArgument: too many hints, a long key, a known hint of another type or
+        beyond its bound
+    """
+    if len(hints) > HINTS_ITEMS:
+        raise InvalidArgument(f"CreateSession hints has {len(hints)} entries; the limit is "
+                              f"{HINTS_ITEMS}")
+    out: dict[str, Any] = {}
+    for key, variant in hints.items():
+        check_text("a CreateSession hint's key", key, HINT_KEY_CHARS)
+        if key not in SESSION_HINTS:
+            continue
+        signature, bound = SESSION_HINTS[key]
+        argument = f"CreateSession hint {key}"
+        if variant.signature != signature:
+            raise InvalidArgument(f"{argument} must be of type {signature}, not "
+                                  f"{quote(variant.signature)}")
+        out[key] = (check_text(argument, variant.value, bound) if signature == "s"
+                    else check_texts(argument, variant.value, bound, IDENTIFIER_CHARS))
+    return out
+
+
+def category_arguments(category: str, mode: str, options: list[str]) -> None:
+    """Check ``SetCategory``'s arguments against their bounds.
+
+    :raises InvalidArgument: beyond a bound
+    """
+    check_text("SetCategory category", category, IDENTIFIER_CHARS)
+    check_text("SetCategory mode", mode, IDENTIFIER_CHARS)
+    check_texts("SetCategory options", options, OPTIONS_ITEMS, IDENTIFIER_CHARS)
 
 
 def _guarded(func: Callable) -> Callable:
@@ -114,6 +167,10 @@ class ManagerInterface(ServiceInterface):
     @method(name="Explain")
     @_guarded
     def explain(self, target: "s") -> "a{sv}":
+        try:
+            check_text("Explain target", target, TARGET_CHARS)
+        except InvalidArgument as exc:
+            raise error(exc.name, str(exc)) from None
         return plain_dict(self._daemon.explain(target))
 
     @method(name="GetRecordPermissions")
@@ -448,19 +505,21 @@ class CallerAwareCalls:
         try:
             session = self.sessions.get(session_id, msg.sender)
             if msg.member == "SetCategory":
+                category_arguments(*msg.body)
                 self.sessions.set_category(session, msg.body[0], msg.body[1], msg.body[2])
                 return Message.new_method_return(msg)
             if msg.member == "RequestRecordPermission":
                 self._spawn(self._answer(msg, lambda m: self._request_permission(m, session)))
                 return True
             if msg.member == "SetActive":
+                check_texts("SetActive options", msg.body[1], OPTIONS_ITEMS, IDENTIFIER_CHARS)
                 result = self.sessions.set_active(session, msg.body[0], msg.body[1])
                 if msg.body[0] and result == "active":
                     self._auto_ask(session)
                 return Message.new_method_return(msg, "s", [result])
             self.sessions.remove(session, "closed by its owner")
             return Message.new_method_return(msg)
-        except SessionError as exc:
+        except (SessionError, InvalidArgument) as exc:
             return Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc))
         except Exception as exc:  # never a traceback on the bus
             logger.exception("session call %s failed", msg.member)
@@ -476,7 +535,7 @@ class CallerAwareCalls:
         """Run ``handler(msg) -> reply`` and send its reply; errors become named errors."""
         try:
             reply = await handler(msg)
-        except SessionError as exc:
+        except (SessionError, InvalidArgument) as exc:
             reply = Message.new_error(msg, ERROR_PREFIX + exc.name, str(exc))
         except DBusError as exc:
             reply = Message.new_error(msg, exc.type, exc.text)
@@ -499,8 +558,8 @@ class CallerAwareCalls:
         return self.identify(pid, uid)
 
     async def _create(self, msg: Message) -> Message:
+        hints = session_hints(msg.body[0])
         identity = await self._caller(msg)
-        hints = {k: v.value for k, v in msg.body[0].items()}
         session = self.sessions.create(msg.sender, identity, hints)
         path = SESSION_PATH_PREFIX + session.id
         self.objects[session.id] = SessionInterface(session, self.broker)
@@ -526,6 +585,7 @@ class CallerAwareCalls:
         return f"{identity.exe or 'pid ' + str(identity.pid)} (pid {identity.pid}, {msg.sender})"
 
     async def _register_agent(self, msg: Message) -> Message:
+        check_text("RegisterPermissionAgent path", msg.body[0], OBJECT_PATH_CHARS)
         broker = self._broker()
         await self._check_trusted(msg, "RegisterPermissionAgent")
         try:
@@ -535,20 +595,24 @@ class CallerAwareCalls:
         return Message.new_method_return(msg)
 
     async def _unregister_agent(self, msg: Message) -> Message:
+        check_text("UnregisterPermissionAgent path", msg.body[0], OBJECT_PATH_CHARS)
         if not self._broker().unregister_agent(msg.sender, msg.body[0]):
-            raise error("NoSuchAgent", f"{msg.sender} has no agent registered at {msg.body[0]}")
+            raise error("NoSuchAgent", f"{msg.sender} has no agent registered at "
+                                       f"{quote(msg.body[0])}")
         return Message.new_method_return(msg)
 
     async def _set_permission(self, msg: Message) -> Message:
-        broker = self._broker()
         app_id, decision = msg.body
+        check_text("SetRecordPermission app_id", app_id, APP_ID_CHARS)
+        check_text("SetRecordPermission decision", decision, IDENTIFIER_CHARS)
+        if not app_id:
+            raise InvalidArgument("SetRecordPermission app_id must not be empty")
         try:
             decision = Decision(decision)
         except ValueError:
-            raise error("InvalidArgument", f"unknown decision {decision!r}: use granted, denied "
-                                           "or undetermined") from None
-        if not app_id or len(app_id) > 512:
-            raise error("InvalidArgument", "the app id must be 1 to 512 characters")
+            raise InvalidArgument(f"unknown decision {quote(decision)}: use granted, denied or "
+                                  "undetermined") from None
+        broker = self._broker()
         if broker.agent is not None and broker.agent.owner == msg.sender:
             who = f"agent {msg.sender}"
         else:
@@ -600,10 +664,17 @@ class CallerAwareCalls:
             raise AgentFailed("no reply", gone=True)
         if reply.message_type == MessageType.ERROR:
             detail = reply.body[0] if reply.body and isinstance(reply.body[0], str) else ""
-            raise AgentFailed(f"{reply.error_name}: {detail}",
+            raise AgentFailed(f"{reply.error_name}: {quote(detail)}",
                               gone=reply.error_name in _GONE_ERRORS)
         if reply.signature != "sa{sv}":
-            raise AgentFailed(f"reply of signature {reply.signature!r}, not 'sa{{sv}}'")
+            raise AgentFailed(f"reply of signature {quote(reply.signature)}, not 'sa{{sv}}'")
+        try:
+            check_text("the agent's decision", reply.body[0], IDENTIFIER_CHARS)
+            if len(reply.body[1]) > AGENT_DETAILS_ITEMS:
+                raise InvalidArgument(f"the agent's details has {len(reply.body[1])} entries; "
+                                      f"the limit is {AGENT_DETAILS_ITEMS}")
+        except InvalidArgument as exc:
+            raise AgentFailed(str(exc)) from None
         return reply.body[0]
 
     def cancel(self, agent, request_id: str) -> None:

@@ -56,6 +56,57 @@ def test_category_errors(core, category, mode, options, error):
     assert s.category == "soloAmbient"  # unchanged, Apple's default
 
 
+@pytest.mark.parametrize("hints, error", [
+    ({"Options": ["bogus"]}, "UnknownOption"),
+    ({"Mode": "karaoke"}, "UnknownMode"),
+    ({"Options": ["mixWithOthers"]}, "IncompatibleCategoryOption"),
+    ({"Category": "karaoke"}, "UnknownCategory"),
+    ({"Category": "ambient", "Options": ["defaultToSpeaker"]}, "IncompatibleCategoryOption"),
+])
+def test_creation_hints_fail_as_set_category_would(core, hints, error):
+    """Issue 8 D13: hints without Category are applied to the default category (soloAmbient),
+    with SetCategory's errors; no session is created."""
+    s = app(core, ":1.1", 10)
+    category = hints.get("Category", "soloAmbient")
+    with pytest.raises(SessionError) as by_set_category:
+        core.set_category(s, category, hints.get("Mode", "default"), hints.get("Options", []))
+    with pytest.raises(SessionError) as by_hints:
+        core.create(":1.1", Identity(pid=10), {"Name": "x", **hints})
+    assert (by_hints.value.name, str(by_hints.value)) == \
+        (error, str(by_set_category.value))
+    assert list(core.sessions) == [s.id]
+
+
+@pytest.mark.parametrize("hints, expected", [
+    ({}, ("soloAmbient", "default", set())),
+    ({"Mode": "voiceChat"}, ("soloAmbient", "default", set())),  # Apple's fallback
+    ({"Options": []}, ("soloAmbient", "default", set())),
+    ({"Category": "playback", "Options": ["mixWithOthers"]},
+     ("playback", "default", {"mixWithOthers"})),
+    ({"Category": "playAndRecord", "Mode": "voiceChat"}, ("playAndRecord", "voiceChat", set())),
+])
+def test_creation_hints_set_the_category(core, hints, expected):
+    s = core.create(":1.1", Identity(pid=10), {"Name": "x", **hints})
+    assert (s.category, s.mode, set(s.options)) == expected
+    assert not s.active
+
+
+def test_errors_quote_a_short_prefix_of_what_the_client_sent(core):
+    s = app(core, ":1.1", 10)
+    huge = "x" * (1 << 20)
+    for call in (lambda: core.set_category(s, huge, "default", []),
+                 lambda: core.set_category(s, "playback", huge, []),
+                 lambda: core.set_category(s, "playback", "default", [huge]),
+                 lambda: core.set_category(s, "playback", "default", ["mixWithOthers", huge]),
+                 lambda: core.set_active(s, True, [huge]),
+                 lambda: core.get(huge),
+                 lambda: core.create(":1.1", Identity(pid=10), {"Category": huge})):
+        with pytest.raises(SessionError) as info:
+            call()
+        assert "'" + "x" * 64 + "\u2026'" in str(info.value)
+        assert len(str(info.value)) < 400, info.value.name
+
+
 def test_mode_the_category_does_not_take_falls_back_to_default(core):
     s = app(core, ":1.1", 10, "ambient", "voiceChat")
     assert (s.category, s.mode) == ("ambient", "default")
