@@ -36,6 +36,7 @@ from .buswriter import MessageBus
 from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
 from .identity import identify
 from .journal import Journal, JournalError
+from .limits import quote
 from .logsetup import setup_logging
 from .microphone import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
@@ -407,7 +408,7 @@ class Daemon:
         try:
             return self.reconciler.explain(target)
         except KeyError:
-            raise error("UnknownTarget", f"no stream or session {target!r} (see "
+            raise error("UnknownTarget", f"no stream or session {quote(target)} (see "
                                          "audiopolicyctl streams / sessions)") from None
 
     def _microphone_status(self) -> dict[str, tuple[str, object]]:
