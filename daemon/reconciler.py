@@ -603,11 +603,12 @@ class Reconciler:
                 ops = dataclasses.replace(ops, mute=None)  # permission keeps it muted
             if after != before or not ops.empty:
                 plans[key] = (before, after, ops)
-        upserts = [after for before, after, _ in plans.values() if after is not None]
-        if upserts and not self.journal.write(upserts):
+        upserts = {k: after for k, (before, after, _) in plans.items()
+                   if after is not None and after != before}
+        if upserts and not self.journal.write(upserts.values()):
             # Fail safe: what the journal cannot record is not applied (a crash would leave it
             # for good); undoing goes on. Tried again by the next decision.
-            for key in [k for k, (_, after, _) in plans.items() if after is not None]:
+            for key in upserts:
                 del plans[key]
                 desired[key] = self.effects.get(key, NEUTRAL)
             self._retry_journal()
