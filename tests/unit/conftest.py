@@ -8,6 +8,8 @@ from audiopolicyd.model import Stream, StreamKind, freeze
 from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_schemas
 from audiopolicyd.policystore import PolicyStore, shipped_dir
 
+from ..support.private_bus import bus_address  # noqa: F401 (a fixture for the tests here)
+
 
 def make_stream(index: int, kind: StreamKind = StreamKind.SINK_INPUT, *, role: str | None = None,
                 app: str | None = None, pid: int | None = None, corked: bool = False,

@@ -11,9 +11,6 @@ signatures from its annotations at run time.)
 import asyncio
 import os
 import select
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 from dbus_fast import Message, MessageType, Variant
@@ -23,20 +20,6 @@ from dbus_fast.service import ServiceInterface, method, signal
 from audiopolicyd import agent as ag
 
 WAIT = 10.0  # seconds: an upper bound for things that happen at once, never a speed claim
-
-BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:path={dir}/bus</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"""
 
 APP = "exe:/usr/bin/pacat"
 INFO = {"AppName": Variant("s", "parecord"), "Executable": Variant("s", "/usr/bin/pacat"),
@@ -48,25 +31,6 @@ PROMPT = ('Allow "parecord" (/usr/bin/pacat, pid 123) to use the microphone? '
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-@pytest.fixture
-def bus_address(tmp_path: Path):
-    """A private dbus-daemon with no activatable services (so no real notification server)."""
-    assert shutil.which("dbus-daemon"), "dbus-daemon is needed"
-    conf = tmp_path / "bus.conf"
-    conf.write_text(BUS_CONFIG.format(dir=tmp_path))
-    proc = subprocess.Popen(["dbus-daemon", f"--config-file={conf}", "--nofork",
-                             "--print-address"], stdout=subprocess.PIPE)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        address = proc.stdout.readline().decode().strip() if ready else ""
-        assert address, "dbus-daemon printed no address"
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(WAIT)
-        proc.stdout.close()
-
 
 @pytest.fixture
 async def connect(bus_address):

@@ -14,11 +14,7 @@ from its annotations at run time.)
 """
 
 import asyncio
-import select
-import shutil
 import socket
-import subprocess
-from pathlib import Path
 
 import dbus_fast.aio
 import pytest
@@ -47,24 +43,6 @@ class Probe(ServiceInterface):
     @signal()
     def Reloaded(self, applied, problems) -> "bas":
         return [applied, problems]
-
-
-@pytest.fixture
-def bus_address(tmp_path: Path):
-    """A private session dbus-daemon listening on a socket under ``tmp_path``."""
-    assert shutil.which("dbus-daemon"), "dbus-daemon is needed (Debian package dbus)"
-    proc = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address",
-                             f"--address=unix:path={tmp_path}/bus"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], WAIT)
-        address = proc.stdout.readline().decode().strip() if ready else ""
-        assert address, "dbus-daemon printed no address"
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(WAIT)
-        proc.stdout.close()
 
 
 @pytest.mark.parametrize("bus_class, survives", [
