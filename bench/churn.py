@@ -12,13 +12,22 @@ from ``tests/integration/harness.py``, as in ``bench/reaction.py``):
   ``--roles`` (``event,music,phone``: a notification that mixes, a player that interrupts the
   other players, a call that ducks the residents and interrupts the players),
   ``application.name`` ``bench-churn-<k mod 16>``;
-* a baseline phase first: ``--baseline`` (1,000) streams the same way with no daemon running,
-  for the server's own CPU per stream;
-* then the daemon (``audiopolicyd --no-mpris``, shipped policies, as ``bench/reaction.py``
-  starts it) and the churn. The daemon's ``VmRSS`` is read before the churn (connected, 1 s
-  idle), every tenth of the churn and after it (when its CPU time has stopped moving); its CPU
-  time (``utime + stime`` of ``/proc/<pid>/stat``, all threads) and the server processes' over
-  the churn, divided by the streams started.
+* phases, one after the other on the same server and residents:
+
+  * ``no daemon``: ``--baseline`` (1,000) streams with no policy client running, for the
+    server's own CPU per stream;
+  * ``reference``: ``--reference`` (1,000) streams with ``bench/reference_reactor.py`` running
+    (the least a ducking client does: reads each stream on its events, ducks the others on a
+    ``phone`` stream, no ramp, journal or D-Bus), for the floor of a Python policy client's CPU
+    per stream;
+  * ``daemon``: ``--streams`` streams with the daemon (``audiopolicyd --no-mpris``, shipped
+    policies, started as ``bench/reaction.py`` starts it).
+
+  The policy client of a phase is measured from when its CPU time has stopped moving before
+  the churn to when it has stopped moving after it: its CPU time and the server processes'
+  (``utime + stime`` of ``/proc/<pid>/stat``, all threads), divided by the streams played.
+  The daemon's ``VmRSS`` is read before the churn (connected, then 1 s idle), every tenth of
+  the churn and after it.
 
 At the end it checks what the daemon should have left: the residents back at their volume, no
 stream with an effect, only the residents in its stream count; the table says if not.
@@ -44,7 +53,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reaction import PROCS, Bench, DaemonReactor, _raise_interrupt, fmt, rss_mb, tail
+from reaction import (BIN, PROCS, Bench, DaemonReactor, ReferenceReactor, _raise_interrupt, fmt,
+                      rss_mb, tail)
 from shorts import APPS
 
 import harness as h  # noqa: E402  (on sys.path since reaction's import)
@@ -54,6 +64,8 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: How long the daemon's CPU time must stay still to count as done with the churn, in seconds.
 QUIET = 1.0
 HERE = Path(__file__).resolve().parent
+#: The name under which a phase's policy client (reference or daemon) is measured.
+REACTOR = "reactor"
 
 
 def cpu_seconds(pid: int) -> float:
@@ -75,8 +87,11 @@ class Phase:
     cpu_s: dict[str, float] = field(default_factory=dict)
     load: tuple[float, float] = (float("nan"), float("nan"))
 
-    def ms_per_stream(self, name: str) -> float:
-        return self.cpu_s[name] * 1000 / self.streams if self.streams else float("nan")
+    def ms_per_stream(self, *names: str) -> float:
+        """CPU ms per stream of the processes *names* together (NaN if one was not measured)."""
+        if not self.streams or any(n not in self.cpu_s for n in names):
+            return float("nan")
+        return sum(self.cpu_s[n] for n in names) * 1000 / self.streams
 
 
 @dataclass
@@ -84,13 +99,17 @@ class Result:
     server: str
     version: str = ""
     processes: list[str] = field(default_factory=list)  #: the server's, in start order
-    baseline: Phase | None = None
-    churn: Phase | None = None
+    #: "no daemon", "reference", "daemon", in the order they ran
+    phases: dict[str, Phase] = field(default_factory=dict)
     #: (streams started so far, daemon VmRSS in MB), from before the churn to after it
     rss: list[tuple[int, float]] = field(default_factory=list)
     residents: int = 0  #: resident streams: what the daemon's stream count ends at
     residents_restored: bool | None = None
     end_status: dict = field(default_factory=dict)
+
+    @property
+    def churn(self) -> Phase | None:
+        return self.phases.get("daemon")
 
     @property
     def rss_before(self) -> float:
@@ -189,6 +208,51 @@ async def wait_quiet(pid: int, quiet: float = QUIET, timeout: float = 60.0) -> N
     raise RuntimeError(f"pid {pid} still busy {timeout:.0f}s after the churn")
 
 
+def start_py_spy(prefix: str, server: str, pid: int, workdir: Path) -> subprocess.Popen:
+    """``py-spy record`` of *pid* into ``PREFIX.<server>.txt`` (collapsed stacks)."""
+    exe = shutil.which("py-spy", path=str(BIN)) or shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--py-spy needs py-spy: .venv/bin/pip install py-spy")
+    out = f"{prefix}.{server}.txt"
+    print(f"  sampling the daemon with py-spy into {out} (its CPU figure is inflated)",
+          flush=True)
+    with open(workdir / "py-spy.log", "ab") as log:
+        # --nonblocking: read the daemon's stacks without stopping it
+        return PROCS.spawn([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
+                            *os.environ.get("BENCH_PYSPY", "--nonblocking").split(), "--output", out], os.environ.copy(),
+                           stdout=log, stderr=log)
+
+
+def stop_py_spy(spy: subprocess.Popen, workdir: Path) -> None:
+    """SIGINT makes py-spy write its output; wait for that."""
+    spy.send_signal(signal.SIGINT)
+    try:
+        spy.wait(30)
+    finally:
+        PROCS.stop(spy)
+    if spy.returncode:
+        print(f"  py-spy exited with {spy.returncode}\n{tail(workdir / 'py-spy.log')}",
+              flush=True)
+
+
+async def measure(churner: Churner, n: int, pids: dict[str, int], watch: int | None = None,
+                  every: int = 0, on_progress=None) -> Phase:
+    """Play *n* short streams; the CPU seconds of *pids* over them, until *watch* is quiet."""
+    phase = Phase()
+    cpu0 = cpu_of(pids)
+    await churner.run(n, phase, every, on_progress)
+    if watch is not None:
+        await wait_quiet(watch)
+    cpu1 = cpu_of(pids)
+    phase.cpu_s = {k: cpu1[k] - cpu0[k] for k in cpu0}
+    return phase
+
+
+def said(name: str, phase: Phase) -> None:
+    print(f"  {name}: {phase.streams} streams in {phase.wall_s:.1f}s"
+          + (f", {phase.failed} failed: {phase.first_error}" if phase.failed else ""), flush=True)
+
+
 async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: Path) -> Result:
     res = Result(server.name, processes=[Path(p.args[0]).name for p in server.procs],
                  residents=args.residents)
@@ -205,15 +269,21 @@ async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: P
         churner = Churner(bench.env, args, bench.spec, workdir / "shorts.log")
 
         if args.baseline:
-            phase = Phase()
-            cpu0 = cpu_of(server_pids)
-            await churner.run(args.baseline, phase)
-            cpu1 = cpu_of(server_pids)
-            phase.cpu_s = {k: cpu1[k] - cpu0[k] for k in cpu0}
-            res.baseline = phase
-            print(f"  baseline, no daemon: {phase.streams} streams in {phase.wall_s:.1f}s"
-                  + (f", {phase.failed} failed: {phase.first_error}" if phase.failed else ""),
-                  flush=True)
+            res.phases["no daemon"] = phase = await measure(churner, args.baseline, server_pids)
+            said("no daemon", phase)
+
+        if args.reference:
+            reference = ReferenceReactor(server, workdir)
+            try:
+                await reference.start()
+                await wait_quiet(reference.proc.pid)
+                res.phases["reference"] = phase = await measure(
+                    churner, args.reference, {REACTOR: reference.proc.pid, **server_pids},
+                    reference.proc.pid)
+                said("reference", phase)
+            finally:
+                reference.stop()  # it restores on SIGTERM
+            await bench.wait_restored()
 
         config_home = workdir / "config"  # empty: the shipped policies only
         config_home.mkdir()
@@ -227,20 +297,14 @@ async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: P
             await asyncio.sleep(1.0)
             await wait_quiet(pid)
             res.rss.append((0, rss_mb(pid)))
-            pids = {"audiopolicyd": pid, **server_pids}
-            phase = Phase()
-            cpu0 = cpu_of(pids)
-            every = max(args.streams // 10, 1)
-            await churner.run(args.streams, phase, every,
-                              lambda ended: res.rss.append((ended, rss_mb(pid))))
-            await wait_quiet(pid)
-            cpu1 = cpu_of(pids)
-            phase.cpu_s = {k: cpu1[k] - cpu0[k] for k in cpu0}
-            res.churn = phase
+            spy = start_py_spy(args.py_spy, server.name, pid, workdir) if args.py_spy else None
+            res.phases["daemon"] = phase = await measure(
+                churner, args.streams, {REACTOR: pid, **server_pids}, pid,
+                max(args.streams // 10, 1), lambda ended: res.rss.append((ended, rss_mb(pid))))
             res.rss.append((phase.streams, rss_mb(pid)))
-            print(f"  daemon: {phase.streams} streams in {phase.wall_s:.1f}s"
-                  + (f", {phase.failed} failed: {phase.first_error}" if phase.failed else ""),
-                  flush=True)
+            if spy:
+                stop_py_spy(spy, workdir)
+            said("daemon", phase)
             # what the daemon left behind (read only now: a status call costs it CPU)
             try:
                 await bench.wait_restored(timeout=5.0)
@@ -285,27 +349,31 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     for r in results:
         print(f"{r.server:11s} " + "  ".join(f"{k}: {mb:.1f}" for k, mb in r.rss))
 
-    print("\n# CPU per stream (ms): utime + stime over the churn / streams started; the server "
-          "alone is the baseline phase without the daemon; wall: the churn's wall time per "
-          "stream; load: 1-min load average before/after (other jobs inflate the server's and "
-          "the daemon's time per stream less than the wall time, but they do: cache, "
-          "frequency)")
-    head = (f"{'server':11s} {'phase':9s} {'streams':>7s} {'daemon':>7s} {'server':>7s}  "
+    print("\n# CPU per stream (ms): utime + stime over the churn / streams played. reactor: "
+          "the policy client of the phase, none, the reference (bench/reference_reactor.py: "
+          "reads each stream on its events, ducks on phone, no ramp, no journal, no D-Bus) or "
+          "the daemon; server: the server's processes (by process on PipeWire); wall: the "
+          "churn's wall time per stream; load: 1-min load average before/after (other jobs "
+          "inflate CPU times too: caches, frequency)")
+    head = (f"{'server':11s} {'phase':9s} {'streams':>7s} {'reactor':>7s} {'server':>7s}  "
             f"{'server by process':50s} {'wall':>6s} {'load':>9s}")
     print(head)
     print("-" * len(head))
     for r in results:
-        for name, phase in (("no daemon", r.baseline), ("daemon", r.churn)):
-            if phase is None:
-                continue
-            d = phase.ms_per_stream("audiopolicyd") if "audiopolicyd" in phase.cpu_s \
-                else float("nan")
-            srv = sum(phase.cpu_s[p] for p in r.processes) * 1000 / phase.streams
+        for name, phase in r.phases.items():
             by = " ".join(f"{p} {phase.ms_per_stream(p):.2f}" for p in r.processes) \
                 if len(r.processes) > 1 else ""
-            print(f"{r.server:11s} {name:9s} {phase.streams:7d} {fmt(d, 7)} {fmt(srv, 7)}  "
-                  f"{by:50s} {phase.wall_s * 1000 / phase.streams:6.1f} "
+            print(f"{r.server:11s} {name:9s} {phase.streams:7d} "
+                  f"{fmt(phase.ms_per_stream(REACTOR), 7)} "
+                  f"{fmt(phase.ms_per_stream(*r.processes), 7)}  {by:50s} "
+                  f"{phase.wall_s * 1000 / phase.streams:6.1f} "
                   f"{phase.load[0]:4.1f}/{phase.load[1]:.1f}")
+        ref, dmn = r.phases.get("reference"), r.phases.get("daemon")
+        if ref and dmn:
+            print(f"{'':11s} {'ratio':9s} {'':7s} "
+                  f"{fmt(dmn.ms_per_stream(REACTOR) / ref.ms_per_stream(REACTOR), 6)}x "
+                  f"{fmt(dmn.ms_per_stream(*r.processes) / ref.ms_per_stream(*r.processes), 6)}x"
+                  f"  daemon/reference")
     if args.json:
         Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=1))
         print(f"\nraw figures written to {args.json}")
@@ -338,6 +406,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", type=int, default=1000, metavar="N",
                    help="streams played before the daemon starts, for the server's own CPU per "
                         "stream (default 1000; 0 skips it)")
+    p.add_argument("--reference", type=int, default=1000, metavar="N",
+                   help="streams played with the reference reactor running instead of the daemon, "
+                        "for the floor of a policy client's CPU per stream (default 1000; 0 skips "
+                        "it)")
     p.add_argument("--parallel", type=int, default=4, metavar="P",
                    help="short streams (client processes) at once (default 4; PulseAudio "
                         "takes at most 64 clients)")
@@ -348,13 +420,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lifetime-ms", type=int, default=50, metavar="MS",
                    help="how long each short stream plays before it and its client go "
                         "(default 50)")
+    p.add_argument("--py-spy", metavar="PREFIX",
+                   help="sample the daemon with py-spy during the churn into PREFIX.<server>.txt "
+                        "(collapsed stacks, for flamegraph.pl or speedscope; needs py-spy in the "
+                        "venv; inflates the daemon's CPU figure)")
     p.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     args.server = list(dict.fromkeys(args.server or ["pulseaudio", "pipewire"]))
     args.roles = [r.strip() for r in args.roles.split(",") if r.strip()]
-    if args.streams < 1 or args.baseline < 0 or args.residents < 0 or args.lifetime_ms < 1:
-        p.error("--streams and --lifetime-ms must be >= 1, --baseline and --residents >= 0")
+    if args.streams < 1 or args.lifetime_ms < 1:
+        p.error("--streams and --lifetime-ms must be >= 1")
+    if min(args.baseline, args.reference, args.residents) < 0:
+        p.error("--baseline, --reference and --residents must be >= 0")
     if not 1 <= args.parallel <= 32:
         p.error("--parallel must be 1..32")
     if not args.roles:
