@@ -58,6 +58,7 @@ from reaction import (BIN, PROCS, Bench, DaemonReactor, ReferenceReactor, _raise
 from shorts import APPS
 
 import harness as h  # noqa: E402  (on sys.path since reaction's import)
+import pulsectl  # noqa: E402
 
 #: Clock ticks per second of ``/proc/<pid>/stat`` times.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -219,7 +220,7 @@ def start_py_spy(prefix: str, server: str, pid: int, workdir: Path) -> subproces
     with open(workdir / "py-spy.log", "ab") as log:
         # --nonblocking: read the daemon's stacks without stopping it
         return PROCS.spawn([exe, "record", "--pid", str(pid), "--format", "raw", "--rate", "200",
-                            *os.environ.get("BENCH_PYSPY", "--nonblocking").split(), "--output", out], os.environ.copy(),
+                            "--nonblocking", "--output", out], os.environ.copy(),
                            stdout=log, stderr=log)
 
 
@@ -253,6 +254,14 @@ def said(name: str, phase: Phase) -> None:
           + (f", {phase.failed} failed: {phase.first_error}" if phase.failed else ""), flush=True)
 
 
+async def reset_residents(bench: Bench) -> None:
+    """Put every resident back at its volume from before the run."""
+    for index, volume in bench.victims.items():
+        await bench.observer.pulse.sink_input_volume_set(
+            index, pulsectl.PulseVolumeInfo([v / h.VOLUME_NORM for v in volume]))
+    await bench.wait_restored()
+
+
 async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: Path) -> Result:
     res = Result(server.name, processes=[Path(p.args[0]).name for p in server.procs],
                  residents=args.residents)
@@ -283,11 +292,16 @@ async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: P
                 said("reference", phase)
             finally:
                 reference.stop()  # it restores on SIGTERM
-            await bench.wait_restored()
+            try:
+                await bench.wait_restored(timeout=5.0)
+            except RuntimeError as exc:
+                # not the daemon's business: note it, and start the daemon from clean residents
+                print(f"  the reference left residents off ({exc}); setting them back", flush=True)
+                await reset_residents(bench)
 
         config_home = workdir / "config"  # empty: the shipped policies only
         config_home.mkdir()
-        daemon = DaemonReactor(server, workdir, config_home)
+        daemon = DaemonReactor(server, workdir, config_home, args.daemon_profile)
         try:
             await daemon.start()
             status = await daemon.wait_connected(args.residents)
@@ -424,6 +438,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="sample the daemon with py-spy during the churn into PREFIX.<server>.txt "
                         "(collapsed stacks, for flamegraph.pl or speedscope; needs py-spy in the "
                         "venv; inflates the daemon's CPU figure)")
+    p.add_argument("--daemon-profile", metavar="PREFIX",
+                   help="run the daemon under cProfile, stats to PREFIX.<server>.1 (start-up and "
+                        "shutdown included; distorts every daemon figure)")
     p.add_argument("--json", metavar="FILE", help="also write the raw figures to FILE")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
