@@ -27,7 +27,8 @@ from ``tests/integration/harness.py``, as in ``bench/reaction.py``):
   the churn to when it has stopped moving after it: its CPU time and the server processes'
   (``utime + stime`` of ``/proc/<pid>/stat``, all threads), divided by the streams played.
   The daemon's ``VmRSS`` is read before the churn (connected, then 1 s idle), every tenth of
-  the churn and after it.
+  the churn and after it; its open file descriptors before and after, the size of its state
+  directory (journal) after.
 
 At the end it checks what the daemon should have left: the residents back at their volume, no
 stream with an effect, only the residents in its stream count; the table says if not.
@@ -107,6 +108,8 @@ class Result:
     residents: int = 0  #: resident streams: what the daemon's stream count ends at
     residents_restored: bool | None = None
     end_status: dict = field(default_factory=dict)
+    fds: tuple[int, int] = (0, 0)  #: the daemon's open file descriptors before, after
+    journal_kb: float = float("nan")  #: size of its state directory after the churn
 
     @property
     def churn(self) -> Phase | None:
@@ -311,11 +314,15 @@ async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: P
             await asyncio.sleep(1.0)
             await wait_quiet(pid)
             res.rss.append((0, rss_mb(pid)))
+            fds0 = len(os.listdir(f"/proc/{pid}/fd"))
             spy = start_py_spy(args.py_spy, server.name, pid, workdir) if args.py_spy else None
             res.phases["daemon"] = phase = await measure(
                 churner, args.streams, {REACTOR: pid, **server_pids}, pid,
                 max(args.streams // 10, 1), lambda ended: res.rss.append((ended, rss_mb(pid))))
             res.rss.append((phase.streams, rss_mb(pid)))
+            res.fds = (fds0, len(os.listdir(f"/proc/{pid}/fd")))
+            res.journal_kb = sum(f.stat().st_size for f in workdir.glob("state-*/**/*")
+                                 if f.is_file()) / 1000
             if spy:
                 stop_py_spy(spy, workdir)
             said("daemon", phase)
@@ -349,16 +356,20 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
     print("# RSS: the daemon's VmRSS (MB) connected and idle before the churn, and once its CPU "
           "time stopped moving after it; growth/1k: (after - before) per 1,000 streams; "
           "slope/1k: least-squares slope over the churn's second half (a steady leak shows "
-          "here, one-off warm-up does not)")
+          "here, one-off warm-up does not); fds: its open file descriptors before/after; "
+          "state kB: its state directory (journal + WAL) after; left clean: the residents back "
+          "at their volume, no effect and no stream but the residents in its status")
     head = (f"{'server':11s} {'streams':>7s} {'failed':>6s} {'RSS before':>10s} "
-            f"{'RSS after':>9s} {'growth/1k':>9s} {'slope/1k':>8s}  {'restored':>8s}")
+            f"{'RSS after':>9s} {'growth/1k':>9s} {'slope/1k':>8s} {'fds':>7s} "
+            f"{'state kB':>8s}  {'left clean':>10s}")
     print(head)
     print("-" * len(head))
     for r in results:
         c = r.churn
         print(f"{r.server:11s} {c.streams:7d} {c.failed:6d} {fmt(r.rss_before, 10, 1)} "
               f"{fmt(r.rss_after, 9, 1)} {fmt(r.growth_per_1000(), 9, 2)} "
-              f"{fmt(r.slope_second_half(), 8, 2)}  {end_check(r):>8s}")
+              f"{fmt(r.slope_second_half(), 8, 2)} {f'{r.fds[0]}/{r.fds[1]}':>7s} "
+              f"{fmt(r.journal_kb, 8, 0)}  {end_check(r):>10s}")
     print("\n# RSS of the daemon along the churn (streams ended: MB)")
     for r in results:
         print(f"{r.server:11s} " + "  ".join(f"{k}: {mb:.1f}" for k, mb in r.rss))
