@@ -61,11 +61,11 @@ from shorts import APPS
 import harness as h  # noqa: E402  (on sys.path since reaction's import)
 import pulsectl  # noqa: E402
 
+HERE = Path(__file__).resolve().parent
 #: Clock ticks per second of ``/proc/<pid>/stat`` times.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-#: How long the daemon's CPU time must stay still to count as done with the churn, in seconds.
+#: How long a policy client's CPU time must stay still to count as idle (caught up), in seconds.
 QUIET = 1.0
-HERE = Path(__file__).resolve().parent
 #: The name under which a phase's policy client (reference or daemon) is measured.
 REACTOR = "reactor"
 
@@ -429,8 +429,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server", action="append", choices=sorted(h.SERVERS),
                    help="pulseaudio or pipewire (repeatable; default: both)")
     p.add_argument("--baseline", type=int, default=1000, metavar="N",
-                   help="streams played before the daemon starts, for the server's own CPU per "
-                        "stream (default 1000; 0 skips it)")
+                   help="streams played with no policy client running, for the server's own "
+                        "CPU per stream (default 1000; 0 skips it)")
     p.add_argument("--reference", type=int, default=1000, metavar="N",
                    help="streams played with the reference reactor running instead of the daemon, "
                         "for the floor of a policy client's CPU per stream (default 1000; 0 skips "
