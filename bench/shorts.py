@@ -5,10 +5,10 @@ process (its own ``application.process.id``), a new client connection, one playb
 silence on the default sink with ``media.role`` and ``application.name`` as given, connected
 and written for ``--lifetime-ms``, then the stream and the client go.
 
-Why not ``paplay`` of a short file: ``paplay`` drains before it exits, and PulseAudio 16's
-``module-null-sink`` renders in blocks of up to its 2 s maximum latency, so each ``paplay`` of a
-50 ms file lives about 2 s there (on pipewire-pulse about 0.1 s): the streams' lifetime, hence
-the load, would differ by server and be set by the null sink. Here every stream lives the same
+Why not ``paplay`` of a short file: ``paplay`` drains before it exits, and on PulseAudio 16's
+``module-null-sink`` (2 s maximum latency) the drain of a 50 ms file takes about 2 s, whatever
+``--latency-msec`` or ``PULSE_LATENCY_MSEC`` ask for (on pipewire-pulse about 0.1 s): the
+streams' lifetime, hence the load, would differ by server and be set by the null sink. Here every stream lives the same
 time on both servers, and no drain is waited for (an app that closes its stream mid-sound does
 the same).
 
