@@ -5,7 +5,7 @@ It does the least a correct ducking client can do with pulsectl-asyncio:
 * one connection, subscribed to sink-input events, never polling;
 * a mirror ``{sink-input index: raw per-channel volume}``, kept current by fetching a stream's
   info on its ``new`` and ``change`` events (a real client must follow the user's volume, so the
-  duck starts from the current value, not a stale one);
+  duck starts from the current value, not a stale one), and set to what it writes;
 * on the ``new`` event of a stream whose ``media.role`` is ``phone``: every other known
   sink-input is set to ``round(0.2 * raw)`` per channel (the daemon's arithmetic with its default
   duck level), all writes issued at once (``asyncio.gather``: pipelined, not one round trip after
@@ -24,10 +24,11 @@ restoring what it ducked.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import signal
 import sys
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 import pulsectl
 import pulsectl_asyncio
@@ -65,6 +66,10 @@ class Reactor:
         #: index of the phone stream in force -> {victim index: volume before the duck}
         self.ducks: dict[int, dict[int, tuple[int, ...]]] = {}
         self._pending: dict[int, object] = {}
+        #: sink-inputs read at least once (a phone stream ducks the others on its first read)
+        self._known: set[int] = set()
+        #: volume writes not answered yet, per sink-input
+        self._writing: collections.Counter[int] = collections.Counter()
         self._tasks: set[asyncio.Task] = set()
 
     def spawn(self, coro) -> None:
@@ -75,10 +80,12 @@ class Reactor:
     async def read_all(self) -> None:
         for info in await self.pulse.sink_input_list():
             self.volumes[info.index] = raw_volume(info)
+            self._known.add(info.index)
 
     def handle(self, ev) -> None:
         if ev.t == "remove":
             self._pending.pop(ev.index, None)
+            self._known.discard(ev.index)
             self.volumes.pop(ev.index, None)
             saved = self.ducks.pop(ev.index, None)
             if saved:
@@ -97,8 +104,12 @@ class Reactor:
         if self._pending.get(index) is not token:
             return  # a newer read is on its way, or the stream is gone
         del self._pending[index]
-        new = index not in self.volumes  # first read of it, whichever event it answers
-        self.volumes[index] = raw_volume(info)
+        new = index not in self._known  # first read of it, whichever event it answers
+        self._known.add(index)
+        if not self._writing[index]:
+            # with a write in flight the read may have gone out first (gather starts its
+            # tasks a loop turn later) and show the volume from before it: keep the mirror's
+            self.volumes[index] = raw_volume(info)
         if new and info.proplist.get("media.role") == TRIGGER_ROLE:
             saved = {i: v for i, v in self.volumes.items()
                      if i != index and not any(i in d for d in self.ducks.values())}
@@ -106,10 +117,29 @@ class Reactor:
             await self.write({i: tuple(int(round(DUCK_LEVEL * x)) for x in v)
                               for i, v in saved.items()})
 
-    async def write(self, volumes: dict[int, tuple[int, ...]]) -> None:
-        """Set every volume at once: all requests are sent before the first reply is awaited."""
-        await asyncio.gather(*(self.pulse.sink_input_volume_set(i, RawVolume(v))
-                               for i, v in volumes.items()), return_exceptions=True)
+    def write(self, volumes: dict[int, tuple[int, ...]]) -> Awaitable[None]:
+        """Set every volume at once: all requests are sent before the first reply is awaited.
+
+        The mirror takes the written values now, when the writes are decided (not when the
+        returned awaitable starts), and reads answered while a write to the stream is in flight
+        leave it alone: otherwise a call that starts while the previous one's restore is on its
+        way would save the ducked volume as the user's and duck it again (``bench/churn.py``
+        plays overlapping calls).
+        """
+        for i, v in volumes.items():
+            self.volumes[i] = v
+            self._writing[i] += 1
+        return self._send(volumes)
+
+    async def _send(self, volumes: dict[int, tuple[int, ...]]) -> None:
+        try:
+            await asyncio.gather(*(self.pulse.sink_input_volume_set(i, RawVolume(v))
+                                   for i, v in volumes.items()), return_exceptions=True)
+        finally:
+            self._writing.subtract(volumes.keys())
+            for i in volumes:
+                if self._writing[i] <= 0:
+                    del self._writing[i]
 
     async def restore_all(self) -> None:
         saved: dict[int, tuple[int, ...]] = {}
