@@ -58,9 +58,15 @@ class Journal:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error:
+            # a file that is not a database fails here, not in connect(): close what we
+            # opened (Python 3.13 warns about a connection left open)
+            self._db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()

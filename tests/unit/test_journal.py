@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import sqlite3
+
+import pytest
+
 from audiopolicyd.effects import Applied, Claim
 from audiopolicyd.journal import Journal
+
+# a connection a test leaves open fails that test (Python 3.13 warns when one is freed open)
+pytestmark = pytest.mark.usefixtures("collect_garbage")
 
 
 def test_effects_round_trip_and_delete(tmp_path):
@@ -18,6 +25,7 @@ def test_effects_round_trip_and_delete(tmp_path):
     assert j.effects() == {a.key: a, b.key: b}
     j.write([], [a.key])
     assert list(j.effects()) == [b.key]
+    j.close()
 
 
 def test_lingering_by_restore_key():
@@ -35,6 +43,7 @@ def test_lingering_by_restore_key():
     assert j.lingering("role:event") is None  # nothing of ours to undo
     j.forget_lingering("role:game")
     assert j.lingering("role:game") is None and j.has_lingering()
+    j.close()
 
 
 def test_pauses_are_replaced_and_cleared():
@@ -45,3 +54,11 @@ def test_pauses_are_replaced_and_cleared():
     j.write([Applied("k", "r", (1,), 0.5, (1,))])
     j.clear()
     assert j.pauses() == {} and j.effects() == {}
+    j.close()
+
+
+def test_a_file_that_is_not_a_journal_is_an_error_and_left_closed(tmp_path):
+    path = tmp_path / "journal.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):
+        Journal(path)
