@@ -18,11 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 
 # Debian packages: audio servers and clients the daemon and its tests use, and what building
-# systemd-python needs.
+# systemd-python needs. Each name exists in Debian 12 and 13 (checked with apt-cache policy).
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
   dbus pulseaudio pulseaudio-utils pipewire pipewire-pulse wireplumber
   mpv mpv-mpris playerctl sox espeak-ng systemd xdg-desktop-portal
+  libglib2.0-bin dconf-service gsettings-desktop-schemas
 )
 
 say() { printf 'quickstart: %s\n' "$*" >&2; }
