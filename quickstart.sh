@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# audiopolicyd quick start, for a fresh Debian 12 / Ubuntu machine.
+# audiopolicyd quick start, for a fresh Debian 12, Debian 13 or Ubuntu 24.04 machine.
 #
 #   ./quickstart.sh run    install what is missing, then run the daemon in the foreground
 #   ./quickstart.sh test   install what is missing, then run every test (unit + integration)
 #
 # "Install" means: the Debian packages below (apt-get, as root or through sudo) and a virtual
 # environment in .venv with audiopolicyd installed editable. Both steps are skipped when done.
+# Arguments after the command go to the daemon or to pytest (`./quickstart.sh test tests/unit`).
+# PYTHON=python3.12 uses that interpreter instead of python3, in its own .venv-3.12.
 #
 # `run` uses the audio server and session bus of your desktop session when there are some. On
 # a machine without them (a fresh server, a container, CI) it starts a private session bus and a
@@ -16,11 +18,12 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cd "$here"
 
 # Debian packages: audio servers and clients the daemon and its tests use, and what building
-# systemd-python needs.
+# systemd-python needs. Each name exists in Debian 12 and 13 (checked with apt-cache policy).
 APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
   dbus pulseaudio pulseaudio-utils pipewire pipewire-pulse wireplumber
   mpv mpv-mpris playerctl sox espeak-ng systemd xdg-desktop-portal
+  libglib2.0-bin dconf-service gsettings-desktop-schemas
 )
 
 say() { printf 'quickstart: %s\n' "$*" >&2; }
@@ -39,15 +42,30 @@ install_apt() {
     "${missing[@]}" >/dev/null
 }
 
+# The interpreter and its virtual environment: python3 in .venv, or $PYTHON in .venv-X.Y (so
+# several Pythons can be tested side by side, as .ci/run does).
+python=${PYTHON:-python3}
+venv=.venv
+if [ -n "${PYTHON:-}" ]; then
+  version=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])') ||
+    { say "PYTHON=$PYTHON does not run"; exit 1; }
+  venv=.venv-$version
+fi
+
 install_venv() {
-  local stamp=.venv/.installed
-  if [ -x .venv/bin/audiopolicyd ] && [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ]; then
+  local stamp=$venv/.installed
+  if [ -x "$venv/bin/audiopolicyd" ] && [ -f "$stamp" ] && [ "$stamp" -nt pyproject.toml ] &&
+      "$venv/bin/python" -c '' 2>/dev/null; then
     return 0
   fi
-  say "creating .venv and installing audiopolicyd with its test dependencies"
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[test]'
+  # a venv whose interpreter is gone (a Python upgraded or uninstalled) is made anew
+  if [ -e "$venv" ] && ! "$venv/bin/python" -c '' 2>/dev/null; then
+    rm -rf "$venv"
+  fi
+  say "creating $venv ($("$python" --version 2>&1)) and installing audiopolicyd with its test dependencies"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+  "$venv/bin/python" -m pip install -q -e '.[test]'
   touch "$stamp"
 }
 
@@ -103,16 +121,17 @@ case "$cmd" in
     [ -n "${DBUS_SESSION_BUS_ADDRESS:-}" ] || private_bus "$private"
     pactl info >/dev/null 2>&1 || private_pulse "$private"
     say "running audiopolicyd (Ctrl-C stops it and restores every stream)"
-    say "in another shell: .venv/bin/audiopolicyctl status | streams | monitor"
-    .venv/bin/audiopolicyd "${@:2}"
+    say "in another shell: $venv/bin/audiopolicyctl status | streams | monitor"
+    "$venv/bin/audiopolicyd" "${@:2}"
     ;;
   test)
     install_apt
     install_venv
-    exec .venv/bin/python -m pytest tests -q "${@:2}"
+    # no path given: pytest runs pyproject.toml's testpaths (tests/, unit + integration)
+    exec "$venv/bin/python" -m pytest -q "${@:2}"
     ;;
   *)
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

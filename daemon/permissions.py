@@ -219,10 +219,17 @@ class SqlitePermissionStore(PermissionStore):
             if self.path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise PermissionStoreError(f"cannot open the permission store {self.path}: {exc}"
+                                       ) from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            # connect() opens any file; a file that is not a database fails only here, and
+            # the connection must not outlive the error (Python 3.13 warns when one does)
+            self._db.close()
             raise PermissionStoreError(f"cannot open the permission store {self.path}: {exc}"
                                        ) from exc
 

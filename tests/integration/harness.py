@@ -1033,8 +1033,10 @@ def remembered_volume(server: AudioServer, role: str) -> list[int] | None:
     """The raw volume *server* remembers for new playback streams of ``media.role`` *role*.
 
     PulseAudio: module-stream-restore's database (``ext-stream-restore``).
-    PipeWire: WirePlumber's ``restore-stream`` state file (cubic linear volumes,
-    role names capitalised; written about 1 s after a change).
+    PipeWire: WirePlumber's state file (cubic linear volumes, role names capitalised;
+    written about 1 s after a change): ``restore-stream`` with ``KEY:channelVolumes=v;v;``
+    lines (WirePlumber 0.4, Debian 12) or ``stream-properties`` with ``KEY={JSON}`` lines
+    holding ``channelVolumes`` (0.5, Debian 13).
     """
     if server.name == "pulseaudio":
         try:
@@ -1045,17 +1047,24 @@ def remembered_volume(server: AudioServer, role: str) -> list[int] | None:
         except pulsectl.PulseError:  # a busy server may refuse one connection: ask again
             pass
         return None
-    state = server.home / ".local" / "state" / "wireplumber" / "restore-stream"
-    try:
-        text = state.read_text()
-    except FileNotFoundError:
+    key = f"Output/Audio:media.role:{role.capitalize()}"
+    state = server.home / ".local" / "state" / "wireplumber"
+    values = None
+    for name, prefix in (("restore-stream", f"{key}:channelVolumes="),
+                         ("stream-properties", f"{key}=")):
+        try:
+            text = (state / name).read_text()
+        except FileNotFoundError:
+            continue
+        for line in text.splitlines():
+            if not line.startswith(prefix):
+                continue
+            value = line[len(prefix):]
+            values = (json.loads(value).get("channelVolumes") if value.startswith("{")
+                      else [float(v) for v in value.split(";") if v])
+    if not values:
         return None
-    prefix = f"Output/Audio:media.role:{role.capitalize()}:channelVolumes="
-    for line in text.splitlines():
-        if line.startswith(prefix):
-            values = [float(v) for v in line[len(prefix):].split(";") if v]
-            return [round(v ** (1 / 3) * VOLUME_NORM) for v in values]
-    return None
+    return [round(v ** (1 / 3) * VOLUME_NORM) for v in values]
 
 
 def ducked(raw: int, *gains: float) -> int:

@@ -41,7 +41,7 @@ def test_wheel_installs_daemon_with_shipped_policies(tmp_path: Path) -> None:
     env.pop("VIRTUAL_ENV", None)
     source = tmp_path / "src"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
+        ".git", ".venv", ".venv-*", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache"))
 
     wheels = tmp_path / "wheels"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(wheels), str(source)], env)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from audiopolicyd.model import Stream, StreamKind, freeze
@@ -37,3 +39,17 @@ def policies(pm):
     store = PolicyStore([shipped_dir()], plugin_settings_schemas(pm))
     store.reload()
     return store.current
+
+
+@pytest.fixture
+def collect_garbage():
+    """Collect garbage after the test, so that a connection it leaves open fails that test.
+
+    Since Python 3.13 an SQLite connection nobody closed warns (``ResourceWarning``, an error
+    under the suite's ``filterwarnings = error``) when it is freed; one held in a reference
+    cycle is freed whenever the collector next runs, which would blame an unrelated later test
+    (or the end of the session). Modules that open SQLite use it (``pytestmark``); it is not
+    autouse because a full collection per test would make the unit suite several times slower.
+    """
+    yield
+    gc.collect()

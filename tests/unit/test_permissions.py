@@ -10,6 +10,9 @@ import pytest
 from audiopolicyd.permissions import (Decision, PermissionStoreError, SqlitePermissionStore,
                                       decision_from_store, store_value)
 
+# a connection a test leaves open fails that test (Python 3.13 warns when one is freed open)
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
 
 @pytest.mark.parametrize("value, decision", [
     (["yes"], Decision.GRANTED), (["no"], Decision.DENIED), (["ask"], Decision.UNDETERMINED),
@@ -126,7 +129,7 @@ async def test_sqlite_rejects_bad_arguments(tmp_path):
     await store.close()
 
 
-def test_sqlite_not_a_database_is_a_store_error(tmp_path):
+def test_sqlite_not_a_database_is_a_store_error_and_left_closed(tmp_path):
     path = tmp_path / "permissions.sqlite3"
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(PermissionStoreError, match="cannot open the permission store"):
