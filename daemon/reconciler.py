@@ -370,8 +370,8 @@ class Reconciler:
                 if stream is None:
                     logger.debug("read %s: no such stream", key)
                 else:
-                    logger.debug("read %s: volume %s, corked %s, device %d", key,
-                                 stream.volume, stream.corked, stream.device)
+                    logger.debug("read %s: volume %s, muted %s, corked %s, device %d", key,
+                                 stream.volume, stream.muted, stream.corked, stream.device)
         finally:
             timer.cancel()
             self._reads[key] -= 1

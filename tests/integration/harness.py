@@ -627,6 +627,33 @@ def peak(path: str | os.PathLike, start: int = 0, end: int | None = None) -> int
     return max((abs(v) for v in samples), default=0)
 
 
+#: Milliseconds of microphone audio a new recording of an app that may not record can get
+#: before the daemon's mute (sent on the stream's ``new`` event) takes hold, by server.
+#: PulseAudio applies it before any data flows. pipewire-pulse 0.3.65 sometimes delivers the
+#: stream's first processing cycle unmuted (11 ms seen, about 1 run in 20); 50 ms is the bound
+#: the microphone gate promises for any stream (docs/microphone.md, "Limits").
+START_LEAK_MS = {"pulseaudio": 0.0, "pipewire": 50.0}
+
+
+def audible_until_ms(path: str | os.PathLike) -> float:
+    """Where the last non-silent frame of a raw recording (:func:`record`) ends, in ms from its
+    start: 0.0 for a recording that is digital silence throughout."""
+    import array
+    samples = array.array("h", Path(path).read_bytes()[:os.path.getsize(path) // 4 * 4])
+    last = max((i for i, v in enumerate(samples) if v), default=-1)
+    frames = last // (RAW_FRAME_BYTES // 2) + 1 if last >= 0 else 0
+    return frames * 1000 / RAW_RATE
+
+
+def assert_silenced_from_start(server: AudioServer, path: str | os.PathLike) -> None:
+    """A recording of an app that may not record is silence, but for at most
+    :data:`START_LEAK_MS` of the server at its very start."""
+    leak = audible_until_ms(path)
+    assert leak <= START_LEAK_MS[server.name], (
+        f"{path}: microphone audio until {leak:.1f} ms (allowed on {server.name}: "
+        f"{START_LEAK_MS[server.name]:.0f} ms at the start)")
+
+
 def wait_recorded(path: str | os.PathLike, audible: bool, seconds: float = 0.2,
                   timeout: float = 10.0) -> int:
     """Wait until *seconds* of recording written after now are all audible (peak > 1000) or
