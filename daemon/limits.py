@@ -1,4 +1,5 @@
-"""What a D-Bus client may send: the bound of every string and array, in one place.
+"""What a D-Bus client may send: the bound of every string and array, in one place; and how
+any message quotes a value someone else sent (a client, a policy file).
 
 A client is anyone on the bus, sandboxed or hostile. Every string and array argument of the
 API has a bound (docs/dbus-api.md, "Limits"); beyond it, or of the wrong type where the
@@ -56,15 +57,22 @@ class InvalidArgument(ValueError):
 
 
 def quote(value: Any, chars: int = QUOTE_CHARS) -> str:
-    """A client's value for a message: its ``repr``, cut to ``chars`` characters + ``…``.
+    """A value someone else sent (a D-Bus client, a policy file), for a message: its ``repr``,
+    cut to ``chars`` characters + ``…``.
 
-    :param value: any value; non-strings are quoted as ``str(value)``
+    :param value: any value; a string is cut before its ``repr`` is taken (so it stays quoted),
+        another value after (an integer too long for a decimal ``repr`` is named by its size)
     :param chars: how many characters of it to show
-    :returns: ``'karaoke'``, or ``'NNNN…'`` for a longer value (control characters escaped,
-        so a value cannot forge a log line)
+    :returns: ``'karaoke'``, ``'NNNN…'`` for a longer string, ``1.0`` for a float (control
+        characters escaped, so a value cannot forge a log line)
     """
-    text = value if isinstance(value, str) else str(value)
-    return repr(text if len(text) <= chars else text[:chars] + "\u2026")
+    if isinstance(value, str):
+        return repr(value if len(value) <= chars else value[:chars] + "\u2026")
+    try:
+        text = repr(value)
+    except ValueError:  # an int beyond sys.get_int_max_str_digits() has no decimal repr
+        text = f"<integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
+    return text if len(text) <= chars else text[:chars] + "\u2026"
 
 
 def check_text(argument: str, value: Any, chars: int) -> str:

@@ -60,6 +60,7 @@ from typing import Any, Iterable, Mapping
 
 import jsonschema
 
+from .limits import QUOTE_CHARS, quote
 from .model import CATEGORIES, MODES, OPTIONS, Action, Stream, StreamKind, freeze
 
 if sys.version_info >= (3, 11):
@@ -74,8 +75,6 @@ SCHEMA_VERSION = 1
 #: Deepest nesting of tables and arrays in a policy (a shipped file needs 3). Deeper documents
 #: are reported, not validated: Python's parsers and validators recurse per level.
 MAX_DEPTH = 32
-#: Characters of a bad value or key quoted in a problem (then ``…``).
-QUOTE_CHARS = 64
 #: Longest problem message; jsonschema's messages may embed schema values too.
 MAX_MESSAGE_CHARS = 512
 
@@ -346,16 +345,6 @@ class Policy:
         if victim_category in self.overrides:
             return self.overrides[victim_category]
         return self.mixable_others if victim_mixable else self.others
-
-
-def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
-    """``repr(value)`` cut to ``limit`` characters and ``…``: what a problem may echo of a
-    value (a 1 MB string is not copied into logs and D-Bus replies)."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int beyond sys.get_int_max_str_digits() has no decimal repr
-        text = f"<integer of {value.bit_length()} bits>" if isinstance(value, int) else "<?>"
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:

@@ -85,7 +85,8 @@ def test_quote_shows_a_short_prefix_and_escapes():
     assert quote("karaoke") == "'karaoke'"
     assert quote("x" * MIB) == "'" + "x" * limits.QUOTE_CHARS + "\u2026'"
     assert quote("a\nforged log line") == "'a\\nforged log line'"
-    assert quote(["Name"]) == "\"['Name']\""
+    assert quote(["Name"]) == "['Name']" and quote(1.0) == "1.0"  # other values: their repr
+    assert quote(10 ** 5000) == "<integer of 16610 bits>"
 
 
 def test_check_text_and_texts_name_the_argument_and_the_limit():

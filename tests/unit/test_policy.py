@@ -428,7 +428,7 @@ def test_problems_quote_only_a_short_prefix_of_a_bad_value():
     doc["overrides"] = {huge: {"others": "mix"}}
     found = problems(doc)
     assert all(len(p) < 700 for p in found), [len(p) for p in found]
-    prefix = repr(huge)[:64] + "…"
+    prefix = repr("x" * 64 + "\u2026")  # the string cut, then quoted
     assert f"p.toml: description: {prefix} is too long" in found
     assert f"p.toml: activation.others: {prefix} is not one of ['mix', 'duck', 'interrupt', " \
            "'silence']" in found
