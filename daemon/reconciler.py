@@ -868,9 +868,12 @@ class Reconciler:
         for i, step in enumerate(steps):
             if i:
                 await asyncio.sleep(ops.ramp_ms / len(steps) / 1000)
-                await self._refresh(stream.kind, stream.index, key, self._wgen.get(key, 0))
+                # shielded, as every libpulse operation the ramp waits for: cancelling one
+                # from outside frees its callback while libpulse still holds it (a crash)
+                await asyncio.shield(self._spawn(self._refresh(
+                    stream.kind, stream.index, key, self._wgen.get(key, 0))))
             last = self._write_volume(stream, step)
-            await last
+            await asyncio.shield(last)
         self._ramps.pop(key, None)
         applied = self.applied.get(stream.key)
         if applied is not None and applied.ramp_from is not None \

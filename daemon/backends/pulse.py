@@ -101,7 +101,11 @@ class PulseBackend(Backend):
         self._reads = []
         try:
             await self._pulse.connect(timeout=CONNECT_TIMEOUT)
-            info = await asyncio.wait_for(self._pulse.server_info(), CONNECT_TIMEOUT)
+            # never cancel a libpulse operation (its callback would be freed while libpulse
+            # holds it): on timeout it is left to fail when the context closes
+            reading = asyncio.ensure_future(self._pulse.server_info())
+            reading.add_done_callback(lambda t: t.cancelled() or t.exception())
+            info = await asyncio.wait_for(asyncio.shield(reading), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             self.close()
             raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s")

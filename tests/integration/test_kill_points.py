@@ -172,3 +172,22 @@ def test_audio_server_killed_mid_duck_every_respawned_stream_gets_the_users_valu
     end_client(server, phone)
     all_at(server, respawned, USER)
     all_at(server, respawned_music, 65536)
+
+
+def test_ramps_replanned_under_way_by_overlapping_calls(server: AudioServer,
+                                                       daemon: DaemonProcess,
+                                                       tone: Path) -> None:
+    """Calls that start and end while a ramp runs re-plan it; the ramp waits on libpulse
+    operations, and cancelling one of those (not the ramp) freed its callback under libpulse:
+    the daemon died of a segmentation fault within a few dozen such calls."""
+    victims = games(server, tone, 2)
+    for _ in range(12):
+        calls = [play(server, tone, role="phone") for _ in range(3)]
+        time.sleep(0.03)
+        for call in calls:
+            call.kill()
+        for call in calls:
+            call.wait()
+        daemon.assert_running()
+    all_at(server, victims, USER)
+    daemon.assert_running()
