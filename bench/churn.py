@@ -49,13 +49,12 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reaction import (BIN, PROCS, Bench, DaemonReactor, ReferenceReactor, _raise_interrupt, fmt,
-                      rss_mb, tail)
+from reaction import (BIN, PROCS, Bench, DaemonReactor, ReferenceReactor, fmt, rss_mb,
+                      run_on_servers, tail)
 from shorts import APPS
 
 import harness as h  # noqa: E402  (on sys.path since reaction's import)
@@ -470,47 +469,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    missing = h.missing_binaries(("dbus-daemon", "pactl", "sox",
-                                  *(("pulseaudio",) if "pulseaudio" in args.server else ()),
-                                  *(("pipewire", "wireplumber", "pipewire-pulse")
-                                    if "pipewire" in args.server else ())))
-    if missing:
-        print(f"missing programs: {missing}", file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="apd-churn-"))
     results: list[Result] = []
-    began = time.monotonic()
-    failed = False
-    try:
-        for name in args.server:
-            sdir = workdir / name
-            sdir.mkdir()
-            with h.PrivateBus(service_dirs=[]) as bus, h.SERVERS[name](bus) as server:
-                try:
-                    results.append(asyncio.run(run_server(server, args, sdir)))
-                except Exception:
-                    for log in server.logs():  # the server's directory goes with it
-                        if log.exists():
-                            shutil.copy(log, sdir)
-                    raise
-                finally:
-                    PROCS.stop_all()  # residents, short streams, daemon: before the server goes
-        report(results, args)
-        print(f"\ntotal time {time.monotonic() - began:.0f}s")
-        return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
-        return 130
-    except Exception:
-        failed = True
-        raise
-    finally:
-        PROCS.stop_all()
-        if failed or args.keep:
-            print(f"logs kept in {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+
+    async def run(server: h.AudioServer, sdir: Path) -> None:
+        results.append(await run_server(server, args, sdir))
+
+    return run_on_servers(args.server, "apd-churn-", ("dbus-daemon", "pactl", "sox"), args.keep,
+                          run, lambda: report(results, args))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -707,38 +708,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    missing = h.missing_binaries(("dbus-daemon", "pactl", "paplay", "sox",
-                                  *(("pulseaudio",) if "pulseaudio" in args.servers else ()),
+def run_on_servers(servers: list[str], prefix: str, binaries: tuple[str, ...], keep: bool,
+                   run: Callable[[h.AudioServer, Path], Any],
+                   report: Callable[[], None]) -> int:
+    """Run a benchmark on each server, then report; the exit status of the benchmark script.
+
+    Each server gets a private bus and its own directory under a temporary work directory;
+    ``run(server, directory)`` is a coroutine function run to the end in its own event loop.
+    Every process of :data:`PROCS` is stopped before the server goes. A failure keeps the
+    server's logs; the work directory is removed unless something failed or ``keep``.
+
+    :param binaries: programs needed besides the servers' own
+    :returns: 0, 2 when a program is missing, 130 when interrupted (SIGINT, SIGTERM)
+    """
+    missing = h.missing_binaries((*binaries,
+                                  *(("pulseaudio",) if "pulseaudio" in servers else ()),
                                   *(("pipewire", "wireplumber", "pipewire-pulse")
-                                    if "pipewire" in args.servers else ())))
+                                    if "pipewire" in servers else ())))
     if missing:
         print(f"missing programs: {missing}", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="apd-bench-"))
-    results: list[Series] = []
-    daemon_stats: list[DaemonStats] = []
-    versions: dict[str, str] = {}
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
     began = time.monotonic()
     failed = False
     try:
-        for name in args.servers:
+        for name in servers:
             sdir = workdir / name
             sdir.mkdir()
             with h.PrivateBus(service_dirs=[]) as bus, h.SERVERS[name](bus) as server:
                 try:
-                    versions[name] = asyncio.run(
-                        run_server(server, args, sdir, results, daemon_stats))
+                    asyncio.run(run(server, sdir))
                 except Exception:
                     for log in server.logs():  # the server's directory goes with it
                         if log.exists():
                             shutil.copy(log, sdir)
                     raise
                 finally:
-                    PROCS.stop_all()  # victims, reactors, triggers: before the server goes
-        report(results, daemon_stats, versions, args)
+                    PROCS.stop_all()  # every client and reactor: before the server goes
+        report()
         print(f"\ntotal time {time.monotonic() - began:.0f}s")
         return 0
     except KeyboardInterrupt:
@@ -749,10 +757,23 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         PROCS.stop_all()
-        if failed or args.keep:
+        if failed or keep:
             print(f"logs kept in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results: list[Series] = []
+    daemon_stats: list[DaemonStats] = []
+    versions: dict[str, str] = {}
+
+    async def run(server: h.AudioServer, sdir: Path) -> None:
+        versions[server.name] = await run_server(server, args, sdir, results, daemon_stats)
+
+    return run_on_servers(args.servers, "apd-bench-", ("dbus-daemon", "pactl", "paplay", "sox"),
+                          args.keep, run, lambda: report(results, daemon_stats, versions, args))
 
 
 if __name__ == "__main__":
