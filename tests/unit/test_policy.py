@@ -343,7 +343,7 @@ def test_integers_beyond_64_bits_are_errors_not_tracebacks():
     with pytest.raises(PolicyError) as info:
         parse_toml("priority = " + "1" * 5000, "p.toml")
     assert str(info.value).startswith("p.toml: (toml): cannot be decoded: ValueError: Exceeds "
-                                      "the limit (4300 digits)")
+                                      "the limit (4300")  # the rest's wording varies by Python
 
 
 # -- C10: every failure to read a policy is a policy problem ------------------------------------
