@@ -596,6 +596,25 @@ def play(server: AudioServer, path: str | os.PathLike, role: str | None = None,
     return _client(server, [*argv, str(path)], env)
 
 
+#: PulseAudio 16 listens with a backlog of 5: more clients connecting at once than that, while
+#: a busy server is slow to accept, are refused ("Connection refused"). Tests that start many
+#: clients start them in batches of this many (:func:`start_in_batches`).
+CONNECT_BATCH = 4
+
+
+def start_in_batches(server: AudioServer, n: int, start: Callable[[int], subprocess.Popen],
+                     kind: str = "sink-input") -> list[subprocess.Popen]:
+    """Start ``n`` clients, ``start(i)`` each, :data:`CONNECT_BATCH` at a time, each batch's
+    streams linked before the next batch starts; returns the processes in order."""
+    procs: list[subprocess.Popen] = []
+    for first in range(0, n, CONNECT_BATCH):
+        batch = [start(i) for i in range(first, min(first + CONNECT_BATCH, n))]
+        for proc in batch:
+            wait_stream(server, proc, kind)
+        procs += batch
+    return procs
+
+
 def record(server: AudioServer, device: str = MIC, role: str | None = None,
            props: Mapping[str, str] | None = None, path: str | os.PathLike = os.devnull,
            latency_ms: int | None = None) -> subprocess.Popen:

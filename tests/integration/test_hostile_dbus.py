@@ -31,7 +31,8 @@ from dbus_fast import Message, MessageType, Variant
 from audiopolicyd.buswriter import MessageBus
 from harness import (
     BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX, AudioServer,
-    DaemonProcess, ducked, end_client, name_has_owner, play, wait_for, wait_volume,
+    DaemonProcess, ducked, end_client, name_has_owner, play, start_in_batches, wait_for,
+    wait_volume,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,9 +102,9 @@ async def test_big_writes_under_load_keep_the_daemon_on_the_bus(server: AudioSer
     flight, and large ``GetStreams`` replies to a client that pipelines 40 of them, cost
     dbus-fast 5.2.0's writer the connection (EAGAIN); audiopolicyd.buswriter waits instead.
     The 1 MiB name itself is refused (``InvalidArgument``), and its reply stays small."""
-    streams = [play(server, tone, props={"application.name": f"{i:02}" + "A" * (LONG - 2),
-                                         "media.role": "R" * LONG})
-               for i in range(20)]
+    streams = start_in_batches(server, 20, lambda i: play(
+        server, tone, props={"application.name": f"{i:02}" + "A" * (LONG - 2),
+                             "media.role": "R" * LONG}))
     wait_for(daemon.streams, 20, "the daemon to list 20 streams",
              until=lambda views: len(views) >= len(streams))
 

@@ -17,7 +17,8 @@ import pytest
 
 from harness import (
     AudioServer, DaemonProcess, ducked, end_client, play, remembered_volume, set_raw_volume,
-    set_user_volume, stream_state, wait_for, wait_muted, wait_stream, wait_volume,
+    set_user_volume, start_in_batches, stream_state, wait_for, wait_muted, wait_stream,
+    wait_volume,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def ramp_policy(daemon: DaemonProcess, ramp_ms: int) -> None:
 
 def games(server: AudioServer, tone: Path, n: int) -> list:
     """``n`` game streams at the user's volume :data:`USER`."""
-    procs = [play(server, tone, role="game") for _ in range(n)]
+    procs = start_in_batches(server, n, lambda _: play(server, tone, role="game"))
     for proc in procs:
         set_user_volume(server, proc, USER)
     return procs
@@ -52,11 +53,8 @@ def games(server: AudioServer, tone: Path, n: int) -> list:
 def players(server: AudioServer, tone: Path, n: int) -> list:
     """``n`` music streams of one app (one ``application.id``: they do not interrupt each
     other) without an MPRIS player: a call mutes them."""
-    procs = [play(server, tone, role="music", props={"application.id": "org.example.Player"})
-             for _ in range(n)]
-    for proc in procs:
-        wait_stream(server, proc)
-    return procs
+    return start_in_batches(server, n, lambda _: play(
+        server, tone, role="music", props={"application.id": "org.example.Player"}))
 
 
 def all_at(server: AudioServer, procs: list, volume: int, muted: bool = False) -> None:
@@ -162,7 +160,7 @@ def test_audio_server_killed_mid_duck_every_respawned_stream_gets_the_users_valu
     wait_for(lambda: daemon.log_text().count("connected to "), 20,
              "the daemon to connect a second time", until=lambda n: n >= 2)
     daemon.wait_connected()
-    respawned = [play(server, tone, role="game") for _ in range(6)]
+    respawned = start_in_batches(server, 6, lambda _: play(server, tone, role="game"))
     respawned_music = players(server, tone, 6)
     all_at(server, respawned, USER)
     all_at(server, respawned_music, 65536)

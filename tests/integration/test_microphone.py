@@ -22,8 +22,8 @@ import pytest
 import harness
 from harness import (
     AudioServer, DaemonProcess, PrivateBus, SessionClient, assert_silenced_from_start, pulse,
-    record, source_outputs,
-    stream_state, wait_for, wait_muted, wait_recorded, wait_stream,
+    record, source_outputs, start_in_batches, stream_state, wait_for, wait_muted, wait_recorded,
+    wait_stream,
 )
 
 logger = logging.getLogger(__name__)
@@ -170,9 +170,8 @@ def test_a_flood_of_streams_from_one_app_makes_one_request(server: AudioServer,
                                                             daemon: DaemonProcess,
                                                             tmp_path: Path) -> None:
     takes = [tmp_path / f"take{i}.raw" for i in range(6)]
-    recorders = [record(server, path=t, latency_ms=20) for t in takes]
-    for proc in recorders:
-        wait_stream(server, proc, kind="source-output")
+    recorders = start_in_batches(server, len(takes), lambda i: record(
+        server, path=takes[i], latency_ms=20), kind="source-output")
     entry = wait_for(lambda: permissions(daemon).get(PACAT), 10, "six silenced streams",
                      until=lambda e: e is not None and e["Recording"] == 6)
     assert entry["Request"] == "pending" and entry["Silenced"]
