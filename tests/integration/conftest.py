@@ -22,7 +22,8 @@ PACKAGES = {
     "wireplumber": "wireplumber", "pipewire-pulse": "pipewire-pulse",
     "paplay": "pulseaudio-utils", "pactl": "pulseaudio-utils", "mpv": "mpv",
     "playerctl": "playerctl", "sox": "sox", "parecord": "pulseaudio-utils",
-    "busctl": "systemd", "dbus-send": "dbus-bin",
+    "busctl": "systemd", "dbus-send": "dbus-bin", "gdbus": "libglib2.0-bin",
+    "gsettings": "libglib2.0-bin", "mount": "mount",
 }
 
 MISSING = harness.missing_binaries()
