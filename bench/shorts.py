@@ -30,8 +30,8 @@ import os
 import sys
 import time
 
-from victims import (PA_CONTEXT_READY, PA_SAMPLE_S16LE, PA_SEEK_RELATIVE, PA_STREAM_FAILED,
-                     PA_STREAM_TERMINATED, WRITE_CB, SampleSpec, connect, load)
+from victims import (PA_CONTEXT_READY, PA_SAMPLE_S16LE, PA_STREAM_FAILED, PA_STREAM_TERMINATED,
+                     SampleSpec, connect, load, silence_writer)
 
 PA_STREAM_READY = 2
 #: Distinct ``application.name`` values, cycled (the daemon keeps state per app).
@@ -58,15 +58,7 @@ def play(pa: C.CDLL, role: str, name: str, spec: SampleSpec, lifetime: float) ->
     ctx = connect(pa, ml, name)
     if ctx is None:
         return "cannot connect"
-    zeros = C.create_string_buffer(1 << 16)
-
-    @WRITE_CB
-    def write(stream, nbytes, _userdata):
-        while nbytes > 0:
-            n = min(nbytes, len(zeros))
-            pa.pa_stream_write(stream, zeros, n, None, 0, PA_SEEK_RELATIVE)
-            nbytes -= n
-
+    write = silence_writer(pa)
     props = pa.pa_proplist_new()
     for key, value in (("media.role", role), ("application.name", name),
                        ("media.name", f"{name} short")):

@@ -63,6 +63,20 @@ def load() -> C.CDLL:
     return pa
 
 
+def silence_writer(pa: C.CDLL):
+    """A libpulse write callback that fills every request of a playback stream with silence
+    (keep a reference to it as long as the stream lives)."""
+    zeros = C.create_string_buffer(1 << 16)
+
+    @WRITE_CB
+    def write(stream, nbytes, _userdata):
+        while nbytes > 0:
+            n = min(nbytes, len(zeros))
+            pa.pa_stream_write(stream, zeros, n, None, 0, PA_SEEK_RELATIVE)
+            nbytes -= n
+    return write
+
+
 def connect(pa: C.CDLL, ml, name: str, attempts: int = 50):
     """A ready context, or None. Retries: when many victims connect at once, a busy server's
     listen backlog overflows and the non-blocking connect is refused."""
@@ -97,15 +111,7 @@ def main() -> int:
     if ctx is None:
         return 1
 
-    zeros = C.create_string_buffer(1 << 16)
-
-    @WRITE_CB
-    def write(stream, nbytes, _userdata):
-        while nbytes > 0:
-            n = min(nbytes, len(zeros))
-            pa.pa_stream_write(stream, zeros, n, None, 0, PA_SEEK_RELATIVE)
-            nbytes -= n
-
+    write = silence_writer(pa)
     spec = SampleSpec(PA_SAMPLE_S16LE, args.rate, args.channels)
     streams = []
     for k in range(args.count):
