@@ -169,6 +169,7 @@ class Daemon:
         finally:
             logger.info("stopping: restoring every effect")
             sd.notify("STOPPING=1")
+            self.reconciler.stop()
             for task in tasks:
                 task.cancel()
             await self._shutdown()

@@ -137,6 +137,8 @@ class Reconciler:
         #: restore what it can and exit non-zero. Called once, on the event loop.
         self.on_failure: Callable[[BaseException], None] | None = None
         self.failed: BaseException | None = None
+        #: True once the daemon stops (:meth:`stop`): the loop ends instead of reconnecting.
+        self.stopping = False
         self._tracker = ImplicitSessions(seq or itertools.count(1))
         #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
         self.app_sessions: AppSessions | None = None
@@ -183,7 +185,7 @@ class Reconciler:
         loop = asyncio.get_running_loop()
         backoff = Backoff()
         announced_wait = False
-        while True:
+        while not self.stopping:
             try:
                 self.server = await self.backend.connect()
             except ServerGone as exc:
@@ -213,6 +215,8 @@ class Reconciler:
                 async for event in events:
                     self.handle(event)
             except ServerGone as exc:
+                if self.stopping:
+                    return  # the daemon closed the connection after restoring everything
                 logger.warning("%s; effects recorded as lingering, reconnecting", exc)
             finally:
                 self.connected.clear()
@@ -882,6 +886,11 @@ class Reconciler:
             self.journal.write([self.applied[stream.key]])
 
     # -- stopping -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """The daemon is stopping: :meth:`run` ends rather than reconnect when the connection
+        closes."""
+        self.stopping = True
 
     async def restore_all(self) -> None:
         """Undo every effect and resume every player we paused (daemon shutdown).
