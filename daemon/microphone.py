@@ -16,7 +16,11 @@ requests:
 * an agent that does not answer within :data:`PROMPT_TIMEOUT`, or dismisses the prompt, ends
   the request with no decision: the app stays silent and can ask again (a new stream or
   ``RequestRecordPermission``); an agent that leaves the bus mid-prompt leaves the request
-  pending for the next agent.
+  pending for the next agent;
+* an app whose silenced stream was unmuted, or its volume raised, by anyone (the app itself or
+  another client) *fought the gate*: the reconciler kills that stream, and the broker counts
+  the app's fights (:meth:`MicrophoneBroker.fought_gate`, shown by ``GetRecordPermissions`` and
+  ``audiopolicyctl permissions``) and logs a warning naming the app and the stream.
 
 Errors::
 
@@ -160,6 +164,8 @@ class MicrophoneBroker:
         self.agent: Agent | None = None
         self.requests: dict[str, Request] = {}  # app id -> request
         self.recording: tuple[Recording, ...] = ()
+        #: Streams killed for fighting the gate, by app id (for this run of the daemon).
+        self.fought: dict[str, int] = {}
         #: Listeners: ``on_decisions()`` (decisions or the switch changed: enforce again),
         #: ``on_recording(recording)``, ``on_requests()``. Must not block.
         self.on_decisions: list[Callable[[], None]] = []
@@ -399,6 +405,23 @@ class MicrophoneBroker:
                     request.task.cancel()
                 request.agent = request.task = None
         return True
+
+    # -- who fights the gate ------------------------------------------------------------------
+
+    def fought_gate(self, app: RecordingApp, key: str, label: str, what: str) -> int:
+        """Record that a silenced stream of *app* was unmuted or raised against the gate (and
+        was killed for it); a warning names the app and the stream.
+
+        :param key: the stream's key (``source-output:7``)
+        :param label: the stream's name for the log (:attr:`~audiopolicyd.model.Stream.label`)
+        :param what: what was done to it (``unmuted``, ``volume raised to 65536``)
+        :returns: how many of the app's streams fought the gate so far, this one included
+        """
+        count = self.fought[app.app_id] = self.fought.get(app.app_id, 0) + 1
+        logger.warning("%s (%s) fought the microphone gate: %s, silenced for %s (%s), was %s; "
+                       "killed (%d stream(s) of this app so far)", key, label, app.app_id,
+                       self.decision(app.app_id), app.name, what, count)
+        return count
 
     # -- who records --------------------------------------------------------------------------
 

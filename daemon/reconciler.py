@@ -8,10 +8,20 @@ in force as *lingering*, reconnects with backoff, re-reads the graph and re-appl
 
 It also enforces microphone permission (:mod:`audiopolicyd.microphone`), failing closed: a new
 source-output is muted on its ``new`` event, in the same flush as the first read of it, before
-its app is known; once read, a microphone stream of an app that is not granted stays muted (and
-is muted again whenever anything unmutes it), and one whose app is granted is unmuted (both
-servers remember mute per app, so a stale mute is cleared). Permission mutes are not effects:
-they are not journalled and not undone at shutdown.
+its app is known; once read, a microphone stream of an app that is not granted is *held*: muted
+and at volume 0 (two writes to undo, not one), and one whose app is granted is unmuted and gets
+its volume back (both servers remember mute and volume per app, so a stale hold is cleared).
+The hold is not an effect: it is not journalled and not undone at shutdown.
+
+A held stream that a read shows unmuted or louder than 0 *fights the gate* (its app, or any
+client, undid the hold): it is killed at once (:meth:`Backend.kill
+<audiopolicyd.backends.base.Backend.kill>`) and its app is recorded
+(:meth:`~audiopolicyd.microphone.MicrophoneBroker.fought_gate`). Re-muting after the fact
+cannot win: a stream that unmutes itself in a tight loop kept 62-89 % of the microphone that
+way. Only a *fresh* read counts (sent after every write of ours to the stream was answered,
+and none scheduled since: see :meth:`Reconciler._refresh`), so the daemon's own writes (a mute
+on ``new`` read back as the old state) are never taken for a fight; a stream whose app may
+record is never killed.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from .identity import RecordingApp, caller_app, recording_app
 from .logsetup import log_effect
 from .microphone import Gate, MicrophoneBroker, Recording, is_microphone
 from .permissions import Decision
-from .model import NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
+from .model import NEUTRAL, VOLUME_NORM, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
 from .policy import PolicySet
 from .sessions import ImplicitSessions
 
@@ -148,6 +158,12 @@ class Reconciler:
         self.gates: dict[str, Gate] = {}  # source-output key -> gate last enforced
         self._mic_apps: dict[str, tuple] = {}  # key -> (properties, session, RecordingApp)
         self._muted_on_new: set[str] = set()
+        # The gate's hold (see the module docstring): stream key -> the volume it had before
+        # (the user's, given back on a grant); by restore key too, for a new stream the server
+        # starts at the remembered 0. Streams killed for fighting it, until their removal.
+        self._held: dict[str, tuple[int, ...]] = {}
+        self._held_volumes: dict[str, tuple[int, ...]] = {}
+        self._killing: set[str] = set()
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._owners_version = 0  # AppSessions.version of the last ownership pass
@@ -250,6 +266,8 @@ class Reconciler:
         self.gates.clear()
         self._mic_apps.clear()
         self._muted_on_new.clear()
+        self._held.clear()
+        self._killing.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -407,6 +425,8 @@ class Reconciler:
                 stream = dataclasses.replace(stream, muted=True)
             self._stale.add(key)
         self.streams[key] = stream
+        if fresh and key in self._held and self._fights_gate(stream):
+            return
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self._hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -436,8 +456,31 @@ class Reconciler:
                 self._adopt_lingering(stream)
             self._schedule()
         if (old.corked != stream.corked or old.properties != stream.properties
-                or old.muted != stream.muted or old.device != stream.device):
+                or old.muted != stream.muted or old.device != stream.device
+                or (stream.kind is StreamKind.SOURCE_OUTPUT and old.volume != stream.volume)):
             self._schedule()
+
+    def _fights_gate(self, stream: Stream) -> bool:
+        """Kill a held microphone stream that a fresh read shows unmuted or above volume 0,
+        unless its app may record now; True when it was killed.
+
+        Called only with fresh reads: every write of ours to the stream was answered before
+        the read went out, so what it shows was done by someone else since.
+        """
+        key = stream.key
+        if key in self._killing or not (not stream.muted or any(stream.volume)):
+            return key in self._killing
+        cached = self._mic_apps.get(key)
+        if self.gates.get(key) is not Gate.BLOCKED or cached is None \
+                or self.microphone.allowed(cached[2].app_id):
+            return False  # granted meanwhile: the next pass lifts the hold
+        what = " and ".join(w for w in (
+            "unmuted" if not stream.muted else "",
+            f"volume raised to {max(stream.volume)}" if any(stream.volume) else "") if w)
+        self._killing.add(key)
+        self._spawn(self.backend.kill(stream.kind, stream.index))
+        self.microphone.fought_gate(cached[2], key, stream.label, what)
+        return True
 
     def _hold(self, key: str) -> None:
         """Count a stream that is not playing as playing for :data:`DEACTIVATION_HOLD`."""
@@ -502,6 +545,8 @@ class Reconciler:
         self.gates.pop(key, None)
         self._mic_apps.pop(key, None)
         self._muted_on_new.discard(key)
+        self._held.pop(key, None)
+        self._killing.discard(key)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -646,7 +691,7 @@ class Reconciler:
         waiting: dict[str, RecordingApp] = {}
         recording: dict[str, list] = {}
         for key, stream in self.streams.items():
-            if stream.kind is not StreamKind.SOURCE_OUTPUT:
+            if stream.kind is not StreamKind.SOURCE_OUTPUT or key in self._killing:
                 continue
             if not is_microphone(stream):
                 if key in self._muted_on_new and stream.muted:
@@ -661,16 +706,19 @@ class Reconciler:
             gate = Gate.ALLOWED if broker.allowed(app.app_id) else Gate.BLOCKED
             before = self.gates.get(key)
             applied = self.applied.get(key)
-            if gate is Gate.BLOCKED and not stream.muted:
-                self._send(key, self.backend.set_mute(stream.kind, stream.index, True), muted=True)
-                logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
-                            stream.label, app.app_id, broker.decision(app.app_id),
-                            " (re-muted)" if before is Gate.BLOCKED else "")
-            elif gate is Gate.ALLOWED and before is not Gate.ALLOWED and stream.muted \
-                    and not (applied is not None and applied.muted_by_us):
-                self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
-                           muted=False)
-                logger.info("%s (%s) unmuted: %s may record", key, stream.label, app.app_id)
+            if gate is Gate.BLOCKED:
+                if self._hold_microphone(stream):
+                    logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
+                                stream.label, app.app_id, broker.decision(app.app_id),
+                                " (held again)" if before is Gate.BLOCKED else "")
+            elif gate is Gate.ALLOWED:
+                if before is not Gate.ALLOWED and stream.muted \
+                        and not (applied is not None and applied.muted_by_us):
+                    self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
+                               muted=False)
+                    logger.info("%s (%s) unmuted: %s may record", key, stream.label,
+                                app.app_id)
+                self._release_microphone(stream)
             self._muted_on_new.discard(key)
             self.gates[key] = gate
             if gate is Gate.BLOCKED and broker.decision(app.app_id) is Decision.UNDETERMINED:
@@ -681,6 +729,48 @@ class Reconciler:
         broker.sync_streams(waiting)
         broker.set_recording(tuple(Recording(a, n, s, len(k), tuple(k))
                                    for a, (n, s, k) in sorted(recording.items())))
+
+    def _hold_microphone(self, stream: Stream) -> bool:
+        """Hold a microphone stream whose app may not record: muted and at volume 0; True
+        when something was written.
+
+        The stream counts as held (a fresh read showing it otherwise is a fight:
+        :meth:`_fights_gate`) once its volume 0 was written over a volume the server had given
+        it (:attr:`~audiopolicyd.model.Stream.settled`): pipewire-pulse shows a new stream at
+        volume 0 until WirePlumber's restored volume arrives, which is the server's write, not
+        a fight.
+        """
+        key = stream.key
+        wrote = False
+        if not stream.muted:
+            self._send(key, self.backend.set_mute(stream.kind, stream.index, True), muted=True)
+            wrote = True
+        if stream.settled:
+            self._held_volumes[stream.restore_key] = stream.volume
+            self._held.setdefault(key, stream.volume)
+            zero = (0,) * len(stream.volume)
+            self._send(key, self.backend.set_volume(stream.kind, stream.index, zero),
+                       volume=zero)
+            wrote = True
+        return wrote
+
+    def _release_microphone(self, stream: Stream) -> None:
+        """Give a microphone stream whose app may record the volume it had before a hold:
+        its own, or, for a stream the server starts at the 0 it remembers from an earlier hold
+        of its app (restore key), the volume the app had then. Runs on every pass while the
+        app is granted, until a stream of that restore key is linked above 0 (the server
+        remembers a volume of its own again)."""
+        before = self._held.pop(stream.key, None)
+        if any(stream.volume):
+            if stream.linked:
+                self._held_volumes.pop(stream.restore_key, None)
+            return
+        volume = before or self._held_volumes.get(stream.restore_key)
+        if not volume or not stream.linked:
+            return
+        self._send(stream.key, self.backend.set_volume(stream.kind, stream.index, volume),
+                   volume=volume)
+        logger.info("%s (%s) gets its volume back: %s", stream.key, stream.label, volume)
 
     def _recording_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
         """The app a microphone stream records for: its explicit session's app when it has

@@ -92,3 +92,17 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
         """Set a stream's mute flag. A stream that vanished meanwhile is not an error."""
+
+    @abc.abstractmethod
+    async def kill(self, kind: StreamKind, index: int) -> None:
+        """End a stream for good: the server disconnects it from its client (libpulse's
+        ``pa_context_kill_source_output``, as ``pactl kill-source-output``; the client sees
+        its stream fail, ``parecord`` exits with status 1). Verified on PulseAudio 16 and
+        pipewire-pulse 0.3.65. The daemon kills microphone streams that fight the permission
+        gate (:mod:`audiopolicyd.reconciler`).
+
+        A stream that vanished meanwhile is not an error.
+
+        :raises ValueError: for a sink-input (the daemon kills only source-outputs; pulsectl
+            declares no ``pa_context_kill_sink_input``)
+        """

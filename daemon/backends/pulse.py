@@ -46,6 +46,11 @@ PA_ERR_PROTOCOL = 7
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
                "source": "source", "server": "server"}
 _KINDS = {k.value: k for k in StreamKind}
+# pulsectl(-asyncio) wraps no kill of a stream; its own wrapper factory over libpulse's
+# pa_context_kill_source_output (which pulsectl's ctypes table declares; it declares no
+# pa_context_kill_sink_input) gives the same error handling as its setters.
+_KILL_SOURCE_OUTPUT = pulsectl_asyncio.PulseAsync._pulse_method_call(
+    c.pa.context_kill_source_output, None)
 
 
 def _props(proplist: dict) -> dict[str, str]:
@@ -302,3 +307,11 @@ class PulseBackend(Backend):
             await self._call(setter(index, mute))
         except pulsectl.PulseOperationFailed:
             logger.debug("%s:%d vanished before its mute was set", kind.value, index)
+
+    async def kill(self, kind: StreamKind, index: int) -> None:
+        try:
+            if kind is not StreamKind.SOURCE_OUTPUT:
+                raise ValueError(f"only source-outputs are killed, not a {kind.value}")
+            await self._call(_KILL_SOURCE_OUTPUT(self._p, index))
+        except pulsectl.PulseOperationFailed:
+            logger.debug("%s:%d vanished before it was killed", kind.value, index)

@@ -6,8 +6,10 @@ stream appears, ``change`` when a write or the user changes it, ``remove`` when 
 test plays the server's other clients (:meth:`FakeServer.add`, :meth:`FakeServer.user_volume`,
 :meth:`FakeServer.remove`), can hold the server's answers to writes (:meth:`FakeServer.hold`:
 writes are received, not yet applied or answered), can make the server go away
-(:meth:`FakeServer.die`), and can kill the daemon's connection as a ``kill -9`` of the daemon
-would (:meth:`FakeBackend.kill`: nothing it sends afterwards arrives). Every write that
+(:meth:`FakeServer.die`), and can cut the daemon's connection as a ``kill -9`` of the daemon
+would (:meth:`FakeBackend.sever`: nothing it sends afterwards arrives). A stream the daemon
+kills (:meth:`FakeBackend.kill`) goes, with a ``remove`` event, and is listed in
+:attr:`FakeServer.killed`. Every write that
 arrived is recorded in :attr:`FakeServer.writes`.
 
 It stands in for a server only in unit tests of the runtime's logic; the integration tests run
@@ -31,6 +33,8 @@ class FakeServer:
         self.state: dict[str, Stream] = {}
         #: ``(key, field, value)`` of every write that arrived, in order.
         self.writes: list[tuple[str, str, object]] = []
+        #: Keys of the streams the daemon killed, in order.
+        self.killed: list[str] = []
         self.up = True
         self.connections: list[FakeBackend] = []
         self._held: list[asyncio.Future] | None = None
@@ -53,6 +57,10 @@ class FakeServer:
     def user_volume(self, key: str, volume: Sequence[int]) -> None:
         """The user sets a stream's volume (in a mixer)."""
         self._set(key, volume=tuple(volume))
+
+    def user_mute(self, key: str, muted: bool) -> None:
+        """The user (or the stream's own client) sets a stream's mute flag."""
+        self._set(key, muted=muted)
 
     def volume(self, key: str) -> tuple[int, ...]:
         return self.state[key].volume
@@ -125,18 +133,18 @@ class FakeBackend(Backend):
         self.server = server
         self.unreadable = {kind: set() for kind in StreamKind}
         self.connected = False
-        self.killed = False
+        self.severed = False
         self._events: asyncio.Queue[Event | None] = asyncio.Queue()
 
-    def kill(self) -> None:
+    def sever(self) -> None:
         """The daemon is killed: its connection closes; nothing it sends arrives any more."""
-        self.killed = True
+        self.severed = True
         self._gone()
 
     # -- the contract -----------------------------------------------------------------------
 
     async def connect(self) -> ServerInfo:
-        if not self.server.up or self.killed:
+        if not self.server.up or self.severed:
             raise ServerGone("the fake server does not answer")
         self.connected = True
         self._events = asyncio.Queue()
@@ -174,6 +182,17 @@ class FakeBackend(Backend):
     async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
         self._check()
         await self.server._write(f"{kind.value}:{index}", "muted", mute)
+
+    async def kill(self, kind: StreamKind, index: int) -> None:
+        self._check()
+        if kind is not StreamKind.SOURCE_OUTPUT:
+            raise ValueError(f"only source-outputs are killed, not a {kind.value}")
+        key = f"{kind.value}:{index}"
+        self.server.writes.append((key, "kill", True))
+        await asyncio.sleep(0)
+        if key in self.server.state:
+            self.server.killed.append(key)
+            self.server.remove(key)
 
     # -- inside -----------------------------------------------------------------------------
 

@@ -57,7 +57,7 @@ class Daemon:
 
     def kill(self) -> None:
         """As ``kill -9``: nothing more reaches the server, nothing is restored."""
-        self.backend.kill()
+        self.backend.sever()
         self.task.cancel()
         for task in [*self.reconciler._tasks, *self.reconciler._ramps.values()]:
             task.cancel()
@@ -80,7 +80,7 @@ async def start(server, tmp_path, policies, pm):
 
     yield start
     for daemon in daemons:
-        if not daemon.backend.killed:
+        if not daemon.backend.severed:
             daemon.kill()
 
 
