@@ -302,7 +302,8 @@ class Daemon:
 
         Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
         (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
-        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b.
+        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b,
+        Fought u (its streams killed for fighting the gate since the daemon started).
         """
         broker = self.microphone
         if broker is None:
@@ -311,7 +312,8 @@ class Daemon:
         names = {a: r.app.name for a, r in broker.requests.items()}
         names.update({a: r.name for a, r in recording.items()})
         out = []
-        for app_id in sorted(set(broker.decisions) | set(broker.requests) | set(recording)):
+        for app_id in sorted(set(broker.decisions) | set(broker.requests) | set(recording)
+                             | set(broker.fought)):
             request = broker.requests.get(app_id)
             rec = recording.get(app_id)
             out.append({
@@ -323,6 +325,7 @@ class Daemon:
                 "Recording": ("u", rec.streams if rec else 0),
                 "Streams": ("as", list(rec.keys) if rec else []),
                 "Silenced": ("b", rec.silenced if rec else False),
+                "Fought": ("u", broker.fought.get(app_id, 0)),
             })
         return out
 

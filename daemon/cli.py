@@ -441,6 +441,8 @@ async def cmd_permissions(args: argparse.Namespace) -> int:
         recording = "-"
         if e["Recording"]:
             recording = f"{', '.join(e['Streams'])} ({'silenced' if e['Silenced'] else 'audible'})"
+        if e.get("Fought"):
+            recording += f"; fought {e['Fought']} (killed)"
         request = f"{e['Request']} ({e['RequestID']})" if e["Request"] else "-"
         table.add_row(e["App"], e["Name"] or "-", e["Decision"], request, recording,
                       e["StoredIn"])

@@ -164,6 +164,11 @@ class Reconciler:
         self._held: dict[str, tuple[int, ...]] = {}
         self._held_volumes: dict[str, tuple[int, ...]] = {}
         self._killing: set[str] = set()
+        # What reads of a source-output showed since our last write that lifted its mute or
+        # volume (key -> [seen muted, seen at volume 0]), and that write's generation.
+        self._hold_seen: dict[str, list[bool]] = {}
+        self._lift_gen: dict[str, int] = {}
+        self._zero_gen: dict[str, int] = {}  # key -> generation of our volume-0 write
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._owners_version = 0  # AppSessions.version of the last ownership pass
@@ -268,6 +273,9 @@ class Reconciler:
         self._muted_on_new.clear()
         self._held.clear()
         self._killing.clear()
+        self._hold_seen.clear()
+        self._lift_gen.clear()
+        self._zero_gen.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -317,12 +325,17 @@ class Reconciler:
             elif self._inflight[key]:
                 # a read now would be answered before our write: read once it is answered
                 self._stale.add(key)
+                if key in self._held:
+                    # but a fight shows in any read (see _fights_gate): read now too; a
+                    # server flooded by the fighter can take 0.5 s to answer our writes
+                    self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
             else:
                 if (event.type == "new" and kind is StreamKind.SOURCE_OUTPUT
                         and self.microphone is not None):
                     # fail closed: silent before anything is known about it (same flush, and
                     # ahead of the read: a stream whose read breaks the connection is muted)
                     self._muted_on_new.add(key)
+                    self._held.setdefault(key, ())  # the hold starts here (see _fights_gate)
                     self._send(key, self.backend.set_mute(kind, event.index, True), muted=True)
                 self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
@@ -406,16 +419,26 @@ class Reconciler:
         if stream is None:
             self._remove(key)
         else:
-            self._update(stream, writes_answered and self._wgen.get(key, 0) == gen)
+            self._update(stream, writes_answered and self._wgen.get(key, 0) == gen, gen)
 
-    def _update(self, stream: Stream, fresh: bool) -> None:
+    def _update(self, stream: Stream, fresh: bool, gen: int = 0) -> None:
         """Fold a read into the mirror.
 
         :param fresh: False when the read's volume and mute may predate our writes: the
             mirror keeps its own (our writes), and the stream is read again once they are
             answered.
+        :param gen: the stream's write count when the read was scheduled
         """
         key = stream.key
+        if stream.kind is StreamKind.SOURCE_OUTPUT and gen >= self._lift_gen.get(key, 0):
+            if key in self._held and self._fights_gate(stream, fresh):
+                return
+            # pipewire-pulse starts a stream at volume 0 and WirePlumber then restores its
+            # volume and mute: only what a read shows after that is a hold to defend
+            zeroed = gen >= self._zero_gen.get(key, gen + 1)
+            seen = self._hold_seen.setdefault(key, [False, False])
+            seen[0] |= stream.muted and (stream.settled or zeroed)
+            seen[1] |= zeroed and not any(stream.volume)
         old = self.streams.get(key)
         if old is not None and not fresh:
             stream = dataclasses.replace(stream, volume=old.volume, muted=old.muted)
@@ -425,8 +448,6 @@ class Reconciler:
                 stream = dataclasses.replace(stream, muted=True)
             self._stale.add(key)
         self.streams[key] = stream
-        if fresh and key in self._held and self._fights_gate(stream):
-            return
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self._hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -460,23 +481,35 @@ class Reconciler:
                 or (stream.kind is StreamKind.SOURCE_OUTPUT and old.volume != stream.volume)):
             self._schedule()
 
-    def _fights_gate(self, stream: Stream) -> bool:
-        """Kill a held microphone stream that a fresh read shows unmuted or above volume 0,
-        unless its app may record now; True when it was killed.
+    def _fights_gate(self, stream: Stream, fresh: bool) -> bool:
+        """Kill a held microphone stream that someone else unmuted or raised, unless its app
+        may record now; True when it is being killed.
 
-        Called only with fresh reads: every write of ours to the stream was answered before
-        the read went out, so what it shows was done by someone else since.
+        A read proves a fight when it is fresh (every write of ours to the stream was answered
+        before it went out, none since: what differs from our hold was done by someone else),
+        or when it shows unmuted (above 0) a stream that an earlier read, scheduled after our
+        last write that lifted its mute (volume), showed muted (at 0): replies on one
+        connection come in order, and nobody but the stream's fighter lifted it since. Only
+        reads scheduled after that write of ours get here (see :meth:`_update`), so a read
+        answering the state before our mute on ``new`` never counts.
         """
         key = stream.key
-        if key in self._killing or not (not stream.muted or any(stream.volume)):
-            return key in self._killing
+        if key in self._killing:
+            return True
+        seen = self._hold_seen.get(key, (False, False))
+        # settled: pipewire-pulse has linked it and WirePlumber's restore (volume and mute)
+        # has arrived; a volume above 0 is a fight only once we wrote 0
+        unmuted = not stream.muted and ((fresh and stream.settled) or seen[0])
+        raised = any(stream.volume) and key in self._zero_gen and (fresh or seen[1])
+        if not (unmuted or raised):
+            return False
         cached = self._mic_apps.get(key)
         if self.gates.get(key) is not Gate.BLOCKED or cached is None \
                 or self.microphone.allowed(cached[2].app_id):
             return False  # granted meanwhile: the next pass lifts the hold
         what = " and ".join(w for w in (
-            "unmuted" if not stream.muted else "",
-            f"volume raised to {max(stream.volume)}" if any(stream.volume) else "") if w)
+            "unmuted" if unmuted else "",
+            f"volume raised to {max(stream.volume)}" if raised else "") if w)
         self._killing.add(key)
         self._spawn(self.backend.kill(stream.kind, stream.index))
         self.microphone.fought_gate(cached[2], key, stream.label, what)
@@ -547,6 +580,9 @@ class Reconciler:
         self._muted_on_new.discard(key)
         self._held.pop(key, None)
         self._killing.discard(key)
+        self._hold_seen.pop(key, None)
+        self._lift_gen.pop(key, None)
+        self._zero_gen.pop(key, None)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -696,6 +732,7 @@ class Reconciler:
             if not is_microphone(stream):
                 if key in self._muted_on_new and stream.muted:
                     self._muted_on_new.discard(key)
+                    self._held.pop(key, None)
                     self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
                                muted=False)
                     logger.info("%s (%s) records %s: not a microphone, unmuted", key,
@@ -707,10 +744,11 @@ class Reconciler:
             before = self.gates.get(key)
             applied = self.applied.get(key)
             if gate is Gate.BLOCKED:
+                again = key in self._held
                 if self._hold_microphone(stream):
                     logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
                                 stream.label, app.app_id, broker.decision(app.app_id),
-                                " (held again)" if before is Gate.BLOCKED else "")
+                                " (held again)" if again else "")
             elif gate is Gate.ALLOWED:
                 if before is not Gate.ALLOWED and stream.muted \
                         and not (applied is not None and applied.muted_by_us):
@@ -751,6 +789,7 @@ class Reconciler:
             zero = (0,) * len(stream.volume)
             self._send(key, self.backend.set_volume(stream.kind, stream.index, zero),
                        volume=zero)
+            self._zero_gen[key] = self._wgen[key]
             wrote = True
         return wrote
 
@@ -930,6 +969,11 @@ class Reconciler:
         if current is not None:
             self.streams[key] = dataclasses.replace(current, **values)
         self._wgen[key] = self._wgen.get(key, 0) + 1
+        if values.get("muted") is False or any(values.get("volume", ())):
+            # what reads showed before this write no longer proves a fight (_fights_gate)
+            self._lift_gen[key] = self._wgen[key]
+            self._hold_seen.pop(key, None)
+            self._zero_gen.pop(key, None)
         self._inflight[key] += 1
         task = self._spawn(write)
         task.add_done_callback(lambda _task: self._answered(key))

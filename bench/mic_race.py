@@ -1,0 +1,96 @@
+"""How much microphone audio a hostile stream gets by fighting the gate (issue 9, item 3).
+
+For each server and each loop interval, a hostile recorder
+(``tests/integration/clients/mic_fighter.py``: records ``mic`` and undoes the daemon's hold on
+its own stream: unmute + volume up, optionally a move to another source and back) runs against
+the real daemon, its app undetermined. Per stream it counts the ms of frames with a non-zero
+sample it received. The daemon kills a stream that fights, so the attacker reopens: ``--streams``
+streams per series. Prints the leak per stream (median, max) and the total per series; asserts
+nothing.
+
+    .venv/bin/python bench/mic_race.py [--servers pulseaudio,pipewire] [--intervals 0,1,10,100]
+                                       [--streams 5] [--attacks unmute,volume] [--via own]
+
+Everything runs in private directories through ``tests/integration/harness.py`` (a private bus,
+private servers, the daemon with its own state), never the user's session. On PulseAudio the
+test ``mic`` (module-sine-source) is kept running by a module-loopback into a null sink, as the
+integration tests do, so a new stream is not handed a 2 s block rendered before it existed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests" / "integration"))
+
+import harness  # noqa: E402
+
+FIGHTER = ROOT / "tests" / "integration" / "clients" / "mic_fighter.py"
+
+
+def keep_mic_running(server: harness.AudioServer) -> None:
+    if server.name != "pulseaudio":
+        return
+    with harness.pulse(server) as p:
+        p.module_load("module-null-sink", "sink_name=drain")
+        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
+    harness.wait_for(lambda: [so for so in harness.source_outputs(server)
+                              if so.owner_module == loopback], 10, "the loopback")
+
+
+def fight(server: harness.AudioServer, interval: float, streams: int, attacks: str,
+          via: str, seconds: float) -> list[dict]:
+    argv = [sys.executable, str(FIGHTER), "--interval", str(interval), "--streams",
+            str(streams), "--attack", attacks, "--via", via, "--seconds", str(seconds)]
+    done = subprocess.run(argv, env=harness.child_env(server.env), capture_output=True,
+                          text=True, timeout=60 + streams * seconds)
+    if done.returncode:
+        raise RuntimeError(f"mic_fighter failed: {done.stderr}")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", default="pulseaudio,pipewire")
+    parser.add_argument("--intervals", default="0,1,10,100",
+                        help="ms between attacks; 0 is a tight loop")
+    parser.add_argument("--streams", type=int, default=5)
+    parser.add_argument("--attacks", default="unmute,volume")
+    parser.add_argument("--via", choices=("own", "other"), default="own")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="longest a stream is recorded when it is not killed")
+    args = parser.parse_args()
+    print(f"attacks {args.attacks} via {args.via} connection; {args.streams} streams per "
+          f"series; leak = ms of non-zero frames received per stream")
+    print(f"{'server':<11} {'interval':>9} {'median':>7} {'max':>7} {'total':>7} "
+          f"{'killed':>7} {'writes/stream':>13}")
+    for name in args.servers.split(","):
+        with tempfile.TemporaryDirectory(prefix="mic-race-") as tmp, \
+                harness.running(harness.SERVERS[name]) as server, \
+                harness.DaemonProcess(server, tmp) as daemon:
+            keep_mic_running(server)
+            daemon.start()
+            for interval in (float(i) for i in args.intervals.split(",")):
+                rows = fight(server, interval, args.streams, args.attacks, args.via,
+                             args.seconds)
+                leaks = [r["audible_ms"] for r in rows]
+                label = "tight" if not interval else f"{interval:g} ms"
+                print(f"{name:<11} {label:>9} {statistics.median(leaks):>7.1f} "
+                      f"{max(leaks):>7.1f} {sum(leaks):>7.1f} "
+                      f"{sum(r['killed'] for r in rows):>3}/{len(rows):<3} "
+                      f"{statistics.median(r['writes'] for r in rows):>13.0f}", flush=True)
+            fought = {e["App"]: e.get("Fought") for e in json.loads(
+                daemon.ctl("permissions", "--json").stdout or "[]")}
+            print(f"{name:<11} GetRecordPermissions Fought: {fought}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
