@@ -12,9 +12,10 @@ nothing.
                                        [--streams 5] [--attacks unmute,volume] [--via own]
 
 Everything runs in private directories through ``tests/integration/harness.py`` (a private bus,
-private servers, the daemon with its own state), never the user's session. On PulseAudio the
-test ``mic`` (module-sine-source) is kept running by a module-loopback into a null sink, as the
-integration tests do, so a new stream is not handed a 2 s block rendered before it existed.
+private servers, the daemon with its own state), never the user's session. The microphone is a
+``module-pipe-source`` fed in 10 ms blocks (``tests/integration/pipe_mic.py``), as a capture
+device delivers: PulseAudio's ``module-sine-source`` hands a new stream 2 s at once, so a
+stream killed within 2 s would get nothing whatever the gate did.
 """
 
 from __future__ import annotations
@@ -31,24 +32,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import harness  # noqa: E402
+from pipe_mic import PipeMic  # noqa: E402
 
 FIGHTER = ROOT / "tests" / "integration" / "clients" / "mic_fighter.py"
 
 
-def keep_mic_running(server: harness.AudioServer) -> None:
-    if server.name != "pulseaudio":
-        return
-    with harness.pulse(server) as p:
-        p.module_load("module-null-sink", "sink_name=drain")
-        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
-    harness.wait_for(lambda: [so for so in harness.source_outputs(server)
-                              if so.owner_module == loopback], 10, "the loopback")
-
-
-def fight(server: harness.AudioServer, interval: float, streams: int, attacks: str,
-          via: str, seconds: float) -> list[dict]:
-    argv = [sys.executable, str(FIGHTER), "--interval", str(interval), "--streams",
-            str(streams), "--attack", attacks, "--via", via, "--seconds", str(seconds)]
+def fight(server: harness.AudioServer, device: str, interval: float, streams: int, attacks: str,
+          via: str, seconds: float, move_to: str) -> list[dict]:
+    argv = [sys.executable, str(FIGHTER), "--device", device, "--interval", str(interval),
+            "--streams", str(streams), "--attack", attacks, "--via", via,
+            "--seconds", str(seconds), "--move-to", move_to]
     done = subprocess.run(argv, env=harness.child_env(server.env), capture_output=True,
                           text=True, timeout=60 + streams * seconds)
     if done.returncode:
@@ -62,7 +55,8 @@ def main() -> int:
     parser.add_argument("--intervals", default="0,1,10,100",
                         help="ms between attacks; 0 is a tight loop")
     parser.add_argument("--streams", type=int, default=5)
-    parser.add_argument("--attacks", default="unmute,volume")
+    parser.add_argument("--attacks", default="unmute,volume",
+                        help="any of unmute, volume, move (to a second microphone and back)")
     parser.add_argument("--via", choices=("own", "other"), default="own")
     parser.add_argument("--seconds", type=float, default=2.0,
                         help="longest a stream is recorded when it is not killed")
@@ -74,12 +68,12 @@ def main() -> int:
     for name in args.servers.split(","):
         with tempfile.TemporaryDirectory(prefix="mic-race-") as tmp, \
                 harness.running(harness.SERVERS[name]) as server, \
+                PipeMic(server, "pipemic") as mic, PipeMic(server, "pipemic2") as other, \
                 harness.DaemonProcess(server, tmp) as daemon:
-            keep_mic_running(server)
             daemon.start()
             for interval in (float(i) for i in args.intervals.split(",")):
-                rows = fight(server, interval, args.streams, args.attacks, args.via,
-                             args.seconds)
+                rows = fight(server, mic, interval, args.streams, args.attacks, args.via,
+                             args.seconds, other)
                 leaks = [r["audible_ms"] for r in rows]
                 label = "tight" if not interval else f"{interval:g} ms"
                 print(f"{name:<11} {label:>9} {statistics.median(leaks):>7.1f} "

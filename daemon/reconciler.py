@@ -18,10 +18,15 @@ client, undid the hold): it is killed at once (:meth:`Backend.kill
 <audiopolicyd.backends.base.Backend.kill>`) and its app is recorded
 (:meth:`~audiopolicyd.microphone.MicrophoneBroker.fought_gate`). Re-muting after the fact
 cannot win: a stream that unmutes itself in a tight loop kept 62-89 % of the microphone that
-way. Only a *fresh* read counts (sent after every write of ours to the stream was answered,
-and none scheduled since: see :meth:`Reconciler._refresh`), so the daemon's own writes (a mute
-on ``new`` read back as the old state) are never taken for a fight; a stream whose app may
-record is never killed.
+way. The hold starts with the mute on ``new``; what proves a fight is a *fresh* read (sent
+after every write of ours to the stream was answered, none scheduled since: see
+:meth:`Reconciler._refresh`) that differs from the hold, or a read showing unmuted (above 0) a
+stream that an earlier read, sent after our last write lifting it, showed muted (at 0). So the
+daemon's own writes (a mute on ``new`` read back as the old state) and the server's restore
+(pipewire-pulse links a new stream at the volume WirePlumber restores) are never taken for a
+fight, and a stream whose app may record is never killed. While a stream is held, it is read
+on every change event, also while our writes are in flight (a fighter undoes our writes before
+they are answered).
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from .identity import RecordingApp, caller_app, recording_app
 from .logsetup import log_effect
 from .microphone import Gate, MicrophoneBroker, Recording, is_microphone
 from .permissions import Decision
-from .model import NEUTRAL, VOLUME_NORM, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
+from .model import (
+    NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze,
+)
 from .policy import PolicySet
 from .sessions import ImplicitSessions
 
