@@ -12,10 +12,9 @@ nothing.
                                        [--streams 5] [--attacks unmute,volume] [--via own]
 
 Everything runs in private directories through ``tests/integration/harness.py`` (a private bus,
-private servers, the daemon with its own state), never the user's session. The microphone is a
-``module-pipe-source`` fed in 10 ms blocks (``tests/integration/pipe_mic.py``), as a capture
-device delivers: PulseAudio's ``module-sine-source`` hands a new stream 2 s at once, so a
-stream killed within 2 s would get nothing whatever the gate did.
+private servers, the daemon with its own state), never the user's session. The microphone is
+the harness's ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a capture device
+delivers; the move attack moves the stream to ``mic2``, fed the same way, and back.
 """
 
 from __future__ import annotations
@@ -32,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
 import harness  # noqa: E402
-from pipe_mic import PipeMic  # noqa: E402
+from test_mic_race import add_microphone  # noqa: E402
 
 FIGHTER = ROOT / "tests" / "integration" / "clients" / "mic_fighter.py"
 
@@ -68,8 +67,8 @@ def main() -> int:
     for name in args.servers.split(","):
         with tempfile.TemporaryDirectory(prefix="mic-race-") as tmp, \
                 harness.running(harness.SERVERS[name]) as server, \
-                PipeMic(server, "pipemic") as mic, PipeMic(server, "pipemic2") as other, \
                 harness.DaemonProcess(server, tmp) as daemon:
+            mic, other = harness.MIC, add_microphone(server, "mic2")
             daemon.start()
             for interval in (float(i) for i in args.intervals.split(",")):
                 rows = fight(server, mic, interval, args.streams, args.attacks, args.via,

@@ -8,8 +8,9 @@ non-zero sample it received, per stream. Before the fight was answered by a kill
 after the fact let such a stream keep 3 % (every 100 ms) to 89 % (a tight loop) of the
 microphone.
 
-The microphone is a ``module-pipe-source`` fed in 10 ms blocks (:mod:`pipe_mic`): a stream
-killed within 2 s gets nothing from PulseAudio's sine source, whatever the gate does.
+The microphone is the harness's ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a
+capture device delivers (a stream killed within 2 s got nothing from PulseAudio's old sine
+source, whatever the gate did); the move attack uses a second one, ``mic2``, fed the same way.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import pytest
 
 import harness
 from harness import AudioServer, DaemonProcess, wait_for
-from pipe_mic import PipeMic
 
 pytestmark = pytest.mark.integration
 
@@ -37,9 +37,25 @@ LEAK_MS = 50.0
 
 
 @pytest.fixture
-def mic(server: AudioServer) -> Iterator[str]:
-    with PipeMic(server, "pipemic") as name:
-        yield name
+def mic() -> str:
+    return harness.MIC
+
+
+@pytest.fixture
+def mic2(server: AudioServer) -> Iterator[str]:
+    """A second microphone: ``mic2``, a pipe source fed as ``mic`` is."""
+    yield add_microphone(server, "mic2")
+
+
+def add_microphone(server: AudioServer, name: str) -> str:
+    """Load a pipe source *name* fed by ``clients/mic_feeder.py`` (stopped with the server's
+    clients); returns its name."""
+    fifo = server.dir / f"{name}.fifo"
+    args = harness.MIC_ARGS.replace("source_name=mic ", f"source_name={name} ")
+    with harness.pulse(server) as p:
+        p.module_load("module-pipe-source", f"file={fifo} {args}")
+    harness._client(server, [sys.executable, str(harness.MIC_FEEDER), str(fifo)])
+    return name
 
 
 def fight(server: AudioServer, device: str, *, interval: float = 0, attack: str = "unmute,volume",
@@ -90,10 +106,8 @@ def test_each_way_of_undoing_the_hold_is_a_fight(server: AudioServer, daemon: Da
 
 
 def test_a_stream_that_moves_itself_between_microphones_is_killed_within_50_ms(
-        server: AudioServer, daemon: DaemonProcess, mic: str) -> None:
-    with PipeMic(server, "pipemic2") as other:
-        assert_held(fight(server, mic, attack="move,unmute,volume", move_to=other), daemon,
-                    server)
+        server: AudioServer, daemon: DaemonProcess, mic: str, mic2: str) -> None:
+    assert_held(fight(server, mic, attack="move,unmute,volume", move_to=mic2), daemon, server)
 
 
 def test_an_app_that_reopens_after_each_kill_gets_at_most_50_ms_per_stream_and_is_reported(
