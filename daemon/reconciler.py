@@ -175,6 +175,7 @@ class Reconciler:
         # volume (key -> [seen muted, seen at volume 0]), and that write's generation.
         self._hold_seen: dict[str, list[bool]] = {}
         self._lift_gen: dict[str, int] = {}
+        self._reread: set[str] = set()  # held streams to read again once their read answers
         self._zero_gen: dict[str, int] = {}  # key -> generation of our volume-0 write
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
@@ -283,6 +284,7 @@ class Reconciler:
         self._hold_seen.clear()
         self._lift_gen.clear()
         self._zero_gen.clear()
+        self._reread.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -329,6 +331,13 @@ class Reconciler:
                 if self._reads[key]:
                     self._removals[key] = self._removals.get(key, 0) + 1
                 self._remove(key)
+            elif key in self._held and self._reads[key]:
+                # a fighter floods us with change events: one read of a held stream at a time,
+                # and one more once it is answered (a read queued behind hundreds of others
+                # would see the fight late)
+                self._reread.add(key)
+                if self._inflight[key]:
+                    self._stale.add(key)
             elif self._inflight[key]:
                 # a read now would be answered before our write: read once it is answered
                 self._stale.add(key)
@@ -425,8 +434,12 @@ class Reconciler:
             return
         if stream is None:
             self._remove(key)
-        else:
-            self._update(stream, writes_answered and self._wgen.get(key, 0) == gen, gen)
+            return
+        self._update(stream, writes_answered and self._wgen.get(key, 0) == gen, gen)
+        if key in self._reread and not self._reads[key] and key in self.streams \
+                and self.connected.is_set():
+            self._reread.discard(key)
+            self._spawn(self._refresh(kind, index, key, self._wgen.get(key, 0)))
 
     def _update(self, stream: Stream, fresh: bool, gen: int = 0) -> None:
         """Fold a read into the mirror.
@@ -590,6 +603,7 @@ class Reconciler:
         self._hold_seen.pop(key, None)
         self._lift_gen.pop(key, None)
         self._zero_gen.pop(key, None)
+        self._reread.discard(key)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -798,7 +812,18 @@ class Reconciler:
                        volume=zero)
             self._zero_gen[key] = self._wgen[key]
             wrote = True
+        elif stream.linked and key not in self._zero_gen and (
+                stream.restore_key in self._held_volumes or not self._restores_late()):
+            # at 0 already: the server started it at the 0 it remembers from an earlier hold
+            # of its app (module-stream-restore, WirePlumber); a volume above 0 from now on
+            # is a fight
+            self._zero_gen[key] = self._wgen.get(key, 0)
         return wrote
+
+    def _restores_late(self) -> bool:
+        """Whether the server links a new stream at volume 0 before its restored volume
+        arrives (pipewire-pulse with WirePlumber; PulseAudio restores before announcing)."""
+        return "PipeWire" in (self.server.server_name if self.server else "")
 
     def _release_microphone(self, stream: Stream) -> None:
         """Give a microphone stream whose app may record the volume it had before a hold:

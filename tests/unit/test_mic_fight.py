@@ -173,3 +173,16 @@ async def test_a_denial_holds_a_running_stream_and_a_fight_after_it_kills(server
     server.user_volume(KEY, FULL)
     await until(lambda: server.killed == [KEY], "the stream killed")
     assert broker.fought == {APP: 1}
+
+
+async def test_a_stream_the_server_starts_at_the_remembered_0_is_held_from_its_start(
+        server, start):
+    """Both servers remember the hold's volume 0 for the app: its next stream starts at 0
+    (and nothing needs writing), and a volume above 0 after that is a fight."""
+    daemon = await start()
+    server.add(recorder(volume=ZERO, muted=True))
+    await asyncio.sleep(0.05)
+    assert server.killed == []
+    server.user_volume(KEY, FULL)
+    await until(lambda: server.killed == [KEY], "the stream killed")
+    assert daemon.reconciler.microphone.fought == {APP: 1}
