@@ -765,7 +765,7 @@ class Reconciler:
             before = self.gates.get(key)
             applied = self.applied.get(key)
             if gate is Gate.BLOCKED:
-                again = key in self._held
+                again = bool(self._held.get(key))
                 if self._hold_microphone(stream):
                     logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
                                 stream.label, app.app_id, broker.decision(app.app_id),
@@ -793,11 +793,10 @@ class Reconciler:
         """Hold a microphone stream whose app may not record: muted and at volume 0; True
         when something was written.
 
-        The stream counts as held (a fresh read showing it otherwise is a fight:
-        :meth:`_fights_gate`) once its volume 0 was written over a volume the server had given
-        it (:attr:`~audiopolicyd.model.Stream.settled`): pipewire-pulse shows a new stream at
-        volume 0 until WirePlumber's restored volume arrives, which is the server's write, not
-        a fight.
+        Its mute is held from the mute on ``new``; its volume 0 once written over a volume the
+        server had given it (:attr:`~audiopolicyd.model.Stream.settled`), or found linked at 0
+        (see below): pipewire-pulse shows a new stream at volume 0 until WirePlumber's restored
+        volume arrives, which is the server's write, not a fight (:meth:`_fights_gate`).
         """
         key = stream.key
         wrote = False
@@ -806,7 +805,8 @@ class Reconciler:
             wrote = True
         if stream.settled:
             self._held_volumes[stream.restore_key] = stream.volume
-            self._held.setdefault(key, stream.volume)
+            if not self._held.get(key):
+                self._held[key] = stream.volume  # given back on a grant
             zero = (0,) * len(stream.volume)
             self._send(key, self.backend.set_volume(stream.kind, stream.index, zero),
                        volume=zero)
