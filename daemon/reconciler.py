@@ -73,6 +73,12 @@ READ_TIMEOUT = 2.0
 #: and drops us at once (an object that breaks the protocol) is not hammered.
 BACKOFF_FIRST, BACKOFF_MAX = 0.1, 5.0
 STABLE_SECONDS = 10.0
+#: A held microphone stream changed more than :data:`FLOOD_EVENTS` times within
+#: :data:`FLOOD_WINDOW` seconds is flooded with writes: a fight, whatever the reads show. A
+#: fighter in a loop makes the server answer our reads 50-1500 ms late (pipewire-pulse, and
+#: PulseAudio under a flood of moves), while its change events keep coming; the daemon's hold
+#: is 2 writes, a new stream's setup about 5 events, a mixer's slider about 30 per second.
+FLOOD_EVENTS, FLOOD_WINDOW = 16, 0.1
 #: While the journal cannot be written, how often a decision is tried again, in seconds.
 JOURNAL_RETRY = 5.0
 
@@ -176,6 +182,7 @@ class Reconciler:
         self._hold_seen: dict[str, list[bool]] = {}
         self._lift_gen: dict[str, int] = {}
         self._reread: set[str] = set()  # held streams to read again once their read answers
+        self._changes: dict[str, collections.deque] = {}  # held stream -> loop times of changes
         self._zero_gen: dict[str, int] = {}  # key -> generation of our volume-0 write
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
@@ -285,6 +292,7 @@ class Reconciler:
         self._lift_gen.clear()
         self._zero_gen.clear()
         self._reread.clear()
+        self._changes.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -331,6 +339,8 @@ class Reconciler:
                 if self._reads[key]:
                     self._removals[key] = self._removals.get(key, 0) + 1
                 self._remove(key)
+            elif key in self._held and self._flooded(key):
+                pass  # killed
             elif key in self._held and self._reads[key]:
                 # a fighter floods us with change events: one read of a held stream at a time,
                 # and one more once it is answered (a read queued behind hundreds of others
@@ -501,6 +511,21 @@ class Reconciler:
                 or (stream.kind is StreamKind.SOURCE_OUTPUT and old.volume != stream.volume)):
             self._schedule()
 
+    def _flooded(self, key: str) -> bool:
+        """Count a change event of a held stream; kill it when it changed more than
+        :data:`FLOOD_EVENTS` times in :data:`FLOOD_WINDOW` while its app may not record. True
+        when it is being killed."""
+        if key in self._killing:
+            return True
+        now = asyncio.get_running_loop().time()
+        times = self._changes.setdefault(key, collections.deque(maxlen=FLOOD_EVENTS + 1))
+        times.append(now)
+        stream = self.streams.get(key)
+        if len(times) <= FLOOD_EVENTS or now - times[0] > FLOOD_WINDOW or stream is None:
+            return False
+        return self._kill_fighter(stream, f"changed {len(times)} times in "
+                                          f"{(now - times[0]) * 1000:.0f} ms (a flood of writes)")
+
     def _fights_gate(self, stream: Stream, fresh: bool) -> bool:
         """Kill a held microphone stream that someone else unmuted or raised, unless its app
         may record now; True when it is being killed.
@@ -523,13 +548,18 @@ class Reconciler:
         raised = any(stream.volume) and key in self._zero_gen and (fresh or seen[1])
         if not (unmuted or raised):
             return False
+        return self._kill_fighter(stream, " and ".join(w for w in (
+            "unmuted" if unmuted else "",
+            f"volume raised to {max(stream.volume)}" if raised else "") if w))
+
+    def _kill_fighter(self, stream: Stream, what: str) -> bool:
+        """Kill a held stream that fights the gate, unless its app may record now; True when
+        it is being killed."""
+        key = stream.key
         cached = self._mic_apps.get(key)
         if self.gates.get(key) is not Gate.BLOCKED or cached is None \
                 or self.microphone.allowed(cached[2].app_id):
             return False  # granted meanwhile: the next pass lifts the hold
-        what = " and ".join(w for w in (
-            "unmuted" if unmuted else "",
-            f"volume raised to {max(stream.volume)}" if raised else "") if w)
         self._killing.add(key)
         self._spawn(self.backend.kill(stream.kind, stream.index))
         self.microphone.fought_gate(cached[2], key, stream.label, what)
@@ -604,6 +634,7 @@ class Reconciler:
         self._lift_gen.pop(key, None)
         self._zero_gen.pop(key, None)
         self._reread.discard(key)
+        self._changes.pop(key, None)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.identity import recording_app
 from audiopolicyd.microphone import MicrophoneBroker
 from audiopolicyd.model import StreamKind
@@ -186,3 +187,28 @@ async def test_a_stream_the_server_starts_at_the_remembered_0_is_held_from_its_s
     server.user_volume(KEY, FULL)
     await until(lambda: server.killed == [KEY], "the stream killed")
     assert daemon.reconciler.microphone.fought == {APP: 1}
+
+
+async def test_a_held_stream_flooded_with_writes_is_killed_whatever_the_reads_show(
+        server, start):
+    """A fighter in a loop makes the server answer reads late, but its change events come:
+    more than FLOOD_EVENTS in FLOOD_WINDOW is a fight."""
+    daemon = await start()
+    server.add(recorder())
+    await until(lambda: held(server), "the stream held")
+    await asyncio.sleep(0.01)
+    for i in range(reconciler_module.FLOOD_EVENTS + 2):
+        server._set(KEY, corked=bool(i % 2))  # changes that leave the hold in place
+    await until(lambda: server.killed == [KEY], "the stream killed")
+    assert daemon.reconciler.microphone.fought == {APP: 1}
+
+
+async def test_a_few_changes_of_a_held_stream_are_no_flood(server, start):
+    daemon = await start()
+    server.add(recorder())
+    await until(lambda: held(server), "the stream held")
+    for i in range(6):
+        server._set(KEY, corked=bool(i % 2))
+        await asyncio.sleep(0.001)
+    await asyncio.sleep(0.05)
+    assert server.killed == [] and daemon.reconciler.microphone.fought == {}
