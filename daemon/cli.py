@@ -441,8 +441,9 @@ async def cmd_permissions(args: argparse.Namespace) -> int:
         recording = "-"
         if e["Recording"]:
             recording = f"{', '.join(e['Streams'])} ({'silenced' if e['Silenced'] else 'audible'})"
-        if e.get("Fought"):
-            recording += f"; fought {e['Fought']} (killed)"
+        if e.get("Fought"):  # streams killed for unmuting or raising themselves while silenced
+            fought = f"fought {e['Fought']} (killed)"
+            recording = fought if recording == "-" else f"{recording}; {fought}"
         request = f"{e['Request']} ({e['RequestID']})" if e["Request"] else "-"
         table.add_row(e["App"], e["Name"] or "-", e["Decision"], request, recording,
                       e["StoredIn"])
