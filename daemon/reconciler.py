@@ -843,11 +843,12 @@ class Reconciler:
                        volume=zero)
             self._zero_gen[key] = self._wgen[key]
             wrote = True
-        elif stream.linked and key not in self._zero_gen and (
-                stream.restore_key in self._held_volumes or not self._restores_late()):
-            # at 0 already: the server started it at the 0 it remembers from an earlier hold
-            # of its app (module-stream-restore, WirePlumber); a volume above 0 from now on
-            # is a fight
+        elif stream.linked and key not in self._zero_gen and not self._restores_late():
+            # at 0 already: PulseAudio started it at the 0 it remembers from an earlier hold
+            # of its app (module-stream-restore); a volume above 0 from now on is a fight. Not
+            # on pipewire-pulse: a stream linked at 0 may still get WirePlumber's restored
+            # volume (seen: a new stream of an app held earlier, linked at 0, then restored to
+            # 100 %), which is no fight
             self._zero_gen[key] = self._wgen.get(key, 0)
         return wrote
 
