@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 from typing import AsyncIterator, Sequence
 
-from audiopolicyd.backends.base import Backend, Event, ServerGone, ServerInfo
+from audiopolicyd.backends.base import Backend, Event, Module, ServerGone, ServerInfo
 from audiopolicyd.model import Device, Stream, StreamKind
 
 
@@ -160,6 +160,10 @@ class FakeBackend(Backend):
     async def devices(self) -> list[Device]:
         self._check()
         return [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
+
+    async def modules(self) -> list[Module]:
+        self._check()
+        return []
 
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:
         self._check()
