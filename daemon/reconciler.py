@@ -753,10 +753,11 @@ class Reconciler:
 
     def _module_trusted(self, stream: Stream) -> bool:
         """Whether the module owning *stream* (which records a microphone path) is trusted;
-        the decision is logged once per module."""
+        the decision is logged once per module, once the stream is linked (pipewire-pulse
+        announces it before it knows the source)."""
         index = stream.owner_module
         trusted = index in self.trusted_modules
-        if self._module_gates.get(index) is not trusted:
+        if self._module_gates.get(index) is not trusted and stream.linked:
             self._module_gates[index] = trusted
             if trusted:
                 logger.info("%s #%d (a module of the server's own configuration) captures %s: "

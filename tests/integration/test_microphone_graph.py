@@ -1,0 +1,180 @@
+"""Paths to the microphone through the server's graph (issue 9, items 1 and 2), on real servers.
+
+An app that may not record must not hear the microphone through any path the server offers:
+a stream that only *claims* to record a monitor (``stream.capture.sink=true``), a
+``module-loopback`` into a null sink whose monitor it records, a ``module-remap-source``. The
+attacker here is a real client (``parecord``, modules loaded with pulsectl as ``pactl`` would);
+every assertion about what it hears measures its recording (digital silence, but for
+``harness.START_LEAK_MS`` at its start). Modules the server had when the daemon first connected
+to it are infrastructure and keep working, also across a daemon restart; a module loaded later
+is gated as ``module:<name>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import (
+    RAW_FRAME_BYTES, RAW_RATE, AudioServer, DaemonProcess, assert_silenced_from_start, pulse,
+    source_outputs, wait_for, wait_recorded,
+)
+from test_microphone import PACAT, ctl_ok, mic_running, permissions, start_recording  # noqa: F401
+
+logger = logging.getLogger(__name__)
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = "module:module-loopback"
+REMAP = "module:module-remap-source"
+
+
+def load(server: AudioServer, name: str, argument: str) -> int:
+    """Load a module as a client would (``pactl load-module``); its index."""
+    with pulse(server) as p:
+        index = p.module_load(name, argument)
+    logger.info("%s %s loaded as #%d", name, argument, index)
+    return index
+
+
+def unload(server: AudioServer, index: int) -> None:
+    with pulse(server) as p:
+        p.module_unload(index)
+
+
+def module_outputs(server: AudioServer, index: int) -> list:
+    """The module's source-outputs (its recordings), once it has one."""
+    return wait_for(lambda: [so for so in source_outputs(server) if so.owner_module == index],
+                    10, f"module #{index}'s source-output")
+
+
+def wait_module_muted(server: AudioServer, index: int, muted: bool) -> None:
+    wait_for(lambda: [so.mute for so in module_outputs(server, index)], 10,
+             f"module #{index}'s recording {'muted' if muted else 'unmuted'}",
+             until=lambda mutes: all(bool(m) is muted for m in mutes))
+
+
+def recorded_for(path: Path, seconds: float) -> None:
+    """Wait until *path* holds *seconds* of recording."""
+    size = int(seconds * RAW_RATE) * RAW_FRAME_BYTES
+    wait_for(lambda: os.path.getsize(path), 20, f"{seconds} s in {path}",
+             until=lambda n: n >= size)
+
+
+def wait_pending(daemon: DaemonProcess, *apps: str) -> dict[str, dict]:
+    """The permission entries once each of *apps* has a pending request."""
+    return wait_for(lambda: permissions(daemon), 10, f"pending requests for {apps}",
+                    until=lambda e: all(e.get(a, {}).get("Request") == "pending" for a in apps))
+
+
+def test_a_self_declared_monitor_records_silence(server: AudioServer, daemon: DaemonProcess,
+                                                 tmp_path: Path) -> None:
+    # issue 9 item 1: PulseAudio ignores the property and connects the stream to the mic;
+    # pipewire-pulse honours it (the default sink's monitor, silent here): silence either way
+    take = tmp_path / "claim.raw"
+    start_recording(server, take, props={"stream.capture.sink": "true"})
+    recorded_for(take, 1.0)
+    assert_silenced_from_start(server, take)
+    if server.name == "pulseaudio":  # it records the microphone: asked for, and shown
+        entry = wait_pending(daemon, PACAT)[PACAT]
+        assert entry["Recording"] == 1 and entry["Silenced"] is True, entry
+
+
+def test_a_loopback_through_a_null_sink_records_silence(server: AudioServer,
+                                                        daemon: DaemonProcess,
+                                                        tmp_path: Path) -> None:
+    # issue 9 item 2, as an attacker: a null sink, the mic looped into it (a11y, so the record
+    # plugin keeps it audible), and a recording of its monitor
+    load(server, "module-null-sink", "sink_name=trap")
+    loopback = load(server, "module-loopback",
+                    "source=mic sink=trap latency_msec=20 sink_input_properties=media.role=a11y")
+    take = tmp_path / "trap.raw"
+    start_recording(server, take, device="trap.monitor")
+    recorded_for(take, 1.0)
+    assert_silenced_from_start(server, take)
+    wait_module_muted(server, loopback, True)
+    # both are asked about and shown: the module as module:module-loopback, the recorder of
+    # the monitor (a microphone path now) as the app it is
+    entries = wait_pending(daemon, LOOPBACK, PACAT)
+    assert entries[LOOPBACK]["Recording"] == 1 and entries[LOOPBACK]["Silenced"] is True
+    assert entries[PACAT]["Recording"] == 1 and entries[PACAT]["Silenced"] is True
+    assert (f"module-loopback #{loopback} loaded at run time captures mic: gated as "
+            f"{LOOPBACK}") in daemon.log_text()
+
+    # granting the module does not grant its listeners: the monitor is a microphone path
+    ctl_ok(daemon, "grant", LOOPBACK)
+    wait_module_muted(server, loopback, False)
+    wait_recorded(take, audible=False, seconds=0.5)
+    assert_silenced_from_start(server, take)
+    # what the gate held back was the microphone: granted, the recorder hears it
+    ctl_ok(daemon, "grant", PACAT)
+    wait_recorded(take, audible=True)
+    daemon.assert_running()
+
+
+def test_a_remap_source_looped_into_a_null_sink_records_silence(server: AudioServer,
+                                                                daemon: DaemonProcess,
+                                                                tmp_path: Path) -> None:
+    remap = load(server, "module-remap-source", "master=mic source_name=remapped")
+    load(server, "module-null-sink", "sink_name=trap")
+    loopback = load(server, "module-loopback", "source=remapped sink=trap latency_msec=20")
+    take = tmp_path / "trap.raw"
+    start_recording(server, take, device="trap.monitor")
+    recorded_for(take, 1.0)
+    assert_silenced_from_start(server, take)
+    wait_pending(daemon, REMAP, LOOPBACK, PACAT)
+
+    # each module on the way holds it back, whoever else is granted
+    ctl_ok(daemon, "grant", PACAT)
+    wait_module_muted(server, remap, True)
+    ctl_ok(daemon, "grant", REMAP)
+    wait_module_muted(server, remap, False)
+    wait_module_muted(server, loopback, True)
+    wait_recorded(take, audible=False, seconds=0.5)
+    assert_silenced_from_start(server, take)
+    ctl_ok(daemon, "grant", LOOPBACK)
+    wait_recorded(take, audible=True)
+    daemon.assert_running()
+
+
+def test_the_servers_own_modules_stay_audible_and_later_ones_are_gated(
+        server: AudioServer, tmp_path: Path) -> None:
+    # a loopback of the server's configuration: loaded before the daemon first connects
+    load(server, "module-null-sink", "sink_name=trap")
+    configured = load(server, "module-loopback", "source=mic sink=trap latency_msec=20")
+    with DaemonProcess(server, tmp_path / "daemon") as daemon:
+        daemon.start()
+        ctl_ok(daemon, "grant", PACAT)  # whoever records trap.monitor records the mic
+        take = tmp_path / "trap.raw"
+        start_recording(server, take, device="trap.monitor")
+        wait_recorded(take, audible=True)
+        wait_module_muted(server, configured, False)
+
+        # loaded while the daemon is down: not trusted when it comes back; the configured
+        # one still is (the journal kept the list of this server instance)
+        daemon.stop()
+        load(server, "module-null-sink", "sink_name=trap2")
+        later = load(server, "module-loopback", "source=mic sink=trap2 latency_msec=20")
+        daemon.start()
+        wait_module_muted(server, later, True)
+        take2 = tmp_path / "trap2.raw"
+        start_recording(server, take2, device="trap2.monitor")
+        wait_recorded(take2, audible=False)
+        wait_recorded(take, audible=True)
+        wait_module_muted(server, configured, False)
+        assert wait_pending(daemon, LOOPBACK)[LOOPBACK]["Silenced"] is True
+
+        # a module loaded at the index of an unloaded trusted one (pipewire-pulse reuses
+        # indices) is not trusted either
+        unload(server, configured)
+        again = load(server, "module-loopback", "source=mic sink=trap latency_msec=20")
+        logger.info("reloaded at #%d (the configured one was #%d)", again, configured)
+        wait_module_muted(server, again, True)
+        take3 = tmp_path / "again.raw"
+        start_recording(server, take3, device="trap.monitor")
+        recorded_for(take3, 1.0)
+        assert_silenced_from_start(server, take3)
+        daemon.assert_running()
