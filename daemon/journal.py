@@ -224,17 +224,19 @@ class Journal:
 
     # -- trusted modules ----------------------------------------------------------------------
 
-    def trusted_modules(self, cookie: int) -> dict[int, tuple[str, str]] | None:
-        """The modules recorded for the server instance *cookie*: index -> (name, argument);
-        None when the daemon never recorded that instance (its first connection to it)."""
-        if not self._read("SELECT 1 FROM servers WHERE cookie = ?", (cookie,)):
+    def trusted_instance(self) -> tuple[int, dict[int, tuple[str, str]]] | None:
+        """The server instance recorded last and its trusted modules:
+        ``(cookie, {index: (name, argument)})``; None when none was ever recorded."""
+        rows = self._read("SELECT cookie FROM servers ORDER BY first_seen DESC LIMIT 1")
+        if not rows:
             return None
-        return {idx: (name, argument) for idx, name, argument in self._read(
+        cookie = rows[0][0]
+        return cookie, {idx: (name, argument) for idx, name, argument in self._read(
             "SELECT idx, name, argument FROM trusted_modules WHERE cookie = ?", (cookie,))}
 
     def trust_modules(self, cookie: int, modules: dict[int, tuple[str, str]]) -> bool:
-        """Record the modules of the server instance *cookie* at the daemon's first connection
-        to it, forgetting every other instance's (a server has one instance at a time).
+        """Record the trusted modules of the server instance *cookie* at the daemon's first
+        connection to it, forgetting every other instance's (a server has one at a time).
 
         :param modules: index -> (name, argument)
         :returns: False when nothing could be written (see :attr:`failure`)

@@ -301,24 +301,42 @@ class Reconciler:
         self.reconcile()
 
     async def _trust_modules(self) -> None:
-        """Which of the server's modules are trusted (see the module docstring): all of them
-        at the first connection to a server instance (its cookie), recorded in the journal;
-        at a later connection to the same instance, those recorded (same index, name and
-        arguments). A module list that cannot be recorded trusts none (fail closed, as an
-        effect the journal cannot record is not applied)."""
+        """Which of the server's modules are trusted (see the module docstring), recorded in
+        the journal per server instance (its cookie):
+
+        * at the first connection to an instance: the modules it has; but when the journal
+          holds a previous instance (the server restarted), only those that instance trusted
+          too (same name and arguments). Any PulseAudio client can make the server exit
+          (``pactl exit``), and the client that connects first starts the next instance
+          (socket activation, autospawn): a module it loads before the daemon reconnects must
+          not be trusted;
+        * at a later connection to the same instance (the daemon restarted): those recorded
+          (same index, name and arguments).
+
+        A module list that cannot be recorded trusts none (fail closed, as an effect the
+        journal cannot record is not applied)."""
         cookie = self.server.cookie if self.server is not None else 0
         modules = {m.index: (m.name, m.argument) for m in await self.backend.modules()}
-        recorded = self.journal.trusted_modules(cookie)
-        if recorded is None:
-            if self.journal.trust_modules(cookie, modules):
-                self.trusted_modules = set(modules)
-                logger.info("first connection to this server instance (cookie %d): its %d "
-                            "module(s) are trusted", cookie, len(modules))
+        instance = self.journal.trusted_instance()
+        if instance is None or instance[0] != cookie:
+            if instance is None:
+                trusted = set(modules)
+            else:
+                known = set(instance[1].values())
+                trusted = {i for i, m in modules.items() if m in known}
+            if self.journal.trust_modules(cookie, {i: modules[i] for i in trusted}):
+                self.trusted_modules = trusted
+                new = sorted(f"{modules[i][0]} #{i}" for i in set(modules) - trusted)
+                logger.info("first connection to this server instance (cookie %d): %d "
+                            "module(s) trusted%s", cookie, len(trusted),
+                            f"; not in the previous instance, not trusted: {', '.join(new)}"
+                            if new else "")
             else:
                 self.trusted_modules = set()
                 logger.error("the server's modules cannot be recorded in the journal: none is "
                              "trusted; a module recording the microphone is gated as an app")
             return
+        recorded = instance[1]
         self.trusted_modules = {i for i, m in modules.items() if recorded.get(i) == m}
         later = sorted(f"{modules[i][0]} #{i}" for i in set(modules) - self.trusted_modules)
         logger.info("server instance seen before (cookie %d): %d module(s) trusted as recorded "

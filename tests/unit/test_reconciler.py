@@ -13,6 +13,7 @@ import pytest
 
 from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.effects import Applied, ramp_steps, scaled
+from audiopolicyd.backends.base import Module
 from audiopolicyd.journal import Journal
 from audiopolicyd.model import StreamKind
 from audiopolicyd.reconciler import (
@@ -237,3 +238,33 @@ async def test_killed_before_the_last_step_of_a_ramp_arrives(server, start):
     server.remove("sink-input:2")
     await start()
     await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
+
+
+NULL_SINK = Module(1, "module-null-sink", "sink_name=speaker")
+LOOPBACK = Module(2, "module-loopback", "source=mic sink=speaker")
+
+
+async def test_modules_are_trusted_as_the_server_instance_had_them_first(server, start):
+    server.modules = [NULL_SINK, LOOPBACK]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1, 2}  # the first connection: its own
+    daemon.kill()
+    # loaded while the daemon was down, and at the index of one unloaded meanwhile
+    # (pipewire-pulse reuses indices): neither is trusted by the restarted daemon
+    server.modules = [NULL_SINK, Module(2, "module-loopback", "source=mic sink=trap"),
+                      Module(3, "module-loopback", "source=mic sink=trap2")]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1}
+    daemon.kill()
+    # the server restarts (a new cookie): its configuration comes back and is trusted, but
+    # not a module a client loaded before the daemon reconnected (any PulseAudio client may
+    # make the server exit, and the first to connect starts the next one)
+    server.die()
+    server.start()
+    server.modules = [NULL_SINK, Module(7, "module-loopback", "source=mic sink=trap3"),
+                      dataclasses.replace(LOOPBACK, index=9)]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1, 9}
+    daemon.kill()
+    daemon = await start()  # and the daemon restarted again keeps that record
+    assert daemon.reconciler.trusted_modules == {1, 9}
