@@ -22,7 +22,7 @@ from harness import (
     RAW_FRAME_BYTES, RAW_RATE, AudioServer, DaemonProcess, assert_silenced_from_start, pulse,
     source_outputs, wait_for, wait_recorded,
 )
-from test_microphone import PACAT, ctl_ok, mic_running, permissions, start_recording  # noqa: F401
+from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
 logger = logging.getLogger(__name__)
 

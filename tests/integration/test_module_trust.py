@@ -5,9 +5,6 @@ working, also across a daemon restart (the journal keeps the list per server ins
 cookie). A module loaded while the daemon was down, at the index of an unloaded trusted one, or
 before the daemon reconnected to a restarted server, is gated as ``module:<name>``. What an app
 hears is measured in its recording (``parecord``).
-
-No test here keeps the test mic running with a loopback of its own (test_microphone's
-``mic_running``): each loads the loopbacks it is about, and one restarts the server.
 """
 
 from __future__ import annotations
