@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from harness import (
     RAW_FRAME_BYTES, RAW_RATE, AudioServer, DaemonProcess, assert_silenced_from_start, pulse,
-    source_outputs, wait_for, wait_recorded,
+    record, source_outputs, wait_for, wait_recorded, wait_stream,
 )
 from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.integration
 
 LOOPBACK = "module:module-loopback"
 REMAP = "module:module-remap-source"
+SIMPLE = "module:module-simple-protocol-tcp"
 
 
 def load(server: AudioServer, name: str, argument: str) -> int:
@@ -75,7 +77,10 @@ def test_a_self_declared_monitor_records_silence(server: AudioServer, daemon: Da
     # issue 9 item 1: PulseAudio ignores the property and connects the stream to the mic;
     # pipewire-pulse honours it (the default sink's monitor, silent here): silence either way
     take = tmp_path / "claim.raw"
-    start_recording(server, take, props={"stream.capture.sink": "true"})
+    recorder = record(server, path=take, latency_ms=20, props={"stream.capture.sink": "true"})
+    if server.name == "pipewire":
+        recorder.device = "speaker.monitor"  # where pipewire-pulse links it (wait_stream checks)
+    wait_stream(server, recorder, kind="source-output")
     recorded_for(take, 1.0)
     assert_silenced_from_start(server, take)
     if server.name == "pulseaudio":  # it records the microphone: asked for, and shown
@@ -137,4 +142,33 @@ def test_a_remap_source_looped_into_a_null_sink_records_silence(server: AudioSer
     assert_silenced_from_start(server, take)
     ctl_ok(daemon, "grant", LOOPBACK)
     wait_recorded(take, audible=True)
+    daemon.assert_running()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_module_that_sends_the_mic_out_of_the_server_sends_silence(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    # module-simple-protocol-tcp record=true: whoever connects gets the mic, raw
+    port = free_port()
+    load(server, "module-simple-protocol-tcp", f"record=true playback=false source=mic "
+         f"listen=127.0.0.1 port={port} rate=44100 format=s16le channels=2")
+    take = tmp_path / "tcp.raw"
+    want = RAW_RATE * RAW_FRAME_BYTES  # 1 s
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn, \
+            open(take, "wb") as out:
+        got = 0
+        while got < want:
+            data = conn.recv(65536)
+            assert data, f"the server closed the connection after {got} bytes"
+            out.write(data)
+            got += len(data)
+        if server.name == "pulseaudio":  # its stream is the module's: gated as the module
+            entry = wait_pending(daemon, SIMPLE)[SIMPLE]
+            assert entry["Silenced"] is True, entry
+    assert_silenced_from_start(server, take)
     daemon.assert_running()
