@@ -167,8 +167,11 @@ def test_a_module_that_sends_the_mic_out_of_the_server_sends_silence(
             assert data, f"the server closed the connection after {got} bytes"
             out.write(data)
             got += len(data)
+        out.close()
+        assert_silenced_from_start(server, take)
         if server.name == "pulseaudio":  # its stream is the module's: gated as the module
             entry = wait_pending(daemon, SIMPLE)[SIMPLE]
             assert entry["Silenced"] is True, entry
-    assert_silenced_from_start(server, take)
+        # pipewire-pulse runs it as a native PipeWire module: its stream has no pulse owner
+        # module, and is gated as the (unverifiable) client it appears to be
     daemon.assert_running()
