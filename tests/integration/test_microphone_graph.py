@@ -12,6 +12,7 @@ is gated as ``module:<name>``.
 
 from __future__ import annotations
 
+import array
 import logging
 import os
 import socket
@@ -20,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from harness import (
-    RAW_FRAME_BYTES, RAW_RATE, AudioServer, DaemonProcess, assert_silenced_from_start, pulse,
-    record, source_outputs, wait_for, wait_recorded, wait_stream,
+    RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, AudioServer, DaemonProcess,
+    assert_silenced_from_start, pulse, record, source_outputs, stream_of, wait_for, wait_muted,
+    wait_recorded, wait_stream,
 )
 from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
@@ -174,4 +176,45 @@ def test_a_module_that_sends_the_mic_out_of_the_server_sends_silence(
             assert entry["Silenced"] is True, entry
         # pipewire-pulse runs it as a native PipeWire module: its stream has no pulse owner
         # module, and is gated as the (unverifiable) client it appears to be
+    daemon.assert_running()
+
+
+def audible_ms(path: Path) -> float:
+    """How long a raw recording is audible in all, in ms (its non-silent frames)."""
+    samples = array.array("h", path.read_bytes()[:os.path.getsize(path) // 4 * 4])
+    frames = {i // 2 for i, v in enumerate(samples) if v}
+    return len(frames) * 1000 / RAW_RATE
+
+
+#: How often the recording moves to the mic and back.
+MOVES = 300
+
+
+def test_a_monitor_recording_that_moves_to_the_mic_is_silenced_for_good(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    # A recording of a quiet monitor is not gated; one that moves itself to the mic is, within
+    # the gate's bound, and stays silent when it moves back and forth (else each move would
+    # hand it a few more ms of the mic). pipewire-pulse keeps a capture of a sink's monitor on
+    # a monitor (it ignores the move): silent there too.
+    take = tmp_path / "moved.raw"
+    recorder = start_recording(server, take, device="speaker.monitor")
+    wait_muted(server, recorder, False, kind="source-output")
+    index = stream_of(server, recorder, kind="source-output").index
+    with pulse(server) as p:
+        mic = p.get_source_by_name("mic").index
+        monitor = p.get_source_by_name("speaker.monitor").index
+
+        def gated_if_on_mic() -> None:
+            wait_for(lambda: p.source_output_info(index), 10, "the recording gated on the mic",
+                     until=lambda so: so.source != mic or so.mute)
+
+        for _ in range(MOVES):  # as fast as the server answers: no wait for the daemon
+            p.source_output_move(index, mic)
+            p.source_output_move(index, monitor)
+        p.source_output_move(index, mic)
+        gated_if_on_mic()
+        moved = p.source_output_info(index).source == mic
+    assert moved == (server.name == "pulseaudio")
+    wait_recorded(take, audible=False, seconds=0.5)
+    assert audible_ms(take) <= START_LEAK_MS[server.name], f"{audible_ms(take):.1f} ms heard"
     daemon.assert_running()
