@@ -34,6 +34,8 @@ class FakeServer:
         self.up = True
         #: The modules loaded (``pactl list modules``), and this instance's cookie.
         self.modules: list[Module] = []
+        #: The sinks and sources.
+        self.devices = [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
         self.cookie = 1
         self.connections: list[FakeBackend] = []
         self._held: list[asyncio.Future] | None = None
@@ -163,7 +165,7 @@ class FakeBackend(Backend):
 
     async def devices(self) -> list[Device]:
         self._check()
-        return [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
+        return list(self.server.devices)
 
     async def modules(self) -> list[Module]:
         self._check()
