@@ -732,13 +732,13 @@ class Reconciler:
             if not microphone:
                 if stream.muted and (key in self._muted_on_new or before is Gate.BLOCKED) \
                         and not (applied is not None and applied.muted_by_us):
+                    self._muted_on_new.discard(key)
                     self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
                                muted=False)
                     logger.info("%s (%s) records %s: %s, unmuted", key, stream.label,
                                 self._source_name(stream),
                                 "a trusted module's stream" if stream.module
                                 else "not a microphone path")
-                self._muted_on_new.discard(key)
                 self.gates[key] = Gate.EXEMPT
                 continue
             app = (RecordingApp(f"module:{stream.module}", stream.module, "module")
