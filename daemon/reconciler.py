@@ -687,15 +687,16 @@ class Reconciler:
         one (streams of one session share its decision), else named from the stream
         (:func:`audiopolicyd.identity.recording_app`). Cached per stream."""
         cached = self._mic_apps.get(stream.key)
-        if cached is not None and cached[0] == stream.properties and cached[1] == session_id:
+        if cached is not None and cached[0] == (stream.properties, stream.vouched) \
+                and cached[1] == session_id:
             return cached[2]
         session = (self.app_sessions.sessions.get(session_id)
                    if session_id and self.app_sessions is not None else None)
         if session is not None:
             app = caller_app(session.identity, session.name or stream.app_name)
         else:
-            app = recording_app(stream.properties)
-        self._mic_apps[stream.key] = (stream.properties, session_id, app)
+            app = recording_app(stream.properties, vouched=stream.vouched)
+        self._mic_apps[stream.key] = ((stream.properties, stream.vouched), session_id, app)
         return app
 
     def _stream_owners(self) -> dict[str, str]:
