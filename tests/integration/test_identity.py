@@ -26,7 +26,6 @@ from harness import (
     AudioServer, DaemonProcess, assert_silenced_from_start, audible_until_ms, source_outputs,
     wait_for, wait_recorded,
 )
-from test_microphone import mic_running  # noqa: F401 (PulseAudio's test mic kept running)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +48,24 @@ def permissions(daemon: DaemonProcess) -> dict[str, dict]:
 def grant(daemon: DaemonProcess, app_id: str) -> None:
     done = daemon.ctl("grant", app_id)
     assert done.returncode == 0, f"audiopolicyctl grant {app_id}: {done.stderr}"
+
+
+@pytest.fixture
+def running_mic(server: AudioServer) -> Iterator[None]:
+    """On PulseAudio, keep the test mic running with a module-loopback, as test_microphone's
+    ``mic_running`` does (module-sine-source hands a new recorder a 2 s block at once)."""
+    if server.name != "pulseaudio":
+        yield
+        return
+    with harness.pulse(server) as p:
+        drain = p.module_load("module-null-sink", "sink_name=drain")
+        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
+    wait_for(lambda: [so for so in source_outputs(server) if so.owner_module == loopback], 10,
+             "the loopback's source-output")
+    yield
+    with harness.pulse(server) as p:
+        p.module_unload(loopback)
+        p.module_unload(drain)
 
 
 def stream_named(server: AudioServer, name: str) -> object | None:
@@ -103,7 +120,7 @@ def start(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = 
     return harness._client(server, argv, env)
 
 
-@pytest.mark.usefixtures("mic_running")
+@pytest.mark.usefixtures("running_mic")
 def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
                                                             daemon: DaemonProcess,
                                                             tmp_path: Path) -> None:
@@ -124,7 +141,7 @@ def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
         assert_silenced_from_start(server, take)
 
 
-@pytest.mark.usefixtures("mic_running")
+@pytest.mark.usefixtures("running_mic")
 def test_a_sandboxed_pulse_client_is_not_vouched_for(server: AudioServer,
                                                      daemon: DaemonProcess,
                                                      tmp_path: Path) -> None:
