@@ -321,6 +321,32 @@ def vouched_pid(vouched: Mapping[str, str], uid: int | None = None) -> tuple[int
     return pid, exe[:-len(" (deleted)")] if exe.endswith(" (deleted)") else exe
 
 
+def recording_member(properties: Mapping[str, str], vouched: Mapping[str, str] | None,
+                     owner: Identity, uid: int | None = None) -> bool:
+    """Whether a recording stream comes from the app of session owner *owner* (whose pid the
+    bus vouches for), for microphone permission: the stream's process, as the server vouches
+    for it (:func:`vouched_pid`) or as /proc confirms its claim (:func:`verified_pid`: pid,
+    user and binary), is the owner or a descendant of it, runs in the owner's systemd app unit,
+    or, for a Flatpak owner, is of the same Flatpak app (its ``/.flatpak-info``). A claimed
+    ``pipewire.access.portal.app_id`` never counts (:func:`stream_belongs` takes it as a
+    hint for grouping, which grants nothing).
+
+    :param properties: the stream's properties (claims)
+    :param vouched: :attr:`audiopolicyd.model.Stream.vouched`
+    :param owner: the session owner's identity
+    """
+    pid, _ = vouched_pid(vouched or {}, uid)
+    if not pid:
+        pid, _ = verified_pid(properties, uid)
+    if not pid:
+        return False
+    if owner.flatpak:
+        return flatpak_app_id(pid) == owner.app_id
+    if owner.pid and owner.pid in ancestors(pid):
+        return True
+    return bool(owner.unit) and app_unit(pid)[0] == owner.unit
+
+
 def snap_name(pid: int) -> str:
     """The snap a process runs in (from its cgroup, ``snap.<name>.<app>-<id>.scope``), or ''."""
     for line in _read(f"/proc/{pid}/cgroup").splitlines():

@@ -148,6 +148,33 @@ def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
 
 
 @pytest.mark.usefixtures("running_mic")
+def test_a_stream_claiming_a_granted_session_owners_pid_is_not_its_app(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    # a session's owner is known by the bus; a stream joined its session by claiming the
+    # owner's pid, and recorded with the owner's grant
+    owner = harness.SessionClient(server, "owner")
+    try:
+        owner.create("rec", "record")
+        own = tmp_path / "own.raw"
+        owner.call("record", own)  # its child: the session's app's stream
+        owner.call("active", 1)  # a recording category asks by itself
+        app = wait_for(lambda: [a for a, e in permissions(daemon).items() if e["Request"]], 10,
+                       "the session's request")
+        grant(daemon, app[0])
+        wait_recorded(own, audible=True)
+        take = tmp_path / "claimer.raw"
+        start(server, parecord(take, {"application.process.id": str(owner.proc.pid)}))
+        entry = wait_for(lambda: permissions(daemon).get("unverified:pacat"), 10,
+                         "the claimer named as itself",
+                         until=lambda e: e is not None and e["Recording"] == 1)
+        assert entry["Silenced"] is True
+        wait_recorded(take, audible=False)
+        assert_silenced_from_start(server, take)
+    finally:
+        owner.close()
+
+
+@pytest.mark.usefixtures("running_mic")
 def test_a_sandboxed_pulse_client_is_not_vouched_for(server: AudioServer,
                                                      daemon: DaemonProcess,
                                                      tmp_path: Path) -> None:

@@ -288,6 +288,25 @@ def test_a_vouched_flatpak_process_is_named_by_its_flatpak_info(monkeypatch):
     assert (app.app_id, app.source, app.sandboxed) == ("org.example.Sandboxed", "flatpak", True)
 
 
+def test_a_stream_joins_a_session_owners_app_only_as_its_verified_process(monkeypatch):
+    from audiopolicyd.identity import Identity, recording_member
+    me = Identity(pid=os.getpid(), exe=os.readlink("/proc/self/exe"))
+    binary = os.path.basename(me.exe)
+    mine = {"application.process.id": str(os.getpid()), "application.process.binary": binary}
+    assert recording_member(mine, None, me)
+    # the owner's pid claimed by another binary, or the portal id of a Flatpak owner: no
+    assert not recording_member({**mine, "application.process.binary": "pacat"}, None, me)
+    flatpak = Identity(pid=os.getppid(), app_id="org.example.App", flatpak=True)
+    claims = {"pipewire.access.portal.app_id": "org.example.App", "application.process.id": "2"}
+    assert not recording_member(claims, None, flatpak)
+    # the process the server vouches for is checked: its own Flatpak app, or not
+    import audiopolicyd.identity as identity
+    monkeypatch.setattr(identity, "flatpak_app_id",
+                        lambda pid: "org.example.App" if pid == os.getpid() else "")
+    assert recording_member(claims, {"pipewire.sec.pid": str(os.getpid())}, flatpak)
+    assert not recording_member(claims, {"pipewire.sec.pid": str(os.getppid())}, flatpak)
+
+
 @pytest.fixture
 def listening(tmp_path):
     """A Unix socket this process listens on, and one it only bound."""
