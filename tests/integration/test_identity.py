@@ -325,3 +325,43 @@ def test_pipewires_echo_canceller_is_infrastructure(echo_cancel: EchoCancelPipeW
         assert not any(a.startswith("unverified:") for a in permissions(daemon)), \
             permissions(daemon)
         assert audible_until_ms(take) > 0
+
+
+#: A user's own PipeWire process (``pipewire -c``, a client of the session's PipeWire) with a
+#: loopback from the microphone to the speaker: a path to the microphone, not the server's.
+USER_LOOPBACK_CONF = """\
+context.spa-libs = {
+    audio.convert.* = audioconvert/libspa-audioconvert
+    support.* = support/libspa-support
+}
+context.modules = [
+    { name = libpipewire-module-protocol-native }
+    { name = libpipewire-module-client-node }
+    { name = libpipewire-module-adapter }
+    { name = libpipewire-module-loopback
+      args = {
+          capture.props = { node.name = user_loop_capture node.target = mic }
+          playback.props = { node.name = user_loop_playback node.target = speaker }
+      } }
+]
+"""
+
+
+@pytest.mark.parametrize("server", ["pipewire"], indirect=True)
+def test_a_users_own_pipewire_process_is_a_client_like_any_other(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    conf = tmp_path / "loopback.conf"
+    conf.write_text(USER_LOOPBACK_CONF)
+    start(server, ["pipewire", "-c", str(conf)])
+    capture = wait_for(lambda: next((so for so in source_outputs(server)
+                                     if so.proplist.get("node.name") == "user_loop_capture"),
+                                    None), 10, "the user's loopback capture",
+                       until=lambda so: so is not None and so.mute)
+    assert capture.owner_module == 0xFFFFFFFF  # like the server's own: no owner module
+    take = tmp_path / "speaker.raw"
+    proc = start(server, parecord(take)[:1] + ["--device=speaker.monitor"] + parecord(take)[2:])
+    wait_recording(server, proc, take)
+    wait_recorded(take, audible=False)
+    assert audible_until_ms(take) == 0.0, "the microphone reached the speaker"
+    entry = permissions(daemon).get("exe:" + os.path.realpath("/usr/bin/pipewire"))
+    assert entry is not None and entry["Silenced"] is True, permissions(daemon)
