@@ -50,24 +50,6 @@ def grant(daemon: DaemonProcess, app_id: str) -> None:
     assert done.returncode == 0, f"audiopolicyctl grant {app_id}: {done.stderr}"
 
 
-@pytest.fixture
-def running_mic(server: AudioServer) -> Iterator[None]:
-    """On PulseAudio, keep the test mic running with a module-loopback, as test_microphone's
-    ``mic_running`` does (module-sine-source hands a new recorder a 2 s block at once)."""
-    if server.name != "pulseaudio":
-        yield
-        return
-    with harness.pulse(server) as p:
-        drain = p.module_load("module-null-sink", "sink_name=drain")
-        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
-    wait_for(lambda: [so for so in source_outputs(server) if so.owner_module == loopback], 10,
-             "the loopback's source-output")
-    yield
-    with harness.pulse(server) as p:
-        p.module_unload(loopback)
-        p.module_unload(drain)
-
-
 def stream_named(server: AudioServer, name: str) -> object | None:
     """The source-output whose ``media.name`` is *name* (a recording's file path: the pid
     a sandboxed client claims is not its pid outside its namespace)."""
@@ -120,7 +102,6 @@ def start(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = 
     return harness._client(server, argv, env)
 
 
-@pytest.mark.usefixtures("running_mic")
 def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
                                                             daemon: DaemonProcess,
                                                             tmp_path: Path) -> None:
@@ -147,7 +128,6 @@ def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
         assert_silenced_from_start(server, take)
 
 
-@pytest.mark.usefixtures("running_mic")
 def test_a_stream_claiming_a_granted_session_owners_pid_is_not_its_app(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
     # a session's owner is known by the bus; a stream joined its session by claiming the
@@ -174,7 +154,6 @@ def test_a_stream_claiming_a_granted_session_owners_pid_is_not_its_app(
         owner.close()
 
 
-@pytest.mark.usefixtures("running_mic")
 def test_a_sandboxed_pulse_client_is_not_vouched_for(server: AudioServer,
                                                      daemon: DaemonProcess,
                                                      tmp_path: Path) -> None:
@@ -284,7 +263,7 @@ class EchoCancelPipeWire(harness.PipeWireServer):
     desktop configures it): its capture stream records ``mic`` in the PipeWire daemon's own
     process; ``ec_source`` is the cancelled microphone apps record."""
 
-    PIPEWIRE_CONF = harness.PipeWireServer.PIPEWIRE_CONF + """
+    PIPEWIRE_CONF = """\
 context.modules = [
     { name = libpipewire-module-echo-cancel
       args = {
@@ -296,6 +275,13 @@ context.modules = [
       } }
 ]
 """
+
+    def _prepare(self) -> None:
+        """The test server's drop-ins, and one for ``pipewire`` loading the echo canceller."""
+        super()._prepare()
+        conf = self.home / ".config" / "pipewire" / "pipewire.conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "echo-cancel.conf").write_text(self.PIPEWIRE_CONF)
 
 
 @pytest.fixture
