@@ -13,6 +13,14 @@ same way. Reading such a stream, or any list holding it, costs the connection. S
 remembers which read broke it (replies come in order: the oldest read not answered), never
 reads that object again while it exists, and lists streams of that kind one index at a time
 (every index up to a bound above the highest index the server shows) until it is gone.
+Who a stream's client is. Each stream carries what the server vouches for about its client
+(:attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>`), read from the client's property
+list (cached by client index, dropped on the client's ``change`` and ``remove`` events) and
+decided per server: nothing on PulseAudio, where the whole list is the client's word; on
+pipewire-pulse, the ``pipewire.sec.*`` keys PipeWire takes from the kernel, for a native
+PipeWire client only (a PulseAudio-protocol client's are pipewire-pulse's own: its
+``pipewire.sec.pid`` listens on the socket we talk to). docs/microphone.md says what was
+verified on each server.
 """
 
 from __future__ import annotations
@@ -158,7 +166,7 @@ class PulseBackend(Backend):
                 if ev.facility == "client":
                     # a client's properties may change (pipewire-pulse: SET_CLIENT_NAME); read
                     # them again for its next stream
-                    if not ev.t == "new":
+                    if ev.t != "new":
                         self._clients.pop(ev.index, None)
                     continue
                 # pulsectl's EnumValue compares equal to its name but does not str() to it
