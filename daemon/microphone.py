@@ -33,7 +33,7 @@ import itertools
 import logging
 from typing import Callable, Mapping, Protocol
 
-from .identity import RecordingApp
+from .identity import RecordingApp, audio_server_process
 from .model import Snapshot, Stream, StreamKind
 from .permissions import Decision, PermissionStore
 
@@ -46,7 +46,7 @@ PROMPT_TIMEOUT = 120.0
 class Gate(str, enum.Enum):
     """What microphone permission does to one source-output."""
 
-    EXEMPT = "exempt"  #: not a microphone path, or a trusted server module's own stream
+    EXEMPT = "exempt"  #: not a microphone path, a trusted module's or the server's own stream
     ALLOWED = "allowed"  #: its app is granted (and the global switch is off)
     BLOCKED = "blocked"  #: muted: undetermined, denied, or the global switch is on
 
@@ -88,10 +88,27 @@ def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
 
 
 def is_microphone(stream: Stream, quiet: frozenset[int]) -> bool:
-    """Whether *stream* records a microphone path: a source-output not connected to one of
-    the *quiet* monitors (:func:`quiet_monitors`). A stream not linked yet counts (fail
-    closed). Whose stream it is (an app's, a server module's) is the caller's question."""
-    return stream.kind is StreamKind.SOURCE_OUTPUT and stream.device not in quiet
+    """Whether permission applies to *stream*: a source-output that records a microphone path
+    (not connected to one of the *quiet* monitors, :func:`quiet_monitors`), and is not the
+    audio server's own: not one whose client is the PipeWire daemon's own process
+    (``libpipewire-module-echo-cancel`` loaded in ``pipewire.conf``), as the server vouches
+    (:attr:`Stream.vouched` ``pipewire.sec.pid``) and /proc confirms
+    (:func:`~audiopolicyd.identity.audio_server_process`). A stream not linked yet counts (fail
+    closed). Whether a pulse module's stream is trusted is the caller's question (the
+    reconciler keeps the trusted modules)."""
+    return (stream.kind is StreamKind.SOURCE_OUTPUT and stream.device not in quiet
+            and not server_stream(stream))
+
+
+def server_stream(stream: Stream) -> bool:
+    """Whether *stream*'s client is the PipeWire daemon itself (infrastructure, as a server
+    module's stream on PulseAudio): the client's ``pipewire.sec.pid``, which the server
+    vouches for, is the process listening on PipeWire's socket."""
+    try:
+        pid = int(stream.vouched.get("pipewire.sec.pid", ""))
+    except ValueError:
+        return False
+    return audio_server_process(pid)
 
 
 class AgentFailed(Exception):

@@ -96,6 +96,13 @@ class Stream:
         ``module-echo-cancel``), '' for a client's stream
     :param owner_module: the server's index of that module (``owner_module``; pipewire-pulse's
         carry a flag bit, 0x20000000), -1 for a client's stream
+    :param vouched: what the audio server itself says about the stream's client, which the
+        client cannot set or change: on pipewire-pulse, for a native PipeWire client,
+        ``pipewire.sec.pid``, ``pipewire.sec.uid`` and ``pipewire.sec.gid`` (PipeWire takes them
+        from the kernel, ``SO_PEERCRED``, and refuses a client's change to them). Empty for a
+        PulseAudio-protocol client (PulseAudio takes a client's whole property list from the
+        client; pipewire-pulse merges it over its own keys, and its clients' ``pipewire.sec.pid``
+        is pipewire-pulse's) and for every stream on PulseAudio. See docs/microphone.md
     """
 
     kind: StreamKind
@@ -108,6 +115,7 @@ class Stream:
     monitor: bool = False
     module: str = ""
     owner_module: int = -1
+    vouched: Mapping[str, str] = field(default_factory=lambda: freeze({}))
 
     @property
     def linked(self) -> bool:
