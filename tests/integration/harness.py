@@ -60,7 +60,7 @@ T = TypeVar("T")
 REQUIRED_BINARIES = (
     "dbus-daemon", "pulseaudio", "pipewire", "wireplumber", "pipewire-pulse",
     "paplay", "parecord", "pactl", "mpv", "playerctl", "sox", "busctl", "dbus-send",
-    "gdbus", "gsettings", "mount",
+    "gdbus", "gsettings", "mount", "pw-record", "pw-play", "bwrap",
 )
 
 #: Sink names every server provides.
