@@ -18,6 +18,7 @@ import os
 import socket
 from pathlib import Path
 
+import pulsectl
 import pytest
 
 from harness import (
@@ -208,10 +209,18 @@ def test_a_monitor_recording_that_moves_to_the_mic_is_silenced_for_good(
             wait_for(lambda: p.source_output_info(index), 10, "the recording gated on the mic",
                      until=lambda so: so.source != mic or so.mute)
 
-        for _ in range(MOVES):  # as fast as the server answers: no wait for the daemon
+        try:
+            for _ in range(MOVES):  # as fast as the server answers: no wait for the daemon
+                p.source_output_move(index, mic)
+                p.source_output_move(index, monitor)
             p.source_output_move(index, mic)
-            p.source_output_move(index, monitor)
-        p.source_output_move(index, mic)
+        except pulsectl.PulseOperationFailed:
+            # the daemon killed it: a held stream changed that fast fights the gate
+            # (test_mic_race.py); what it heard until then is within the bound too
+            assert recorder.wait(10) == 1, "the recording's stream is gone, parecord runs on"
+            assert audible_ms(take) <= START_LEAK_MS[server.name], f"{audible_ms(take):.1f} ms"
+            assert permissions(daemon)[PACAT]["Fought"] == 1
+            return
         gated_if_on_mic()
         moved = p.source_output_info(index).source == mic
     assert moved == (server.name == "pulseaudio")
