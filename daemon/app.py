@@ -302,7 +302,9 @@ class Daemon:
 
         Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
         (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
-        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b.
+        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b
+        (every one of them records silence, for any reason), SilencedBy as (why:
+        :class:`~audiopolicyd.microphone.Silenced` values; empty while not silenced).
         """
         broker = self.microphone
         if broker is None:
@@ -323,6 +325,7 @@ class Daemon:
                 "Recording": ("u", rec.streams if rec else 0),
                 "Streams": ("as", list(rec.keys) if rec else []),
                 "Silenced": ("b", rec.silenced if rec else False),
+                "SilencedBy": ("as", list(rec.reasons) if rec else []),
             })
         return out
 

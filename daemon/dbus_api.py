@@ -197,7 +197,19 @@ class ManagerInterface(ServiceInterface):
 
     def _recording(self) -> list:
         broker = self._daemon.microphone
-        return [[r.app_id, r.name, r.silenced, r.streams] for r in broker.recording]
+        recording = broker.recording if broker is not None else ()
+        return [[r.app_id, r.name, r.silenced, r.streams] for r in recording]
+
+    # Why each silenced app records silence. A property of its own: ``Recording``'s struct
+    # keeps its shape (and RecordingChanged its signature) for the indicators reading it.
+    @dbus_property(access=PropertyAccess.READ, name="SilencedBy")
+    def silenced_by(self) -> "a{sas}":
+        return self._silenced_by()
+
+    def _silenced_by(self) -> dict:
+        broker = self._daemon.microphone
+        recording = broker.recording if broker is not None else ()
+        return {r.app_id: list(r.reasons) for r in recording if r.silenced}
 
     @signal(name="RecordingChanged")
     def recording_changed(self, recording) -> "a(ssbu)":
@@ -257,7 +269,7 @@ class ManagerInterface(ServiceInterface):
     def notify_recording(self, _recording) -> None:
         value = self._recording()
         self.recording_changed(value)
-        self.emit_properties_changed({"Recording": value})
+        self.emit_properties_changed({"Recording": value, "SilencedBy": self._silenced_by()})
 
     def notify_reload(self, applied: bool) -> None:
         problems = self._problems()

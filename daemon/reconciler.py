@@ -32,7 +32,7 @@ from .engine import classify, decide, players_to_pause
 from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app
 from .logsetup import log_effect
-from .microphone import Gate, MicrophoneBroker, Recording, is_microphone
+from .microphone import Gate, MicrophoneBroker, Recording, Silenced, is_microphone, silenced_by
 from .permissions import Decision
 from .model import NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
 from .policy import PolicySet
@@ -582,7 +582,10 @@ class Reconciler:
         self.classified = classify(legacy, policies, self.pm, self._class_cache)
         now = asyncio.get_running_loop().time()
         self._hold_until = {k: t for k, t in self._hold_until.items() if t > now}
-        self.sessions = self._tracker.update(legacy, self.classified, set(self._hold_until))
+        # a microphone stream the gate silences does not act on others (issue 9 item 6)
+        inert = {k for k, gate in self.gates.items() if gate is Gate.BLOCKED}
+        self.sessions = self._tracker.update(legacy, self.classified, set(self._hold_until),
+                                             inert)
         if self.app_sessions is not None:
             members: dict[str, list[str]] = {}
             for key, sid in owned.items():
@@ -627,6 +630,8 @@ class Reconciler:
                 self._forget_when_answered(before, writes)
         changed = [k for k, e in desired.items() if self.effects.get(k, NEUTRAL) != e]
         self.effects = desired
+        if self.microphone is not None:
+            self._publish_recording(owned)
         self._reconcile_pauses(snap, desired)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
@@ -641,10 +646,9 @@ class Reconciler:
 
     def _enforce_microphone(self, owned: dict[str, str]) -> None:
         """Mute every microphone stream whose app may not record; unmute the ones that became
-        allowed; tell the broker who waits for a decision and who records now."""
+        allowed; tell the broker who waits for a decision."""
         broker = self.microphone
         waiting: dict[str, RecordingApp] = {}
-        recording: dict[str, list] = {}
         for key, stream in self.streams.items():
             if stream.kind is not StreamKind.SOURCE_OUTPUT:
                 continue
@@ -675,12 +679,32 @@ class Reconciler:
             self.gates[key] = gate
             if gate is Gate.BLOCKED and broker.decision(app.app_id) is Decision.UNDETERMINED:
                 waiting[key] = app
-            if stream.playing:
-                recording.setdefault(app.app_id, [app.name, gate is Gate.BLOCKED, []])[2].append(
-                    key)
         broker.sync_streams(waiting)
-        broker.set_recording(tuple(Recording(a, n, s, len(k), tuple(k))
-                                   for a, (n, s, k) in sorted(recording.items())))
+
+    def _publish_recording(self, owned: dict[str, str]) -> None:
+        """Tell the broker who records a microphone now, and for each app whether it hears it
+        and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.Silenced`):
+        the gate's (permission, the desktop's switch), the effects just decided (a policy that
+        does not record, an interruption) and a mute nobody of ours explains."""
+        broker = self.microphone
+        recording: dict[str, list] = {}  # app id -> [name, keys, reasons of each stream]
+        for key, stream in self.streams.items():
+            gate = self.gates.get(key)
+            if gate not in (Gate.ALLOWED, Gate.BLOCKED) or not stream.playing:
+                continue
+            app = self._recording_app(stream, owned.get(key))
+            reasons = set(silenced_by(broker, app.app_id, gate, self.effects.get(key, NEUTRAL)))
+            if stream.muted and not reasons:
+                reasons.add(Silenced.MUTED.value)
+            entry = recording.setdefault(app.app_id, [app.name, [], []])
+            entry[1].append(key)
+            entry[2].append(reasons)
+        out = []
+        for app_id, (name, keys, reasons) in sorted(recording.items()):
+            silenced = all(reasons)  # no stream hears the microphone
+            why = tuple(sorted(set().union(*reasons))) if silenced else ()
+            out.append(Recording(app_id, name, silenced, len(keys), tuple(keys), why))
+        broker.set_recording(tuple(out))
 
     def _recording_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
         """The app a microphone stream records for: its explicit session's app when it has
