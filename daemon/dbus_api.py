@@ -149,6 +149,7 @@ class ManagerInterface(ServiceInterface):
     def __init__(self, daemon: Any):
         super().__init__(MANAGER_IFACE)
         self._daemon = daemon
+        self._announced: tuple[list, dict] = ([], {})  # Recording, SilencedBy last announced
 
     @method(name="GetStreams")
     @_guarded
@@ -267,9 +268,16 @@ class ManagerInterface(ServiceInterface):
         self.emit_properties_changed({"ServerConnected": connected})
 
     def notify_recording(self, _recording) -> None:
-        value = self._recording()
-        self.recording_changed(value)
-        self.emit_properties_changed({"Recording": value, "SilencedBy": self._silenced_by()})
+        recording, silenced_by = self._recording(), self._silenced_by()
+        changed = {}
+        if recording != self._announced[0]:
+            self.recording_changed(recording)
+            changed["Recording"] = recording
+        if silenced_by != self._announced[1]:
+            changed["SilencedBy"] = silenced_by  # only a reason changed: no RecordingChanged
+        self._announced = (recording, silenced_by)
+        if changed:
+            self.emit_properties_changed(changed)
 
     def notify_reload(self, applied: bool) -> None:
         problems = self._problems()
