@@ -66,6 +66,8 @@ def test_a_recorder_claiming_a_playback_role_is_silent_until_granted_then_hears(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
     # Before: media.role=music made the recording `playback`, whose policy has
     # records = false: granted, it stayed silent while the indicator said it was not.
+    _monitor, signals = harness.watch(server, [
+        "gdbus", "monitor", "--session", "--dest", NAME, "--object-path", ROOT], daemon.env)
     take = tmp_path / "take.raw"
     recorder = start_recording(server, take, role="music")
     index = wait_stream(server, recorder, kind="source-output").index
@@ -91,6 +93,19 @@ def test_a_recorder_claiming_a_playback_role_is_silent_until_granted_then_hears(
     assert recording_entry(daemon, PACAT, silenced=True)["SilencedBy"] == ["permission"]
     shown = daemon.ctl("permissions")
     assert shown.returncode == 0 and "(silenced: permission)" in shown.stdout, shown.stdout
+
+    # an indicator following the signals saw: silenced (permission), audible, silenced again
+    def said(line: str) -> str:
+        if "RecordingChanged" in line:
+            return "silenced" if f"'{PACAT}', 'parecord', true" in line else "audible"
+        if "'SilencedBy'" in line:
+            return "why: permission" if f"'{PACAT}': ['permission']" in line else "why: none"
+        return ""
+    wait_for(lambda: [w for w in map(said, signals.lines) if w], 10, "the signals",
+             until=lambda seen: seen[-2:] == ["silenced", "why: permission"])
+    seen = [w for w in map(said, signals.lines) if w]
+    assert seen[:2] == ["silenced", "why: permission"], signals.lines
+    assert "audible" in seen and "why: none" in seen, signals.lines
 
 
 def pw_record(server: AudioServer, path: Path, *args: str) -> subprocess.Popen:
