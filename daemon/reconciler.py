@@ -148,6 +148,7 @@ class Reconciler:
         self.gates: dict[str, Gate] = {}  # source-output key -> gate last enforced
         self._mic_apps: dict[str, tuple] = {}  # key -> (properties, session, RecordingApp)
         self._muted_on_new: set[str] = set()
+        self._unmute: set[str] = set()  # allowed streams the gate muted, unmuted after decide
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._owners_version = 0  # AppSessions.version of the last ownership pass
@@ -250,6 +251,7 @@ class Reconciler:
         self.gates.clear()
         self._mic_apps.clear()
         self._muted_on_new.clear()
+        self._unmute.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -502,6 +504,7 @@ class Reconciler:
         self.gates.pop(key, None)
         self._mic_apps.pop(key, None)
         self._muted_on_new.discard(key)
+        self._unmute.discard(key)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -596,6 +599,8 @@ class Reconciler:
                 for key in members.get(sid, ()):
                     self.classified[key] = (session.category, f"session {sid}")
         desired = decide(snap, self.sessions, policies, self.pm)
+        if self._unmute:
+            self._lift_gate(desired)
 
         plans: dict[str, tuple[fx.Applied | None, fx.Applied | None, fx.Ops]] = {}
         for key, effect in desired.items():
@@ -672,14 +677,30 @@ class Reconciler:
                             " (re-muted)" if before is Gate.BLOCKED else "")
             elif gate is Gate.ALLOWED and before is not Gate.ALLOWED and stream.muted \
                     and not (applied is not None and applied.muted_by_us):
-                self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
-                           muted=False)
-                logger.info("%s (%s) unmuted: %s may record", key, stream.label, app.app_id)
+                self._unmute.add(key)  # once the effects are decided: see _lift_gate
             self._muted_on_new.discard(key)
+            if gate is not Gate.ALLOWED:
+                self._unmute.discard(key)
             self.gates[key] = gate
             if gate is Gate.BLOCKED and broker.decision(app.app_id) is Decision.UNDETERMINED:
                 waiting[key] = app
         broker.sync_streams(waiting)
+
+    def _lift_gate(self, desired: dict[str, Effect]) -> None:
+        """Unmute the microphone streams whose app may record now and that the gate had muted,
+        unless the effect just decided mutes them too (a policy with ``records = false``, an
+        interruption): then the mute stays, and is lifted in the first pass that no longer
+        wants it. Unmuting first and letting the effect mute again would hand the stream the
+        microphone between the two writes (seen on pipewire-pulse: about 2 ms of audio)."""
+        for key in list(self._unmute):
+            stream = self.streams.get(key)
+            if stream is None or not stream.muted:
+                self._unmute.discard(key)
+            elif not desired.get(key, NEUTRAL).mute:
+                self._unmute.discard(key)
+                self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
+                           muted=False)
+                logger.info("%s (%s) unmuted: its app may record", key, stream.label)
 
     def _publish_recording(self, owned: dict[str, str]) -> None:
         """Tell the broker who records a microphone now, and for each app whether it hears it

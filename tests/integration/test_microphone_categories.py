@@ -173,3 +173,25 @@ def test_an_ungranted_recording_silences_nobody_and_a_granted_one_does_what_reco
     ctl_ok(daemon, "deny", PACAT)  # silent again: it acts on nobody again
     wait_recorded(take, audible=False)
     wait_muted(server, music, False)
+
+
+def test_an_explicit_session_that_does_not_record_is_shown_silenced_by_its_policy(
+        server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
+    # An app declares `playback` (AVAudioSession: it does not record) and records anyway: its
+    # recording is muted by the policy, granted or not. Before: granted, the indicator said
+    # Silenced false while it recorded silence.
+    client = harness.SessionClient(server, "player")
+    client.create("music", "playback")
+    take = tmp_path / "take.raw"
+    client.call("record", take)  # a child: its stream is the session's app's
+    wait_for(lambda: take.exists() and take.stat().st_size > 0, 10, f"{take} to fill")
+    (app,) = wait_for(lambda: [a for a, e in permissions(daemon).items() if e["Recording"]],
+                      10, "the session's recording")
+    entry = recording_entry(daemon, app, silenced=True)
+    assert entry["SilencedBy"] == ["permission", "policy"], entry
+    ctl_ok(daemon, "grant", app)
+    wait_for(lambda: permissions(daemon)[app], 10, "granted, still silenced by the policy",
+             until=lambda e: e["Decision"] == "granted" and e["Silenced"]
+             and e["SilencedBy"] == ["policy"])
+    wait_recorded(take, audible=False)
+    assert_silenced_from_start(server, take)

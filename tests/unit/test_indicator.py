@@ -150,3 +150,19 @@ def test_an_inert_stream_holds_no_session_active(policies):
     assert session.category == "record" and not session.active and session.streams == (MIC,)
     (session,) = tracker.update(snap, classify(snap, policies))
     assert session.active and session.seq == 1  # granted: it activates now
+
+
+async def test_a_grant_does_not_unmute_a_recording_an_effect_mutes(daemon):
+    server, reconciler, broker = daemon
+    server.add(make_stream(3, role="phone", app="linphone", pid=999999997))  # a call
+    server.add(recorder())
+    await until(lambda: broker.recording, "the recording listed")
+    assert entry(broker).reasons == ("interruption", "permission")
+    await broker.decide(entry(broker).app_id, Decision.GRANTED, "test")
+    await until(lambda: entry(broker).reasons == ("interruption",), "only the call's reason")
+    # Before: the gate unmuted it and the interruption muted it again, two writes apart: a
+    # moment of microphone for a stream that never should have heard it.
+    assert (MIC, "muted", False) not in server.writes and server.state[MIC].muted
+    server.remove("sink-input:3")  # the call ends
+    await until(lambda: not server.state[MIC].muted, "the recording unmuted")
+    assert not entry(broker).silenced
