@@ -5,7 +5,8 @@ Every claim about what an app hears measures its recording (``parecord --raw``, 
 ``pw-record`` writing raw s16 stereo at 44.1 kHz to its stdout, the same format): digital
 silence is peak 0 (``harness.assert_silenced_from_start`` allows pipewire-pulse's first
 processing cycle). Decisions go through the real CLI; the indicator is read through the CLI
-(``GetRecordPermissions``) and the Manager's properties (``busctl``).
+(``GetRecordPermissions``), the Manager's properties (``busctl``) and its signals (``gdbus
+monitor``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from harness import (
     AudioServer, DaemonProcess, assert_silenced_from_start, play, stream_state, wait_for,
     wait_muted, wait_recorded, wait_stream,
 )
+# mic_running (autouse): the test mic kept running, as for test_microphone's tests
 from test_microphone import PACAT, ctl_ok, mic_running, permissions, start_recording  # noqa: F401
 
 logger = logging.getLogger(__name__)
