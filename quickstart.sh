@@ -23,7 +23,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
   dbus pulseaudio pulseaudio-utils pipewire pipewire-pulse wireplumber
   mpv mpv-mpris playerctl sox espeak-ng systemd xdg-desktop-portal
-  libglib2.0-bin dconf-service gsettings-desktop-schemas
+  libglib2.0-bin dconf-service gsettings-desktop-schemas pipewire-bin bubblewrap
 )
 
 say() { printf 'quickstart: %s\n' "$*" >&2; }

@@ -175,7 +175,7 @@ class RecordingApp:
         desktop-file app id; else ``exe:<path>`` of the verified process; else
         ``unverified:<binary>`` when the stream's claimed process cannot be checked
     :param name: a human name (``application.name``, else the binary)
-    :param source: where ``app_id`` came from: ``portal``, ``flatpak``, ``snap``, ``scope``,
+    :param source: where ``app_id`` came from: ``flatpak``, ``snap``, ``scope``,
         ``desktop``, ``exe`` or ``unverified``
     :param pid: the verified process id, 0 when none could be verified
     :param exe: the verified executable's path, '' when none
@@ -226,6 +226,127 @@ def verified_pid(properties: Mapping[str, str], uid: int | None = None) -> tuple
     return pid, exe
 
 
+def _start_time(pid: int) -> str:
+    """The start time of a process (field 22 of ``/proc/<pid>/stat``), '' when it is gone:
+    with the pid, it names one process even after the pid is reused."""
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return stat.rsplit(")", 1)[1].split()[19]
+    except IndexError:
+        return ""
+
+
+#: The PipeWire socket's default name (``PIPEWIRE_REMOTE`` overrides it), as libpipewire.
+PIPEWIRE_SOCKET = "pipewire-0"
+#: ``__SO_ACCEPTCON`` in ``/proc/net/unix``'s flags: a listening socket.
+_ACCEPTCON = 0x10000
+_server_cache: dict[tuple[int, str, str], bool] = {}
+
+
+def pipewire_socket() -> str:
+    """The path of the PipeWire daemon's socket, as libpipewire finds it: ``PIPEWIRE_REMOTE``
+    (a path, or a name) in ``PIPEWIRE_RUNTIME_DIR``, else ``XDG_RUNTIME_DIR``; '' when
+    neither is set."""
+    remote = os.environ.get("PIPEWIRE_REMOTE") or PIPEWIRE_SOCKET
+    if os.path.isabs(remote):
+        return remote
+    base = os.environ.get("PIPEWIRE_RUNTIME_DIR") or os.environ.get("XDG_RUNTIME_DIR") or ""
+    return os.path.join(base, remote) if base else ""
+
+
+def listens_on(pid: int, path: str) -> bool:
+    """Whether process *pid* holds a listening Unix socket bound at *path*: the inode of a
+    listening socket at *path* in ``/proc/net/unix`` is among ``/proc/<pid>/fd``'s sockets.
+    False when anything cannot be read (another user's process, gone)."""
+    if not path:
+        return False
+    inodes = set()
+    for line in _read("/proc/net/unix").splitlines()[1:]:
+        fields = line.split()
+        # Num RefCount Protocol Flags Type St Inode Path
+        if len(fields) >= 8 and fields[7] == path:
+            try:
+                if int(fields[3], 16) & _ACCEPTCON:
+                    inodes.add(fields[6])
+            except ValueError:
+                continue
+    if not inodes:
+        return False
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+def audio_server_process(pid: int) -> bool:
+    """Whether *pid* is the PipeWire daemon this session's clients connect to: it listens
+    on :func:`pipewire_socket`. Checked through /proc, never taken from a property; a
+    user's own ``pipewire -c filter.conf`` is a client of that socket, not its listener, and
+    pipewire-pulse listens on the PulseAudio socket, not on PipeWire's. Cached per process
+    (pid and start time)."""
+    if pid <= 1:
+        return False
+    key = (pid, _start_time(pid), pipewire_socket())
+    if not key[1]:
+        return False
+    if key not in _server_cache:
+        if len(_server_cache) > 256:
+            _server_cache.clear()
+        _server_cache[key] = listens_on(pid, key[2])
+    return _server_cache[key]
+
+
+def vouched_pid(vouched: Mapping[str, str], uid: int | None = None) -> tuple[int, str]:
+    """The process the audio server vouches for as a stream's client (PipeWire's
+    ``pipewire.sec.pid``, which it takes from the kernel, ``SO_PEERCRED``), if it still runs
+    as *uid* (default: ours): ``(pid, exe path)``, ``(0, '')`` otherwise."""
+    try:
+        pid = int(vouched.get("pipewire.sec.pid", ""))
+    except ValueError:
+        return 0, ""
+    if pid <= 1 or _owner_uid(pid) != (os.getuid() if uid is None else uid):
+        return 0, ""
+    try:
+        exe = os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return 0, ""
+    return pid, exe[:-len(" (deleted)")] if exe.endswith(" (deleted)") else exe
+
+
+def recording_member(properties: Mapping[str, str], vouched: Mapping[str, str] | None,
+                     owner: Identity, uid: int | None = None) -> bool:
+    """Whether a recording stream comes from the app of session owner *owner* (whose pid the
+    bus vouches for), for microphone permission: the stream's process, as the server vouches
+    for it (:func:`vouched_pid`) or as /proc confirms its claim (:func:`verified_pid`: pid,
+    user and binary), is the owner or a descendant of it, runs in the owner's systemd app unit,
+    or, for a Flatpak owner, is of the same Flatpak app (its ``/.flatpak-info``). A claimed
+    ``pipewire.access.portal.app_id`` never counts (:func:`stream_belongs` takes it as a
+    hint for grouping, which grants nothing).
+
+    :param properties: the stream's properties (claims)
+    :param vouched: :attr:`audiopolicyd.model.Stream.vouched`
+    :param owner: the session owner's identity
+    """
+    pid, _ = vouched_pid(vouched or {}, uid)
+    if not pid:
+        pid, _ = verified_pid(properties, uid)
+    if not pid:
+        return False
+    if owner.flatpak:
+        return flatpak_app_id(pid) == owner.app_id
+    if owner.pid and owner.pid in ancestors(pid):
+        return True
+    return bool(owner.unit) and app_unit(pid)[0] == owner.unit
+
+
 def snap_name(pid: int) -> str:
     """The snap a process runs in (from its cgroup, ``snap.<name>.<app>-<id>.scope``), or ''."""
     for line in _read(f"/proc/{pid}/cgroup").splitlines():
@@ -270,27 +391,37 @@ def _desktop_runs(path: str, exe: str) -> bool:
     return bool(found) and os.path.realpath(found) == os.path.realpath(exe)
 
 
-def recording_app(properties: Mapping[str, str], uid: int | None = None) -> RecordingApp:
+def recording_app(properties: Mapping[str, str], uid: int | None = None,
+                  vouched: Mapping[str, str] | None = None) -> RecordingApp:
     """Name the app of a recording stream, most trusted source first.
 
-    1. The claimed process, verified (:func:`verified_pid`): its Flatpak app id
-       (``/proc/<pid>/root/.flatpak-info``), its snap, or the app id of its systemd app scope.
-    2. ``pipewire.access.portal.app_id`` when the process cannot be verified (a Flatpak app
-       reports a pid of its own pid namespace); a verified unsandboxed process that claims a
-       portal app id is not believed.
-    3. ``application.id`` when ``<id>.desktop`` exists and launches the verified executable.
-    4. ``exe:<path>`` of the verified executable.
-    5. ``unverified:<binary>`` (or the application name): nothing could be checked.
+    1. The process the audio server vouches for (*vouched*: PipeWire's ``pipewire.sec.pid``
+       of a native PipeWire client, :func:`vouched_pid`), else the process the stream claims
+       (``application.process.id``) if /proc confirms the claim (:func:`verified_pid`); of
+       that process: its Flatpak app id (``/proc/<pid>/root/.flatpak-info``), its snap, or
+       the app id of its systemd app scope.
+    2. ``application.id`` when ``<id>.desktop`` exists and launches that executable.
+    3. ``exe:<path>`` of that executable.
+    4. ``unverified:<binary>`` when no process could be checked, whatever the stream claims:
+       a ``pipewire.access.portal.app_id`` property is the client's word on both servers
+       (PulseAudio takes a client's whole property list from it; pipewire-pulse 0.3.65 merges
+       the client's list over the keys it set itself, and PipeWire keeps a native client's own
+       ``pipewire.access*`` keys), so it never names the app.
 
     Mirrors xdg-desktop-portal's app ids (Flatpak, snap, systemd scope), so a decision stored
-    in the permission store applies to what the desktop shows. Stream properties are the
-    client's word on the PulseAudio protocol: see docs/microphone.md for what this does not
-    stop.
+    in the permission store applies to what the desktop shows. See docs/microphone.md ("Who
+    an app is") for what each server vouches for and what this does not stop.
+
+    :param properties: the stream's properties (claims)
+    :param uid: the user the process must belong to (default: ours)
+    :param vouched: what the server itself says about the stream's client
+        (:attr:`audiopolicyd.model.Stream.vouched`); None or empty: nothing
     """
     p = properties
     name = p.get("application.name") or p.get("application.process.binary") or "unknown"
-    pid, exe = verified_pid(p, uid)
-    portal = p.get("pipewire.access.portal.app_id", "")
+    pid, exe = vouched_pid(vouched or {}, uid)
+    if not pid:
+        pid, exe = verified_pid(p, uid)
     if pid:
         flatpak = flatpak_app_id(pid)
         if flatpak:
@@ -298,6 +429,7 @@ def recording_app(properties: Mapping[str, str], uid: int | None = None) -> Reco
         snap = snap_name(pid)
         if snap:
             return RecordingApp(f"snap.{snap}", name, "snap", pid, exe, True)
+        portal = p.get("pipewire.access.portal.app_id", "")
         if portal:
             logger.warning("a stream of %s (pid %d, not sandboxed) claims the portal app id %r; "
                            "ignored", exe, pid, portal[:64])
@@ -308,7 +440,5 @@ def recording_app(properties: Mapping[str, str], uid: int | None = None) -> Reco
         if desktop and _desktop_runs(desktop, exe):
             return RecordingApp(p["application.id"], name, "desktop", pid, exe)
         return RecordingApp(f"exe:{exe}", name, "exe", pid, exe)
-    if portal:
-        return RecordingApp(portal, name, "portal", 0, "", True)
     binary = p.get("application.process.binary") or p.get("application.name") or "unknown"
     return RecordingApp(f"unverified:{binary[:128]}", name, "unverified")

@@ -33,7 +33,7 @@ import itertools
 import logging
 from typing import Callable, Mapping, Protocol
 
-from .identity import RecordingApp
+from .identity import RecordingApp, audio_server_process
 from .model import Action, Effect, Stream, StreamKind
 from .permissions import Decision, PermissionStore
 
@@ -46,7 +46,7 @@ PROMPT_TIMEOUT = 120.0
 class Gate(str, enum.Enum):
     """What microphone permission does to one source-output."""
 
-    EXEMPT = "exempt"  #: not a microphone: a sink's monitor, or a server module's own stream
+    EXEMPT = "exempt"  #: not a microphone: a sink's monitor, or the server's own stream
     ALLOWED = "allowed"  #: its app is granted (and the global switch is off)
     BLOCKED = "blocked"  #: muted: undetermined, denied, or the global switch is on
 
@@ -64,10 +64,25 @@ class Silenced(str, enum.Enum):
 
 def is_microphone(stream: Stream) -> bool:
     """Whether permission applies to *stream*: a source-output that records a source (not a
-    sink's monitor) and is a client's (not a server module's, such as ``module-loopback`` or
-    ``module-echo-cancel``). A stream not linked yet counts (fail closed)."""
+    sink's monitor) and is a client's, not the audio server's own: not a server module's
+    (``module-loopback``, ``module-echo-cancel`` on PulseAudio) and not one whose client is the
+    PipeWire daemon's own process (``libpipewire-module-echo-cancel`` loaded in
+    ``pipewire.conf``), as the server vouches (:attr:`Stream.vouched` ``pipewire.sec.pid``)
+    and /proc confirms (:func:`~audiopolicyd.identity.audio_server_process`). A stream not
+    linked yet counts (fail closed)."""
     return (stream.kind is StreamKind.SOURCE_OUTPUT and not stream.monitor
-            and not stream.module)
+            and not stream.module and not server_stream(stream))
+
+
+def server_stream(stream: Stream) -> bool:
+    """Whether *stream*'s client is the PipeWire daemon itself (infrastructure, as a server
+    module's stream on PulseAudio): the client's ``pipewire.sec.pid``, which the server
+    vouches for, is the process listening on PipeWire's socket."""
+    try:
+        pid = int(stream.vouched.get("pipewire.sec.pid", ""))
+    except ValueError:
+        return False
+    return audio_server_process(pid)
 
 
 def silenced_by(broker: "MicrophoneBroker", app_id: str, gate: Gate,

@@ -91,6 +91,13 @@ class Stream:
     :param monitor: True for a source-output recording a sink's monitor (not a microphone)
     :param module: the name of the server module that owns the stream (``module-loopback``,
         ``module-echo-cancel``), '' for a client's stream
+    :param vouched: what the audio server itself says about the stream's client, which the
+        client cannot set or change: on pipewire-pulse, for a native PipeWire client,
+        ``pipewire.sec.pid``, ``pipewire.sec.uid`` and ``pipewire.sec.gid`` (PipeWire takes them
+        from the kernel, ``SO_PEERCRED``, and refuses a client's change to them). Empty for a
+        PulseAudio-protocol client (PulseAudio takes a client's whole property list from the
+        client; pipewire-pulse merges it over its own keys, and its clients' ``pipewire.sec.pid``
+        is pipewire-pulse's) and for every stream on PulseAudio. See docs/microphone.md
     """
 
     kind: StreamKind
@@ -102,6 +109,7 @@ class Stream:
     device: int = -1
     monitor: bool = False
     module: str = ""
+    vouched: Mapping[str, str] = field(default_factory=lambda: freeze({}))
 
     @property
     def linked(self) -> bool:

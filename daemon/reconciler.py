@@ -30,7 +30,7 @@ from .backends.base import Backend, Event, ServerGone, ServerInfo
 from .appsessions import AppSessions
 from .engine import classify, decide, players_to_pause
 from .journal import Journal
-from .identity import RecordingApp, caller_app, recording_app
+from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
 from .microphone import Gate, MicrophoneBroker, Recording, Silenced, is_microphone, silenced_by
 from .permissions import Decision
@@ -729,18 +729,24 @@ class Reconciler:
 
     def _recording_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
         """The app a microphone stream records for: its explicit session's app when it has
-        one (streams of one session share its decision), else named from the stream
-        (:func:`audiopolicyd.identity.recording_app`). Cached per stream."""
+        one and its process is that app's as the server or /proc confirm
+        (:func:`audiopolicyd.identity.recording_member`; streams of one session share its
+        decision), else named from the stream (:func:`audiopolicyd.identity.recording_app`).
+        Cached per stream."""
         cached = self._mic_apps.get(stream.key)
-        if cached is not None and cached[0] == stream.properties and cached[1] == session_id:
+        if cached is not None and cached[0] == (stream.properties, stream.vouched) \
+                and cached[1] == session_id:
             return cached[2]
         session = (self.app_sessions.sessions.get(session_id)
                    if session_id and self.app_sessions is not None else None)
+        if session is not None and not recording_member(stream.properties, stream.vouched,
+                                                        session.identity):
+            session = None  # joined by a claim /proc does not confirm: named from the stream
         if session is not None:
             app = caller_app(session.identity, session.name or stream.app_name)
         else:
-            app = recording_app(stream.properties)
-        self._mic_apps[stream.key] = (stream.properties, session_id, app)
+            app = recording_app(stream.properties, vouched=stream.vouched)
+        self._mic_apps[stream.key] = ((stream.properties, stream.vouched), session_id, app)
         return app
 
     def _stream_owners(self) -> dict[str, str]:

@@ -13,18 +13,29 @@ same way. Reading such a stream, or any list holding it, costs the connection. S
 remembers which read broke it (replies come in order: the oldest read not answered), never
 reads that object again while it exists, and lists streams of that kind one index at a time
 (every index up to a bound above the highest index the server shows) until it is gone.
+Who a stream's client is. Each stream carries what the server vouches for about its client
+(:attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>`), read from the client's property
+list (cached by client index, dropped on the client's ``change`` and ``remove`` events) and
+decided per server: nothing on PulseAudio, where the whole list is the client's word; on
+pipewire-pulse, the ``pipewire.sec.*`` keys PipeWire takes from the kernel, for a native
+PipeWire client only (a PulseAudio-protocol client's are pipewire-pulse's own: its
+``pipewire.sec.pid`` listens on the socket we talk to). docs/microphone.md says what was
+verified on each server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from typing import AsyncIterator, Sequence
+import os
+from typing import AsyncIterator, Mapping, Sequence
 
 import pulsectl
 import pulsectl_asyncio
 from pulsectl import _pulsectl as c
 
+from ..identity import listens_on
 from ..model import VOLUME_NORM, Device, Stream, StreamKind, freeze
 from .base import Backend, Event, ServerGone, ServerInfo
 
@@ -42,6 +53,11 @@ CONNECT_TIMEOUT = 5.0
 INDEX_MARGIN, INDEX_LIMIT = 256, 16384
 #: libpulse's PA_ERR_PROTOCOL: the connection failed on a reply libpulse could not parse.
 PA_ERR_PROTOCOL = 7
+
+#: The keys of a client's properties PipeWire sets itself, from the kernel (``SO_PEERCRED``),
+#: when the client connects, and never lets the client change (``pipewire.sec.*``): what
+#: :attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>` may hold (docs/microphone.md).
+VOUCHED_KEYS = ("pipewire.sec.pid", "pipewire.sec.uid", "pipewire.sec.gid")
 
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
                "source": "source", "server": "server"}
@@ -94,6 +110,12 @@ class PulseBackend(Backend):
         self._reads: list[tuple[StreamKind, int | None]] = []  # reads in flight, in send order
         self._highest = 0  # highest index the server has shown, of any object
         self._cookie: int | None = None  # the server instance the indices above belong to
+        self._pipewire = False  # the server is pipewire-pulse
+        #: What the server vouches for about each client (:meth:`_vouch`), by client index;
+        #: dropped on the client's change and remove events.
+        self._clients: dict[int, Mapping[str, str]] = {}
+        self._client_ids: dict[str, int] = {}  # PipeWire object.id -> client index
+        self._pulse_server_pids: dict[int, bool] = {}  # pid -> serves our pulse socket
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -112,6 +134,10 @@ class PulseBackend(Backend):
         except (pulsectl.PulseError, OSError) as exc:
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
+        self._pipewire = "PipeWire" in (info.server_name or "")
+        self._clients.clear()
+        self._client_ids.clear()
+        self._pulse_server_pids.clear()
         if info.cookie != self._cookie:  # another server instance: indices start afresh
             self._cookie = info.cookie
             self.unreadable = {k: set() for k in StreamKind}
@@ -136,7 +162,13 @@ class PulseBackend(Backend):
 
     async def events(self) -> AsyncIterator[Event]:
         try:
-            async for ev in self._p.subscribe_events(*_FACILITIES):
+            async for ev in self._p.subscribe_events(*_FACILITIES, "client"):
+                if ev.facility == "client":
+                    # a client's properties may change (pipewire-pulse: SET_CLIENT_NAME); read
+                    # them again for its next stream
+                    if ev.t != "new":
+                        self._clients.pop(ev.index, None)
+                    continue
                 # pulsectl's EnumValue compares equal to its name but does not str() to it
                 facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
                 if facility is not None:
@@ -232,11 +264,12 @@ class PulseBackend(Backend):
         self._modules = {m.index: m.name for m in await self._call(self._p.module_list())}
         clients = await self._call(self._p.client_list())
         self._highest = max([self._highest, *(c.index for c in clients)])
+        self._learn_clients(clients)
         out = []
         for kind in StreamKind:
             for info in await self._list(kind):
                 self._highest = max(self._highest, info.index)
-                out.append(self._stream(kind, info))
+                out.append(self._vouched(self._stream(kind, info), info))
         return out
 
     async def _list(self, kind: StreamKind) -> list:
@@ -285,7 +318,95 @@ class PulseBackend(Backend):
         if info is None:
             return None
         await self._learn_module(info)
-        return self._stream(kind, info)
+        await self._learn_client(info)
+        return self._vouched(self._stream(kind, info), info)
+
+    # -- what the server vouches for about a stream's client -----------------------------------
+
+    def _pulse_socket(self) -> str:
+        """The path of the PulseAudio-protocol socket we talk to ('' when not a Unix socket):
+        :attr:`server`, else ``PULSE_SERVER``, else libpulse's default in the runtime dir."""
+        spec = self.server or os.environ.get("PULSE_SERVER", "")
+        if spec:
+            first = spec.split()[0]
+            if first.startswith("unix:"):
+                return first[len("unix:"):]
+            return first if first.startswith("/") else ""
+        runtime = os.environ.get("PULSE_RUNTIME_PATH") or os.path.join(
+            os.environ.get("XDG_RUNTIME_DIR", ""), "pulse")
+        return os.path.join(runtime, "native") if os.path.isabs(runtime) else ""
+
+    def _vouch(self, proplist: dict) -> Mapping[str, str]:
+        """What the server vouches for about a client, from its property list.
+
+        PulseAudio: nothing (a client's property list is the client's word, ``pipewire.*``
+        keys included). pipewire-pulse: the ``pipewire.sec.*`` keys (:data:`VOUCHED_KEYS`) of a
+        native PipeWire client; nothing for a PulseAudio-protocol client, whose connection to
+        PipeWire is pipewire-pulse's own (its ``pipewire.sec.pid`` serves our socket) and whose
+        other keys are its own property list merged over pipewire-pulse's. Nothing when the
+        socket we talk to is not a Unix socket (a pulse client could not be told apart).
+        """
+        socket = self._pulse_socket() if self._pipewire else ""
+        if not socket:
+            return freeze({})
+        props = _props(proplist)
+        try:
+            pid = int(props.get("pipewire.sec.pid", ""))
+        except ValueError:
+            return freeze({})
+        if pid not in self._pulse_server_pids:
+            self._pulse_server_pids[pid] = listens_on(pid, socket)
+        if self._pulse_server_pids[pid]:
+            return freeze({})
+        return freeze({k: props[k] for k in VOUCHED_KEYS if k in props})
+
+    def _learn_clients(self, clients: list) -> None:
+        self._clients = {c.index: self._vouch(c.proplist) for c in clients}
+        self._client_ids = {c.proplist["object.id"]: c.index for c in clients
+                            if isinstance((c.proplist or {}).get("object.id"), str)}
+
+    def _client_index(self, info) -> int | None:
+        """The index of a stream's client: the server's ``client`` field; on pipewire-pulse,
+        for a stream it shows without one (a stream of the PipeWire daemon's own modules,
+        such as ``libpipewire-module-echo-cancel``), the client named by the node's
+        ``client.id``, which PipeWire sets itself (a client's own ``client.id`` is
+        overwritten)."""
+        index = getattr(info, "client", INVALID_INDEX)
+        if index not in (None, INVALID_INDEX):
+            return index
+        if not self._pipewire or getattr(info, "owner_module", INVALID_INDEX) != INVALID_INDEX:
+            return None
+        object_id = (info.proplist or {}).get("client.id")
+        return self._client_ids.get(object_id) if isinstance(object_id, str) else None
+
+    async def _learn_client(self, info) -> None:
+        """Read what the server vouches for about a stream's client when it is not cached."""
+        if not self._pipewire:
+            return
+        index = self._client_index(info)
+        if index is None and (info.proplist or {}).get("client.id") is not None \
+                and getattr(info, "owner_module", INVALID_INDEX) == INVALID_INDEX \
+                and getattr(info, "client", INVALID_INDEX) == INVALID_INDEX:
+            try:  # a client we have not listed yet
+                self._learn_clients(await self._call(self._p.client_list()))
+            except pulsectl.PulseOperationFailed:
+                return
+            return
+        if index is None or index in self._clients:
+            return
+        try:
+            client = await self._call(self._p.client_info(index))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return
+        self._clients[index] = self._vouch(client.proplist)
+        if isinstance((client.proplist or {}).get("object.id"), str):
+            self._client_ids[client.proplist["object.id"]] = index
+
+    def _vouched(self, stream: Stream, info) -> Stream:
+        """*stream* with what the server vouches for about its client (cached reads only)."""
+        index = self._client_index(info)
+        vouched = self._clients.get(index) if index is not None else None
+        return dataclasses.replace(stream, vouched=vouched) if vouched else stream
 
     async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
         setter = (self._p.sink_input_volume_set if kind is StreamKind.SINK_INPUT

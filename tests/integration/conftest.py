@@ -23,7 +23,8 @@ PACKAGES = {
     "paplay": "pulseaudio-utils", "pactl": "pulseaudio-utils", "mpv": "mpv",
     "playerctl": "playerctl", "sox": "sox", "parecord": "pulseaudio-utils",
     "busctl": "systemd", "dbus-send": "dbus-bin", "gdbus": "libglib2.0-bin",
-    "gsettings": "libglib2.0-bin", "mount": "mount",
+    "gsettings": "libglib2.0-bin", "mount": "mount", "pw-record": "pipewire-bin",
+    "pw-play": "pipewire-bin", "bwrap": "bubblewrap",
 }
 
 MISSING = harness.missing_binaries()

@@ -10,9 +10,11 @@ Both servers expose the same virtual devices:
 
 * sink ``speaker`` (``device.description=Speaker``), the default sink;
 * sink ``headphones`` (``device.form_factor=headphone``);
-* source ``mic`` (``device.form_factor=microphone``), a 440 Hz sine
-  (``module-sine-source`` on PulseAudio, an ``audiotestsrc`` node on
-  PipeWire; amplitude 0.5 and 1.0), the default source.
+* source ``mic`` (``device.form_factor=microphone``), the default source: a
+  ``module-pipe-source`` fed a 440 Hz sine (peak 16384) in real time, 10 ms at
+  a time, by ``clients/mic_feeder.py`` (:data:`MIC_FEEDER`), on both servers.
+  It behaves as a capture device does: a new recording gets blocks as they are
+  captured, never a backlog at once.
 
 Typical use::
 
@@ -58,13 +60,18 @@ T = TypeVar("T")
 REQUIRED_BINARIES = (
     "dbus-daemon", "pulseaudio", "pipewire", "wireplumber", "pipewire-pulse",
     "paplay", "parecord", "pactl", "mpv", "playerctl", "sox", "busctl", "dbus-send",
-    "gdbus", "gsettings", "mount",
+    "gdbus", "gsettings", "mount", "pw-record", "pw-play", "bwrap",
 )
 
 #: Sink names every server provides.
 SINKS = ("speaker", "headphones")
 #: Source name every server provides (besides sink monitors).
 MIC = "mic"
+#: The program that feeds the ``mic`` pipe source (a sine, 10 ms blocks, real time).
+MIC_FEEDER = Path(__file__).parent / "clients" / "mic_feeder.py"
+#: ``module-pipe-source`` arguments of ``mic`` but ``file=``, the same on both servers.
+MIC_ARGS = ('source_name=mic format=s16le rate=48000 channels=2 '
+            'source_properties="device.description=Mic device.form_factor=microphone"')
 
 #: Raw volume of 100 % (``PA_VOLUME_NORM``).
 VOLUME_NORM = 0x10000
@@ -283,6 +290,8 @@ class AudioServer:
             "PULSE_SERVER": self.pulse_server,
             "DBUS_SESSION_BUS_ADDRESS": bus.address,
         }
+        #: The FIFO ``module-pipe-source`` reads the ``mic`` signal from (the server makes it).
+        self.mic_fifo = self.dir / "mic.fifo"
         self.procs: list[subprocess.Popen] = []
         self.clients: list[subprocess.Popen] = []
         #: Seconds the last :meth:`start` took until ready.
@@ -332,6 +341,9 @@ class AudioServer:
         began = time.monotonic()
         deadline = began + self.start_timeout
         try:
+            # first started, last stopped: the mic never runs dry while a server reads it
+            self.procs.append(self._spawn([sys.executable, str(MIC_FEEDER), str(self.mic_fifo)],
+                                          "mic_feeder.log"))
             for index, argv in enumerate(self._commands()):
                 if index:
                     self._before_next(index, deadline)
@@ -451,14 +463,14 @@ load-module module-native-protocol-unix
 load-module module-null-sink sink_name=speaker sink_properties=device.description=Speaker
 load-module module-null-sink sink_name=headphones \
 sink_properties="device.description=Headphones device.form_factor=headphone"
-load-module module-sine-source source_name=mic frequency=440 \
-source_properties="device.description=Mic device.form_factor=microphone"
 load-module module-stream-restore
 """
 
     def _prepare(self) -> None:
         """Write ``default.pa``."""
-        (self.dir / "default.pa").write_text(self.DEFAULT_PA)
+        (self.dir / "default.pa").write_text(
+            self.DEFAULT_PA
+            + f"load-module module-pipe-source file={self.mic_fifo} {MIC_ARGS}\n")
 
     def _commands(self) -> list[list[str]]:
         # --realtime=no: as root, PulseAudio schedules its threads SCHED_RR under an
@@ -472,26 +484,15 @@ load-module module-stream-restore
 class PipeWireServer(AudioServer):
     """A private PipeWire 0.3: ``pipewire``, ``wireplumber``, ``pipewire-pulse``.
 
-    The devices are declared in drop-in files under the private
-    ``HOME/.config/pipewire``: the ``mic`` node (an ``audiotestsrc``) for
-    ``pipewire``, and the null sinks as ``pulse.cmd`` ``load-module`` commands
-    for ``pipewire-pulse``, so they come back after :meth:`restart`.
+    The devices are declared in a drop-in file under the private
+    ``HOME/.config/pipewire``: the null sinks and the ``mic`` pipe source as
+    ``pulse.cmd`` ``load-module`` commands for ``pipewire-pulse``, so they come
+    back after :meth:`restart`.
     WirePlumber does the stream restore; it keeps its state under
     ``HOME/.local/state/wireplumber``.
     """
 
     name = "pipewire"
-
-    PIPEWIRE_CONF = """\
-context.spa-libs = {
-    audiotestsrc = audiotestsrc/libspa-audiotestsrc
-}
-context.objects = [
-    { factory = adapter
-      args = { factory.name = audiotestsrc node.name = mic node.description = "Mic"
-               device.form_factor = microphone media.class = Audio/Source } }
-]
-"""
 
     PULSE_CONF = """\
 pulse.cmd = [
@@ -499,16 +500,17 @@ pulse.cmd = [
 sink_properties=device.description=Speaker" }
     { cmd = "load-module" args = "module-null-sink sink_name=headphones \
 sink_properties=\\"device.description=Headphones device.form_factor=headphone\\"" }
+    { cmd = "load-module" args = "module-pipe-source file=@FIFO@ @MIC@" }
 ]
 """
 
     def _prepare(self) -> None:
-        """Write the ``pipewire`` and ``pipewire-pulse`` drop-in files."""
-        conf = self.home / ".config" / "pipewire"
-        for sub, text in (("pipewire.conf.d", self.PIPEWIRE_CONF),
-                          ("pipewire-pulse.conf.d", self.PULSE_CONF)):
-            (conf / sub).mkdir(parents=True, exist_ok=True)
-            (conf / sub / "audiopolicyd-test.conf").write_text(text)
+        """Write the ``pipewire-pulse`` drop-in file."""
+        conf = self.home / ".config" / "pipewire" / "pipewire-pulse.conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "audiopolicyd-test.conf").write_text(
+            self.PULSE_CONF.replace("@FIFO@", str(self.mic_fifo))
+            .replace("@MIC@", MIC_ARGS.replace('"', '\\"')))
 
     def _commands(self) -> list[list[str]]:
         return [["pipewire"], ["wireplumber"], ["pipewire-pulse"]]
@@ -627,8 +629,10 @@ def record(server: AudioServer, device: str = MIC, role: str | None = None,
     :returns: the ``parecord`` process (stopped by ``server.close()``).
     """
     latency = [f"--latency-msec={latency_ms}"] if latency_ms else []
-    return _client(server, ["parecord", f"--device={device}", "--raw", *latency,
+    proc = _client(server, ["parecord", f"--device={device}", "--raw", *latency,
                             *_props_args(role, props), str(path)])
+    proc.device = device  # checked by wait_stream: a missing source fails, never falls back
+    return proc
 
 
 #: Bytes per frame of :func:`record`'s raw output (s16le stereo), and frames per second.
@@ -648,11 +652,14 @@ def peak(path: str | os.PathLike, start: int = 0, end: int | None = None) -> int
 
 
 #: Milliseconds of microphone audio a new recording of an app that may not record can get
-#: before the daemon's mute (sent on the stream's ``new`` event) takes hold, by server.
-#: PulseAudio applies it before any data flows. pipewire-pulse 0.3.65 sometimes delivers the
-#: stream's first processing cycle unmuted (11 ms seen, about 1 run in 20); 50 ms is the bound
-#: the microphone gate promises for any stream (docs/microphone.md, "Limits").
-START_LEAK_MS = {"pulseaudio": 0.0, "pipewire": 50.0}
+#: before the daemon's mute (sent on the stream's ``new`` event) takes hold, by server: the
+#: bound the microphone gate promises for any stream (docs/microphone.md, "Limits").
+#: PulseAudio posts each block the source captures to every stream linked by then: when the
+#: daemon is slow (a flood of streams, a loaded machine) the first block after the ``new``
+#: event can come before the mute (one 10 ms block of the test mic seen). pipewire-pulse
+#: 0.3.65 sometimes runs a new stream's first processing cycle unmuted (11 ms seen, about 1
+#: run in 20).
+START_LEAK_MS = {"pulseaudio": 50.0, "pipewire": 50.0}
 
 
 def audible_until_ms(path: str | os.PathLike) -> float:
@@ -973,7 +980,9 @@ def _linked(info: Any) -> bool:
 
 def wait_stream(server: AudioServer, proc: subprocess.Popen, kind: str = "sink-input",
                 timeout: float = 10.0) -> Any:
-    """Wait until client *proc* has a linked, running stream on *server*; return it.
+    """Wait until client *proc* has a linked, running stream on *server*; return it. A
+    recording started by :func:`record` must be linked to the source it names (a server links
+    a recording of a missing source to the default one instead).
 
     Linked matters on pipewire-pulse, which announces a stream corked and
     unlinked with volume 0 and links it, at its restored volume, a few ms later.
@@ -983,8 +992,15 @@ def wait_stream(server: AudioServer, proc: subprocess.Popen, kind: str = "sink-i
             raise AssertionError(f"{proc.args[0]} (pid {proc.pid}) exited with "
                                  f"{proc.returncode}\n{_log_tail(server.dir / 'clients.log')}")
         return stream_of(server, proc, kind)
-    return wait_for(probe, timeout, f"a linked {kind} of {proc.args[0]} pid {proc.pid}",
+    info = wait_for(probe, timeout, f"a linked {kind} of {proc.args[0]} pid {proc.pid}",
                     until=lambda s: s is not None and _linked(s))
+    device = getattr(proc, "device", None)  # set by record()
+    if device is not None and kind == "source-output":
+        with pulse(server) as p:
+            linked = p.source_info(info.source).name
+        assert linked == device, (f"{proc.args[0]} (pid {proc.pid}) records {linked!r}, not "
+                                  f"{device!r}: is the source missing?")
+    return info
 
 
 def stream_state(server: AudioServer, proc: subprocess.Popen,

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import AudioServer, play, raw_volumes, set_raw_volume, sink_inputs, wait_for
+from harness import (
+    MIC, AudioServer, peak, play, raw_volumes, record, set_raw_volume, sink_inputs, wait_for, wait_recorded, wait_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,3 +31,17 @@ def test_music_stream_has_role_and_raw_volume_round_trips(server: AudioServer,
     wait_for(lambda: [raw_volumes(s) for s in _music_streams(server)], 5,
              "the music stream at raw volume 13107",
              until=lambda volumes: volumes == [[13107, 13107]])
+
+
+def test_mic_is_a_real_time_sine_and_a_missing_source_fails(server: AudioServer,
+                                                           tmp_path: Path) -> None:
+    """The test microphone (a pipe source fed in real time) is heard on both servers; a
+    recording of a source that does not exist fails instead of recording the default one."""
+    take = tmp_path / "mic.raw"
+    wait_stream(server, record(server, MIC, path=take, latency_ms=20), "source-output")
+    start = wait_recorded(take, audible=True)
+    assert 12000 < peak(take, start) < 20000  # the feeder's sine, amplitude 0.5
+
+    ghost = record(server, "no-such-mic", path=tmp_path / "ghost.raw", latency_ms=20)
+    with pytest.raises(AssertionError):  # PulseAudio: parecord exits; PipeWire: another source
+        wait_stream(server, ghost, "source-output", timeout=5)

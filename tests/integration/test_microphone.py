@@ -1,9 +1,10 @@
 """Microphone permission on real servers: an app records silence until the user grants it.
 
-The test source ``mic`` is a 440 Hz sine (peak near 16000); ``parecord`` records it raw into a
-file, and every assertion about what an app hears measures that file (digital silence is peak
+The test source ``mic`` is a pipe source fed a 440 Hz sine in real time (peak near 16000:
+``harness.MIC_FEEDER``); ``parecord`` records it raw into a file, and every assertion about what an app hears measures that file (digital silence is peak
 0; on pipewire-pulse a new stream may get its first processing cycle before the daemon's mute
-holds, up to the 50 ms the gate allows: ``harness.START_LEAK_MS``). Mute flags are read from the server (pulsectl). Decisions go through the real CLI
+holds, up to the 50 ms the gate allows: ``harness.START_LEAK_MS``). Mute flags are read from
+the server (pulsectl). Decisions go through the real CLI
 (``audiopolicyctl grant/deny/reset``), the real terminal agent (``audiopolicyctl agent``) and,
 in test_permission_store-like setups, a real ``xdg-permission-store``.
 """
@@ -14,7 +15,6 @@ import json
 import logging
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,35 +45,6 @@ def ctl_ok(daemon: DaemonProcess, *args: str) -> str:
     done = daemon.ctl(*args)
     assert done.returncode == 0, f"audiopolicyctl {' '.join(args)}: {done.stderr}"
     return done.stdout
-
-
-@pytest.fixture(autouse=True)
-def mic_running(server: AudioServer) -> Iterator[int | None]:
-    """Keep the test mic running with a module-loopback into a null sink (a server module's
-    stream, which permission must leave alone).
-
-    PulseAudio's module-sine-source renders one block of up to 2 s as soon as it leaves the
-    idle state, before any client can act on the new stream; a real capture device delivers
-    its first period after it was captured. A running source shows what the daemon does.
-    PipeWire's test source (audiotestsrc) runs per quantum: no loopback there.
-    """
-    if server.name != "pulseaudio":
-        yield None
-        return
-    with pulse(server) as p:
-        drain = p.module_load("module-null-sink", "sink_name=drain")
-        loopback = p.module_load("module-loopback", "source=mic sink=drain latency_msec=5")
-
-    def loopback_outputs():
-        return [so for so in source_outputs(server) if so.owner_module == loopback]
-
-    wait_for(loopback_outputs, 10, "the loopback's source-output")
-    yield loopback
-    mutes = [so.mute for so in loopback_outputs()]
-    with pulse(server) as p:
-        p.module_unload(loopback)
-        p.module_unload(drain)
-    assert mutes and not any(mutes), "the daemon muted a server module's recording"
 
 
 def start_recording(server: AudioServer, path: Path, **kw) -> subprocess.Popen:

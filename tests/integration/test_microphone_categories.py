@@ -24,8 +24,7 @@ from harness import (
     AudioServer, DaemonProcess, assert_silenced_from_start, play, stream_state, wait_for,
     wait_muted, wait_recorded, wait_stream,
 )
-# mic_running (autouse): the test mic kept running, as for test_microphone's tests
-from test_microphone import PACAT, ctl_ok, mic_running, permissions, start_recording  # noqa: F401
+from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
 logger = logging.getLogger(__name__)
 

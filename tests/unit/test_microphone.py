@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from dataclasses import replace
 
 import pytest
 
-from audiopolicyd.identity import recording_app, verified_pid
+from audiopolicyd.identity import audio_server_process, listens_on, recording_app, verified_pid
 from audiopolicyd.microphone import (
     AgentExists, AgentFailed, Gate, MicrophoneBroker, is_microphone,
 )
-from audiopolicyd.model import StreamKind
+from audiopolicyd.model import StreamKind, freeze
 from audiopolicyd.permissions import Decision, SqlitePermissionStore
 
 from .conftest import make_stream
@@ -251,10 +252,115 @@ def test_stream_properties_cannot_make_an_unsandboxed_process_another_app():
     assert gone.app_id == "unverified:rec" and gone.source == "unverified"
 
 
-def test_a_flatpak_app_with_an_unverifiable_pid_is_named_by_its_portal_id():
-    app = recording_app({"application.process.id": "2",  # its own pid namespace
-                         "pipewire.access.portal.app_id": "org.gnome.Recorder"})
-    assert (app.app_id, app.source, app.sandboxed) == ("org.gnome.Recorder", "portal", True)
+@pytest.mark.parametrize("pid", ["999999999", "1", "abc", "2", ""])
+def test_a_portal_app_id_with_a_process_that_cannot_be_checked_is_unverified(pid):
+    # the borrowed identity of issue 9 item 4: a pulse client's portal app id is its own word
+    claims = {"application.process.id": pid, "application.process.binary": "pacat",
+              "pipewire.access.portal.app_id": "org.granted.App",
+              "pipewire.access": "flatpak", "pipewire.client.access": "flatpak"}
+    app = recording_app(claims)
+    assert (app.app_id, app.source, app.sandboxed, app.pid) == (
+        "unverified:pacat", "unverified", False, 0)
+
+
+def test_a_vouched_pid_names_the_app_whatever_the_stream_claims():
+    claims = {"application.process.id": "999999999", "application.process.binary": "rec",
+              "pipewire.access.portal.app_id": "org.granted.App"}
+    app = recording_app(claims, vouched={"pipewire.sec.pid": str(os.getpid())})
+    assert (app.app_id, app.source, app.pid) == (
+        "exe:" + os.readlink("/proc/self/exe"), "exe", os.getpid())
+    # a vouched process that is gone, or another user's, vouches for nothing: the claims
+    # are checked as ever
+    gone = recording_app(claims, vouched={"pipewire.sec.pid": "999999999"})
+    assert gone.app_id == "unverified:rec"
+    other_user = recording_app(claims, uid=os.getuid() + 1,
+                               vouched={"pipewire.sec.pid": str(os.getpid())})
+    assert other_user.app_id == "unverified:rec"
+
+
+def test_a_vouched_flatpak_process_is_named_by_its_flatpak_info(monkeypatch):
+    import audiopolicyd.identity as identity
+    monkeypatch.setattr(identity, "flatpak_app_id",
+                        lambda pid: "org.example.Sandboxed" if pid == os.getpid() else "")
+    app = recording_app({"application.process.id": "2",
+                         "pipewire.access.portal.app_id": "org.granted.App"},
+                        vouched={"pipewire.sec.pid": str(os.getpid())})
+    assert (app.app_id, app.source, app.sandboxed) == ("org.example.Sandboxed", "flatpak", True)
+
+
+def test_a_stream_joins_a_session_owners_app_only_as_its_verified_process(monkeypatch):
+    from audiopolicyd.identity import Identity, recording_member
+    me = Identity(pid=os.getpid(), exe=os.readlink("/proc/self/exe"))
+    binary = os.path.basename(me.exe)
+    mine = {"application.process.id": str(os.getpid()), "application.process.binary": binary}
+    assert recording_member(mine, None, me)
+    # the owner's pid claimed by another binary, or the portal id of a Flatpak owner: no
+    assert not recording_member({**mine, "application.process.binary": "pacat"}, None, me)
+    flatpak = Identity(pid=os.getppid(), app_id="org.example.App", flatpak=True)
+    claims = {"pipewire.access.portal.app_id": "org.example.App", "application.process.id": "2"}
+    assert not recording_member(claims, None, flatpak)
+    # the process the server vouches for is checked: its own Flatpak app, or not
+    import audiopolicyd.identity as identity
+    monkeypatch.setattr(identity, "flatpak_app_id",
+                        lambda pid: "org.example.App" if pid == os.getpid() else "")
+    assert recording_member(claims, {"pipewire.sec.pid": str(os.getpid())}, flatpak)
+    assert not recording_member(claims, {"pipewire.sec.pid": str(os.getppid())}, flatpak)
+
+
+@pytest.fixture
+def listening(tmp_path):
+    """A Unix socket this process listens on, and one it only bound."""
+    import socket
+    path, bound = str(tmp_path / "pipewire-0"), str(tmp_path / "bound")
+    with socket.socket(socket.AF_UNIX) as server, socket.socket(socket.AF_UNIX) as idle:
+        server.bind(path)
+        server.listen()
+        idle.bind(bound)
+        yield path, bound
+
+
+def test_listens_on_reads_proc(listening):
+    path, bound = listening
+    assert listens_on(os.getpid(), path)
+    assert not listens_on(os.getpid(), bound)
+    assert not listens_on(os.getppid(), path)
+    assert not listens_on(999999999, path)
+    assert not listens_on(os.getpid(), "")
+
+
+def test_a_stream_of_the_pipewire_daemons_own_client_is_not_a_microphone(listening,
+                                                                          monkeypatch):
+    path, bound = listening
+    monkeypatch.setenv("PIPEWIRE_REMOTE", path)
+    ours = {"pipewire.sec.pid": str(os.getpid())}
+    stream = replace(make_stream(1, StreamKind.SOURCE_OUTPUT), vouched=freeze(ours))
+    assert audio_server_process(os.getpid()) and not is_microphone(stream)
+    # the same pid as a claim in the stream's properties counts for nothing
+    assert is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT, extra=ours))
+    # a process that does not listen on PipeWire's socket is a client like any other
+    monkeypatch.setenv("PIPEWIRE_REMOTE", bound)
+    assert not audio_server_process(os.getpid()) and is_microphone(stream)
+    assert not audio_server_process(1)
+
+
+def test_the_pulse_backend_vouches_only_for_native_pipewire_clients(listening):
+    from audiopolicyd.backends.pulse import PulseBackend
+    path, bound = listening
+    claims = {"pipewire.access.portal.app_id": "org.x", "pipewire.access": "flatpak",
+              "application.process.id": "1"}
+    backend = PulseBackend(server=f"unix:{path}")
+    backend._pipewire = True
+    # a pulse client: its PipeWire connection is pipewire-pulse's (which serves our socket)
+    assert backend._vouch({**claims, "pipewire.sec.pid": str(os.getpid())}) == {}
+    native = {**claims, "pipewire.sec.pid": str(os.getppid()), "pipewire.sec.uid": "0"}
+    assert backend._vouch(native) == {"pipewire.sec.pid": str(os.getppid()),
+                                      "pipewire.sec.uid": "0"}
+    assert backend._vouch(claims) == {}
+    backend._pipewire = False  # PulseAudio: a client's properties are all its own
+    assert backend._vouch(native) == {}
+    backend = PulseBackend(server="tcp:localhost")
+    backend._pipewire = True  # a pulse client could not be told apart: nothing
+    assert backend._vouch(native) == {}
 
 
 if __name__ == "__main__":
