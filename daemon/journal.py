@@ -8,7 +8,10 @@ a restarted daemon put every stream back exactly as the user had it:
 * ``lingering``: rows of streams that vanished (or whose server went away) while an effect was
   on them, by the server's restore key, so every new stream that the server starts at our
   ducked volume (or a step of our ramp) or our mute is put back to the user's value;
-* ``pauses``: MPRIS players we paused, so a restart can resume them.
+* ``pauses``: MPRIS players we paused, so a restart can resume them;
+* ``servers`` and ``trusted_modules``: the modules a server instance (by its cookie) had when
+  the daemon first connected to it, the ones the microphone gate trusts (see
+  docs/microphone.md): a restarted daemon must not trust a module loaded while it was down.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a commit survives a killed process (the data is
 in the OS page cache), which is the failure this journal exists for.
@@ -42,6 +45,10 @@ CREATE TABLE IF NOT EXISTS lingering (
 CREATE TABLE IF NOT EXISTS pauses (
     bus_name TEXT PRIMARY KEY, triggers TEXT NOT NULL, confirmed INTEGER NOT NULL,
     waived INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS servers (cookie INTEGER PRIMARY KEY, first_seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS trusted_modules (
+    cookie INTEGER NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL, argument TEXT NOT NULL,
+    PRIMARY KEY (cookie, idx));
 """
 #: Columns added after the first release, added to a journal written by it.
 _ADDED_COLUMNS = {"effects": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0"),
@@ -214,3 +221,43 @@ class Journal:
     def pauses(self) -> dict[str, Claim]:
         rows = self._read("SELECT bus_name, triggers, confirmed, waived FROM pauses")
         return {bus: Claim(frozenset(json.loads(t)), bool(c), bool(w)) for bus, t, c, w in rows}
+
+    # -- trusted modules ----------------------------------------------------------------------
+
+    def trusted_instance(self) -> tuple[int, dict[int, tuple[str, str]]] | None:
+        """The server instance recorded last and its trusted modules:
+        ``(cookie, {index: (name, argument)})``; None when none was ever recorded."""
+        rows = self._read("SELECT cookie FROM servers ORDER BY first_seen DESC LIMIT 1")
+        if not rows:
+            return None
+        cookie = rows[0][0]
+        return cookie, {idx: (name, argument) for idx, name, argument in self._read(
+            "SELECT idx, name, argument FROM trusted_modules WHERE cookie = ?", (cookie,))}
+
+    def trust_modules(self, cookie: int, modules: dict[int, tuple[str, str]]) -> bool:
+        """Record the trusted modules of the server instance *cookie* at the daemon's first
+        connection to it, forgetting every other instance's (a server has one at a time).
+
+        :param modules: index -> (name, argument)
+        :returns: False when nothing could be written (see :attr:`failure`)
+        """
+        now = time.time()
+
+        def run(db):
+            db.execute("DELETE FROM servers")
+            db.execute("DELETE FROM trusted_modules")
+            db.execute("INSERT INTO servers VALUES (?, ?)", (cookie, now))
+            db.executemany("INSERT INTO trusted_modules VALUES (?,?,?,?)",
+                           [(cookie, i, n, a) for i, (n, a) in modules.items()])
+        return self._transaction("trust modules", run)
+
+    def forget_trusted_module(self, cookie: int, index: int) -> bool:
+        """A trusted module was unloaded: its index may be given to another module."""
+        return self._transaction("forget module", lambda db: db.execute(
+            "DELETE FROM trusted_modules WHERE cookie = ? AND idx = ?", (cookie, index)))
+
+    def trust_module(self, cookie: int, index: int, name: str, argument: str) -> bool:
+        """Add one module (one the daemon loaded itself) to the instance *cookie*'s record."""
+        return self._transaction("trust module", lambda db: db.execute(
+            "INSERT OR REPLACE INTO trusted_modules VALUES (?,?,?,?)",
+            (cookie, index, name, argument)))

@@ -34,7 +34,7 @@ import logging
 from typing import Callable, Mapping, Protocol
 
 from .identity import RecordingApp, audio_server_process
-from .model import Action, Effect, Stream, StreamKind
+from .model import Action, Effect, Snapshot, Stream, StreamKind
 from .permissions import Decision, PermissionStore
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ PROMPT_TIMEOUT = 120.0
 class Gate(str, enum.Enum):
     """What microphone permission does to one source-output."""
 
-    EXEMPT = "exempt"  #: not a microphone: a sink's monitor, or the server's own stream
+    EXEMPT = "exempt"  #: not a microphone path, a trusted module's or the server's own stream
     ALLOWED = "allowed"  #: its app is granted (and the global switch is off)
     BLOCKED = "blocked"  #: muted: undetermined, denied, or the global switch is on
 
@@ -62,16 +62,53 @@ class Silenced(str, enum.Enum):
     MUTED = "muted"  #: muted outside the daemon: by the user (pavucontrol) or the app itself
 
 
-def is_microphone(stream: Stream) -> bool:
-    """Whether permission applies to *stream*: a source-output that records a source (not a
-    sink's monitor) and is a client's, not the audio server's own: not a server module's
-    (``module-loopback``, ``module-echo-cancel`` on PulseAudio) and not one whose client is the
-    PipeWire daemon's own process (``libpipewire-module-echo-cancel`` loaded in
-    ``pipewire.conf``), as the server vouches (:attr:`Stream.vouched` ``pipewire.sec.pid``)
-    and /proc confirms (:func:`~audiopolicyd.identity.audio_server_process`). A stream not
-    linked yet counts (fail closed)."""
-    return (stream.kind is StreamKind.SOURCE_OUTPUT and not stream.monitor
-            and not stream.module and not server_stream(stream))
+def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
+    """The sources of the graph that are not a *microphone path*: the indices of the monitors
+    of sinks that no microphone path feeds.
+
+    A microphone path is a source that is not a sink's monitor (a capture device, a
+    ``module-remap-source``, an echo canceller's source...), or the monitor of a sink fed by
+    a stream that captures a microphone path: a server module's sink-input whose module also
+    has a source-output connected to a microphone path (``module-loopback source=mic
+    sink=trap`` makes ``trap.monitor`` one). Computed to a fixed point, so chains of loopbacks
+    through null sinks count. Only the server's graph is used (``monitor_of_sink``, each
+    stream's source or sink, ``owner_module``): no property a client sets.
+
+    Fail closed: a source-output not linked yet, or connected to a source the mirror does not
+    know yet, captures a microphone path; so does every source not in the result.
+
+    :param snapshot: the mirror: :attr:`Device.monitor_of`, :attr:`Stream.device` and
+        :attr:`Stream.owner_module` are read
+    :returns: source indices
+    """
+    monitors = {d.index: d.monitor_of for d in snapshot.devices.values() if d.monitor}
+    modules: dict[int, list[Stream]] = {}
+    for stream in snapshot.streams.values():
+        if stream.owner_module >= 0:
+            modules.setdefault(stream.owner_module, []).append(stream)
+    fed: set[int] = set()  # sinks fed by a microphone path
+    while True:
+        quiet = frozenset(i for i, sink in monitors.items() if sink not in fed)
+        feeding = {s.device for streams in modules.values()
+                   if any(s.kind is StreamKind.SOURCE_OUTPUT and s.device not in quiet
+                          for s in streams)
+                   for s in streams if s.kind is StreamKind.SINK_INPUT and s.linked}
+        if feeding <= fed:
+            return quiet
+        fed |= feeding
+
+
+def is_microphone(stream: Stream, quiet: frozenset[int]) -> bool:
+    """Whether permission applies to *stream*: a source-output that records a microphone path
+    (not connected to one of the *quiet* monitors, :func:`quiet_monitors`), and is not the
+    audio server's own: not one whose client is the PipeWire daemon's own process
+    (``libpipewire-module-echo-cancel`` loaded in ``pipewire.conf``), as the server vouches
+    (:attr:`Stream.vouched` ``pipewire.sec.pid``) and /proc confirms
+    (:func:`~audiopolicyd.identity.audio_server_process`). A stream not linked yet counts (fail
+    closed). Whether a pulse module's stream is trusted is the caller's question (the
+    reconciler keeps the trusted modules)."""
+    return (stream.kind is StreamKind.SOURCE_OUTPUT and stream.device not in quiet
+            and not server_stream(stream))
 
 
 def server_stream(stream: Stream) -> bool:

@@ -88,9 +88,14 @@ class Stream:
     :param muted: the server's mute flag
     :param corked: True while the client has paused (corked) the stream
     :param device: index of the sink or source the stream is connected to
-    :param monitor: True for a source-output recording a sink's monitor (not a microphone)
+    :param monitor: True for a source-output connected to a sink's monitor, as the server's
+        source list says (``monitor_of_sink``), never as the client claims
+        (``stream.capture.sink``); whether that monitor carries a microphone is
+        :func:`audiopolicyd.microphone.quiet_monitors`'s question
     :param module: the name of the server module that owns the stream (``module-loopback``,
         ``module-echo-cancel``), '' for a client's stream
+    :param owner_module: the server's index of that module (``owner_module``; pipewire-pulse's
+        carry a flag bit, 0x20000000), -1 for a client's stream
     :param vouched: what the audio server itself says about the stream's client, which the
         client cannot set or change: on pipewire-pulse, for a native PipeWire client,
         ``pipewire.sec.pid``, ``pipewire.sec.uid`` and ``pipewire.sec.gid`` (PipeWire takes them
@@ -109,6 +114,7 @@ class Stream:
     device: int = -1
     monitor: bool = False
     module: str = ""
+    owner_module: int = -1
     vouched: Mapping[str, str] = field(default_factory=lambda: freeze({}))
 
     @property
@@ -212,6 +218,9 @@ class Device:
     :param name: server name (``alsa_output...``, ``speaker``)
     :param description: human name
     :param properties: the device's property list (``device.form_factor``, ``device.bus``...)
+    :param monitor_of: for a sink's monitor source, the index of that sink (the server's
+        ``monitor_of_sink``); -1 for a sink and for any other source. On pipewire-pulse a
+        sink and its monitor share one index.
     """
 
     kind: str
@@ -219,13 +228,14 @@ class Device:
     name: str
     description: str = ""
     properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+    monitor_of: int = -1
 
     @property
     def monitor(self) -> bool:
-        """True for a sink's monitor source."""
-        return self.kind == "source" and (
-            self.properties.get("device.class") == "monitor" or self.name.endswith(".monitor")
-        )
+        """True for a sink's monitor source, as the server's graph says: never from a name
+        or a ``device.class`` property, which whoever loads a module may set
+        (``module-remap-source source_properties=device.class=monitor``)."""
+        return self.kind == "source" and self.monitor_of >= 0
 
 
 @dataclass(frozen=True)

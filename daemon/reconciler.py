@@ -12,6 +12,14 @@ its app is known; once read, a microphone stream of an app that is not granted s
 is muted again whenever anything unmutes it), and one whose app is granted is unmuted (both
 servers remember mute per app, so a stale mute is cleared). Permission mutes are not effects:
 they are not journalled and not undone at shutdown.
+
+A microphone stream is a source-output recording a microphone path
+(:func:`audiopolicyd.microphone.quiet_monitors`: a source that is not a sink's monitor, or the
+monitor of a sink a module feeds from one). A *trusted* module's stream is infrastructure, never
+gated: the modules the server instance (its cookie) had when the daemon first connected to it,
+recorded in the journal so a restarted daemon does not trust a module loaded while it was down,
+and the modules the daemon loads itself (:meth:`Reconciler.trust_own_module`). Any other
+module's stream that records a microphone path is gated like an app's, as ``module:<name>``.
 """
 
 from __future__ import annotations
@@ -26,13 +34,15 @@ from typing import Callable
 import pluggy
 
 from . import effects as fx
-from .backends.base import Backend, Event, ServerGone, ServerInfo
+from .backends.base import Backend, Event, Module, ServerGone, ServerInfo
 from .appsessions import AppSessions
 from .engine import classify, decide, players_to_pause
 from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
-from .microphone import Gate, MicrophoneBroker, Recording, Silenced, is_microphone, silenced_by
+from .microphone import (
+    Gate, MicrophoneBroker, Recording, Silenced, is_microphone, quiet_monitors, silenced_by,
+)
 from .permissions import Decision
 from .model import NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze
 from .policy import PolicySet
@@ -146,6 +156,9 @@ class Reconciler:
         #: recordings are not brokered.
         self.microphone: MicrophoneBroker | None = None
         self.gates: dict[str, Gate] = {}  # source-output key -> gate last enforced
+        #: Indices of the server's trusted modules (see the module docstring).
+        self.trusted_modules: set[int] = set()
+        self._module_gates: dict[int, bool] = {}  # module index -> trusted, once logged
         self._mic_apps: dict[str, tuple] = {}  # key -> (properties, session, RecordingApp)
         self._muted_on_new: set[str] = set()
         self._unmute: set[str] = set()  # allowed streams the gate muted, unmuted after decide
@@ -249,6 +262,8 @@ class Reconciler:
         self._wgen.clear()
         self._stale.clear()
         self.gates.clear()
+        self.trusted_modules.clear()
+        self._module_gates.clear()
         self._mic_apps.clear()
         self._muted_on_new.clear()
         self._unmute.clear()
@@ -264,6 +279,7 @@ class Reconciler:
 
     async def resync(self) -> None:
         """Re-read the whole graph, adopt the journal, and reconcile."""
+        await self._trust_modules()
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.devices = {f"{d.kind}:{d.index}": d for d in devices}
@@ -288,6 +304,57 @@ class Reconciler:
                            muted=True)
         self.reconcile()
 
+    async def _trust_modules(self) -> None:
+        """Which of the server's modules are trusted (see the module docstring), recorded in
+        the journal per server instance (its cookie):
+
+        * at the first connection to an instance: the modules it has; but when the journal
+          holds a previous instance (the server restarted), only those that instance trusted
+          too (same name and arguments). Any PulseAudio client can make the server exit
+          (``pactl exit``), and the client that connects first starts the next instance
+          (socket activation, autospawn): a module it loads before the daemon reconnects must
+          not be trusted;
+        * at a later connection to the same instance (the daemon restarted): those recorded
+          (same index, name and arguments).
+
+        A module list that cannot be recorded trusts none (fail closed, as an effect the
+        journal cannot record is not applied)."""
+        cookie = self.server.cookie if self.server is not None else 0
+        modules = {m.index: (m.name, m.argument) for m in await self.backend.modules()}
+        instance = self.journal.trusted_instance()
+        if instance is None or instance[0] != cookie:
+            if instance is None:
+                trusted = set(modules)
+            else:
+                known = set(instance[1].values())
+                trusted = {i for i, m in modules.items() if m in known}
+            if self.journal.trust_modules(cookie, {i: modules[i] for i in trusted}):
+                self.trusted_modules = trusted
+                new = sorted(f"{modules[i][0]} #{i}" for i in set(modules) - trusted)
+                logger.info("first connection to this server instance (cookie %d): %d "
+                            "module(s) trusted%s", cookie, len(trusted),
+                            f"; not in the previous instance, not trusted: {', '.join(new)}"
+                            if new else "")
+            else:
+                self.trusted_modules = set()
+                logger.error("the server's modules cannot be recorded in the journal: none is "
+                             "trusted; a module recording the microphone is gated as an app")
+            return
+        recorded = instance[1]
+        self.trusted_modules = {i for i, m in modules.items() if recorded.get(i) == m}
+        later = sorted(f"{modules[i][0]} #{i}" for i in set(modules) - self.trusted_modules)
+        logger.info("server instance seen before (cookie %d): %d module(s) trusted as recorded "
+                    "at the first connection%s", cookie, len(self.trusted_modules),
+                    f"; loaded since, not trusted: {', '.join(later)}" if later else "")
+
+    def trust_own_module(self, module: Module) -> None:
+        """Trust a module the daemon loaded itself (none yet: for routing), for this server
+        instance, also after a restart of the daemon. Call it with the index the server
+        returned, before the module's streams are read."""
+        self.trusted_modules.add(module.index)
+        cookie = self.server.cookie if self.server is not None else 0
+        self.journal.trust_module(cookie, module.index, module.name, module.argument)
+
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         kind = _KINDS.get(event.facility)
@@ -311,6 +378,15 @@ class Reconciler:
                 self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
         elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
             self._spawn(self._refresh_devices())
+        elif event.facility == "module" and event.type in ("new", "remove"):
+            # pipewire-pulse gives a new module an unloaded one's index: never trusted
+            self._module_gates.pop(event.index, None)
+            if event.index in self.trusted_modules:
+                self.trusted_modules.discard(event.index)
+                self.journal.forget_trusted_module(
+                    self.server.cookie if self.server is not None else 0, event.index)
+                logger.info("trusted module #%d was unloaded; a module at its index is not "
+                            "trusted", event.index)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -338,6 +414,7 @@ class Reconciler:
     async def _refresh_devices(self) -> None:
         devices = await self.backend.devices()
         self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self._schedule()  # which sources are microphone paths may have changed
 
     async def _refresh(self, kind: StreamKind, index: int, key: str, gen: int) -> None:
         """Read one stream and fold it into the mirror.
@@ -654,22 +731,29 @@ class Reconciler:
         allowed; tell the broker who waits for a decision."""
         broker = self.microphone
         waiting: dict[str, RecordingApp] = {}
+        quiet = quiet_monitors(Snapshot(self.streams, self.devices))
         for key, stream in self.streams.items():
             if stream.kind is not StreamKind.SOURCE_OUTPUT:
                 continue
-            if not is_microphone(stream):
-                if key in self._muted_on_new and stream.muted:
+            before = self.gates.get(key)
+            applied = self.applied.get(key)
+            microphone = is_microphone(stream, quiet)
+            if microphone and stream.owner_module >= 0:
+                microphone = not self._module_trusted(stream)
+            if not microphone:
+                if stream.muted and (key in self._muted_on_new or before is Gate.BLOCKED) \
+                        and not (applied is not None and applied.muted_by_us):
                     self._muted_on_new.discard(key)
                     self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
                                muted=False)
-                    logger.info("%s (%s) records %s: not a microphone, unmuted", key,
-                                stream.label, stream.module or "a monitor")
+                    logger.info("%s (%s) records %s: %s, unmuted", key, stream.label,
+                                self._source_name(stream),
+                                "a trusted module's stream" if stream.module
+                                else "not a microphone path")
                 self.gates[key] = Gate.EXEMPT
                 continue
-            app = self._recording_app(stream, owned.get(key))
+            app = self._gated_app(stream, owned.get(key))
             gate = Gate.ALLOWED if broker.allowed(app.app_id) else Gate.BLOCKED
-            before = self.gates.get(key)
-            applied = self.applied.get(key)
             if gate is Gate.BLOCKED and not stream.muted:
                 self._send(key, self.backend.set_mute(stream.kind, stream.index, True), muted=True)
                 logger.info("%s (%s) silenced: microphone permission of %s is %s%s", key,
@@ -713,7 +797,7 @@ class Reconciler:
             gate = self.gates.get(key)
             if gate not in (Gate.ALLOWED, Gate.BLOCKED) or not stream.playing:
                 continue
-            app = self._recording_app(stream, owned.get(key))
+            app = self._gated_app(stream, owned.get(key))
             reasons = set(silenced_by(broker, app.app_id, gate, self.effects.get(key, NEUTRAL)))
             if stream.muted and not reasons:
                 reasons.add(Silenced.MUTED.value)
@@ -726,6 +810,33 @@ class Reconciler:
             why = tuple(sorted(set().union(*reasons))) if silenced else ()
             out.append(Recording(app_id, name, silenced, len(keys), tuple(keys), why))
         broker.set_recording(tuple(out))
+
+    def _gated_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
+        """The app the gate decides for: ``module:<name>`` for a server module's stream that
+        is gated (loaded at run time), else :meth:`_recording_app`."""
+        if stream.owner_module >= 0:
+            return RecordingApp(f"module:{stream.module}", stream.module, "module")
+        return self._recording_app(stream, session_id)
+
+    def _source_name(self, stream: Stream) -> str:
+        device = self.devices.get(f"source:{stream.device}")
+        return device.name if device is not None else f"source #{stream.device}"
+
+    def _module_trusted(self, stream: Stream) -> bool:
+        """Whether the module owning *stream* (which records a microphone path) is trusted;
+        the decision is logged once per module, once the stream is linked (pipewire-pulse
+        announces it before it knows the source)."""
+        index = stream.owner_module
+        trusted = index in self.trusted_modules
+        if self._module_gates.get(index) is not trusted and stream.linked:
+            self._module_gates[index] = trusted
+            if trusted:
+                logger.info("%s #%d (a module of the server's own configuration) captures %s: "
+                            "trusted, not gated", stream.module, index, self._source_name(stream))
+            else:
+                logger.warning("%s #%d loaded at run time captures %s: gated as module:%s",
+                               stream.module, index, self._source_name(stream), stream.module)
+        return trusted
 
     def _recording_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
         """The app a microphone stream records for: its explicit session's app when it has

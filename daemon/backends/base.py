@@ -21,12 +21,29 @@ class ServerGone(Exception):
 @dataclass(frozen=True)
 class ServerInfo:
     """Who we talk to: ``server_name`` as the server reports it (``pulseaudio``,
-    ``PulseAudio (on PipeWire 0.3.65)``), its version and the default sink and source names."""
+    ``PulseAudio (on PipeWire 0.3.65)``), its version, the default sink and source names, and
+    ``cookie``: the server's random number for this run of it (``pa_server_info.cookie``; a
+    restarted server has another), 0 when unknown."""
 
     server_name: str
     server_version: str
     default_sink: str = ""
     default_source: str = ""
+    cookie: int = 0
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module loaded in the server (``pactl list modules``).
+
+    :param index: the server's index (pipewire-pulse reuses the index of an unloaded module)
+    :param name: ``module-loopback``, ``module-null-sink``...
+    :param argument: its arguments as loaded (``source=mic sink=speaker``), '' for none
+    """
+
+    index: int
+    name: str
+    argument: str = ""
 
 
 @dataclass(frozen=True)
@@ -34,7 +51,8 @@ class Event:
     """A change in the audio graph.
 
     :param type: ``new`` | ``change`` | ``remove``
-    :param facility: ``sink-input`` | ``source-output`` | ``sink`` | ``source`` | ``server``
+    :param facility: ``sink-input`` | ``source-output`` | ``sink`` | ``source`` | ``module`` |
+        ``server``
     :param index: the object's index
     """
 
@@ -77,6 +95,10 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def devices(self) -> list[Device]:
         """Every sink and source now."""
+
+    @abc.abstractmethod
+    async def modules(self) -> list[Module]:
+        """Every module loaded in the server now."""
 
     @abc.abstractmethod
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:

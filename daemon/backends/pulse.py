@@ -37,7 +37,7 @@ from pulsectl import _pulsectl as c
 
 from ..identity import listens_on
 from ..model import VOLUME_NORM, Device, Stream, StreamKind, freeze
-from .base import Backend, Event, ServerGone, ServerInfo
+from .base import Backend, Event, Module, ServerGone, ServerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ PA_ERR_PROTOCOL = 7
 VOUCHED_KEYS = ("pipewire.sec.pid", "pipewire.sec.uid", "pipewire.sec.gid")
 
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
-               "source": "source", "server": "server"}
+               "source": "source", "module": "module", "server": "server"}
 _KINDS = {k.value: k for k in StreamKind}
 
 
@@ -102,7 +102,8 @@ class PulseBackend(Backend):
         self.server = server
         self.client_name = client_name
         self._pulse: pulsectl_asyncio.PulseAsync | None = None
-        self._monitors: set[int] = set()
+        self._monitors: set[int] = set()  # sources that are a sink's monitor
+        self._sources: set[int] = set()  # every source the last source list showed
         self._modules: dict[int, str] = {}  # module index -> name, for stream owners
         #: Streams whose read broke the connection, by kind: skipped while they exist.
         self.unreadable: dict[StreamKind, set[int]] = {k: set() for k in StreamKind}
@@ -144,7 +145,8 @@ class PulseBackend(Backend):
             self._list_broken.clear()
             self._highest = 0
         return ServerInfo(info.server_name, info.server_version,
-                          info.default_sink_name or "", info.default_source_name or "")
+                          info.default_sink_name or "", info.default_source_name or "",
+                          int(info.cookie or 0))
 
     def close(self) -> None:
         if self._pulse is not None:
@@ -175,6 +177,9 @@ class PulseBackend(Backend):
                     etype = next(t for t in ("new", "change", "remove") if ev.t == t)
                     if etype == "remove" and facility in _KINDS:
                         self._forget_unreadable(_KINDS[facility], ev.index)
+                    if facility == "module":
+                        # pipewire-pulse gives a new module the index of an unloaded one
+                        self._modules.pop(ev.index, None)
                     yield Event(etype, facility, ev.index)
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
@@ -235,18 +240,22 @@ class PulseBackend(Backend):
     def _stream(self, kind: StreamKind, info) -> Stream:
         device = info.sink if kind is StreamKind.SINK_INPUT else info.source
         props = _props(info.proplist)
-        # pipewire-pulse marks a capture of a sink with stream.capture.sink before linking it
-        monitor = kind is StreamKind.SOURCE_OUTPUT and (
-            device in self._monitors or props.get("stream.capture.sink") == "true")
+        # from the server's source list only: stream.capture.sink is the client's claim
+        # (pipewire-pulse honours it by linking the stream to a monitor; PulseAudio ignores it)
+        monitor = kind is StreamKind.SOURCE_OUTPUT and device in self._monitors
+        module, owner = self._owner(info)
         return Stream(kind, info.index, freeze(props), _volume(info), bool(info.mute),
-                      bool(getattr(info, "corked", False)), device, monitor,
-                      self._module_name(info))
+                      bool(getattr(info, "corked", False)), device, monitor, module, owner)
 
-    def _module_name(self, info) -> str:
-        """The owning server module's name, '' for a client's stream. PulseAudio names the
-        native-protocol module as the owner of every client stream; pipewire-pulse none."""
-        name = self._modules.get(getattr(info, "owner_module", INVALID_INDEX), "")
-        return "" if name.startswith("module-native-protocol") else name
+    def _owner(self, info) -> tuple[str, int]:
+        """The owning server module's name and index, ``('', -1)`` for a client's stream.
+        PulseAudio names the native-protocol module as the owner of every client stream;
+        pipewire-pulse none."""
+        index = getattr(info, "owner_module", INVALID_INDEX)
+        name = self._modules.get(index, "")
+        if not name or name.startswith("module-native-protocol"):
+            return "", -1
+        return name, index
 
     async def _learn_module(self, info) -> None:
         """Fetch the name of a stream's owner module when it is not known yet."""
@@ -261,7 +270,7 @@ class PulseBackend(Backend):
 
     async def streams(self) -> list[Stream]:
         await self.devices()  # monitor flags of source-outputs need the source list
-        self._modules = {m.index: m.name for m in await self._call(self._p.module_list())}
+        self._modules = {m.index: m.name for m in await self.modules()}
         clients = await self._call(self._p.client_list())
         self._highest = max([self._highest, *(c.index for c in clients)])
         self._learn_clients(clients)
@@ -300,15 +309,19 @@ class PulseBackend(Backend):
         sinks = await self._call(self._p.sink_list())
         sources = await self._call(self._p.source_list())
         self._highest = max([self._highest, *(d.index for d in (*sinks, *sources))])
-        self._monitors = {s.index for s in sources
-                          if getattr(s, "monitor_of_sink", INVALID_INDEX) != INVALID_INDEX}
+        monitor_of = {s.index: getattr(s, "monitor_of_sink", INVALID_INDEX) for s in sources}
+        monitor_of = {i: sink for i, sink in monitor_of.items() if sink != INVALID_INDEX}
+        self._monitors = set(monitor_of)
+        self._sources = {s.index for s in sources}
         return ([Device("sink", s.index, s.name, s.description, freeze(_props(s.proplist)))
                  for s in sinks]
-                + [Device("source", s.index, s.name, s.description,
-                          freeze({**_props(s.proplist),
-                                  **({"device.class": "monitor"}
-                                     if s.index in self._monitors else {})}))
+                + [Device("source", s.index, s.name, s.description, freeze(_props(s.proplist)),
+                          monitor_of.get(s.index, -1))
                    for s in sources])
+
+    async def modules(self) -> list[Module]:
+        return [Module(m.index, m.name, m.argument or "")
+                for m in await self._call(self._p.module_list())]
 
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:
         if index in self.unreadable[kind]:
@@ -318,6 +331,9 @@ class PulseBackend(Backend):
         if info is None:
             return None
         await self._learn_module(info)
+        if kind is StreamKind.SOURCE_OUTPUT and info.source not in self._sources \
+                and info.source != INVALID_INDEX:
+            await self.devices()  # a source newer than our list: is it a monitor?
         await self._learn_client(info)
         return self._vouched(self._stream(kind, info), info)
 

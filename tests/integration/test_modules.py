@@ -6,6 +6,10 @@ sink for as long as it is loaded. Classified like an app's, its recording formed
 playback stream. By default they neither act nor are acted on; a ``[[classify]]`` rule with a
 ``module`` key opts a module in.
 
+Only the modules the server had when the daemon first connected to it are infrastructure for
+the microphone gate (issue 9): a test loads its module before the daemon starts, as the
+server's own configuration would, or grants ``module:<name>`` the microphone.
+
 PulseAudio only: it names the owner module of a stream. pipewire-pulse implements its modules
 differently (see the microphone issue).
 """
@@ -81,6 +85,16 @@ def _module_list(server: AudioServer) -> list:
         return p.module_list()
 
 
+@pytest.fixture
+def configured(server: AudioServer, module_name: str,
+               loaded: list[LoadedModule]) -> LoadedModule:
+    """The test's module, loaded as part of the server's configuration: a test requests it
+    before ``daemon``, so it is loaded before the daemon first connects."""
+    module = LoadedModule(server, module_name)
+    loaded.append(module)
+    return module
+
+
 def daemon_views(daemon: DaemonProcess, keys: set[str]) -> dict[str, dict]:
     """The daemon's view of the streams ``keys``, once it lists them all."""
     return wait_for(lambda: {v["Key"]: v for v in daemon.streams() if v["Key"] in keys}, 10,
@@ -89,17 +103,16 @@ def daemon_views(daemon: DaemonProcess, keys: set[str]) -> dict[str, dict]:
 
 @pytest.mark.parametrize("module_name", sorted(MODULES))
 def test_a_module_that_records_the_mic_neither_acts_nor_is_acted_on(
-        server: AudioServer, daemon: DaemonProcess, tone: Path, loaded: list[LoadedModule],
+        server: AudioServer, configured: LoadedModule, daemon: DaemonProcess, tone: Path,
         module_name: str) -> None:
+    module = configured  # loaded before the daemon started (the argument order says so)
+    views = daemon_views(daemon, module.keys())
+    assert not any(s.mute for s in module.recording())  # infrastructure: not gated
     music = play(server, tone, role="music")
     game = play(server, tone, role="game")
     set_user_volume(server, game, 40000)
     wait_muted(server, music, False)
-
-    module = LoadedModule(server, module_name)
-    loaded.append(module)
-    views = daemon_views(daemon, module.keys())
-    # Decided in the pass that listed the module's streams: nothing silenced the music.
+    # The module's recording formed no session: nothing silenced the music.
     assert daemon.stream_view(stream_of(server, music).index)["Effect"] == "none"
     wait_muted(server, music, False)
     wait_volume(server, game, 40000)
@@ -135,6 +148,9 @@ def test_a_policy_opts_a_module_in_by_name(server: AudioServer, daemon: DaemonPr
     music = play(server, tone, role="music")
     wait_muted(server, music, False)
 
+    # loaded at run time: gated as module:module-loopback, which the user grants
+    done = daemon.ctl("grant", "module:module-loopback")
+    assert done.returncode == 0, done.stderr
     module = LoadedModule(server, "module-loopback")
     loaded.append(module)
     keys = module.keys()
@@ -145,6 +161,8 @@ def test_a_policy_opts_a_module_in_by_name(server: AudioServer, daemon: DaemonPr
     assert views[rec_key]["Rule"] == f"{policy.parent}/{rule}", views[rec_key]
     assert views[play_key]["Category"] == ""  # the rule names direction record only
     wait_muted(server, music, True)  # the opted-in recording silences output, as parecord's
+    wait_for(module.recording, 10, "the granted loopback's recording unmuted",
+             until=lambda outs: outs and not any(s.mute for s in outs))
 
     module.unload()
     wait_muted(server, music, False)

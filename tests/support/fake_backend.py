@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 from typing import AsyncIterator, Sequence
 
-from audiopolicyd.backends.base import Backend, Event, ServerGone, ServerInfo
+from audiopolicyd.backends.base import Backend, Event, Module, ServerGone, ServerInfo
 from audiopolicyd.model import Device, Stream, StreamKind
 
 
@@ -32,6 +32,11 @@ class FakeServer:
         #: ``(key, field, value)`` of every write that arrived, in order.
         self.writes: list[tuple[str, str, object]] = []
         self.up = True
+        #: The modules loaded (``pactl list modules``), and this instance's cookie.
+        self.modules: list[Module] = []
+        #: The sinks and sources.
+        self.devices = [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
+        self.cookie = 1
         self.connections: list[FakeBackend] = []
         self._held: list[asyncio.Future] | None = None
 
@@ -89,8 +94,9 @@ class FakeServer:
             connection._gone()
 
     def start(self) -> None:
-        """The server comes back (empty)."""
+        """The server comes back (empty, a new instance: another cookie)."""
         self.up = True
+        self.cookie += 1
 
     # -- inside ------------------------------------------------------------------------------
 
@@ -141,7 +147,7 @@ class FakeBackend(Backend):
         self.connected = True
         self._events = asyncio.Queue()
         self.server.connections.append(self)
-        return ServerInfo("fake", "1.0", "speaker", "mic")
+        return ServerInfo("fake", "1.0", "speaker", "mic", self.server.cookie)
 
     def close(self) -> None:
         self._gone()
@@ -159,7 +165,11 @@ class FakeBackend(Backend):
 
     async def devices(self) -> list[Device]:
         self._check()
-        return [Device("sink", 0, "speaker"), Device("source", 1, "mic")]
+        return list(self.server.devices)
+
+    async def modules(self) -> list[Module]:
+        self._check()
+        return list(self.server.modules)
 
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:
         self._check()

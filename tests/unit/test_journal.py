@@ -102,3 +102,23 @@ def test_a_state_directory_that_cannot_hold_a_journal_is_a_journal_error(tmp_pat
     (tmp_path / "garbage.sqlite3").write_bytes(b"not a database" * 100)
     with pytest.raises(JournalError, match="not a database"):
         Journal(tmp_path / "garbage.sqlite3")
+
+
+def test_trusted_modules_are_kept_per_server_instance(tmp_path):
+    path = tmp_path / "j.sqlite3"
+    j = Journal(path)
+    assert j.trusted_instance() is None  # never connected to a server
+    assert j.trust_modules(7, {}) and j.trusted_instance() == (7, {})  # seen, no module
+    assert j.trust_modules(8, {1: ("module-null-sink", "sink_name=speaker"),
+                               4: ("module-loopback", "")})
+    assert j.trusted_instance()[0] == 8  # one instance at a time: a new cookie replaces it
+    assert j.forget_trusted_module(8, 4)
+    assert j.trust_module(8, 9, "module-loopback", "source=mic")
+    j.close()
+    j = Journal(path)  # a restarted daemon finds them
+    assert j.trusted_instance() == (8, {1: ("module-null-sink", "sink_name=speaker"),
+                                        9: ("module-loopback", "source=mic")})
+    j._db.execute("PRAGMA query_only = 1")  # as a full disk
+    assert j.trust_modules(9, {1: ("module-null-sink", "")}) is False
+    assert "readonly" in j.failure and j.trusted_instance()[0] == 8
+    j.close()

@@ -10,12 +10,14 @@ import sys
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from audiopolicyd.identity import audio_server_process, listens_on, recording_app, verified_pid
 from audiopolicyd.microphone import (
-    AgentExists, AgentFailed, Gate, MicrophoneBroker, is_microphone,
+    AgentExists, AgentFailed, Gate, MicrophoneBroker, is_microphone, quiet_monitors,
 )
-from audiopolicyd.model import StreamKind, freeze
+from audiopolicyd.model import Device, Snapshot, StreamKind, freeze
 from audiopolicyd.permissions import Decision, SqlitePermissionStore
 
 from .conftest import make_stream
@@ -212,14 +214,115 @@ def test_before_the_store_is_read_nobody_may_record():
     assert not MicrophoneBroker().allowed("anything")
 
 
-def test_what_counts_as_a_microphone():
-    assert is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT))
-    assert not is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT, monitor=True))
-    assert not is_microphone(make_stream(1, StreamKind.SINK_INPUT))
-    from dataclasses import replace
-    assert not is_microphone(replace(make_stream(1, StreamKind.SOURCE_OUTPUT),
-                                     module="module-loopback"))
+# -- microphone paths (the server's graph) ------------------------------------------------------
+
+# A PulseAudio-like graph: sinks speaker (0) and trap (2), trap2 (4); sources speaker.monitor
+# (0), mic (2), trap.monitor (3), a remapped mic (5), trap2.monitor (6), and a source whose
+# loader set device.class=monitor on a remapped mic (7): only monitor_of_sink makes a monitor.
+DEVICES = [Device("sink", 0, "speaker"), Device("sink", 2, "trap"), Device("sink", 4, "trap2"),
+           Device("source", 0, "speaker.monitor", monitor_of=0), Device("source", 2, "mic"),
+           Device("source", 3, "trap.monitor", monitor_of=2), Device("source", 5, "remapped"),
+           Device("source", 6, "trap2.monitor", monitor_of=4),
+           Device("source", 7, "fake.monitor", freeze({"device.class": "monitor"}))]
+MIC, SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR = 2, 0, 3, 6
+
+
+def rec(index, device, module=-1, **props):
+    """A source-output on source *device*, owned by module index *module* (-1: a client)."""
+    return replace(make_stream(index, StreamKind.SOURCE_OUTPUT, extra=props), device=device,
+                   owner_module=module, module="module-loopback" if module >= 0 else "")
+
+
+def out(index, sink, module=-1):
+    """A sink-input into sink *sink*, owned by module index *module* (-1: a client)."""
+    return replace(make_stream(index, StreamKind.SINK_INPUT), device=sink, owner_module=module,
+                   module="module-loopback" if module >= 0 else "")
+
+
+def graph(*streams, devices=DEVICES) -> Snapshot:
+    return Snapshot(freeze({s.key: s for s in streams}),
+                    freeze({f"{d.kind}:{d.index}": d for d in devices}))
+
+
+def test_only_monitors_of_sinks_no_microphone_feeds_are_quiet():
+    assert quiet_monitors(graph()) == {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
+    quiet = quiet_monitors(graph())
+    assert is_microphone(rec(1, MIC), quiet)
+    assert is_microphone(rec(1, 5), quiet)  # a remapped mic is a source, not a monitor
+    assert is_microphone(rec(1, 7), quiet)  # device.class=monitor is the loader's word
+    assert not is_microphone(rec(1, SPEAKER_MONITOR), quiet)
+    assert not is_microphone(make_stream(1, StreamKind.SINK_INPUT), quiet)
     assert Gate.BLOCKED.value == "blocked"
+
+
+def test_a_self_declared_monitor_records_the_microphone():
+    # issue 9 item 1: parecord --device=mic --property=stream.capture.sink=true
+    claim = rec(1, MIC, **{"stream.capture.sink": "true"})
+    assert is_microphone(claim, quiet_monitors(graph(claim)))
+
+
+def test_fail_closed_a_stream_not_linked_or_on_a_source_not_known_yet():
+    quiet = quiet_monitors(graph())
+    assert is_microphone(rec(1, -1), quiet)
+    assert is_microphone(rec(1, 0xFFFFFFFF), quiet)
+    assert is_microphone(rec(1, 42), quiet)  # a new source: the device list comes later
+
+
+def test_a_loopback_into_a_null_sink_makes_its_monitor_a_microphone_path():
+    # issue 9 item 2: module-loopback source=mic sink=trap, then record trap.monitor
+    loopback = (rec(1, MIC, module=6), out(1, 2, module=6))
+    quiet = quiet_monitors(graph(*loopback))
+    assert quiet == {SPEAKER_MONITOR, TRAP2_MONITOR}
+    assert is_microphone(rec(2, TRAP_MONITOR), quiet)
+
+
+def test_chains_of_loopbacks_are_followed_to_a_fixed_point():
+    # mic -> trap (module 6), trap.monitor -> trap2 (module 7), listed in either order
+    first = (rec(1, MIC, module=6), out(1, 2, module=6))
+    second = (rec(2, TRAP_MONITOR, module=7), out(2, 4, module=7))
+    for streams in (first + second, second + first):
+        assert quiet_monitors(graph(*streams)) == {SPEAKER_MONITOR}
+    # without the first link, the second carries a quiet monitor
+    assert quiet_monitors(graph(*second)) == {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
+
+
+def test_a_module_capturing_a_quiet_monitor_feeds_no_microphone():
+    streams = (rec(1, SPEAKER_MONITOR, module=6), out(1, 2, module=6))
+    assert quiet_monitors(graph(*streams)) == {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
+
+
+def test_a_module_recording_not_linked_yet_feeds_a_microphone():
+    streams = (rec(1, -1, module=6), out(1, 2, module=6))
+    assert TRAP_MONITOR not in quiet_monitors(graph(*streams))
+
+
+def test_a_clients_own_forwarding_is_its_own_microphone_stream():
+    # a client recording mic and playing into trap is gated itself (its recording is a
+    # microphone stream of its app): the rule follows modules only
+    streams = (rec(1, MIC), out(1, 2))
+    assert is_microphone(streams[0], quiet_monitors(graph(*streams)))
+    assert TRAP_MONITOR in quiet_monitors(graph(*streams))
+
+
+def test_pipewire_pulse_sinks_and_monitors_share_an_index():
+    devices = [Device("sink", 57, "trap"), Device("source", 57, "trap.monitor", monitor_of=57),
+               Device("source", 30, "mic")]
+    streams = (rec(64, 30, module=0x20000004), out(63, 57, module=0x20000004))
+    assert quiet_monitors(graph(devices=devices)) == {57}
+    assert quiet_monitors(graph(*streams, devices=devices)) == frozenset()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["rec", "out"]), st.integers(-1, 8),
+                          st.integers(-1, 3)), max_size=12), st.randoms())
+def test_paths_do_not_depend_on_order_and_more_modules_never_quiet_a_source(streams, rnd):
+    made = [(rec if kind == "rec" else out)(i, device, module)
+            for i, (kind, device, module) in enumerate(streams)]
+    quiet = quiet_monitors(graph(*made))
+    shuffled = list(made)
+    rnd.shuffle(shuffled)
+    assert quiet_monitors(graph(*shuffled)) == quiet
+    assert quiet <= quiet_monitors(graph(*made[:-1])) if made else True
+    assert quiet <= {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
 
 
 # -- identity --------------------------------------------------------------------------------
@@ -334,12 +437,13 @@ def test_a_stream_of_the_pipewire_daemons_own_client_is_not_a_microphone(listeni
     monkeypatch.setenv("PIPEWIRE_REMOTE", path)
     ours = {"pipewire.sec.pid": str(os.getpid())}
     stream = replace(make_stream(1, StreamKind.SOURCE_OUTPUT), vouched=freeze(ours))
-    assert audio_server_process(os.getpid()) and not is_microphone(stream)
+    none = frozenset()  # no quiet monitor: every source is a microphone path
+    assert audio_server_process(os.getpid()) and not is_microphone(stream, none)
     # the same pid as a claim in the stream's properties counts for nothing
-    assert is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT, extra=ours))
+    assert is_microphone(make_stream(1, StreamKind.SOURCE_OUTPUT, extra=ours), none)
     # a process that does not listen on PipeWire's socket is a client like any other
     monkeypatch.setenv("PIPEWIRE_REMOTE", bound)
-    assert not audio_server_process(os.getpid()) and is_microphone(stream)
+    assert not audio_server_process(os.getpid()) and is_microphone(stream, none)
     assert not audio_server_process(1)
 
 

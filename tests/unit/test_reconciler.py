@@ -13,8 +13,10 @@ import pytest
 
 from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.effects import Applied, ramp_steps, scaled
+from audiopolicyd.backends.base import Module
 from audiopolicyd.journal import Journal
-from audiopolicyd.model import StreamKind
+from audiopolicyd.microphone import Gate, MicrophoneBroker
+from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.reconciler import (
     BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff, Reconciler,
 )
@@ -237,3 +239,72 @@ async def test_killed_before_the_last_step_of_a_ramp_arrives(server, start):
     server.remove("sink-input:2")
     await start()
     await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
+
+
+NULL_SINK = Module(1, "module-null-sink", "sink_name=speaker")
+LOOPBACK = Module(2, "module-loopback", "source=mic sink=speaker")
+
+
+async def test_modules_are_trusted_as_the_server_instance_had_them_first(server, start):
+    server.modules = [NULL_SINK, LOOPBACK]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1, 2}  # the first connection: its own
+    daemon.kill()
+    # loaded while the daemon was down, and at the index of one unloaded meanwhile
+    # (pipewire-pulse reuses indices): neither is trusted by the restarted daemon
+    server.modules = [NULL_SINK, Module(2, "module-loopback", "source=mic sink=trap"),
+                      Module(3, "module-loopback", "source=mic sink=trap2")]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1}
+    daemon.kill()
+    # the server restarts (a new cookie): its configuration comes back and is trusted, but
+    # not a module a client loaded before the daemon reconnected (any PulseAudio client may
+    # make the server exit, and the first to connect starts the next one)
+    server.die()
+    server.start()
+    server.modules = [NULL_SINK, Module(7, "module-loopback", "source=mic sink=trap3"),
+                      dataclasses.replace(LOOPBACK, index=9)]
+    daemon = await start()
+    assert daemon.reconciler.trusted_modules == {1, 9}
+    daemon.kill()
+    daemon = await start()  # and the daemon restarted again keeps that record
+    assert daemon.reconciler.trusted_modules == {1, 9}
+
+
+async def test_an_untrusted_modules_microphone_stream_is_gated_as_the_module(server, tmp_path,
+                                                                          policies, pm):
+    # the graph of issue 9 item 2: a trusted loopback (module 2) from mic into speaker, one
+    # loaded later (module 5) from mic into trap, and a client recording trap.monitor
+    server.devices += [Device("sink", 4, "trap"), Device("source", 6, "trap.monitor",
+                                                         monitor_of=4)]
+    server.modules = [NULL_SINK, LOOPBACK]
+
+    def module_stream(index, kind, device, module, name="module-loopback"):
+        return dataclasses.replace(make_stream(index, kind), device=device, owner_module=module,
+                                   module=name)
+
+    server.add(module_stream(1, StreamKind.SOURCE_OUTPUT, 1, 2))
+    server.add(module_stream(1, StreamKind.SINK_INPUT, 0, 2))
+    daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
+    daemon.reconciler.microphone = broker = MicrophoneBroker()  # no store read: all blocked
+    await daemon.started()
+    await until(lambda: daemon.reconciler.gates.get("source-output:1") is Gate.EXEMPT,
+                "the trusted loopback's recording exempt")
+    server.modules.append(Module(5, "module-loopback", "source=mic sink=trap"))
+    server.add(module_stream(2, StreamKind.SOURCE_OUTPUT, 1, 5))
+    server.add(module_stream(2, StreamKind.SINK_INPUT, 4, 5))
+    recorder = dataclasses.replace(make_stream(3, StreamKind.SOURCE_OUTPUT, app="rec"),
+                                   device=6)
+    server.add(recorder)
+    await until(lambda: {r.app_id for r in broker.recording} >= {"module:module-loopback"}
+                and len(broker.recording) == 2, "the module and the recorder recording")
+    assert server.state["source-output:2"].muted and server.state["source-output:3"].muted
+    assert not server.state["source-output:1"].muted
+    assert daemon.reconciler.gates["source-output:3"] is Gate.BLOCKED  # trap.monitor: the mic
+    # the loopback goes: trap.monitor is quiet again, and its recorder is not gated
+    server.remove("source-output:2")
+    server.remove("sink-input:2")
+    await until(lambda: daemon.reconciler.gates.get("source-output:3") is Gate.EXEMPT,
+                "the recorder of a quiet monitor exempt")
+    await until(lambda: not server.state["source-output:3"].muted, "the recorder unmuted")
+    daemon.kill()
