@@ -302,7 +302,9 @@ class Daemon:
 
         Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
         (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
-        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b,
+        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b
+        (every one of them records silence, for any reason), SilencedBy as (why:
+        :class:`~audiopolicyd.microphone.Silenced` values; empty while not silenced),
         Fought u (its streams killed for fighting the gate since the daemon started).
         """
         broker = self.microphone
@@ -326,6 +328,7 @@ class Daemon:
                 "Streams": ("as", list(rec.keys) if rec else []),
                 "Silenced": ("b", rec.silenced if rec else False),
                 "Fought": ("u", broker.fought.get(app_id, 0)),
+                "SilencedBy": ("as", list(rec.reasons) if rec else []),
             })
         return out
 

@@ -440,7 +440,10 @@ async def cmd_permissions(args: argparse.Namespace) -> int:
     for e in entries:
         recording = "-"
         if e["Recording"]:
-            recording = f"{', '.join(e['Streams'])} ({'silenced' if e['Silenced'] else 'audible'})"
+            state = "audible"
+            if e["Silenced"]:  # and why: permission, switch, policy, interruption, muted
+                state = f"silenced: {', '.join(e.get('SilencedBy') or ['unknown'])}"
+            recording = f"{', '.join(e['Streams'])} ({state})"
         if e.get("Fought"):  # streams killed for unmuting or raising themselves while silenced
             fought = f"fought {e['Fought']} (killed)"
             recording = fought if recording == "-" else f"{recording}; {fought}"
@@ -559,7 +562,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                "request or a recording now: its decision (granted, denied, "
                                "undetermined), where it is stored, its request (pending: no "
                                "agent shows it; prompting: an agent does), and its recording "
-                               "streams and whether they are silenced.")
+                               "streams and whether they are silenced, and why (permission, "
+                               "switch, policy, interruption, muted: see docs/microphone.md).")
     for name, text in (("grant", "let APP record the microphone (live, and remembered)"),
                        ("deny", "make APP record silence (live, and remembered)"),
                        ("reset", "forget APP's decision: it is asked again when it records")):

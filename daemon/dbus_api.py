@@ -149,6 +149,7 @@ class ManagerInterface(ServiceInterface):
     def __init__(self, daemon: Any):
         super().__init__(MANAGER_IFACE)
         self._daemon = daemon
+        self._announced: tuple[list, dict] = ([], {})  # Recording, SilencedBy last announced
 
     @method(name="GetStreams")
     @_guarded
@@ -197,7 +198,19 @@ class ManagerInterface(ServiceInterface):
 
     def _recording(self) -> list:
         broker = self._daemon.microphone
-        return [[r.app_id, r.name, r.silenced, r.streams] for r in broker.recording]
+        recording = broker.recording if broker is not None else ()
+        return [[r.app_id, r.name, r.silenced, r.streams] for r in recording]
+
+    # Why each silenced app records silence. A property of its own: ``Recording``'s struct
+    # keeps its shape (and RecordingChanged its signature) for the indicators reading it.
+    @dbus_property(access=PropertyAccess.READ, name="SilencedBy")
+    def silenced_by(self) -> "a{sas}":
+        return self._silenced_by()
+
+    def _silenced_by(self) -> dict:
+        broker = self._daemon.microphone
+        recording = broker.recording if broker is not None else ()
+        return {r.app_id: list(r.reasons) for r in recording if r.silenced}
 
     @signal(name="RecordingChanged")
     def recording_changed(self, recording) -> "a(ssbu)":
@@ -255,9 +268,16 @@ class ManagerInterface(ServiceInterface):
         self.emit_properties_changed({"ServerConnected": connected})
 
     def notify_recording(self, _recording) -> None:
-        value = self._recording()
-        self.recording_changed(value)
-        self.emit_properties_changed({"Recording": value})
+        recording, silenced_by = self._recording(), self._silenced_by()
+        changed = {}
+        if recording != self._announced[0]:
+            self.recording_changed(recording)
+            changed["Recording"] = recording
+        if silenced_by != self._announced[1]:
+            changed["SilencedBy"] = silenced_by  # only a reason changed: no RecordingChanged
+        self._announced = (recording, silenced_by)
+        if changed:
+            self.emit_properties_changed(changed)
 
     def notify_reload(self, applied: bool) -> None:
         problems = self._problems()

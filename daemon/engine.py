@@ -32,7 +32,7 @@ import pluggy
 
 from .model import NEUTRAL, Action, Effect, Reason, Session, Snapshot, Stream, StreamKind
 from .pluginmanager import call_hook
-from .policy import Interaction, Policy, PolicySet
+from .policy import Interaction, Policy, PolicySet, direction_of
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,10 @@ def classify(snapshot: Snapshot, policies: PolicySet,
     """Classify every stream of a snapshot: plugins first, then ``[[classify]]`` rules.
 
     A server module's stream goes to the rules only: only a rule naming its module classifies
-    it; otherwise its category is :data:`~audiopolicyd.policy.INFRASTRUCTURE` (``""``).
+    it; otherwise its category is :data:`~audiopolicyd.policy.INFRASTRUCTURE` (``""``). A
+    category never takes a stream of a direction it does not handle
+    (:func:`~audiopolicyd.policy.handled_directions`): a plugin's answer that says otherwise is
+    ignored, with a warning, as the rules ignore such streams.
 
     :param cache: optional memo of ``key -> (stream properties seen, result)``; entries whose
         properties are unchanged are reused, entries of vanished streams are dropped. The caller
@@ -64,6 +67,14 @@ def classify(snapshot: Snapshot, policies: PolicySet,
             if result is not None and result[0] not in policies.policies:
                 logger.warning("plugin classified %s as unknown category %r; ignored",
                                key, result[0])
+                result = None
+            elif result is not None \
+                    and direction_of(stream) not in policies.policies[result[0]].directions:
+                # as for the rules: a category never takes a stream of a direction it does
+                # not handle (a recording is not playback's, whoever says so)
+                logger.warning("plugin classified %s (%s) as %r, which does not handle %s "
+                               "streams; ignored", key, stream.label, result[0],
+                               direction_of(stream))
                 result = None
         out[key] = result or policies.classify(stream)
         if cache is not None:

@@ -48,7 +48,9 @@ def classify_stream(stream: Stream, policies: PolicySet) -> tuple[str, str] | No
     :param stream: the stream to classify (read-only)
     :param policies: the policy set in force (read-only)
     :returns: ``(category, rule description)`` with a category the set defines, or None to leave
-        the choice to the next plugin and then to the ``[[classify]]`` rules
+        the choice to the next plugin and then to the ``[[classify]]`` rules. A category that
+        does not handle the stream's direction (:attr:`Policy.directions`: a recording put in
+        ``playback``) is ignored with a warning, as an unknown one is.
     """
 
 

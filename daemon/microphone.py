@@ -38,7 +38,7 @@ import logging
 from typing import Callable, Mapping, Protocol
 
 from .identity import RecordingApp, audio_server_process
-from .model import Snapshot, Stream, StreamKind
+from .model import Action, Effect, Snapshot, Stream, StreamKind
 from .permissions import Decision, PermissionStore
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,17 @@ class Gate(str, enum.Enum):
     EXEMPT = "exempt"  #: not a microphone path, a trusted module's or the server's own stream
     ALLOWED = "allowed"  #: its app is granted (and the global switch is off)
     BLOCKED = "blocked"  #: muted: undetermined, denied, or the global switch is on
+
+
+class Silenced(str, enum.Enum):
+    """Why a microphone stream records silence: every reason the daemon knows of, by name (the
+    values of ``SilencedBy`` on D-Bus and of ``audiopolicyctl permissions``)."""
+
+    PERMISSION = "permission"  #: its app is not granted: undetermined or denied
+    SWITCH = "switch"  #: the desktop's microphone switch is off (``disable-microphone``)
+    POLICY = "policy"  #: its category's policy says ``records = false`` (an explicit session's)
+    INTERRUPTION = "interruption"  #: its session is interrupted by another (a call), no player
+    MUTED = "muted"  #: muted outside the daemon: by the user (pavucontrol) or the app itself
 
 
 def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
@@ -113,6 +124,33 @@ def server_stream(stream: Stream) -> bool:
     except ValueError:
         return False
     return audio_server_process(pid)
+
+
+def silenced_by(broker: "MicrophoneBroker", app_id: str, gate: Gate,
+                effect: Effect) -> tuple[str, ...]:
+    """Why one microphone stream records silence, as far as the daemon's decisions go.
+
+    :param broker: the permission broker (decisions, the desktop's switch)
+    :param app_id: the stream's app
+    :param gate: what the gate enforces on the stream now
+    :param effect: the effect the engine decided for the stream now
+    :returns: :class:`Silenced` values, in that order, without ``muted`` (a mute nobody of
+        ours explains is the caller's to see, on the stream); empty: it hears the microphone
+    """
+    out = []
+    if gate is Gate.BLOCKED:
+        if broker.decision(app_id) is not Decision.GRANTED or not broker._ready:
+            out.append(Silenced.PERMISSION.value)
+        if broker.disabled:
+            out.append(Silenced.SWITCH.value)
+        if not out:  # blocked for a reason the broker no longer gives: still the gate's
+            out.append(Silenced.PERMISSION.value)
+    if effect.mute:
+        if any(r.rule == "records" for r in effect.reasons):
+            out.append(Silenced.POLICY.value)
+        if any(r.action == Action.INTERRUPT.value for r in effect.reasons):
+            out.append(Silenced.INTERRUPTION.value)
+    return tuple(out)
 
 
 class AgentFailed(Exception):
@@ -182,9 +220,12 @@ class Recording:
 
     :param app_id: the permission app id
     :param name: a human name
-    :param silenced: True while its streams are muted for want of a grant
+    :param silenced: True while every one of its streams records silence, for any reason
+        (``reasons``); False while at least one of them hears the microphone
     :param streams: how many of its streams record now
     :param keys: those streams' keys (``source-output:7``)
+    :param reasons: why it is silenced (:class:`Silenced` values, sorted; every reason of
+        every stream); empty while not silenced
     """
 
     app_id: str
@@ -192,6 +233,7 @@ class Recording:
     silenced: bool
     streams: int
     keys: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()
 
 
 class MicrophoneBroker:

@@ -45,6 +45,11 @@ A policy document (see ``policies/*.toml`` and docs/policies.md)::
     module = ["module-loopback"]
 
     [plugins.record]              # settings of a plugin, validated by the plugin's schema
+
+Directions: a category handles playback streams when ``plays`` is true, recording streams
+(``record`` and ``monitor``) when ``records`` is true (:func:`handled_directions`); its
+``[[classify]]`` rules never match a stream of another direction, and naming one in a rule's
+``direction`` or in ``default_for`` is a problem.
 """
 
 from __future__ import annotations
@@ -80,6 +85,20 @@ MAX_MESSAGE_CHARS = 512
 
 #: Directions a classify rule can name. ``monitor`` is a recording of a sink's monitor.
 DIRECTIONS = ("playback", "record", "monitor")
+
+
+def handled_directions(plays: bool, records: bool) -> frozenset[str]:
+    """The directions of the streams a category handles, from its policy's ``plays`` and
+    ``records``: ``playback`` when it plays, ``record`` and ``monitor`` when it records.
+
+    A category's ``[[classify]]`` rules and ``default_for`` capture streams of these
+    directions only: a category that does not record (``playback``) never takes a recording
+    stream, whatever its properties claim (``pw-record`` sets ``media.role=music``), and one
+    that does not play (``record``) never takes a playback stream. As AVAudioSession: an app
+    in the playback category does not record, and an app that records picks a category that
+    records.
+    """
+    return frozenset((("playback",) if plays else ()) + (("record", "monitor") if records else ()))
 
 #: Classify keys -> stream property they match (glob patterns, any of the list).
 MATCH_PROPERTIES = {
@@ -270,6 +289,8 @@ class ClassifyRule:
     :param priority: the category's priority (orders rules of the same tier)
     :param modules: glob patterns of the server modules whose streams the rule may match
         (``module-loopback``); empty: the rule matches clients' streams only
+    :param handles: the directions the category handles (:func:`handled_directions`): the
+        rule never matches a stream of another direction, whatever ``directions`` says
     """
 
     category: str
@@ -279,6 +300,7 @@ class ClassifyRule:
     index: int
     priority: int
     modules: tuple[str, ...] = ()
+    handles: frozenset[str] = frozenset(DIRECTIONS)
 
     @property
     def tier(self) -> int:
@@ -300,7 +322,9 @@ class ClassifyRule:
                 return False  # infrastructure, unless the policy names the module
         elif self.modules:
             return False
-        if self.directions and direction_of(stream) not in self.directions:
+        direction = direction_of(stream)
+        if direction not in self.handles or (self.directions
+                                             and direction not in self.directions):
             return False
         for prop, patterns in self.match.items():
             value = stream.properties.get(prop)
@@ -335,6 +359,11 @@ class Policy:
     classify: tuple[ClassifyRule, ...]
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: freeze({}))
     description: str = ""
+
+    @property
+    def directions(self) -> frozenset[str]:
+        """The directions of the streams this category handles (:func:`handled_directions`)."""
+        return handled_directions(self.plays, self.records)
 
     def interaction(self, victim_category: str, victim_mixable: bool) -> Interaction:
         """What activating this category does to a session of ``victim_category``.
@@ -465,6 +494,42 @@ def _too_deep_at(text: str) -> tuple[int, int] | None:
     return None
 
 
+def _direction_problems(file: str, doc: Mapping[str, Any]) -> list[Problem]:
+    """A ``direction`` or ``default_for`` naming a direction the category does not handle
+    (:func:`handled_directions`), and a rule that could match no stream at all: contradictions
+    that would otherwise mean a rule silently matching nothing, or every unmatched recording
+    muted for good by ``records = false``. Values of the wrong type are the schema's problems.
+    """
+    plays, records = doc.get("plays", True), doc.get("records", False)
+    if not isinstance(plays, bool) or not isinstance(records, bool):
+        return []
+    handles = handled_directions(plays, records)
+    why = {"playback": "the category does not play (plays = false)",
+           "record": "the category does not record (records = false)",
+           "monitor": "the category does not record (records = false)"}
+    problems = []
+    defaults = doc.get("default_for", [])
+    if isinstance(defaults, list):
+        for direction in defaults:
+            if direction in why and direction not in handles:
+                problems.append(Problem(file, "default_for", f"{direction!r}: {why[direction]}"))
+    rules = doc.get("classify", [])
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        if not isinstance(rule, Mapping):
+            continue
+        directions = rule.get("direction")
+        if not isinstance(directions, list):
+            if not handles:
+                problems.append(Problem(file, f"classify[{i}]", "matches no stream: the "
+                                        "category neither plays nor records"))
+            continue
+        for direction in directions:
+            if direction in why and direction not in handles:
+                problems.append(Problem(file, f"classify[{i}].direction",
+                                        f"{direction!r}: {why[direction]}"))
+    return problems
+
+
 def parse_toml(text: str | bytes, file: str) -> dict[str, Any]:
     """Decode a TOML document.
 
@@ -514,6 +579,8 @@ def parse_policy(doc: Mapping[str, Any], file: str,
         validator = PolicyValidator(_schema(plugin_schemas or {}))
         seen = {p.path for p in problems}
         problems += [p for p in _problems(file, doc, validator) if p.path not in seen]
+        seen = {p.path for p in problems}
+        problems += [p for p in _direction_problems(file, doc) if p.path not in seen]
     if problems:
         raise PolicyError(sorted(problems, key=lambda p: (p.path, p.message)))
 
@@ -537,6 +604,7 @@ def parse_policy(doc: Mapping[str, Any], file: str,
             index=i,
             priority=priority,
             modules=tuple(rule.get("module", ())),
+            handles=handled_directions(doc.get("plays", True), doc.get("records", False)),
         )
         for i, rule in enumerate(doc.get("classify", []))
     )
@@ -576,7 +644,9 @@ class PolicySet:
         """The category of a stream and the rule that chose it.
 
         Rules naming an application win over role rules, which win over direction-only rules;
-        within a tier the higher-priority category wins, then file and rule order. A stream no
+        within a tier the higher-priority category wins, then file and rule order. A rule
+        matches only streams of a direction its category handles (:func:`handled_directions`):
+        a recording stream claiming ``media.role=music`` is not ``playback``'s. A stream no
         rule matches gets the ``default_for`` category of its direction. A server module's
         stream that no rule names by ``module`` is infrastructure: :data:`INFRASTRUCTURE`.
 

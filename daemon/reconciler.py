@@ -55,7 +55,9 @@ from .engine import classify, decide, players_to_pause
 from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
-from .microphone import Gate, MicrophoneBroker, Recording, is_microphone, quiet_monitors
+from .microphone import (
+    Gate, MicrophoneBroker, Recording, Silenced, is_microphone, quiet_monitors, silenced_by,
+)
 from .permissions import Decision
 from .model import (
     NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze,
@@ -195,6 +197,7 @@ class Reconciler:
         self._reread: set[str] = set()  # held streams to read again once their read answers
         self._changes: dict[str, collections.deque] = {}  # held stream -> loop times of changes
         self._zero_gen: dict[str, int] = {}  # key -> generation of our volume-0 write
+        self._unmute: set[str] = set()  # allowed streams the gate muted, unmuted after decide
         self._owners: dict[str, tuple[int, str | None]] = {}  # stream -> (version, session)
         self._ghosts: dict[str, float] = {}  # streams of a closed session -> loop time
         self._owners_version = 0  # AppSessions.version of the last ownership pass
@@ -306,6 +309,7 @@ class Reconciler:
         self._zero_gen.clear()
         self._reread.clear()
         self._changes.clear()
+        self._unmute.clear()
         self.devices.clear()
         self.effects.clear()
         self.classified.clear()
@@ -710,6 +714,7 @@ class Reconciler:
         self._zero_gen.pop(key, None)
         self._reread.discard(key)
         self._changes.pop(key, None)
+        self._unmute.discard(key)
         self._schedule()
         for cb in self.on_streams:
             cb([], [key])
@@ -790,7 +795,10 @@ class Reconciler:
         self.classified = classify(legacy, policies, self.pm, self._class_cache)
         now = asyncio.get_running_loop().time()
         self._hold_until = {k: t for k, t in self._hold_until.items() if t > now}
-        self.sessions = self._tracker.update(legacy, self.classified, set(self._hold_until))
+        # a microphone stream the gate silences does not act on others (issue 9 item 6)
+        inert = {k for k, gate in self.gates.items() if gate is Gate.BLOCKED}
+        self.sessions = self._tracker.update(legacy, self.classified, set(self._hold_until),
+                                             inert)
         if self.app_sessions is not None:
             members: dict[str, list[str]] = {}
             for key, sid in owned.items():
@@ -801,6 +809,8 @@ class Reconciler:
                 for key in members.get(sid, ()):
                     self.classified[key] = (session.category, f"session {sid}")
         desired = decide(snap, self.sessions, policies, self.pm)
+        if self._unmute:
+            self._lift_gate(desired)
 
         plans: dict[str, tuple[fx.Applied | None, fx.Applied | None, fx.Ops]] = {}
         for key, effect in desired.items():
@@ -835,6 +845,8 @@ class Reconciler:
                 self._forget_when_answered(before, writes)
         changed = [k for k, e in desired.items() if self.effects.get(k, NEUTRAL) != e]
         self.effects = desired
+        if self.microphone is not None:
+            self._publish_recording(owned)
         self._reconcile_pauses(snap, desired)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
@@ -849,10 +861,9 @@ class Reconciler:
 
     def _enforce_microphone(self, owned: dict[str, str]) -> None:
         """Mute every microphone stream whose app may not record; unmute the ones that became
-        allowed; tell the broker who waits for a decision and who records now."""
+        allowed; tell the broker who waits for a decision."""
         broker = self.microphone
         waiting: dict[str, RecordingApp] = {}
-        recording: dict[str, list] = {}
         quiet = quiet_monitors(Snapshot(self.streams, self.devices))
         for key, stream in self.streams.items():
             if stream.kind is not StreamKind.SOURCE_OUTPUT or key in self._killing:
@@ -875,8 +886,7 @@ class Reconciler:
                     self._release_microphone(stream)  # its volume too, if held at 0
                 self.gates[key] = Gate.EXEMPT
                 continue
-            app = (RecordingApp(f"module:{stream.module}", stream.module, "module")
-                   if stream.owner_module >= 0 else self._recording_app(stream, owned.get(key)))
+            app = self._gated_app(stream, owned.get(key))
             gate = Gate.ALLOWED if broker.allowed(app.app_id) else Gate.BLOCKED
             if gate is Gate.BLOCKED:
                 again = bool(self._held.get(key))
@@ -887,21 +897,67 @@ class Reconciler:
             elif gate is Gate.ALLOWED:
                 if before is not Gate.ALLOWED and stream.muted \
                         and not (applied is not None and applied.muted_by_us):
-                    self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
-                               muted=False)
-                    logger.info("%s (%s) unmuted: %s may record", key, stream.label,
-                                app.app_id)
+                    self._unmute.add(key)  # once the effects are decided: see _lift_gate
                 self._release_microphone(stream)
             self._muted_on_new.discard(key)
+            if gate is not Gate.ALLOWED:
+                self._unmute.discard(key)
             self.gates[key] = gate
             if gate is Gate.BLOCKED and broker.decision(app.app_id) is Decision.UNDETERMINED:
                 waiting[key] = app
-            if stream.playing:
-                recording.setdefault(app.app_id, [app.name, gate is Gate.BLOCKED, []])[2].append(
-                    key)
         broker.sync_streams(waiting)
-        broker.set_recording(tuple(Recording(a, n, s, len(k), tuple(k))
-                                   for a, (n, s, k) in sorted(recording.items())))
+
+    def _lift_gate(self, desired: dict[str, Effect]) -> None:
+        """Unmute the microphone streams whose app may record now and that the gate had muted,
+        unless the effect just decided mutes them too (a policy with ``records = false``, an
+        interruption): then the mute stays, and is lifted in the first pass that no longer
+        wants it. Unmuting first and letting the effect mute again would hand the stream the
+        microphone between the two writes (seen on pipewire-pulse: about 2 ms of audio). A
+        stream still at volume 0 (the hold's, or the server's before its restored volume) has
+        no effect decided yet: it waits for its volume."""
+        for key in list(self._unmute):
+            stream = self.streams.get(key)
+            if stream is None or not stream.muted:
+                self._unmute.discard(key)
+            elif not stream.settled:
+                continue  # its volume is on its way back from the hold: no effect decided yet
+            elif not desired.get(key, NEUTRAL).mute:
+                self._unmute.discard(key)
+                self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
+                           muted=False)
+                logger.info("%s (%s) unmuted: its app may record", key, stream.label)
+
+    def _publish_recording(self, owned: dict[str, str]) -> None:
+        """Tell the broker who records a microphone now, and for each app whether it hears it
+        and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.Silenced`):
+        the gate's (permission, the desktop's switch), the effects just decided (a policy that
+        does not record, an interruption) and a mute nobody of ours explains."""
+        broker = self.microphone
+        recording: dict[str, list] = {}  # app id -> [name, keys, reasons of each stream]
+        for key, stream in self.streams.items():
+            gate = self.gates.get(key)
+            if gate not in (Gate.ALLOWED, Gate.BLOCKED) or not stream.playing:
+                continue
+            app = self._gated_app(stream, owned.get(key))
+            reasons = set(silenced_by(broker, app.app_id, gate, self.effects.get(key, NEUTRAL)))
+            if stream.muted and not reasons:
+                reasons.add(Silenced.MUTED.value)
+            entry = recording.setdefault(app.app_id, [app.name, [], []])
+            entry[1].append(key)
+            entry[2].append(reasons)
+        out = []
+        for app_id, (name, keys, reasons) in sorted(recording.items()):
+            silenced = all(reasons)  # no stream hears the microphone
+            why = tuple(sorted(set().union(*reasons))) if silenced else ()
+            out.append(Recording(app_id, name, silenced, len(keys), tuple(keys), why))
+        broker.set_recording(tuple(out))
+
+    def _gated_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
+        """The app the gate decides for: ``module:<name>`` for a server module's stream that
+        is gated (loaded at run time), else :meth:`_recording_app`."""
+        if stream.owner_module >= 0:
+            return RecordingApp(f"module:{stream.module}", stream.module, "module")
+        return self._recording_app(stream, session_id)
 
     def _hold_microphone(self, stream: Stream) -> bool:
         """Hold a microphone stream whose app may not record: muted and at volume 0; True

@@ -2,10 +2,16 @@
 
 Every stream is classified into a category; an app's streams of one category form its implicit
 session of that category. A server module's stream that no rule classified
-(:data:`~audiopolicyd.policy.INFRASTRUCTURE`) is in no session: it neither acts nor is acted on. The session is active while at least one of its streams plays
-(:attr:`Stream.playing`: a paused player's corked stream does not hold its session active). Each activation
-gets a new sequence number, so among equal priorities the later activation wins, as the last
-app to activate its AVAudioSession does on iOS.
+(:data:`~audiopolicyd.policy.INFRASTRUCTURE`) is in no session: it neither acts nor is acted on.
+
+The session is active while at least one of its streams plays (:attr:`Stream.playing`: a paused
+player's corked stream does not hold its session active) and is not *inert*. Inert streams are
+the microphone streams the permission gate silences (undetermined, denied, or the desktop's
+switch on): an app that may not record cannot silence the desktop by opening a capture stream.
+Its session is still listed (inactive) and still gets its own policy's effects; its streams
+still show in the recording indicator, silenced. Each activation gets a new sequence number, so
+among equal priorities the later activation wins, as the last app to activate its
+AVAudioSession does on iOS.
 
 No I/O: the tracker only remembers activation order between snapshots.
 """
@@ -36,13 +42,15 @@ class ImplicitSessions:
         self._active: set[str] = set()
 
     def update(self, snapshot: Snapshot, classified: Mapping[str, tuple[str, str]],
-               held: Set[str] = frozenset()) -> list[Session]:
+               held: Set[str] = frozenset(), inert: Set[str] = frozenset()) -> list[Session]:
         """Sessions for the streams of ``snapshot``.
 
         :param snapshot: the audio graph now
         :param classified: stream key -> (category, rule) for every stream of the snapshot
         :param held: keys of streams that stopped playing a moment ago and still count as
             playing (the caller's deactivation hold)
+        :param inert: keys of streams that never hold their session active, playing or held:
+            the microphone streams the permission gate silences
         :returns: one session per (app, category), in a stable order; infrastructure streams
             are in none
         """
@@ -56,7 +64,8 @@ class ImplicitSessions:
             groups.setdefault(sid, []).append(stream)
             rules.setdefault(sid, rule)
         active = {sid for sid, streams in groups.items()
-                  if any(s.playing or s.key in held for s in streams)}
+                  if any((s.playing or s.key in held) and s.key not in inert
+                         for s in streams)}
         # Sessions activating together (at start-up) are ordered by their oldest stream.
         activating = sorted(active - self._active,
                             key=lambda sid: min(s.index for s in groups[sid]))

@@ -23,6 +23,7 @@ GOOD = {
     "activation": {"others": "interrupt", "duck_level": 0.3, "duck_ramp_ms": 40},
     "overrides": {"ambient": {"others": "duck"}},
     "classify": [{"media_role": ["music"]}],
+    "records": True,
     "default_for": ["playback", "record"],
 }
 SCHEMAS = plugin_settings_schemas(make_plugin_manager(load_entry_points=False))
@@ -241,6 +242,7 @@ schema = 1
 category = "playback"
 priority = 50
 mixes_with_others = false
+records = true
 default_for = ["playback", "record"]
 
 [activation]
@@ -550,3 +552,91 @@ def test_special_files_named_like_a_policy_are_never_read(tmp_path):
         f"{user}/block.toml: (file): No such file or directory",
         f"{user}/dir.toml: (file): not a regular file",
     ]
+
+
+# -- issue 9 item 5: a category takes only the directions it handles -----------------------------
+
+def test_a_category_handles_playback_when_it_plays_and_recordings_when_it_records(policies):
+    from audiopolicyd.policy import handled_directions
+    assert handled_directions(True, False) == {"playback"}
+    assert handled_directions(False, True) == {"record", "monitor"}
+    assert handled_directions(True, True) == {"playback", "record", "monitor"}
+    assert handled_directions(False, False) == frozenset()
+    for policy in policies.policies.values():  # every shipped rule knows its category's
+        assert all(rule.handles == policy.directions for rule in policy.classify), policy.file
+
+
+@pytest.mark.parametrize("props, kind, expected", [
+    # pw-record's default role: a recording is not playback's, whatever its role says
+    ({"role": "music", "app": "pw-record"}, StreamKind.SOURCE_OUTPUT, "record"),
+    ({"role": "music"}, StreamKind.SOURCE_OUTPUT, "record"),
+    ({"role": "video", "app": "hostile"}, StreamKind.SOURCE_OUTPUT, "record"),
+    ({"role": "game"}, StreamKind.SOURCE_OUTPUT, "record"),  # nor ambient's
+    ({"role": "a11y"}, StreamKind.SOURCE_OUTPUT, "record"),
+    # an app rule of a playback-only category does not take its recordings either
+    ({"app": "mpv"}, StreamKind.SOURCE_OUTPUT, "record"),
+    ({"extra": {"application.id": "org.videolan.VLC"}}, StreamKind.SOURCE_OUTPUT, "record"),
+    # a monitor recording with a playback role is a meter, not a player
+    ({"role": "music", "monitor": True}, StreamKind.SOURCE_OUTPUT, "audioProcessing"),
+    # categories that play and record take both
+    ({"role": "phone"}, StreamKind.SOURCE_OUTPUT, "playAndRecord"),
+    ({"role": "production"}, StreamKind.SOURCE_OUTPUT, "multiRoute"),
+    # and a category that does not play never takes a playback stream
+    ({"app": "parecord"}, StreamKind.SINK_INPUT, "soloAmbient"),
+    ({"role": "record"}, StreamKind.SINK_INPUT, "soloAmbient"),
+    ({"role": "test"}, StreamKind.SINK_INPUT, "soloAmbient"),
+])
+def test_classification_takes_the_direction_into_account(policies, props, kind, expected):
+    category, rule = policies.classify(make_stream(1, kind, **props))
+    assert category == expected, rule
+
+
+def test_a_rule_without_direction_takes_only_its_categorys_directions():
+    record = with_(category="record", plays=False, default_for=["record"],
+                   classify=[{"process_binary": ["audacity"]}])
+    playback = with_(default_for=["playback"], records=False)
+    pset = build_policy_set([parse_policy(record, "record.toml", SCHEMAS),
+                             parse_policy(playback, "playback.toml", SCHEMAS)])
+    audacity_plays = make_stream(1, app="audacity")
+    audacity_records = make_stream(2, StreamKind.SOURCE_OUTPUT, app="audacity")
+    assert pset.classify(audacity_plays) == ("playback", "playback.toml: default_for")
+    assert pset.classify(audacity_records) == ("record", "record.toml: classify[0]")
+    music_recording = make_stream(3, StreamKind.SOURCE_OUTPUT, role="music")
+    assert pset.classify(music_recording) == ("record", "record.toml: default_for")
+
+
+def test_naming_a_direction_the_category_does_not_handle_is_a_problem():
+    doc = with_(records=False, classify=[{"media_role": ["music"], "direction": ["record"]},
+                                         {"direction": ["playback", "monitor"]}])
+    assert problems(doc) == [
+        "p.toml: classify[0].direction: 'record': the category does not record "
+        "(records = false)",
+        "p.toml: classify[1].direction: 'monitor': the category does not record "
+        "(records = false)",
+        "p.toml: default_for: 'record': the category does not record (records = false)",
+    ]
+    assert problems(with_(plays=False, default_for=["playback"])) == [
+        "p.toml: default_for: 'playback': the category does not play (plays = false)"]
+    assert problems(with_(plays=False, records=False, default_for=[])) == [
+        "p.toml: classify[0]: matches no stream: the category neither plays nor records"]
+
+
+def test_a_plugin_cannot_put_a_stream_in_a_category_of_the_other_direction(policies, caplog):
+    from audiopolicyd.engine import classify
+    from audiopolicyd.model import Snapshot, freeze
+    from audiopolicyd import hookimpl
+
+    class Everything:
+        @hookimpl
+        def classify_stream(self, stream, policies):
+            return ("playback", "plugin: everything is music")
+
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Everything())
+    played, recorded = make_stream(1), make_stream(2, StreamKind.SOURCE_OUTPUT, app="pw-record")
+    snap = Snapshot(freeze({s.key: s for s in (played, recorded)}), freeze({}), freeze({}))
+    out = classify(snap, policies, pm)
+    assert out[played.key] == ("playback", "plugin: everything is music")
+    assert out[recorded.key][0] == "record"
+    assert out[recorded.key][1].endswith("record.toml: classify[1]")
+    assert "which does not handle record streams; ignored" in caplog.text
