@@ -31,7 +31,7 @@ from .limits import (
     OBJECT_PATH_CHARS, OPTIONS_ITEMS, TARGET_CHARS, InvalidArgument, check_text, check_texts,
     quote,
 )
-from .microphone import AgentExists, AgentFailed, MicrophoneBroker
+from .microphone import AgentExists, AgentFailed, MicrophoneBroker, NotGrantable
 from .permissions import Decision, PermissionStoreError
 
 logger = logging.getLogger(__name__)
@@ -641,6 +641,8 @@ class CallerAwareCalls:
             await broker.decide(app_id, decision, who)
         except PermissionStoreError as exc:
             raise error("StoreFailed", str(exc)) from None
+        except NotGrantable as exc:
+            raise error("NotAllowed", str(exc)) from None
         return Message.new_method_return(msg)
 
     async def _request_permission(self, msg: Message, session) -> Message:

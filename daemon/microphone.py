@@ -64,6 +64,23 @@ class Silenced(str, enum.Enum):
     POLICY = "policy"  #: its category's policy says ``records = false`` (an explicit session's)
     INTERRUPTION = "interruption"  #: its session is interrupted by another (a call), no player
     MUTED = "muted"  #: muted outside the daemon: by the user (pavucontrol) or the app itself
+    #: nobody vouches for who it is (``unverified:<binary>``): it cannot be granted
+    UNVERIFIED = "unverified"
+
+
+#: The app ids of recordings whose process nobody could check (:mod:`audiopolicyd.identity`).
+UNVERIFIED_PREFIX = "unverified:"
+
+
+def grantable(app_id: str) -> bool:
+    """Whether *app_id* may ever be granted: not an ``unverified:`` id. A grant to an identity
+    that neither the server nor /proc vouches for would be a grant to every client that
+    claims it (any local app can claim any binary and an uncheckable pid)."""
+    return not app_id.startswith(UNVERIFIED_PREFIX)
+
+
+class NotGrantable(ValueError):
+    """A grant for an app id that cannot be granted (:func:`grantable`)."""
 
 
 def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
@@ -139,7 +156,9 @@ def silenced_by(broker: "MicrophoneBroker", app_id: str, gate: Gate,
     """
     out = []
     if gate is Gate.BLOCKED:
-        if broker.decision(app_id) is not Decision.GRANTED or not broker._ready:
+        if not grantable(app_id):
+            out.append(Silenced.UNVERIFIED.value)
+        elif broker.decision(app_id) is not Decision.GRANTED or not broker._ready:
             out.append(Silenced.PERMISSION.value)
         if broker.disabled:
             out.append(Silenced.SWITCH.value)
@@ -290,8 +309,10 @@ class MicrophoneBroker:
         return self.decisions.get(app_id, Decision.UNDETERMINED)
 
     def allowed(self, app_id: str) -> bool:
-        """Whether *app_id* may record now: granted, the store read, the switch off."""
-        return self._ready and not self.disabled and \
+        """Whether *app_id* may record now: granted, the store read, the switch off, and an
+        app id that can be granted at all (:func:`grantable`: a grant of an ``unverified:`` id
+        found in the store counts for nothing)."""
+        return self._ready and not self.disabled and grantable(app_id) and \
             self.decisions.get(app_id) is Decision.GRANTED
 
     def set_disabled(self, disabled: bool) -> None:
@@ -307,9 +328,15 @@ class MicrophoneBroker:
 
         :param by: who decided, for the log (``audiopolicyctl (pid 42)``, ``agent :1.9``)
         :raises PermissionStoreError: when the store cannot be written; nothing changes
+        :raises NotGrantable: on a grant of an ``unverified:`` app id (:func:`grantable`)
         :raises ValueError: on an empty app id or an unknown decision
         """
         decision = Decision(decision)
+        if decision is Decision.GRANTED and not grantable(app_id):
+            raise NotGrantable(
+                f"{app_id[:80]} cannot be granted: neither the audio server nor /proc vouches "
+                "for who it is, and any client can claim it (see docs/microphone.md, 'Who an "
+                "app is')")
         if self.store is None:
             raise ValueError("the permission store is not open yet")
         if decision is Decision.UNDETERMINED:
@@ -340,11 +367,14 @@ class MicrophoneBroker:
         """The microphone streams now silenced for want of a decision (stream key -> app).
 
         A stream asks once: its app gets a request the first time it is seen waiting (one
-        request per app, however many streams). A request whose streams all went and that no
+        request per app, however many streams); an app that cannot be granted
+        (:func:`grantable`) is never asked for. A request whose streams all went and that no
         session waits for is moot: withdrawn from the agent.
         """
         if not self.disabled:
             for key, app in waiting.items():
+                if not grantable(app.app_id):
+                    continue  # nobody can grant it: asking would be a question without answer
                 if key not in self._triggered:
                     self._triggered.add(key)
                     self._request(app, "stream").streams.add(key)
@@ -361,10 +391,10 @@ class MicrophoneBroker:
         """Ask for *app* (a session's ``RequestRecordPermission``) and wait for the outcome.
 
         :returns: the decision at once when there is one (``denied`` while the global switch
-            is on); otherwise when the user answers: ``granted``/``denied``, or
+            is on, and for an app that cannot be granted); otherwise when the user answers: ``granted``/``denied``, or
             ``undetermined`` when the agent timed out or the prompt was dismissed
         """
-        if self.disabled:
+        if self.disabled or not grantable(app.app_id):
             return Decision.DENIED
         decided = self.decision(app.app_id)
         if decided is not Decision.UNDETERMINED:

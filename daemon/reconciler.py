@@ -808,9 +808,10 @@ class Reconciler:
                 self.sessions.append(session.model(sorted(members.get(sid, ()))))
                 for key in members.get(sid, ()):
                     self.classified[key] = (session.category, f"session {sid}")
-        desired = decide(snap, self.sessions, policies, self.pm)
+        decided = decide(snap, self.sessions, policies, self.pm)
+        desired = dict(decided)  # what is applied now (below: not before a stream settles)
         if self._unmute:
-            self._lift_gate(desired)
+            self._lift_gate(decided)
 
         plans: dict[str, tuple[fx.Applied | None, fx.Applied | None, fx.Ops]] = {}
         for key, effect in desired.items():
@@ -846,7 +847,7 @@ class Reconciler:
         changed = [k for k, e in desired.items() if self.effects.get(k, NEUTRAL) != e]
         self.effects = desired
         if self.microphone is not None:
-            self._publish_recording(owned)
+            self._publish_recording(owned, decided)
         self._reconcile_pauses(snap, desired)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
@@ -912,22 +913,20 @@ class Reconciler:
         unless the effect just decided mutes them too (a policy with ``records = false``, an
         interruption): then the mute stays, and is lifted in the first pass that no longer
         wants it. Unmuting first and letting the effect mute again would hand the stream the
-        microphone between the two writes (seen on pipewire-pulse: about 2 ms of audio). A
-        stream still at volume 0 (the hold's, or the server's before its restored volume) has
-        no effect decided yet: it waits for its volume."""
+        microphone between the two writes (seen on pipewire-pulse: about 2 ms of audio).
+        *desired* is the engine's decision, also for a stream not settled yet (held at volume
+        0), whose effect is applied only once it settles."""
         for key in list(self._unmute):
             stream = self.streams.get(key)
             if stream is None or not stream.muted:
                 self._unmute.discard(key)
-            elif not stream.settled:
-                continue  # its volume is on its way back from the hold: no effect decided yet
             elif not desired.get(key, NEUTRAL).mute:
                 self._unmute.discard(key)
                 self._send(key, self.backend.set_mute(stream.kind, stream.index, False),
                            muted=False)
                 logger.info("%s (%s) unmuted: its app may record", key, stream.label)
 
-    def _publish_recording(self, owned: dict[str, str]) -> None:
+    def _publish_recording(self, owned: dict[str, str], decided: dict[str, Effect]) -> None:
         """Tell the broker who records a microphone now, and for each app whether it hears it
         and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.Silenced`):
         the gate's (permission, the desktop's switch), the effects just decided (a policy that
@@ -939,7 +938,7 @@ class Reconciler:
             if gate not in (Gate.ALLOWED, Gate.BLOCKED) or not stream.playing:
                 continue
             app = self._gated_app(stream, owned.get(key))
-            reasons = set(silenced_by(broker, app.app_id, gate, self.effects.get(key, NEUTRAL)))
+            reasons = set(silenced_by(broker, app.app_id, gate, decided.get(key, NEUTRAL)))
             if stream.muted and not reasons:
                 reasons.add(Silenced.MUTED.value)
             entry = recording.setdefault(app.app_id, [app.name, [], []])

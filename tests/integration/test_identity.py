@@ -167,7 +167,12 @@ def test_a_sandboxed_pulse_client_is_not_vouched_for(server: AudioServer,
     entry = wait_for(lambda: permissions(daemon).get("unverified:pacat"), 10,
                      "unverified:pacat recording",
                      until=lambda e: e is not None and e["Recording"] == 1)
-    assert entry["Silenced"] is True
+    assert entry["Silenced"] is True and entry["SilencedBy"] == ["unverified"]
+    assert entry["Request"] == ""  # nobody is asked about an app nobody can grant
+    # nor can the user grant it: a grant to an identity nobody vouches for would let every
+    # client that claims the binary record
+    done = daemon.ctl("grant", "unverified:pacat")
+    assert done.returncode != 0 and "cannot be granted" in done.stderr, done
     wait_recorded(take, audible=False)
     assert_silenced_from_start(server, take)
 

@@ -154,7 +154,7 @@ def test_a_flood_of_streams_from_one_app_makes_one_request(server: AudioServer,
         assert_silenced_from_start(server, take)
 
 
-def test_a_stream_whose_process_is_gone_is_silenced_and_named_unverified(
+def test_a_stream_whose_process_is_gone_is_named_unverified_and_cannot_be_granted(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
     take = tmp_path / "take.raw"
     # claims a pid that does not exist (the process exited, or lies)
@@ -164,8 +164,12 @@ def test_a_stream_whose_process_is_gone_is_silenced_and_named_unverified(
                       if so.proplist.get("application.process.id") == "999999999"],
              10, "the stream")
     entry = wait_for(lambda: permissions(daemon).get("unverified:pacat"), 10,
-                     "a request for unverified:pacat")
-    assert entry["Silenced"] and entry["Request"] == "pending"
+                     "unverified:pacat recording")
+    # nobody vouches for it: silenced, never asked about, and it cannot be granted
+    assert entry["Silenced"] and entry["SilencedBy"] == ["unverified"]
+    assert entry["Request"] == ""
+    done = daemon.ctl("grant", "unverified:pacat")
+    assert done.returncode != 0 and "cannot be granted" in done.stderr, done
     wait_recorded(take, audible=False)
     assert_silenced_from_start(server, take)
     assert recorder.poll() is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 
 import pytest
 
@@ -11,6 +12,12 @@ from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_sche
 from audiopolicyd.policystore import PolicyStore, shipped_dir
 
 from ..support.private_bus import bus_address  # noqa: F401 (a fixture for the tests here)
+
+
+#: This test process as a stream claims it (``extra=VERIFIED``): /proc confirms the claim, so
+#: the stream's app is ``exe:<this Python>``, which may be granted (``unverified:`` may not).
+VERIFIED = {"application.process.id": str(os.getpid()),
+            "application.process.binary": os.path.basename(os.readlink("/proc/self/exe"))}
 
 
 def make_stream(index: int, kind: StreamKind = StreamKind.SINK_INPUT, *, role: str | None = None,

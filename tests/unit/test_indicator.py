@@ -16,7 +16,7 @@ from audiopolicyd.permissions import Decision, SqlitePermissionStore
 from audiopolicyd.reconciler import Reconciler
 
 from ..support.fake_backend import FakeServer
-from .conftest import make_stream
+from .conftest import VERIFIED, make_stream
 from .test_reconciler import until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -50,8 +50,8 @@ async def daemon(tmp_path, policies, pm):
 
 def recorder(**props):
     """pw-record as pipewire-pulse shows it: a recording that says media.role=music."""
-    return make_stream(1, StreamKind.SOURCE_OUTPUT, role="music", app="pw-record", pid=999999999,
-                       **props)
+    return make_stream(1, StreamKind.SOURCE_OUTPUT, role="music", app="pw-record",
+                       extra=VERIFIED, **props)
 
 
 def entry(broker):
@@ -112,7 +112,7 @@ async def test_an_app_is_silenced_only_while_none_of_its_streams_hears(daemon):
     server, reconciler, broker = daemon
     server.add(recorder())
     server.add(make_stream(3, StreamKind.SOURCE_OUTPUT, role="music", app="pw-record",
-                           pid=999999999))
+                           extra=VERIFIED))
     await until(lambda: broker.recording and entry(broker).streams == 2, "two streams")
     await broker.decide(entry(broker).app_id, Decision.GRANTED, "test")
     await until(lambda: not entry(broker).silenced, "audible")
@@ -157,8 +157,7 @@ async def test_a_grant_does_not_unmute_a_recording_an_effect_mutes(daemon):
     server.add(make_stream(3, role="phone", app="linphone", pid=999999997))  # a call
     server.add(recorder())
     await until(lambda: broker.recording, "the recording listed")
-    # held at volume 0, its volume is not the user's: no effect is decided for it yet
-    assert entry(broker).reasons == ("permission",)
+    assert entry(broker).reasons == ("interruption", "permission")
     await broker.decide(entry(broker).app_id, Decision.GRANTED, "test")
     await until(lambda: entry(broker).reasons == ("interruption",), "only the call's reason")
     # Before: the gate unmuted it and the interruption muted it again, two writes apart: a

@@ -18,7 +18,7 @@ from audiopolicyd.model import StreamKind
 from audiopolicyd.permissions import Decision, SqlitePermissionStore
 
 from ..support.fake_backend import FakeServer
-from .conftest import make_stream
+from .conftest import VERIFIED, make_stream
 from .test_reconciler import Daemon, until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -29,7 +29,7 @@ KEY = "source-output:5"
 
 
 def recorder(index: int = 5, **kw):
-    return make_stream(index, StreamKind.SOURCE_OUTPUT, app="rec", **kw)
+    return make_stream(index, StreamKind.SOURCE_OUTPUT, app="rec", extra=VERIFIED, **kw)
 
 
 APP = recording_app(recorder().properties).app_id

@@ -13,11 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from audiopolicyd.identity import audio_server_process, listens_on, recording_app, verified_pid
-from audiopolicyd.microphone import (
-    AgentExists, AgentFailed, Gate, MicrophoneBroker, is_microphone, quiet_monitors,
+from audiopolicyd.identity import (
+    RecordingApp, audio_server_process, listens_on, recording_app, verified_pid,
 )
-from audiopolicyd.model import Device, Snapshot, StreamKind, freeze
+from audiopolicyd.microphone import (
+    AgentExists, AgentFailed, Gate, MicrophoneBroker, NotGrantable, is_microphone,
+    quiet_monitors, silenced_by,
+)
+from audiopolicyd.model import NEUTRAL, Device, Snapshot, StreamKind, freeze
 from audiopolicyd.permissions import Decision, SqlitePermissionStore
 
 from .conftest import make_stream
@@ -25,9 +28,11 @@ from .conftest import make_stream
 # a connection a test leaves open fails that test (Python 3.13 warns when one is freed open)
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
-APP = recording_app({"application.process.id": "999999999", "application.name": "rec",
-                     "application.process.binary": "rec"})
-OTHER = recording_app({"application.name": "other", "application.process.binary": "other"})
+APP = RecordingApp("exe:/usr/bin/rec", "rec", "exe", 4242, "/usr/bin/rec")
+OTHER = RecordingApp("exe:/usr/bin/other", "other", "exe", 4343, "/usr/bin/other")
+#: A stream whose process nobody can check (pid from another pid namespace, or gone).
+UNVERIFIED = recording_app({"application.process.id": "999999999", "application.name": "rec",
+                            "application.process.binary": "rec"})
 
 
 class Agent:
@@ -208,6 +213,23 @@ async def test_one_agent_at_a_time(broker):
     assert not broker.unregister_agent(":1.6")
     assert broker.unregister_agent(":1.5", "/agent")
     broker.register_agent(":1.6", "/agent")
+
+
+async def test_an_unverified_app_is_never_asked_for_nor_granted(broker):
+    assert UNVERIFIED.app_id == "unverified:rec"
+    broker.register_agent(":1.5", "/agent")
+    broker.sync_streams({"source-output:1": UNVERIFIED})
+    assert await broker.request(UNVERIFIED) is Decision.DENIED
+    await turns()
+    assert not broker.requests and not broker.caller.asked
+    with pytest.raises(NotGrantable, match="cannot be granted"):
+        await broker.decide(UNVERIFIED.app_id, Decision.GRANTED, "audiopolicyctl")
+    await broker.decide(UNVERIFIED.app_id, Decision.DENIED, "audiopolicyctl")  # may be denied
+    # a grant written into the store by anyone else counts for nothing
+    broker.store._notify(UNVERIFIED.app_id, Decision.GRANTED)
+    assert broker.decision(UNVERIFIED.app_id) is Decision.GRANTED
+    assert not broker.allowed(UNVERIFIED.app_id)
+    assert silenced_by(broker, UNVERIFIED.app_id, Gate.BLOCKED, NEUTRAL) == ("unverified",)
 
 
 def test_before_the_store_is_read_nobody_may_record():
