@@ -511,7 +511,7 @@ def _direction_problems(file: str, doc: Mapping[str, Any]) -> list[Problem]:
     defaults = doc.get("default_for", [])
     if isinstance(defaults, list):
         for direction in defaults:
-            if direction in why and direction not in handles:
+            if isinstance(direction, str) and direction in why and direction not in handles:
                 problems.append(Problem(file, "default_for", f"{direction!r}: {why[direction]}"))
     rules = doc.get("classify", [])
     for i, rule in enumerate(rules if isinstance(rules, list) else []):
@@ -524,7 +524,7 @@ def _direction_problems(file: str, doc: Mapping[str, Any]) -> list[Problem]:
                                         "category neither plays nor records"))
             continue
         for direction in directions:
-            if direction in why and direction not in handles:
+            if isinstance(direction, str) and direction in why and direction not in handles:
                 problems.append(Problem(file, f"classify[{i}].direction",
                                         f"{direction!r}: {why[direction]}"))
     return problems

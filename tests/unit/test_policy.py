@@ -619,6 +619,11 @@ def test_naming_a_direction_the_category_does_not_handle_is_a_problem():
         "p.toml: default_for: 'playback': the category does not play (plays = false)"]
     assert problems(with_(plays=False, records=False, default_for=[])) == [
         "p.toml: classify[0]: matches no stream: the category neither plays nor records"]
+    # a direction of the wrong type is the schema's problem, never a crash (found by the fuzzer)
+    for bad in (["record"], {"a": 1}):
+        assert all(p.startswith("p.toml: ") for p in problems(
+            with_(records=False, default_for=[bad],
+                  classify=[{"media_role": ["music"], "direction": [bad]}])))
 
 
 def test_a_plugin_cannot_put_a_stream_in_a_category_of_the_other_direction(policies, caplog):
