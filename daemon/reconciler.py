@@ -56,7 +56,8 @@ from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
 from .microphone import (
-    Gate, MicrophoneBroker, Recording, Silenced, is_microphone, quiet_monitors, silenced_by,
+    Gate, MicrophoneBroker, Recording, Silenced, is_microphone, quiet_monitors, server_stream,
+    silenced_by,
 )
 from .permissions import Decision
 from .model import (
@@ -883,6 +884,7 @@ class Reconciler:
                     logger.info("%s (%s) records %s: %s, unmuted", key, stream.label,
                                 self._source_name(stream),
                                 "a trusted module's stream" if stream.module
+                                else "the PipeWire daemon's own stream" if server_stream(stream)
                                 else "not a microphone path")
                     self._release_microphone(stream)  # its volume too, if held at 0
                 self.gates[key] = Gate.EXEMPT
