@@ -206,6 +206,9 @@ class Reconciler:
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
         self._recent: dict[str, collections.deque] = {}
+        # streams we gave the user's values back, until they go: what we had set on them is
+        # still ours if the server hands it to them again (see _adopt_lingering)
+        self._restored: dict[str, fx.Applied] = {}
         # Mirror consistency (see _send and _refresh): writes scheduled per stream, writes not
         # answered yet, and streams whose last read was discarded as older than our writes.
         self._wgen: dict[str, int] = {}
@@ -295,6 +298,7 @@ class Reconciler:
         self.applied.clear()
         self.streams.clear()
         self._recent.clear()
+        self._restored.clear()
         self._hold_until.clear()
         self._wgen.clear()
         self._stale.clear()
@@ -664,6 +668,12 @@ class Reconciler:
         """
         sources = [(a, self._recent.get(a.key, ())) for a in self.applied.values()
                    if a.restore_key == stream.restore_key and a.key != stream.key]
+        restored = self._restored.pop(stream.key, None)
+        if restored is not None and restored.restore_key == stream.restore_key:
+            # pipewire-pulse shows a stream it sets up unlinked again for a moment, and
+            # WirePlumber hands it the value it remembers (ours) when it links again, over the
+            # user's value we had given back (seen right after a restart of the server)
+            sources.append((restored, ()))
         lingering = (self.journal.lingering(stream.restore_key)
                      if self.journal.has_lingering() else None)
         if lingering is not None:
@@ -702,6 +712,7 @@ class Reconciler:
             # the server may remember our value (our undoing write may not have landed)
             self.journal.linger([applied if applied is not None else undoing[1]])
         self._recent.pop(key, None)
+        self._restored.pop(key, None)
         self._wgen.pop(key, None)
         self._stale.discard(key)
         self.effects.pop(key, None)
@@ -845,6 +856,7 @@ class Reconciler:
             writes = self._apply(stream, ops)
             if after is None and before is not None:
                 self._forget_when_answered(before, writes)
+                self._restored[key] = before
         changed = [k for k, e in desired.items() if self.effects.get(k, NEUTRAL) != e]
         self.effects = desired
         if self.microphone is not None:

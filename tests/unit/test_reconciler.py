@@ -182,6 +182,28 @@ async def test_every_stream_the_server_starts_at_our_value_gets_the_users_back(
     assert server.volume("sink-input:14") == (50000, 50000)
 
 
+async def test_a_stream_the_server_hands_our_value_again_on_relinking_gets_the_users_back(
+        server, start, tmp_path):
+    """pipewire-pulse shows a stream it sets up unlinked again for a moment, and WirePlumber
+    hands it the value it remembers (our duck) when it links again, over the user's value we
+    had given back (seen after a restart of the server, in test_kill_points)."""
+    journal = Journal(tmp_path / "journal.sqlite3")
+    ducked = scaled(USER, 0.2)
+    journal.linger([Applied("sink-input:1", GAME_KEY, USER, 0.2, ducked)])
+    journal.close()
+    await start()
+    for index in (11, 12):
+        server.add(game(index, ducked))
+        await until(lambda: server.volume(f"sink-input:{index}") == USER,
+                    f"sink-input:{index} at the user's volume")
+    server.add(game(13, (50000, 50000)))  # the server remembers another value now
+    await until(lambda: server.volume("sink-input:13") == (50000, 50000), "13 as it started")
+    server._set("sink-input:11", device=0xFFFFFFFF, corked=True)  # unlinked for a moment
+    await asyncio.sleep(0.02)
+    server._set("sink-input:11", device=0, corked=False, volume=ducked)  # relinked at ours
+    await until(lambda: server.volume("sink-input:11") == USER, "the user's volume again")
+
+
 async def test_a_journal_that_cannot_be_written_stops_new_effects_not_the_undoing(
         server, start, monkeypatch):
     monkeypatch.setattr(reconciler_module, "JOURNAL_RETRY", 0.05)
