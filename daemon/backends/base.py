@@ -83,7 +83,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Event]:
-        """Graph changes as they happen (subscription, never polling).
+        """Graph changes as they happen (subscription, never polling): every change of a
+        stream, a new or removed device, module or server change (a device's ``change`` events
+        are not delivered: nothing uses them yet).
 
         Ends by raising :class:`ServerGone` when the server goes away.
         """

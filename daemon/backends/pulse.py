@@ -180,6 +180,11 @@ class PulseBackend(Backend):
                 facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
                 if facility is not None:
                     etype = next(t for t in ("new", "change", "remove") if ev.t == t)
+                    if etype == "change" and facility in ("sink", "source"):
+                        # nothing uses a device's changes yet, and they come by the thousand: a
+                        # stream moving itself in a tight loop makes two per move, which the
+                        # daemon fell behind on while a held stream fought the gate
+                        continue
                     if etype == "remove" and facility in _KINDS:
                         self._forget_unreadable(_KINDS[facility], ev.index)
                     if facility == "module":
