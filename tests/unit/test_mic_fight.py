@@ -13,13 +13,12 @@ import pytest
 
 from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.identity import recording_app
-from audiopolicyd.microphone import MicrophoneBroker
 from audiopolicyd.model import StreamKind
-from audiopolicyd.permissions import Decision, SqlitePermissionStore
+from audiopolicyd.permissions import Decision
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
-from .test_reconciler import Daemon, until
+from .test_reconciler import server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
@@ -35,41 +34,13 @@ def recorder(index: int = 5, **kw):
 APP = recording_app(recorder().properties).app_id
 
 
-@pytest.fixture
-async def server():
-    return FakeServer()
-
-
-@pytest.fixture
-async def start(server, tmp_path, policies, pm):
-    daemons: list[Daemon] = []
-    brokers: list[MicrophoneBroker] = []
-
-    async def start() -> Daemon:
-        broker = MicrophoneBroker()
-        await broker.start(SqlitePermissionStore(":memory:"))
-        brokers.append(broker)
-        daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
-        daemon.reconciler.microphone = broker
-        broker.on_decisions.append(daemon.reconciler.request_reconcile)
-        daemons.append(daemon)
-        return await daemon.started()
-
-    yield start
-    for daemon in daemons:
-        if not daemon.backend.severed:
-            daemon.kill()
-    for broker in brokers:
-        await broker.store.close()
-
-
 def held(server: FakeServer, key: str = KEY) -> bool:
     stream = server.state.get(key)
     return stream is not None and stream.muted and stream.volume == ZERO
 
 
 async def test_a_stream_of_an_app_that_may_not_record_is_held_muted_at_volume_0(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder())
     await until(lambda: held(server), "the stream held")
     await asyncio.sleep(0.05)
@@ -79,7 +50,7 @@ async def test_a_stream_of_an_app_that_may_not_record_is_held_muted_at_volume_0(
 @pytest.mark.parametrize("undo", ["unmute", "volume"])
 async def test_a_held_stream_that_is_unmuted_or_raised_is_killed_and_its_app_counted(
         server, start, caplog, undo):
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder())
     await until(lambda: held(server), "the stream held")
     await asyncio.sleep(0.01)
@@ -96,7 +67,7 @@ async def test_a_held_stream_that_is_unmuted_or_raised_is_killed_and_its_app_cou
 
 
 async def test_every_stream_that_fights_is_killed_and_counted(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     for index in (5, 6, 7):
         key = f"source-output:{index}"
         server.add(recorder(index))
@@ -110,7 +81,7 @@ async def test_every_stream_that_fights_is_killed_and_counted(server, start):
 async def test_the_daemons_own_mute_read_back_as_the_old_state_is_no_fight(server, start):
     """The read sent with the mute on ``new`` is answered before the mute lands: it shows the
     stream unmuted at full volume. That is our write not answered yet, not a fight."""
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.hold()
     server.add(recorder())
     await until(lambda: (KEY, "muted", True) in server.writes, "the mute on new sent")
@@ -125,7 +96,7 @@ async def test_the_daemons_own_mute_read_back_as_the_old_state_is_no_fight(serve
 async def test_a_server_that_restores_the_volume_after_linking_is_no_fight(server, start):
     """pipewire-pulse shows a new stream unlinked at volume 0, then linked at the volume
     WirePlumber restores: the hold (volume 0) starts only then."""
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(dataclasses.replace(recorder(), device=0xFFFFFFFF, volume=ZERO, corked=True))
     await until(lambda: server.state[KEY].muted, "the mute on new")
     await asyncio.sleep(0.01)
@@ -136,7 +107,7 @@ async def test_a_server_that_restores_the_volume_after_linking_is_no_fight(serve
 
 
 async def test_a_granted_apps_stream_may_be_unmuted_and_raised(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     await daemon.reconciler.microphone.decide(APP, Decision.GRANTED, "test")
     server.add(recorder())
     await until(lambda: (KEY, "muted", False) in server.writes, "the mute on new lifted")
@@ -148,7 +119,7 @@ async def test_a_granted_apps_stream_may_be_unmuted_and_raised(server, start):
 
 
 async def test_a_grant_lifts_the_hold_and_gives_the_volume_back_without_a_kill(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder(volume=(50000, 50000)))
     await until(lambda: held(server), "the stream held")
     await daemon.reconciler.microphone.decide(APP, Decision.GRANTED, "test")
@@ -161,7 +132,7 @@ async def test_a_grant_lifts_the_hold_and_gives_the_volume_back_without_a_kill(s
 
 
 async def test_a_denial_holds_a_running_stream_and_a_fight_after_it_kills(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     broker = daemon.reconciler.microphone
     await broker.decide(APP, Decision.GRANTED, "test")
     server.add(recorder())
@@ -180,7 +151,7 @@ async def test_a_stream_the_server_starts_at_the_remembered_0_is_held_from_its_s
         server, start):
     """Both servers remember the hold's volume 0 for the app: its next stream starts at 0
     (and nothing needs writing), and a volume above 0 after that is a fight."""
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder(volume=ZERO, muted=True))
     await asyncio.sleep(0.05)
     assert server.killed == []
@@ -193,7 +164,7 @@ async def test_a_held_stream_flooded_with_writes_is_killed_whatever_the_reads_sh
         server, start):
     """A fighter in a loop makes the server answer reads late, but its change events come:
     more than FLOOD_EVENTS in FLOOD_WINDOW is a fight."""
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder())
     await until(lambda: held(server), "the stream held")
     await asyncio.sleep(0.01)
@@ -204,7 +175,7 @@ async def test_a_held_stream_flooded_with_writes_is_killed_whatever_the_reads_sh
 
 
 async def test_a_few_changes_of_a_held_stream_are_no_flood(server, start):
-    daemon = await start()
+    daemon = await start(microphone=True)
     server.add(recorder())
     await until(lambda: held(server), "the stream held")
     for i in range(6):

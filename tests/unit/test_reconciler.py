@@ -17,6 +17,7 @@ from audiopolicyd.backends.base import Module
 from audiopolicyd.journal import Journal
 from audiopolicyd.microphone import Gate, MicrophoneBroker
 from audiopolicyd.model import Device, StreamKind
+from audiopolicyd.permissions import SqlitePermissionStore
 from audiopolicyd.reconciler import (
     BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff, Reconciler,
 )
@@ -73,10 +74,19 @@ async def server():
 
 @pytest.fixture
 async def start(server, tmp_path, policies, pm):
+    """``await start(microphone=False)``: a started :class:`Daemon`; with *microphone*, with
+    a permission broker (decisions in memory, every app undetermined) enforcing the gate."""
     daemons: list[Daemon] = []
+    brokers: list[MicrophoneBroker] = []
 
-    async def start() -> Daemon:
+    async def start(microphone: bool = False) -> Daemon:
         daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
+        if microphone:
+            broker = MicrophoneBroker()
+            await broker.start(SqlitePermissionStore(":memory:"))
+            brokers.append(broker)
+            daemon.reconciler.microphone = broker
+            broker.on_decisions.append(daemon.reconciler.request_reconcile)
         daemons.append(daemon)
         return await daemon.started()
 
@@ -84,6 +94,8 @@ async def start(server, tmp_path, policies, pm):
     for daemon in daemons:
         if not daemon.backend.severed:
             daemon.kill()
+    for broker in brokers:
+        await broker.store.close()
 
 
 def game(index: int, volume=USER):
