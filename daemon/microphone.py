@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: How long a prompt agent gets to answer one request, in seconds.
 PROMPT_TIMEOUT = 120.0
+#: Apps whose fights are counted (``Fought``), the most recent first kept: each is an entry of
+#: ``GetRecordPermissions``, and a fighter can claim a new ``unverified:<binary>`` per stream.
+MAX_FOUGHT_APPS = 256
 
 
 class Gate(str, enum.Enum):
@@ -539,9 +542,13 @@ class MicrophoneBroker:
         :param key: the stream's key (``source-output:7``)
         :param label: the stream's name for the log (:attr:`~audiopolicyd.model.Stream.label`)
         :param what: what was done to it (``unmuted``, ``volume raised to 65536``)
-        :returns: how many of the app's streams fought the gate so far, this one included
+        :returns: how many of the app's streams fought the gate so far, this one included (the
+            counts of at most :data:`MAX_FOUGHT_APPS` apps are kept)
         """
-        count = self.fought[app.app_id] = self.fought.get(app.app_id, 0) + 1
+        count = self.fought.pop(app.app_id, 0) + 1  # re-inserted: the most recent is last
+        self.fought[app.app_id] = count
+        while len(self.fought) > MAX_FOUGHT_APPS:
+            del self.fought[next(iter(self.fought))]  # the app that fought longest ago
         logger.warning("%s (%s) fought the microphone gate: %s, silenced for %s (%s), was %s; "
                        "killed (%d stream(s) of this app so far)", key, label, app.app_id,
                        self.decision(app.app_id), app.name, what, count)

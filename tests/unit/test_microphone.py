@@ -232,6 +232,16 @@ async def test_an_unverified_app_is_never_asked_for_nor_granted(broker):
     assert silenced_by(broker, UNVERIFIED.app_id, Gate.BLOCKED, NEUTRAL) == ("unverified",)
 
 
+def test_fights_are_counted_for_a_bounded_number_of_apps(monkeypatch):
+    import audiopolicyd.microphone as microphone
+    monkeypatch.setattr(microphone, "MAX_FOUGHT_APPS", 3)
+    broker = MicrophoneBroker()
+    for name in ("a", "b", "a", "c", "d"):  # a fighter claiming a new binary per stream
+        broker.fought_gate(RecordingApp(f"unverified:{name}", name, "unverified"),
+                           "source-output:1", name, "unmuted")
+    assert broker.fought == {"unverified:a": 2, "unverified:c": 1, "unverified:d": 1}
+
+
 def test_before_the_store_is_read_nobody_may_record():
     assert not MicrophoneBroker().allowed("anything")
 
