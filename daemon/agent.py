@@ -73,7 +73,7 @@ from .buswriter import MessageBus
 from .client import BUS_NAME as MANAGER_NAME
 from .client import ERROR_PREFIX, MANAGER_IFACE, plain
 from .client import OBJECT_PATH as MANAGER_PATH
-from .permissions import Decision
+from .microphone.stores import Decision
 
 logger = logging.getLogger(__name__)
 

@@ -38,13 +38,13 @@ from .identity import identify
 from .journal import Journal, JournalError
 from .limits import quote
 from .logsetup import setup_logging
-from .microphone import PROMPT_TIMEOUT, MicrophoneBroker
+from .microphone.broker import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
-from .permissions import PermissionStoreError, SqlitePermissionStore, open_store
+from .microphone.stores import PermissionStoreError, SqlitePermissionStore, open_store
 from .pluginmanager import make_plugin_manager, plugin_settings_schemas
 from .policy import PolicyError
 from .policystore import PolicyStore, default_dirs
-from .privacy import MicrophoneSwitch
+from .microphone.privacy import MicrophoneSwitch
 from .reconciler import Reconciler
 
 logger = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ class Daemon:
         (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
         RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b
         (every one of them records silence, for any reason), SilencedBy as (why:
-        :class:`~audiopolicyd.microphone.Silenced` values; empty while not silenced),
+        :class:`~audiopolicyd.microphone.broker.Silenced` values; empty while not silenced),
         Fought u (its streams killed for fighting the gate since the daemon started).
         """
         broker = self.microphone

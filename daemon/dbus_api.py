@@ -31,8 +31,8 @@ from .limits import (
     OBJECT_PATH_CHARS, OPTIONS_ITEMS, TARGET_CHARS, InvalidArgument, check_text, check_texts,
     quote,
 )
-from .microphone import AgentExists, AgentFailed, MicrophoneBroker, NotGrantable
-from .permissions import Decision, PermissionStoreError
+from .microphone.broker import AgentExists, AgentFailed, MicrophoneBroker, NotGrantable
+from .microphone.stores import Decision, PermissionStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -458,7 +458,7 @@ class CallerAwareCalls:
     the bus (``GetConnectionCredentials``), never from arguments. Wrong signatures are left to
     dbus-fast, which answers ``org.freedesktop.DBus.Error.UnknownMethod``.
 
-    Microphone permission (:mod:`audiopolicyd.microphone`) goes through here too:
+    Microphone permission (:mod:`audiopolicyd.microphone.broker`) goes through here too:
     ``RegisterPermissionAgent``, ``UnregisterPermissionAgent`` and ``SetRecordPermission`` are
     allowed only to the user's own unsandboxed processes (same uid as the daemon, not Flatpak,
     not snap) and, for ``SetRecordPermission``, to the registered agent; ``NotAllowed``
@@ -665,7 +665,7 @@ class CallerAwareCalls:
         for obj in self.objects.values():
             obj.permissions_changed()
 
-    # -- the agent side (audiopolicyd.microphone.AgentCaller) ----------------------------------
+    # -- the agent side (audiopolicyd.microphone.broker.AgentCaller) ----------------------------------
 
     async def ask(self, agent, request_id: str, app_id: str, info: dict) -> str:
         """Call the agent's ``RequestRecordPermission``; its decision string.

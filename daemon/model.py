@@ -91,7 +91,7 @@ class Stream:
     :param monitor: True for a source-output connected to a sink's monitor, as the server's
         source list says (``monitor_of_sink``), never as the client claims
         (``stream.capture.sink``); whether that monitor carries a microphone is
-        :func:`audiopolicyd.microphone.quiet_monitors`'s question
+        :func:`audiopolicyd.microphone.broker.quiet_monitors`'s question
     :param module: the name of the server module that owns the stream (``module-loopback``,
         ``module-echo-cancel``), '' for a client's stream
     :param owner_module: the server's index of that module (``owner_module``; pipewire-pulse's

@@ -6,7 +6,7 @@ something that matters changed, plans the writes with :mod:`audiopolicyd.effects
 them, then sends them all at once (pipelined). When the server goes away it records what was
 in force as *lingering*, reconnects with backoff, re-reads the graph and re-applies.
 
-It also enforces microphone permission (:mod:`audiopolicyd.microphone`), failing closed: a new
+It also enforces microphone permission (:mod:`audiopolicyd.microphone.broker`), failing closed: a new
 source-output is muted on its ``new`` event, in the same flush as the first read of it, before
 its app is known; once read, a microphone stream of an app that is not granted is *held*: muted
 and at volume 0 (two writes to undo, not one), and one whose app is granted is unmuted and gets
@@ -16,7 +16,7 @@ The hold is not an effect: it is not journalled and not undone at shutdown.
 A held stream that a read shows unmuted or louder than 0 *fights the gate* (its app, or any
 client, undid the hold): it is killed at once (:meth:`Backend.kill
 <audiopolicyd.backends.base.Backend.kill>`) and its app is recorded
-(:meth:`~audiopolicyd.microphone.MicrophoneBroker.fought_gate`). Re-muting after the fact
+(:meth:`~audiopolicyd.microphone.broker.MicrophoneBroker.fought_gate`). Re-muting after the fact
 cannot win: a stream that unmutes itself in a tight loop kept 62-89 % of the microphone that
 way. The hold starts with the mute on ``new``; what proves a fight is a *fresh* read (sent
 after every write of ours to the stream was answered, none scheduled since: see
@@ -29,7 +29,7 @@ on every change event, also while our writes are in flight (a fighter undoes our
 they are answered).
 
 A microphone stream is a source-output recording a microphone path
-(:func:`audiopolicyd.microphone.quiet_monitors`: a source that is not a sink's monitor, or the
+(:func:`audiopolicyd.microphone.broker.quiet_monitors`: a source that is not a sink's monitor, or the
 monitor of a sink a module feeds from one). A *trusted* module's stream is infrastructure, never
 gated: the modules the server instance (its cookie) had when the daemon first connected to it,
 recorded in the journal so a restarted daemon does not trust a module loaded while it was down,
@@ -55,11 +55,11 @@ from .engine import classify, decide, players_to_pause
 from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
-from .microphone import (
+from .microphone.broker import (
     Gate, MicrophoneBroker, Recording, Silenced, is_microphone, quiet_monitors, server_stream,
     silenced_by,
 )
-from .permissions import Decision
+from .microphone.stores import Decision
 from .model import (
     NEUTRAL, Device, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze,
 )
@@ -176,7 +176,7 @@ class Reconciler:
         self._tracker = ImplicitSessions(seq or itertools.count(1))
         #: The explicit sessions (:class:`~audiopolicyd.appsessions.AppSessions`), if any.
         self.app_sessions: AppSessions | None = None
-        #: Microphone permission (:class:`~audiopolicyd.microphone.MicrophoneBroker`); None:
+        #: Microphone permission (:class:`~audiopolicyd.microphone.broker.MicrophoneBroker`); None:
         #: recordings are not brokered.
         self.microphone: MicrophoneBroker | None = None
         self.gates: dict[str, Gate] = {}  # source-output key -> gate last enforced
@@ -942,7 +942,7 @@ class Reconciler:
 
     def _publish_recording(self, owned: dict[str, str], decided: dict[str, Effect]) -> None:
         """Tell the broker who records a microphone now, and for each app whether it hears it
-        and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.Silenced`):
+        and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.broker.Silenced`):
         the gate's (permission, the desktop's switch), the effects just decided (a policy that
         does not record, an interruption) and a mute nobody of ours explains."""
         broker = self.microphone

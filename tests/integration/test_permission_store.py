@@ -19,7 +19,7 @@ from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
 import harness
-from audiopolicyd.permissions import (PORTAL_ID, PORTAL_IFACE, PORTAL_NAME, PORTAL_PATH,
+from audiopolicyd.microphone.stores import (PORTAL_ID, PORTAL_IFACE, PORTAL_NAME, PORTAL_PATH,
                                       PORTAL_TABLE, Decision, PortalPermissionStore,
                                       SqlitePermissionStore, open_store)
 

@@ -24,7 +24,7 @@ from audiopolicyd.dbus_api import (
     error, plain_dict, session_hints,
 )
 from audiopolicyd.limits import InvalidArgument, check_text, check_texts, quote
-from audiopolicyd.microphone import AgentFailed
+from audiopolicyd.microphone.broker import AgentFailed
 
 DOCTYPE = ('<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"\n'
            ' "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">\n')

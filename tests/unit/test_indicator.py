@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from audiopolicyd.journal import Journal
-from audiopolicyd.microphone import Gate, MicrophoneBroker, Silenced, silenced_by
+from audiopolicyd.microphone.broker import Gate, MicrophoneBroker, Silenced, silenced_by
 from audiopolicyd.model import NEUTRAL, Effect, Reason, StreamKind
-from audiopolicyd.permissions import Decision, SqlitePermissionStore
+from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 from audiopolicyd.reconciler import Reconciler
 
 from ..support.fake_backend import FakeServer

@@ -14,7 +14,7 @@ import pytest
 from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.identity import recording_app
 from audiopolicyd.model import StreamKind
-from audiopolicyd.permissions import Decision
+from audiopolicyd.microphone.stores import Decision
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream

@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from audiopolicyd.identity import (
     RecordingApp, audio_server_process, listens_on, recording_app, verified_pid,
 )
-from audiopolicyd.microphone import (
+from audiopolicyd.microphone.broker import (
     AgentExists, AgentFailed, Gate, MicrophoneBroker, NotGrantable, is_microphone,
     quiet_monitors, silenced_by,
 )
 from audiopolicyd.model import NEUTRAL, Device, Snapshot, StreamKind, freeze
-from audiopolicyd.permissions import Decision, SqlitePermissionStore
+from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 
 from .conftest import make_stream
 
@@ -233,7 +233,7 @@ async def test_an_unverified_app_is_never_asked_for_nor_granted(broker):
 
 
 def test_fights_are_counted_for_a_bounded_number_of_apps(monkeypatch):
-    import audiopolicyd.microphone as microphone
+    import audiopolicyd.microphone.broker as microphone
     monkeypatch.setattr(microphone, "MAX_FOUGHT_APPS", 3)
     broker = MicrophoneBroker()
     for name in ("a", "b", "a", "c", "d"):  # a fighter claiming a new binary per stream

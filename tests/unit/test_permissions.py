@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from audiopolicyd.permissions import (Decision, PermissionStoreError, SqlitePermissionStore,
+from audiopolicyd.microphone.stores import (Decision, PermissionStoreError, SqlitePermissionStore,
                                       decision_from_store, store_value)
 
 # a connection a test leaves open fails that test (Python 3.13 warns when one is freed open)
@@ -107,7 +107,7 @@ async def test_sqlite_garbage_rows_read_undetermined_with_a_warning(tmp_path, ca
                     (b"blob-app-id", "granted", 0)])
     db.commit()
     db.close()
-    with caplog.at_level(logging.WARNING, logger="audiopolicyd.permissions"):
+    with caplog.at_level(logging.WARNING, logger="audiopolicyd.microphone.stores"):
         assert await store.get("maybe") is Decision.UNDETERMINED
         assert await store.all() == {
             "maybe": Decision.UNDETERMINED, "yes": Decision.UNDETERMINED,

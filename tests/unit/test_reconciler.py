@@ -15,9 +15,9 @@ from audiopolicyd import reconciler as reconciler_module
 from audiopolicyd.effects import Applied, ramp_steps, scaled
 from audiopolicyd.backends.base import Module
 from audiopolicyd.journal import Journal
-from audiopolicyd.microphone import Gate, MicrophoneBroker
+from audiopolicyd.microphone.broker import Gate, MicrophoneBroker
 from audiopolicyd.model import Device, StreamKind
-from audiopolicyd.permissions import SqlitePermissionStore
+from audiopolicyd.microphone.stores import SqlitePermissionStore
 from audiopolicyd.reconciler import (
     BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff, Reconciler,
 )

@@ -6,10 +6,10 @@ a later change applies to streams already running. The enforcement (muting sourc
 the reconciler's (:mod:`audiopolicyd.reconciler`); this module holds the decisions and the
 requests:
 
-* decisions live in a :class:`~audiopolicyd.permissions.PermissionStore` (the desktop's
+* decisions live in a :class:`~audiopolicyd.microphone.stores.PermissionStore` (the desktop's
   permission store, or SQLite), read once at start and followed live;
 * the global switch (``org.gnome.desktop.privacy disable-microphone``,
-  :mod:`audiopolicyd.privacy`) silences every app while on, and nobody is asked meanwhile;
+  :mod:`audiopolicyd.microphone.privacy`) silences every app while on, and nobody is asked meanwhile;
 * one :class:`Request` per app at a time, however many streams and sessions wait for it; it is
   shown to the registered prompt agent (polkit's authentication-agent pattern, BlueZ's
   ``RegisterAgent``); with no agent it stays pending, and the app records silence;
@@ -37,9 +37,9 @@ import itertools
 import logging
 from typing import Callable, Mapping, Protocol
 
-from .identity import RecordingApp, audio_server_process
-from .model import Action, Effect, Snapshot, Stream, StreamKind
-from .permissions import Decision, PermissionStore
+from ..identity import RecordingApp, audio_server_process
+from ..model import Action, Effect, Snapshot, Stream, StreamKind
+from .stores import Decision, PermissionStore
 
 logger = logging.getLogger(__name__)
 
@@ -319,7 +319,7 @@ class MicrophoneBroker:
             self.decisions.get(app_id) is Decision.GRANTED
 
     def set_disabled(self, disabled: bool) -> None:
-        """The global switch changed (:mod:`audiopolicyd.privacy`)."""
+        """The global switch changed (:mod:`audiopolicyd.microphone.privacy`)."""
         if disabled != self.disabled:
             self.disabled = disabled
             logger.info("the desktop's microphone switch is %s: %s", "off" if disabled else "on",
