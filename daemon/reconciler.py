@@ -52,6 +52,7 @@ from . import effects as fx
 from .backends.base import Backend, Event, Module, ServerGone, ServerInfo
 from .appsessions import AppSessions
 from .engine import classify, decide, players_to_pause
+from .explain import session_explanation, stream_explanation
 from .journal import Journal
 from .identity import RecordingApp, caller_app, recording_app, recording_member
 from .logsetup import log_effect
@@ -1332,12 +1333,8 @@ class Reconciler:
         policies = self.policies().policies
         if target in self.streams:
             view = self.view(target)
-            return {"Target": target, "Kind": view.stream.kind.value,
-                    "Application": view.stream.app_name, "Category": view.category,
-                    "ChosenBy": view.rule, "Session": view.session,
-                    "Policy": policies[view.category].file if view.category in policies else "",
-                    "Effect": view.effect.summary,
-                    "Reasons": [str(r) for r in view.effect.reasons]}
+            return stream_explanation(target, view.stream, view.category, view.rule,
+                                      view.session, view.effect, policies)
         sid = target.rsplit("/", 1)[-1]
         sid = sid if sid.startswith(("implicit:", "session:")) else f"session:{sid}"
         session = next((s for s in self.sessions if s.id == sid), None)
@@ -1345,15 +1342,9 @@ class Reconciler:
             raise KeyError(target)
         app = (self.app_sessions.sessions.get(sid.split(":", 1)[1])
                if self.app_sessions is not None and session.explicit else None)
-        reasons = sorted({str(r) for k in session.streams
-                          for r in self.effects.get(k, NEUTRAL).reasons})
-        return {"Target": target, "Kind": "session", "Session": session.id,
-                "Category": session.category, "Mode": session.mode,
-                "Options": sorted(session.options), "Active": session.active,
-                "State": app.state if app else ("active" if session.active else "inactive"),
-                "InterruptedBy": sorted(app.interrupted_by) if app else [],
-                "ChosenBy": session.rule, "Policy": policies[session.category].file,
-                "Streams": list(session.streams), "Reasons": reasons}
+        return session_explanation(target, session, self.effects, policies,
+                                   app.state if app else None,
+                                   app.interrupted_by if app else ())
 
     def views(self) -> list[StreamView]:
         """Every stream, ordered by kind and index."""
