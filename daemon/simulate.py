@@ -288,8 +288,8 @@ def _reference_problems(file: str, doc: Mapping[str, Any]) -> list[Problem]:
         for name in names:
             if not NAME.fullmatch(name):
                 problems.append(Problem(file, f"{table}.{json.dumps(name)[:70]}",
-                                        f"a name is 1 to 64 letters, digits, '_', '.', ':' or "
-                                        f"'-', starting with a letter or digit"))
+                                        "a name is 1 to 64 letters, digits, '_', '.', ':' or "
+                                        "'-', starting with a letter or digit"))
     for name in set(streams) & set(sessions):
         problems.append(Problem(file, f"sessions.{name}", "a stream has that name too"))
     for name, stream in streams.items():
@@ -449,22 +449,22 @@ def simulate(scenario: Scenario, policies: PolicySet,
 
     in_force = policies.policies
     session_of = {k: s.id for s in run.sessions for k in s.streams}
-    for spec in scenario.streams:
-        stream = run.streams[spec.name]
+    for each in scenario.streams:
+        stream = run.streams[each.name]
         category, rule = run.classified.get(stream.key, ("", ""))
         effect = run.effects[stream.key]
-        out.effects[spec.name] = effect
-        out.streams.append(stream_explanation(spec.name, stream, category, rule,
+        out.effects[each.name] = effect
+        out.streams.append(stream_explanation(each.name, stream, category, rule,
                                               session_of.get(stream.key, ""), effect,
                                               in_force))
     names = {app.session_id: name for name, app in by_name.items()}
     stream_names = {s.stream.key: s.name for s in scenario.streams}
     for session in run.sessions:
-        app = run.explicit.sessions.get(session.id.split(":", 1)[1]) if session.explicit \
+        host = run.explicit.sessions.get(session.id.split(":", 1)[1]) if session.explicit \
             else None
         explained = session_explanation(
             names.get(session.id, session.id), session, run.effects, in_force,
-            app.state if app else None, app.interrupted_by if app else ())
+            host.state if host else None, host.interrupted_by if host else ())
         explained["Streams"] = [stream_names[k] for k in session.streams]  # the scenario's
         out.sessions.append(explained)
     return out
