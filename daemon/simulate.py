@@ -69,8 +69,8 @@ from .model import (
     CATEGORIES, MODES, OPTIONS, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze,
 )
 from .policy import (
-    DIRECTIONS, PolicyError, PolicySet, PolicyValidator, Problem, _problems, _value_problems,
-    parse_toml,
+    DIRECTIONS, PolicyError, PolicySet, PolicyValidator, Problem, _path, _problems,
+    _value_problems, parse_toml,
 )
 from .sessions import ImplicitSessions
 
@@ -281,45 +281,46 @@ def parse_scenario(doc: Any, file: str) -> Scenario:
 
 
 def _reference_problems(file: str, doc: Mapping[str, Any]) -> list[Problem]:
-    """What the schema does not say: names, property names, references between tables."""
+    """What the schema does not say: names, property names, references between tables. Key
+    paths are quoted and cut as policy problems' are (a name cannot forge a line)."""
     problems = []
     streams, sessions = doc["streams"], doc.get("sessions", {})
     for table, names in (("streams", streams), ("sessions", sessions)):
         for name in names:
             if not NAME.fullmatch(name):
-                problems.append(Problem(file, f"{table}.{json.dumps(name)[:70]}",
+                problems.append(Problem(file, _path([table, name]),
                                         "a name is 1 to 64 letters, digits, '_', '.', ':' or "
                                         "'-', starting with a letter or digit"))
     for name in set(streams) & set(sessions):
-        problems.append(Problem(file, f"sessions.{name}", "a stream has that name too"))
+        problems.append(Problem(file, _path(["sessions", name]), "a stream has that name too"))
     for name, stream in streams.items():
         properties = stream.get("properties", {})
         for key in properties:
             if not 0 < len(key) <= MAX_KEY_CHARS:
-                problems.append(Problem(file, f"streams.{name}.properties",
+                problems.append(Problem(file, _path(["streams", name, "properties"]),
                                         f"property name {quote(key)} is not 1 to "
                                         f"{MAX_KEY_CHARS} characters"))
         if stream.get("player") and not any(properties.get(k) for k in _PLAYER_KEYS):
-            problems.append(Problem(file, f"streams.{name}.player", "the daemon finds a "
-                                    "stream's player by one of these properties; set one: "
-                                    + ", ".join(_PLAYER_KEYS)))
+            problems.append(Problem(file, _path(["streams", name, "player"]), "the daemon "
+                                    "finds a stream's player by one of these properties; set "
+                                    "one: " + ", ".join(_PLAYER_KEYS)))
         if stream.get("player") and stream.get("module"):
-            problems.append(Problem(file, f"streams.{name}.player",
+            problems.append(Problem(file, _path(["streams", name, "player"]),
                                     "a server module's stream has no player"))
     owner: dict[str, str] = {}
     for name, session in sessions.items():
-        for i, stream_name in enumerate(session.get("streams", [])):
-            where = f"sessions.{name}.streams[{i}]"
-            if stream_name not in streams:
-                problems.append(Problem(file, where, f"no stream {quote(stream_name)}"))
-            elif stream_name in owner:
-                problems.append(Problem(file, where, f"{stream_name!r} is already a stream of "
-                                                     f"session {owner[stream_name]!r}"))
-            elif streams[stream_name].get("module"):
-                problems.append(Problem(file, where, f"{stream_name!r} is a server module's "
+        for i, member in enumerate(session.get("streams", [])):
+            where = _path(["sessions", name, "streams", i])
+            if member not in streams:
+                problems.append(Problem(file, where, f"no stream {quote(member)}"))
+            elif member in owner:
+                problems.append(Problem(file, where, f"{quote(member)} is already a stream of "
+                                                     f"session {quote(owner[member])}"))
+            elif streams[member].get("module"):
+                problems.append(Problem(file, where, f"{quote(member)} is a server module's "
                                                      "stream, no app's"))
             else:
-                owner[stream_name] = name
+                owner[member] = name
     for i, target in enumerate(doc.get("activate", [])):
         if target not in streams and target not in sessions:
             problems.append(Problem(file, f"activate[{i}]",

@@ -368,3 +368,8 @@ def test_docs_name_every_key_of_the_format() -> None:
     assert set(session) == set(props["sessions"]["additionalProperties"]["properties"])
     assert "examples/scenario.toml" in section
     assert EXAMPLE.is_file()
+
+
+def test_a_name_cannot_forge_a_line() -> None:
+    (found,) = problems({"schema": 1, "streams": {"a\nb: forged": {}}})
+    assert "\n" not in found and found.startswith('s.toml: streams."a\\nb: forged": ')
