@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import pluggy
 
@@ -180,11 +180,6 @@ def _run(impl: Any, hook: str, kwargs: Mapping[str, Any]) -> Any:
         return None
 
 
-def _firstresult(pm: pluggy.PluginManager, hook: str) -> bool:
-    caller = getattr(pm.hook, hook)
-    return bool(caller.spec and caller.spec.opts.get("firstresult"))
-
-
 def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
     """Call hook ``name`` on every plugin, so that a raising implementation is logged and
     skipped (for hooks that concern no category: ``register_policy_settings``).
@@ -193,9 +188,18 @@ def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
     the first non-None result is returned (None if there is none); otherwise the list of
     non-None results.
     """
-    firstresult = _firstresult(pm, name)
+    return _collect(pm, name, ((impl, kwargs)
+                               for impl in reversed(getattr(pm.hook, name).get_hookimpls())))
+
+
+def _collect(pm: pluggy.PluginManager, name: str,
+             calls: Iterable[tuple[Any, Mapping[str, Any]]]) -> Any:
+    """Run ``(implementation, arguments)`` pairs in order: the first non-None result of a
+    ``firstresult`` hook, else the list of non-None results."""
+    caller = getattr(pm.hook, name)
+    firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
     results = []
-    for impl in reversed(getattr(pm.hook, name).get_hookimpls()):
+    for impl, kwargs in calls:
         result = _run(impl, name, kwargs)
         if result is not None:
             if firstresult:
@@ -222,15 +226,8 @@ def call_for(pm: PluginManager, name: str, policy: Policy, /, **kwargs: Any) -> 
 
     :param policy: the policy of the category concerned (which one: see the hookspec)
     """
-    firstresult = _firstresult(pm, name)
-    results = []
-    for impl, settings in _enabled(pm, name, policy):
-        result = _run(impl, name, {**kwargs, "settings": settings})
-        if result is not None:
-            if firstresult:
-                return result
-            results.append(result)
-    return None if firstresult else results
+    return _collect(pm, name, ((impl, {**kwargs, "settings": settings})
+                               for impl, settings in _enabled(pm, name, policy)))
 
 
 def classify_with_plugins(pm: PluginManager, stream: Any,

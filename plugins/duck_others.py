@@ -29,28 +29,18 @@ import logging
 
 from audiopolicyd import hookimpl
 from audiopolicyd.model import Action
-from audiopolicyd.policy import Interaction
+
+from ._session_option import interaction, mixability_hook, settings_hook
 
 logger = logging.getLogger(__name__)
 
 OPTION = "duckOthers"
 TABLE = "duck_others"
-SETTINGS_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {}}
 
-
-@hookimpl
-def register_policy_settings():
-    return {TABLE: SETTINGS_SCHEMA}
-
-
-@hookimpl
-def mixes_with_others(session):
-    return True if OPTION in session.options else None
+register_policy_settings = settings_hook(TABLE)
+mixes_with_others = mixability_hook(OPTION)
 
 
 @hookimpl(tryfirst=True)
 def decide_session_interaction(trigger, policies):
-    if OPTION not in trigger.options:
-        return None
-    base = policies.policies[trigger.category].others
-    return Interaction(Action.DUCK, base.duck_level, base.ramp_ms, "(session option)", OPTION)
+    return interaction(OPTION, Action.DUCK, trigger, policies)

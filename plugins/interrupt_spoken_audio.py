@@ -31,7 +31,8 @@ import logging
 
 from audiopolicyd import hookimpl
 from audiopolicyd.model import Action
-from audiopolicyd.policy import Interaction
+
+from ._session_option import interaction, mixability_hook, settings_hook
 
 logger = logging.getLogger(__name__)
 
@@ -39,23 +40,12 @@ OPTION = "interruptSpokenAudioAndMixWithOthers"
 TABLE = "interrupt_spoken_audio"
 #: The mode whose sessions are interrupted (Apple's ``AVAudioSession.Mode.spokenAudio``).
 SPOKEN_AUDIO = "spokenAudio"
-SETTINGS_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {}}
 
-
-@hookimpl
-def register_policy_settings():
-    return {TABLE: SETTINGS_SCHEMA}
-
-
-@hookimpl
-def mixes_with_others(session):
-    return True if OPTION in session.options else None
+register_policy_settings = settings_hook(TABLE)
+mixes_with_others = mixability_hook(OPTION)
 
 
 @hookimpl
 def decide_session_interaction(trigger, victim, policies):
-    if OPTION not in trigger.options:
-        return None
-    base = policies.policies[trigger.category].others
     action = Action.INTERRUPT if victim.mode == SPOKEN_AUDIO else Action.MIX
-    return Interaction(action, base.duck_level, base.ramp_ms, "(session option)", OPTION)
+    return interaction(OPTION, action, trigger, policies)
