@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
@@ -48,6 +48,8 @@ NO_SETTINGS: Mapping[str, Any] = freeze({})
 #: Marks a plugin whose ``register_policy_settings`` raised: it is never called (its table,
 #: and so whether a policy enables it, is unknown).
 _BROKEN = object()
+#: Most (hook, policy) pairs whose enabled implementations are kept.
+_MAX_KEPT = 256
 
 
 class PluginManager(pluggy.PluginManager):
@@ -61,6 +63,7 @@ class PluginManager(pluggy.PluginManager):
         super().__init__(PROJECT)
         self._declared: dict[str, Mapping[str, Mapping[str, Any]] | object] | None = None
         self._impls: dict[str, tuple[tuple[Any, Any], ...]] = {}
+        self._enabled: dict[tuple[str, int], tuple[Policy, tuple[tuple[Any, Any], ...]]] = {}
 
     def register(self, plugin: Any, name: str | None = None) -> str | None:
         self._forget()
@@ -73,6 +76,7 @@ class PluginManager(pluggy.PluginManager):
     def _forget(self) -> None:
         self._declared = None
         self._impls = {}
+        self._enabled = {}
 
     def declared(self) -> Mapping[str, Mapping[str, Mapping[str, Any]] | object]:
         """Plugin name -> the tables it declares (table -> JSON Schema), for every plugin that
@@ -107,6 +111,25 @@ class PluginManager(pluggy.PluginManager):
                     out.append((impl, next(iter(sorted(tables)), None) if tables else None))
             found = self._impls[hook] = tuple(out)
         return found
+
+    def enabled(self, hook: str, policy: Policy) -> tuple[tuple[Any, Mapping[str, Any]], ...]:
+        """The implementations of ``hook`` that ``policy`` enables, in call order, each with
+        its settings: the policy's table for a scoped plugin, empty ones for a global plugin.
+        Kept per policy object (policies are immutable; a reload makes new ones)."""
+        key = (hook, id(policy))
+        hit = self._enabled.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        out = []
+        for impl, table in self.implementations(hook):
+            if table is None:
+                out.append((impl, NO_SETTINGS))
+            elif table is not _BROKEN and table in policy.plugins:
+                out.append((impl, policy.plugins[table]))
+        if len(self._enabled) >= _MAX_KEPT:
+            self._enabled.clear()  # policy sets of past reloads
+        self._enabled[key] = (policy, tuple(out))
+        return self._enabled[key][1]
 
     def check_pending(self) -> None:
         """pluggy's check that every implementation has a hookspec, without stopping the
@@ -208,16 +231,6 @@ def _collect(pm: pluggy.PluginManager, name: str,
     return None if firstresult else results
 
 
-def _enabled(pm: PluginManager, hook: str,
-             policy: Policy) -> Iterator[tuple[Any, Mapping[str, Any]]]:
-    """The implementations of ``hook`` that ``policy`` enables, each with its settings."""
-    for impl, table in pm.implementations(hook):
-        if table is None:
-            yield impl, NO_SETTINGS
-        elif table is not _BROKEN and table in policy.plugins:
-            yield impl, policy.plugins[table]
-
-
 def call_for(pm: PluginManager, name: str, policy: Policy, /, **kwargs: Any) -> Any:
     """Call hook ``name`` on the plugins ``policy`` enables, each with its own ``settings``.
 
@@ -226,8 +239,11 @@ def call_for(pm: PluginManager, name: str, policy: Policy, /, **kwargs: Any) -> 
 
     :param policy: the policy of the category concerned (which one: see the hookspec)
     """
+    enabled = pm.enabled(name, policy)
+    if not enabled:  # the common case, on the decision's hot path: no generator, no dicts
+        return _collect(pm, name, ())
     return _collect(pm, name, ((impl, {**kwargs, "settings": settings})
-                               for impl, settings in _enabled(pm, name, policy)))
+                               for impl, settings in enabled))
 
 
 def classify_with_plugins(pm: PluginManager, stream: Any,
