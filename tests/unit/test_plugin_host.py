@@ -270,3 +270,17 @@ def test_a_plugin_without_a_table_is_called_for_every_category(policies):
     pm.register(Everywhere(), name="everywhere")
     everything(policies, pm)
     assert seen == {("playAndRecord", 0), ("playback", 0)}
+
+
+OPTION_PLUGINS = {"mixWithOthers": "mix_with_others", "duckOthers": "duck_others",
+                  "interruptSpokenAudioAndMixWithOthers": "interrupt_spoken_audio"}
+
+
+def test_every_shipped_policy_that_takes_an_option_enables_its_plugin(policies):
+    taking = {}
+    for category, policy in policies.policies.items():
+        for option in policy.options & set(OPTION_PLUGINS):
+            assert OPTION_PLUGINS[option] in policy.plugins, (category, option)
+            taking.setdefault(option, set()).add(category)
+    assert taking == {option: {"playback", "playAndRecord", "multiRoute"}
+                      for option in OPTION_PLUGINS}
