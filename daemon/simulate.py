@@ -58,8 +58,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import pluggy
-
 from .appsessions import AppSession, AppSessions, SessionError
 from .engine import classify, decide
 from .explain import session_explanation, stream_explanation
@@ -68,6 +66,7 @@ from .limits import quote
 from .model import (
     CATEGORIES, MODES, OPTIONS, Effect, Player, Session, Snapshot, Stream, StreamKind, freeze,
 )
+from .pluginmanager import PluginManager
 from .policy import (
     DIRECTIONS, PolicyError, PolicySet, PolicyValidator, Problem, _path, _problems,
     _value_problems, parse_toml,
@@ -360,13 +359,13 @@ class _Run:
     """The daemon's decision pass without a server: the scenario's graph, the implicit and the
     explicit sessions, decided again until the explicit sessions settle."""
 
-    def __init__(self, scenario: Scenario, policies: PolicySet, pm: pluggy.PluginManager | None):
+    def __init__(self, scenario: Scenario, policies: PolicySet, pm: PluginManager | None):
         self.policies, self.pm = policies, pm
         self.streams = {s.name: s.stream for s in scenario.streams}
         self.players = {p.bus_name: p for s in scenario.streams if (p := s.player)}
         seq = itertools.count(1)  # shared by implicit and explicit sessions, as in the daemon
         self.implicit = ImplicitSessions(seq)
-        self.explicit = AppSessions(lambda: policies, seq, on_change=self._changed)
+        self.explicit = AppSessions(lambda: policies, seq, on_change=self._changed, pm=pm)
         self.dirty = False
         self.owned: dict[str, AppSession] = {}  # stream key -> its explicit session
         self.classified: dict[str, tuple[str, str]] = {}
@@ -401,7 +400,7 @@ class _Run:
 
 
 def simulate(scenario: Scenario, policies: PolicySet,
-             pm: pluggy.PluginManager | None = None) -> Simulation:
+             pm: PluginManager | None = None) -> Simulation:
     """Run a scenario through classification, sessions and :func:`~audiopolicyd.engine.decide`.
 
     Each session is created first (``CreateSession`` with its category, mode and options: a
