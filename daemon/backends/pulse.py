@@ -169,7 +169,9 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             raise ServerGone("the audio server went away") from None
         finally:
             if nxt is not None:
+                # let the subscription end (it unsubscribes) before the connection may close
                 nxt.cancel()
+                await asyncio.wait({nxt})
 
     def _event(self, ev) -> Event | None:
         """A server event in the model's terms, None for one only the backend uses."""
