@@ -30,8 +30,10 @@ class PulseRouting:
             await self._call(mover(stream.index, device.index))
         except pulsectl.PulseOperationFailed:
             # the stream or the device vanished: only the device's absence is the caller's
+            # (a stream its client made unmovable, PA_STREAM_DONT_MOVE, fails the same way)
             await self._device_info(device)
-            logger.debug("%s vanished before it was moved", stream.id)
+            logger.debug("%s vanished (or refuses to move) before it was moved to %s",
+                         stream.id, device.id)
 
     async def _device_info(self, device: Device):
         """The server's info of *device* (by index, and the name must still be its).
