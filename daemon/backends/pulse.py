@@ -167,6 +167,8 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
                         yield out
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
+        except StopAsyncIteration:
+            return  # the subscription was ended (pulsectl's event_callback_set(None))
         finally:
             if nxt is not None:
                 # let the subscription end (it unsubscribes) before the connection may close
