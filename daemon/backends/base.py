@@ -15,6 +15,7 @@ Errors (every method may raise them)::
      +-- Unsupported       this backend lacks the capability (see Capability)
      +-- NoSuchDevice      a device named in the call does not exist (any more)
      +-- ModuleLoadFailed  the server refused to load a module
+     +-- CaptureFailed     the server ended a capture under way
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class Capability(enum.Flag):
     MODULES = enum.auto()  #: :meth:`Backend.load_module`, :meth:`Backend.unload_module`
     CAPTURE = enum.auto()  #: :meth:`Backend.capture`
     KILL_RECORDINGS = enum.auto()  #: :meth:`Backend.kill` of a recording stream
+
+
+class CaptureFailed(BackendError):
+    """The server ended a capture under way: its device went away, or a client killed the
+    recording stream."""
 
 
 @dataclass(frozen=True)
@@ -293,6 +299,8 @@ class Backend(abc.ABC):
         :raises ValueError: for a rate, channel count or block length out of bounds (before
             anything is sent)
         :raises NoSuchDevice: when the device does not exist (any more)
+        :raises CaptureFailed: when the device goes away or the stream is killed while
+            recording
         :raises ServerGone: when the server goes away while recording
         :raises Unsupported: without :attr:`Capability.CAPTURE`
         """

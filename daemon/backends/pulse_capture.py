@@ -21,7 +21,7 @@ from typing import AsyncIterator
 
 from pulsectl import _pulsectl as c
 
-from .base import SAMPLE_BYTES, BackendError, NoSuchDevice, ServerGone
+from .base import SAMPLE_BYTES, CaptureFailed, NoSuchDevice, ServerGone
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +45,6 @@ _get_state.argtypes, _get_state.restype = [_STREAM], ctypes.c_int
 _set_state_callback = _lib.pa_stream_set_state_callback
 _set_state_callback.argtypes = [_STREAM, c.PA_STREAM_NOTIFY_CB_T, ctypes.c_void_p]
 _set_state_callback.restype = None
-
-
-class CaptureFailed(BackendError):
-    """The server ended a capture: its device went away, or a client killed the stream."""
 
 
 def check_format(rate: int, channels: int, block_ms: int) -> int:

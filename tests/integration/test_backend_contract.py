@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from audiopolicyd.backends.base import Event, ModuleLoadFailed, NoSuchDevice
+from audiopolicyd.backends.base import (
+    CaptureFailed, Event, ModuleLoadFailed, NoSuchDevice, ServerGone,
+)
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.model import Device, StreamKind
-from harness import MIC, AudioServer, play, pulse, sink_inputs, wait_for, wait_stream
+from harness import (
+    MIC, AudioServer, play, pulse, sink_inputs, source_outputs, wait_for, wait_stream,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +173,32 @@ async def test_captured_blocks_carry_the_microphones_audio(server: AudioServer,
                     if o.proplist.get("application.name") == "audiopolicyd-contract"]
     with pytest.raises(NoSuchDevice):
         await capture(backend, Device("source", 4000, "no-such-source"), 1)
+
+
+async def test_a_capture_ends_with_a_named_error_when_killed_or_when_the_server_goes(
+        server: AudioServer, backend: PulseBackend):
+    blocks = backend.capture(await device(backend, MIC))
+    await asyncio.wait_for(blocks.__anext__(), WAIT)
+    (ours,) = [o for o in source_outputs(server)
+               if o.proplist.get("application.name") == "audiopolicyd-contract"]
+    killer = PulseBackend(server.pulse_server, client_name="killer")  # another client
+    await killer.connect()
+    try:
+        await killer.kill(StreamKind.SOURCE_OUTPUT, ours.index)  # as the gate kills a fighter
+    finally:
+        killer.close()
+    with pytest.raises(CaptureFailed):
+        await asyncio.wait_for(_drain(blocks), WAIT)
+    blocks = backend.capture(await device(backend, MIC))
+    await asyncio.wait_for(blocks.__anext__(), WAIT)
+    server.stop()
+    with pytest.raises(ServerGone):
+        await asyncio.wait_for(_drain(blocks), WAIT)
+
+
+async def _drain(blocks) -> None:
+    async for _ in blocks:
+        pass
 
 
 async def test_a_sinks_monitor_is_captured(server: AudioServer, backend: PulseBackend,
