@@ -5,7 +5,6 @@ servers' side is tests/integration/test_backend_contract.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 
 import pytest
@@ -19,12 +18,11 @@ from audiopolicyd.backends.coalesce import DEVICE_CHANGE_WINDOW, Coalescer
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.backends.pulse_capture import check_format
 from audiopolicyd.backends.pulse_convert import card, device, restore_key
-from audiopolicyd.journal import Journal
 from audiopolicyd.model import Device, Port, Profile, StreamKind
-from audiopolicyd.reconciler import Reconciler
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
+from .test_reconciler import server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
@@ -205,18 +203,18 @@ def test_a_capture_block_is_whole_frames_of_s16le():
 # -- the fake backend's side of the wider contract ---------------------------------------------
 
 async def test_the_fake_moves_sets_defaults_loads_modules_and_captures():
-    server = FakeServer()
-    backend = server.connection()
+    fake = FakeServer()
+    backend = fake.connection()
     await backend.connect()
-    server.devices.append(Device("sink", 2, "headphones"))
+    fake.devices.append(Device("sink", 2, "headphones"))
     stream = make_stream(5)
-    server.add(stream)
-    headphones = server.device("headphones")
+    fake.add(stream)
+    headphones = fake.device("headphones")
     assert headphones.id == "sink:2"
     await backend.move_stream(stream, headphones)
-    assert server.state[stream.id].device == 2
+    assert fake.state[stream.id].device == 2
     with pytest.raises(ValueError):
-        await backend.move_stream(stream, server.device("mic"))
+        await backend.move_stream(stream, fake.device("mic"))
     with pytest.raises(NoSuchDevice):
         await backend.move_stream(stream, Device("sink", 9, "gone"))
     await backend.set_default_device("sink", headphones)
@@ -225,41 +223,22 @@ async def test_the_fake_moves_sets_defaults_loads_modules_and_captures():
     assert module in await backend.modules()
     await backend.unload_module(module)
     assert module not in await backend.modules()
-    server.refused_modules.add("module-nope")
+    fake.refused_modules.add("module-nope")
     with pytest.raises(ModuleLoadFailed):
         await backend.load_module("module-nope")
-    server.feed("mic", b"\x01\x00" * 4, b"\x02\x00" * 4)
-    blocks = backend.capture(server.device("mic"))
+    fake.feed("mic", b"\x01\x00" * 4, b"\x02\x00" * 4)
+    blocks = backend.capture(fake.device("mic"))
     assert [await blocks.__anext__(), await blocks.__anext__()] == [b"\x01\x00" * 4,
                                                                     b"\x02\x00" * 4]
     await blocks.aclose()
     backend.close()
 
 
-async def test_device_and_card_events_reach_the_mirror(tmp_path, policies, pm):
-    server = FakeServer()
-    backend = server.connection()
-    journal = Journal(tmp_path / "journal.sqlite3")
-    mirror = Reconciler(backend, journal, lambda: policies, pm)
-    task = asyncio.ensure_future(mirror.run())
-    try:
-        await until(mirror.connected.is_set)
-        assert set(mirror.devices) == {"sink:0", "source:1"}
-        for facility, etype, name in (("sink", "change", "speaker2"),
-                                      ("card", "change", "speaker3")):
-            server.devices[0] = Device("sink", 0, name)
-            server.device_event(etype, facility, 0)
-            await until(lambda: mirror.devices["sink:0"].name == name)
-    finally:
-        task.cancel()
-        await asyncio.wait({task})
-        backend.close()
-        journal.close()
-
-
-async def until(predicate, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.001)
+async def test_device_and_card_events_reach_the_mirror(server, start):
+    daemon = await start()
+    assert set(daemon.reconciler.devices) == {"sink:0", "source:1"}
+    for facility, name in (("sink", "speaker2"), ("card", "speaker3")):
+        server.devices[0] = Device("sink", 0, name)
+        server.device_event("change", facility, 0)
+        await until(lambda: daemon.reconciler.devices["sink:0"].name == name,
+                    f"the mirror to read the devices again on a {facility} change")
