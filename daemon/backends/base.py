@@ -144,7 +144,7 @@ class Backend(abc.ABC):
         """Raise :class:`Unsupported` unless :attr:`capabilities` hold *capability*."""
         if capability not in self.capabilities:
             raise Unsupported(f"the {type(self).__name__} cannot do this: "
-                              f"{capability.name.lower().replace('_', ' ')}")
+                              f"{str(capability.name).lower().replace('_', ' ')}")
 
     @abc.abstractmethod
     async def connect(self) -> ServerInfo:

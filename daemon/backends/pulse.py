@@ -68,7 +68,7 @@ class _RawVolume:
 
 
 def _volume(info) -> tuple[int, ...]:
-    return tuple(int(round(v * VOLUME_NORM)) for v in info.volume.values)
+    return tuple(round(v * VOLUME_NORM) for v in info.volume.values)
 
 
 class PulseBackend(ClientVouching, PulseRouting, Backend):
@@ -110,7 +110,8 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             info = await asyncio.wait_for(asyncio.shield(reading), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             self.close()
-            raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s")
+            raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s"
+                             ) from None
         except (pulsectl.PulseError, OSError) as exc:
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
@@ -161,9 +162,9 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
                         if not nxt.done():
                             continue
                     raw, nxt = await nxt, None
-                event = self._event(raw)
-                if event is not None:
-                    for out in coalescer.offer(event, loop.time()):
+                came = self._event(raw)
+                if came is not None:
+                    for out in coalescer.offer(came, loop.time()):
                         yield out
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
@@ -226,7 +227,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         """Whether the connection failed on a reply libpulse could not parse (not on the
         server going away)."""
         try:
-            return c.pa.context_errno(self._pulse._ctx) == PA_ERR_PROTOCOL
+            return c.pa.context_errno(self._p._ctx) == PA_ERR_PROTOCOL
         except Exception:  # no context any more: not a protocol error we can name
             return False
 

@@ -17,7 +17,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import logging
-from typing import AsyncIterator
+from typing import AsyncGenerator, NoReturn
 
 from pulsectl import _pulsectl as c
 
@@ -63,7 +63,7 @@ def check_format(rate: int, channels: int, block_ms: int) -> int:
 
 
 async def record(pulse, source: str, rate: int, channels: int,
-                 block_ms: int) -> AsyncIterator[bytes]:
+                 block_ms: int) -> AsyncGenerator[bytes, None]:
     """Blocks of *source* (a source's name; a monitor's for a sink) from connection *pulse*
     (a connected ``PulseAsync``), as :meth:`Backend.capture
     <audiopolicyd.backends.base.Backend.capture>` describes them."""
@@ -133,7 +133,7 @@ async def record(pulse, source: str, rate: int, channels: int,
                            source, dropped)
 
 
-def _failed(pulse, source: str, starting: bool) -> None:
+def _failed(pulse, source: str, starting: bool) -> NoReturn:
     if not pulse.connected:
         raise ServerGone("the audio server went away")
     if starting:

@@ -16,15 +16,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Awaitable, Mapping, TypeVar
 
 import pulsectl
+import pulsectl_asyncio
 
 from ..identity import listens_on
 from ..model import Stream, freeze
 from .pulse_convert import INVALID_INDEX, props
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: The keys of a client's properties PipeWire sets itself, from the kernel (``SO_PEERCRED``),
 #: when the client connects, and never lets the client change (``pipewire.sec.*``): what
@@ -40,6 +43,12 @@ class ClientVouching:
     """
 
     server: str | None
+
+    if TYPE_CHECKING:  # what the backend it is mixed into provides
+        @property
+        def _p(self) -> pulsectl_asyncio.PulseAsync: ...
+
+        async def _call(self, coro: Awaitable[T]) -> T: ...
 
     def _reset_clients(self, pipewire: bool) -> None:
         """Forget every client (a new connection); *pipewire*: the server is pipewire-pulse."""

@@ -4,9 +4,10 @@ of :class:`~audiopolicyd.backends.pulse.PulseBackend`)."""
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, TypeVar
 
 import pulsectl
+import pulsectl_asyncio
 
 from ..model import Device, Stream, StreamKind
 from . import pulse_capture
@@ -14,11 +15,21 @@ from .base import DefaultDevices, Module, ModuleLoadFailed, NoSuchDevice
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 
 class PulseRouting:
     """The routing part of :class:`~audiopolicyd.backends.pulse.PulseBackend` (a mixin: it
     uses the backend's connection, ``_p`` and ``_call``, and its module names, ``_modules``).
     """
+
+    if TYPE_CHECKING:  # what the backend it is mixed into provides
+        _modules: dict[int, str]
+
+        @property
+        def _p(self) -> pulsectl_asyncio.PulseAsync: ...
+
+        async def _call(self, coro: Awaitable[T]) -> T: ...
 
     async def move_stream(self, stream: Stream, device: Device) -> None:
         want = "sink" if stream.kind is StreamKind.SINK_INPUT else "source"

@@ -186,9 +186,9 @@ def test_the_restore_key_is_the_servers_rule():
         "sink-input:3", "sink-input:3", "sink-input-by-media.role:game")
 
 
-@pytest.mark.parametrize("shape", [dict(rate=4000), dict(rate=48000.0), dict(channels=0),
-                                   dict(channels=9), dict(block_ms=2), dict(block_ms=True),
-                                   dict(rate=44100, block_ms=15)])
+@pytest.mark.parametrize("shape", [{"rate": 4000}, {"rate": 48000.0}, {"channels": 0},
+                                   {"channels": 9}, {"block_ms": 2}, {"block_ms": True},
+                                   {"rate": 44100, "block_ms": 15}])
 def test_a_capture_shape_out_of_bounds_is_a_value_error(shape):
     full = {"rate": 48000, "channels": 1, "block_ms": 20, **shape}
     with pytest.raises(ValueError):
@@ -234,11 +234,11 @@ async def test_the_fake_moves_sets_defaults_loads_modules_and_captures():
     backend.close()
 
 
-async def test_device_and_card_events_reach_the_mirror(server, start):
+async def test_device_and_card_events_reach_the_mirror(server, start):  # noqa: F811
     daemon = await start()
     assert set(daemon.reconciler.devices) == {"sink:0", "source:1"}
     for facility, name in (("sink", "speaker2"), ("card", "speaker3")):
         server.devices[0] = Device("sink", 0, name)
         server.device_event("change", facility, 0)
-        await until(lambda: daemon.reconciler.devices["sink:0"].name == name,
+        await until(lambda name=name: daemon.reconciler.devices["sink:0"].name == name,
                     f"the mirror to read the devices again on a {facility} change")
