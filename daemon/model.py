@@ -110,6 +110,9 @@ class Stream:
         (module-stream-restore, WirePlumber's restore-stream): two streams with one key start
         at one remembered value. The backend fills it in with its server's rule; '' when the
         server remembers nothing per stream
+    :param own: True for a stream of the backend's own connection (a capture of the daemon's,
+        see :meth:`Backend.capture <audiopolicyd.backends.base.Backend.capture>`), as the
+        server says (the stream's client is ours), never from the stream's properties
     """
 
     kind: StreamKind
@@ -126,6 +129,7 @@ class Stream:
     # keyword-only and required: only a backend can mint them (see the docstring)
     id: str = field(kw_only=True)
     restore_key: str = field(kw_only=True)
+    own: bool = field(default=False, kw_only=True)
 
     @property
     def linked(self) -> bool:

@@ -251,6 +251,8 @@ class Backend(abc.ABC):
         """Make a device the default of its direction: where new streams go and, on both
         servers, where streams without a chosen device move (``pactl set-default-sink``;
         libpulse's ``pa_context_set_default_sink`` / ``_source``). The server remembers it.
+        pipewire-pulse 0.3.65 reports the new default (:meth:`default_devices`) a moment
+        after the call returns: WirePlumber picks it from the one configured.
 
         :param direction: ``sink`` (output) or ``source`` (input): the device's kind
         :raises ValueError: for another direction, or one that is not the device's kind

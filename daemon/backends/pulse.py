@@ -29,6 +29,7 @@ import pulsectl_asyncio
 from pulsectl import _pulsectl as c
 
 from ..model import VOLUME_NORM, Card, Device, Stream, StreamKind, freeze
+from . import pulse_capture
 from .base import Backend, Capability, Event, Module, ServerGone, ServerInfo
 from .coalesce import Coalescer
 from .pulse_clients import ClientVouching
@@ -96,6 +97,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         self._highest = 0  # highest index the server has shown, of any object
         self._cookie: int | None = None  # the server instance the indices above belong to
         self._reset_clients(pipewire=False)
+        self._own_client = INVALID_INDEX  # our connection's client index (own streams)
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -116,6 +118,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
         self._reset_clients(pipewire="PipeWire" in (info.server_name or ""))
+        self._own_client = pulse_capture.client_index(self._pulse)
         if info.cookie != self._cookie:  # another server instance: indices start afresh
             self._cookie = info.cookie
             self.unreadable = {k: set() for k in StreamKind}
@@ -260,9 +263,12 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         # (pipewire-pulse honours it by linking the stream to a monitor; PulseAudio ignores it)
         monitor = kind is StreamKind.SOURCE_OUTPUT and device in self._monitors
         module, owner = self._owner(info)
+        client = getattr(info, "client", INVALID_INDEX)
+        own = client == self._own_client and client != INVALID_INDEX
         return Stream(kind, info.index, freeze(properties), _volume(info), bool(info.mute),
                       bool(getattr(info, "corked", False)), device, monitor, module, owner,
-                      id=stream_id(kind, info.index), restore_key=restore_key(kind, properties))
+                      id=stream_id(kind, info.index), restore_key=restore_key(kind, properties),
+                      own=own)
 
     def _owner(self, info) -> tuple[str, int]:
         """The owning server module's name and index, ``('', -1)`` for a client's stream.

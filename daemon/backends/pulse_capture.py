@@ -45,6 +45,14 @@ _get_state.argtypes, _get_state.restype = [_STREAM], ctypes.c_int
 _set_state_callback = _lib.pa_stream_set_state_callback
 _set_state_callback.argtypes = [_STREAM, c.PA_STREAM_NOTIFY_CB_T, ctypes.c_void_p]
 _set_state_callback.restype = None
+_context_index = _lib.pa_context_get_index
+_context_index.argtypes, _context_index.restype = [ctypes.POINTER(c.PA_CONTEXT)], ctypes.c_uint32
+
+
+def client_index(pulse) -> int:
+    """The server's index of connection *pulse*'s client (``pa_context_get_index``): the
+    ``client`` of every stream it makes; ``PA_INVALID_INDEX`` when not connected."""
+    return _context_index(pulse._ctx)
 
 
 def check_format(rate: int, channels: int, block_ms: int) -> int:

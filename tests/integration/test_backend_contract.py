@@ -24,7 +24,7 @@ from audiopolicyd.backends.base import (
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.model import Device, StreamKind
 from harness import (
-    MIC, AudioServer, play, pulse, sink_inputs, source_outputs, wait_for, wait_stream,
+    MIC, AudioServer, play, pulse, record, sink_inputs, source_outputs, wait_for, wait_stream,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,17 @@ async def device(backend: PulseBackend, name: str) -> Device:
     found = [d for d in await backend.devices() if d.name == name]
     assert len(found) == 1, f"no single device {name}: {found}"
     return found[0]
+
+
+async def eventually(read, predicate, what: str):
+    """Read (``await read()``) until ``predicate(value)``; fail naming *what* after
+    :data:`WAIT` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not predicate(value := await read()):
+        assert loop.time() < deadline, f"timed out waiting for {what}: {value}"
+        await asyncio.sleep(0.01)
+    return value
 
 
 def peak(block: bytes) -> int:
@@ -120,7 +131,9 @@ async def test_the_default_sink_and_source_are_set_and_restored(server: AudioSer
     assert (before.sink, before.source) == defaults() == ("speaker", MIC)
     await backend.set_default_device("sink", await device(backend, "headphones"))
     wait_for(lambda: defaults()[0] == "headphones", WAIT, "headphones the default sink")
-    assert (await backend.default_devices()).sink == "headphones"
+    # pipewire-pulse reports the new default a moment after the call (WirePlumber picks it)
+    await eventually(backend.default_devices, lambda d: d.sink == "headphones",
+                     "the backend to read headphones as the default sink")
     with pytest.raises(ValueError):
         await backend.set_default_device("source", await device(backend, "speaker"))
     with pytest.raises(NoSuchDevice):
@@ -146,31 +159,55 @@ async def test_a_module_is_loaded_and_unloaded(server: AudioServer, backend: Pul
         await backend.load_module("module-that-does-not-exist")
 
 
-async def capture(backend: PulseBackend, target: Device, blocks: int, **shape) -> list[bytes]:
-    out = []
+async def capture(backend: PulseBackend, target: Device, blocks: int, loud: int = 0,
+                  **shape) -> list[bytes]:
+    """*blocks* blocks of *target*, counted from the first whose peak is over *loud* (a test
+    source may start a moment after the server: what comes before is kept, not counted)."""
+    out: list[bytes] = []
+    heard = None
     source = backend.capture(target, **shape)
     try:
         async for block in source:
+            logger.debug("captured a block, peak %d", peak(block))
             out.append(block)
-            if len(out) == blocks:
+            if heard is None and peak(block) > loud:
+                heard = len(out) - 1
+            if heard is not None and len(out) - heard == blocks:
                 break
     finally:
         await source.aclose()
-    return out
+    return out[heard:]
 
 
 async def test_captured_blocks_carry_the_microphones_audio(server: AudioServer,
                                                           backend: PulseBackend):
     mic = await device(backend, MIC)
-    blocks = await asyncio.wait_for(capture(backend, mic, 30, rate=48000, channels=2,
-                                            block_ms=20), WAIT)
+    # another client's recording: not ours. Small fragments: beside a recorder of parecord's
+    # default 2 s, this capture heard only silence on pipewire-pulse in every run here
+    # (presumably the pipe source is then read in large quanta, and the test mic's feeder
+    # drops what waits unread: clients/mic_feeder.py)
+    recorder = record(server, MIC, latency_ms=20)
+    wait_stream(server, recorder, kind="source-output")
+    source = backend.capture(mic, rate=48000, channels=2, block_ms=20)
+    first = await asyncio.wait_for(source.__anext__(), WAIT)
+    # the capture is a recording stream of the backend's own connection, and says so
+    recordings = {s.own: s for s in await backend.streams()
+                  if s.kind is StreamKind.SOURCE_OUTPUT}
+    await source.aclose()
+    assert set(recordings) == {True, False}
+    assert recordings[True].properties["application.name"] == "audiopolicyd-contract"
+    assert recordings[False].properties["application.name"] != "audiopolicyd-contract"
+    assert len(first) == 48000 * 20 // 1000 * 2 * 2
+    # the test microphone's sine, peak 16384, once it sounds (a block of another format or
+    # byte order would peak elsewhere; a loaded machine may starve the feeder for a block)
+    blocks = await asyncio.wait_for(capture(backend, mic, 20, loud=15000, rate=48000,
+                                            channels=2, block_ms=20), WAIT)
     assert {len(b) for b in blocks} == {48000 * 20 // 1000 * 2 * 2}
-    # the test microphone's sine peaks at 16384 (the first blocks may precede the source's)
-    assert 15000 < max(peak(b) for b in blocks[10:]) <= 16384
-    # a capture is a recording stream of our connection, gone when the reader stops
-    with pulse(server) as p:
-        assert not [o for o in p.source_output_list()
-                    if o.proplist.get("application.name") == "audiopolicyd-contract"]
+    assert max(peak(b) for b in blocks) <= 16384
+    assert sum(peak(b) > 15000 for b in blocks) >= len(blocks) // 2
+    # gone when the reader stops (the server answers our next request after removing it)
+    assert not [s for s in await backend.streams() if s.own]
+    assert [s for s in await backend.streams() if s.kind is StreamKind.SOURCE_OUTPUT]
     with pytest.raises(NoSuchDevice):
         await capture(backend, Device("source", 4000, "no-such-source"), 1)
 
@@ -206,10 +243,13 @@ async def test_a_sinks_monitor_is_captured(server: AudioServer, backend: PulseBa
     proc = play(server, tone, device="speaker")
     wait_stream(server, proc)
     speaker = await device(backend, "speaker")
-    blocks = await asyncio.wait_for(capture(backend, speaker, 25, rate=16000, channels=1,
-                                            block_ms=10), WAIT)
-    assert {len(b) for b in blocks} == {16000 * 10 // 1000 * 2}
-    assert max(peak(b) for b in blocks[5:]) > 3000  # the tone, at 0.3 of full scale
+    # stereo, as played: a downmix to mono differs by server (PipeWire sums at -3 dB)
+    blocks = await asyncio.wait_for(capture(backend, speaker, 10, loud=3000, rate=16000,
+                                            channels=2, block_ms=10), WAIT)
+    # the tone, at 0.3 of full scale (peak 9830), once it sounds
+    assert {len(b) for b in blocks} == {16000 * 10 // 1000 * 2 * 2}
+    assert max(peak(b) for b in blocks) < 11000
+    assert sum(peak(b) > 8000 for b in blocks) >= len(blocks) // 2
 
 
 async def test_a_flood_of_device_changes_is_coalesced_and_stream_events_still_flow(
