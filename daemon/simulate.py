@@ -333,9 +333,12 @@ def _build(file: str, doc: Mapping[str, Any]) -> Scenario:
         kind, monitor = _KINDS[table.get("kind", "playback")]
         module = table.get("module", "")
         properties = freeze(table.get("properties", {}))
-        # corked and linked (device 0): present, not playing until `activate` starts it
+        # corked and linked (device 0): present, not playing until `activate` starts it. The
+        # id has the shape the PulseAudio backend gives (simulated output reads as live
+        # output does); no server remembers a simulated stream's volume: no restore key
         stream = Stream(kind, index, properties, corked=True, device=0, monitor=monitor,
-                        module=module, owner_module=index if module else -1)
+                        module=module, owner_module=index if module else -1,
+                        id=f"{kind.value}:{index}", restore_key="")
         player = None
         if table.get("player"):
             pid = stream.pid
