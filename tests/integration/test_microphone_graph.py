@@ -5,9 +5,9 @@ a stream that only *claims* to record a monitor (``stream.capture.sink=true``), 
 ``module-loopback`` into a null sink whose monitor it records, a ``module-remap-source``. The
 attacker here is a real client (``parecord``, modules loaded with pulsectl as ``pactl`` would);
 every assertion about what it hears measures its recording (digital silence, but for
-``harness.START_LEAK_MS`` at its start). Modules the server had when the daemon first connected
-to it are infrastructure and keep working, also across a daemon restart; a module loaded later
-is gated as ``module:<name>``.
+``tests.support.audio.START_LEAK_MS`` at its start). Modules the server had when the daemon
+first connected to it are infrastructure and keep working, also across a daemon restart; a
+module loaded later is gated as ``module:<name>``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,14 @@ from pathlib import Path
 import pulsectl
 import pytest
 
-from harness import (
-    RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, AudioServer, DaemonProcess,
-    assert_silenced_from_start, pulse, record, source_outputs, stream_of, wait_for, wait_muted,
-    wait_recorded, wait_stream,
+from tests.support.audio import (
+    RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, assert_silenced_from_start, wait_recorded,
 )
+from tests.support.clients import record
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer, pulse
+from tests.support.streams import source_outputs, stream_of, wait_muted, wait_stream
 from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
 logger = logging.getLogger(__name__)
