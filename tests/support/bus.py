@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .processes import ServerStartError, child_env, log_tail, stop_process
+from .processes import ServerStartError, Service, child_env, log_tail, stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ _BUS_CONFIG = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Confi
 """
 
 
-class PrivateBus:
+class PrivateBus(Service):
     """A private D-Bus session bus in a temporary directory.
 
     :param service_dirs: None (the default): the system's session configuration, so every
@@ -95,17 +95,6 @@ class PrivateBus:
         """Stop the bus and remove its directory."""
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> PrivateBus:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def address_of(env: Mapping[str, str]) -> str:

@@ -50,6 +50,29 @@ class ServerStartError(RuntimeError):
     """A server did not become ready; the message carries its log tails."""
 
 
+S = TypeVar("S", bound="Service")
+
+
+class Service:
+    """Base of what runs for a ``with`` block (a bus, a server).
+
+    Entering calls ``start()``, and ``close()`` when that fails, so a half-started service
+    leaves no process and no directory behind; leaving calls ``close()``. Subclasses define
+    both.
+    """
+
+    def __enter__(self: S) -> S:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def missing_binaries(names: tuple[str, ...] = REQUIRED_BINARIES) -> list[str]:
     """Return the programs of *names* that are not on ``PATH``."""
     return [name for name in names if shutil.which(name) is None]

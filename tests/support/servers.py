@@ -38,7 +38,15 @@ from typing import Any, TypeVar
 import pulsectl
 
 from .bus import PrivateBus
-from .processes import PROGRAMS, ServerStartError, child_env, log_tail, stop_process, wait_for
+from .processes import (
+    PROGRAMS,
+    ServerStartError,
+    Service,
+    child_env,
+    log_tail,
+    stop_process,
+    wait_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +73,7 @@ def _has_defaults(devices: dict[str, Any]) -> bool:
     return devices.get("default_sink") == "speaker" and devices.get("default_source") == MIC
 
 
-class AudioServer:
+class AudioServer(Service):
     """Base class of a private audio server speaking the PulseAudio protocol.
 
     Each instance has its own ``XDG_RUNTIME_DIR`` (mode 700) and ``HOME`` in a
@@ -245,17 +253,6 @@ class AudioServer:
             stop_process(self.clients.pop())
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> AudioServer:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 class PulseAudioServer(AudioServer):
