@@ -1,4 +1,4 @@
-"""Smoke test of the harness on both real servers."""
+"""Smoke test of the test support (tests/support: servers, clients, audio) on both real servers."""
 
 from __future__ import annotations
 

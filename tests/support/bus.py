@@ -98,6 +98,7 @@ class PrivateBus(Service):
 
 
 def address_of(env: Mapping[str, str]) -> str:
+    """The bus address of *env* (its ``DBUS_SESSION_BUS_ADDRESS``; KeyError without one)."""
     return env["DBUS_SESSION_BUS_ADDRESS"]
 
 
