@@ -17,9 +17,9 @@ the child plays through libpulse's own ``pa_mainloop`` (ctypes, the bindings of
 ``bench/victims.py``) and exits. ``--parallel`` children at a time.
 
 Run, from the repository root: ``python -m bench.shorts N [--parallel 4] [--roles
-event,music,phone] [--lifetime-ms 50] [--every K]``; uses ``PULSE_SERVER``. Prints ``ended K`` on stdout after every *K* streams ended
-and ``done N failed F`` at the end; each failed child's reason goes to stderr. Exit 0 when every
-stream played, 1 otherwise.
+event,music,phone] [--lifetime-ms 50] [--every K]``; uses ``PULSE_SERVER``. Prints ``ended K``
+on stdout after every *K* streams ended and ``done N failed F`` at the end; each failed child's
+reason goes to stderr. Exit 0 when every stream played, 1 otherwise.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Integration tests: real dbus-daemon, PulseAudio, PipeWire and clients (support in tests/support)."""
+"""Integration tests: real dbus-daemon, PulseAudio, PipeWire and clients (tests/support)."""

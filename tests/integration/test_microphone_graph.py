@@ -21,6 +21,7 @@ from pathlib import Path
 import pulsectl
 import pytest
 
+from tests.integration.test_microphone import PACAT, ctl_ok, permissions, start_recording
 from tests.support.audio import (
     RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, assert_silenced_from_start, wait_recorded,
 )
@@ -29,7 +30,6 @@ from tests.support.daemon import DaemonProcess
 from tests.support.processes import wait_for
 from tests.support.servers import AudioServer, pulse
 from tests.support.streams import source_outputs, stream_of, wait_muted, wait_stream
-from test_microphone import PACAT, ctl_ok, permissions, start_recording
 
 logger = logging.getLogger(__name__)
 

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_microphone import PACAT, ctl_ok, start_recording
+from tests.integration.test_microphone_graph import (
+    LOOPBACK, load, recorded_for, unload, wait_module_muted, wait_pending,
+)
 from tests.support.audio import (
     RAW_FRAME_BYTES, RAW_RATE, assert_silenced_from_start, peak, wait_recorded,
 )
 from tests.support.daemon import DaemonProcess
 from tests.support.servers import AudioServer
-from test_microphone import PACAT, ctl_ok, start_recording
-from test_microphone_graph import (
-    LOOPBACK, load, recorded_for, unload, wait_module_muted, wait_pending,
-)
 
 logger = logging.getLogger(__name__)
 
