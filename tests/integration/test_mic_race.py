@@ -27,6 +27,7 @@ import pytest
 from tests.support.audio import wait_recorded
 from tests.support.clients import MIC_FIGHTER, record
 from tests.support.daemon import DaemonProcess
+from tests.support.microphone import permissions
 from tests.support.processes import child_env, wait_for
 from tests.support.servers import MIC, AudioServer, add_microphone
 from tests.support.streams import VOLUME_NORM, stream_state
@@ -69,12 +70,6 @@ def fight(server: AudioServer, device: str, *, interval: float = 0, attack: str 
                           text=True, timeout=60 + streams * seconds)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
-
-
-def permissions(daemon: DaemonProcess) -> dict[str, dict]:
-    done = daemon.ctl("permissions", "--json")
-    assert done.returncode == 0, done.stderr
-    return {e["App"]: e for e in json.loads(done.stdout)}
 
 
 def assert_held(results: list[dict], daemon: DaemonProcess, server: AudioServer,

@@ -24,6 +24,7 @@ from tests.support.audio import assert_silenced_from_start, wait_recorded
 from tests.support.bus import PrivateBus
 from tests.support.clients import record, start_in_batches
 from tests.support.daemon import AUDIOPOLICYCTL, DaemonProcess
+from tests.support.microphone import PACAT, ctl_ok, permissions, start_recording
 from tests.support.portal import PermissionStoreProcess
 from tests.support.processes import LineReader, stop_process, wait_for
 from tests.support.servers import AudioServer, pulse
@@ -33,30 +34,6 @@ from tests.support.streams import source_outputs, stream_state, wait_muted, wait
 logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
-
-#: parecord's executable (parecord is a link to pacat, which names itself in its properties).
-PACAT = "exe:" + os.path.realpath("/usr/bin/pacat")
-
-
-def permissions(daemon: DaemonProcess) -> dict[str, dict]:
-    """``audiopolicyctl permissions --json`` by app id."""
-    done = daemon.ctl("permissions", "--json")
-    assert done.returncode == 0, done.stderr
-    return {e["App"]: e for e in json.loads(done.stdout)}
-
-
-def ctl_ok(daemon: DaemonProcess, *args: str) -> str:
-    done = daemon.ctl(*args)
-    assert done.returncode == 0, f"audiopolicyctl {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def start_recording(server: AudioServer, path: Path, **kw) -> subprocess.Popen:
-    proc = record(server, path=path, latency_ms=20, **kw)
-    wait_stream(server, proc, kind="source-output")
-    wait_for(lambda: path.exists() and path.stat().st_size > 0, 10, f"{path} to fill")
-    return proc
-
 
 def test_undecided_app_records_silence_until_granted_and_revoked_live(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_microphone import PACAT, ctl_ok, permissions, start_recording
 from tests.support.audio import assert_silenced_from_start, wait_recorded
 from tests.support.clients import play, watch
 from tests.support.daemon import DaemonProcess
+from tests.support.microphone import PACAT, ctl_ok, permissions, start_recording
 from tests.support.processes import child_env, wait_for
 from tests.support.servers import MIC, AudioServer
 from tests.support.sessions import SessionClient

@@ -18,9 +18,11 @@ never by name.
 * :mod:`.daemon`: the real ``audiopolicyd`` under test, ``audiopolicyctl``, its D-Bus names.
 * :mod:`.sessions`: client apps holding explicit sessions over D-Bus, one process each.
 * :mod:`.portal`: xdg-desktop-portal's real permission store on a private bus.
+* :mod:`.microphone`: helpers of the microphone-gate tests (recordings, permission entries,
+  server modules loaded as a client would).
 * ``programs/``: the programs those clients run (``session_client.py``, ``mic_feeder.py``,
   ``mic_fighter.py``, ``binary_property.py``).
 
 Imports among them point one way: ``processes <- bus <- servers <- streams <- clients``;
-``audio``, ``daemon``, ``sessions`` and ``portal`` build on those.
+``audio``, ``daemon``, ``sessions``, ``portal`` and ``microphone`` build on those.
 """
