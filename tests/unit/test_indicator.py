@@ -13,7 +13,7 @@ from audiopolicyd.journal import Journal
 from audiopolicyd.microphone.broker import Gate, MicrophoneBroker, Silenced, silenced_by
 from audiopolicyd.model import NEUTRAL, Effect, Reason, StreamKind
 from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
-from audiopolicyd.reconciler import Reconciler
+from audiopolicyd.runtime import Runtime
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
@@ -31,7 +31,7 @@ async def daemon(tmp_path, policies, pm):
     broker = MicrophoneBroker()
     await broker.start(SqlitePermissionStore(":memory:"))
     journal = Journal(tmp_path / "journal.sqlite3")
-    reconciler = Reconciler(server.connection(), journal, lambda: policies, pm)
+    reconciler = Runtime(server.connection(), journal, lambda: policies, pm)
     reconciler.microphone = broker
     broker.on_decisions.append(reconciler.request_reconcile)
     failures: list[BaseException] = []
@@ -41,7 +41,7 @@ async def daemon(tmp_path, policies, pm):
     await until(reconciler.connected.is_set, "the reconciler to connect")
     yield server, reconciler, broker
     task.cancel()
-    for t in list(reconciler._tasks):
+    for t in list(reconciler.tasks.pending):
         t.cancel()
     journal.close()
     await broker.store.close()
