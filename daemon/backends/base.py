@@ -2,7 +2,7 @@
 
 One implementation exists (:mod:`audiopolicyd.backends.pulse`, the PulseAudio protocol, which
 drives PulseAudio and PipeWire through pipewire-pulse); the contract keeps the engine and the
-reconciler free of any server library. Plugins never see a backend.
+runtime free of any server library. Plugins never see a backend.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ class Backend(abc.ABC):
         ``pa_context_kill_source_output``, as ``pactl kill-source-output``; the client sees
         its stream fail, ``parecord`` exits with status 1). Verified on PulseAudio 16 and
         pipewire-pulse 0.3.65. The daemon kills microphone streams that fight the permission
-        gate (:mod:`audiopolicyd.reconciler`).
+        gate (:mod:`audiopolicyd.microphone.gate`).
 
         A stream that vanished meanwhile is not an error.
 
