@@ -18,6 +18,7 @@ from audiopolicyd.runtime.tasks import Tasks
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
+from .test_mic_fight import KEY as RECORDER, recorder
 from .test_reconciler import USER, game, server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -134,20 +135,16 @@ async def test_device_events_refresh_the_devices(server, bare):
     assert not folds.mirror.handle(Event("new", "module", 3)), "not the mirror's"
 
 
-async def test_stale_reads_do_not_make_a_duck_stick(server, start):
-    """With every read behind a write answered stale, a ramp's steps are never taken for the
-    user's volume: the call's end restores the user's volume exactly."""
-    server.behave_as_pipewire_pulse()
-    daemon = await start()
-    server.add(game(1))
-    await until(lambda: server.volume(KEY) == USER, "the game restored by the server")
-    server.add(make_stream(2, role="phone"))
-    await until(lambda: server.volume(KEY) == scaled(USER, 0.2), "the game ducked")
-    server.remove("sink-input:2")
-    await until(lambda: server.volume(KEY) == USER, "the user's volume back")
-    await until(lambda: KEY not in daemon.journal.effects(), "the row forgotten")
+async def test_a_stale_read_of_a_new_stream_keeps_what_we_wrote_before_it(server, start):
+    """The gate mutes a new recording on its ``new`` event, ahead of the first read, which
+    pipewire-pulse answers with the stream as it was before the mute (unmuted): the mirror
+    keeps our mute, so nothing is written twice."""
+    server.stale_reads = True
+    await start(microphone=True)
+    server.add(recorder())
+    await until(lambda: (RECORDER, "volume", (0, 0)) in server.writes, "the stream held")
     await asyncio.sleep(0.05)
-    assert server.volume(KEY) == USER
+    assert server.writes == [(RECORDER, "muted", True), (RECORDER, "volume", (0, 0))]
 
 
 async def test_volume_0_before_the_restore_is_not_the_users_volume(server, start):

@@ -35,6 +35,7 @@ async def test_a_row_of_a_stream_still_there_is_undone_after_a_crash(server, sta
     daemon = await start()
     await until(lambda: server.volume("sink-input:1") == USER, "the user's volume back")
     await until(lambda: daemon.journal.effects() == {}, "the row forgotten")
+    assert daemon.journal.lingering(GAME_KEY) is None, "adopted as the stream's, not lingering"
 
 
 async def test_a_row_of_another_stream_at_that_index_is_not_adopted(server, start, tmp_path):
