@@ -130,7 +130,7 @@ class Daemon:
         self.runtime = Runtime(self.backend, self.journal, lambda: self.store.current, self.pm,
                                seq=seq)
         self.app_sessions = AppSessions(lambda: self.store.current, seq,
-                                        self.runtime.request_reconcile)
+                                        self.runtime.request_reconcile, pm=self.pm)
         self.app_sessions.resume_limit = args.resume_limit
         self.runtime.app_sessions = self.app_sessions
         self.runtime.on_server.append(self.app_sessions.media_services)
