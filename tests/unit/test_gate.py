@@ -18,7 +18,7 @@ from audiopolicyd.microphone.broker import MicrophoneBroker
 from audiopolicyd.model import StreamKind
 
 from .test_mic_fight import APP, FULL, KEY, ZERO, held, recorder
-from .test_reconciler import Daemon, server, start, until  # noqa: F401 (fixtures)
+from .test_runtime import Daemon, server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -1,7 +1,7 @@
 """Issue 9 items 5 and 6 on the runtime: the recording indicator tells why an app records
 silence, and a recording that may not hear the microphone does not act on anyone.
 
-A reconciler on :class:`~tests.support.fake_backend.FakeServer` with a real broker (decisions in
+A runtime on :class:`~tests.support.fake_backend.FakeServer` with a real broker (decisions in
 an in-memory SQLite store) and the shipped policies.
 """
 
@@ -17,7 +17,7 @@ from audiopolicyd.runtime import Runtime
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
-from .test_reconciler import until
+from .test_runtime import until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -18,7 +18,7 @@ from audiopolicyd.microphone.stores import Decision
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
-from .test_reconciler import server, start, until  # noqa: F401 (fixtures)
+from .test_runtime import server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

@@ -19,7 +19,7 @@ from audiopolicyd.runtime.tasks import Tasks
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
 from .test_mic_fight import KEY as RECORDER, recorder
-from .test_reconciler import USER, game, server, start, until  # noqa: F401 (fixtures)
+from .test_runtime import USER, game, server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

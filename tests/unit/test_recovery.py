@@ -12,7 +12,7 @@ from audiopolicyd.effects import Applied, scaled
 from audiopolicyd.journal import Journal
 
 from .conftest import make_stream
-from .test_reconciler import GAME_KEY, USER, ducked_game, game, server, start, until  # noqa: F401
+from .test_runtime import GAME_KEY, USER, ducked_game, game, server, start, until  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
