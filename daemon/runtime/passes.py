@@ -39,6 +39,11 @@ class DecisionPass:
     :param policies: returns the policy set in force
     :param pm: plugin manager (classification and interaction hooks)
     :param seq: the activation counter, shared with the explicit sessions
+    :param mirror: the graph the pass decides on
+    :param ownership: stream owners and deactivation holds
+    :param actuator: journals and writes what is planned
+    :param pauses: pauses and resumes players as the effects want
+    :param journal: the effects journal
     :param schedule: asks for another pass soon (the journal may be writable again)
     """
 

@@ -71,12 +71,12 @@ class Runtime:
         self.recovery = Recovery(journal, self.mirror, self.actuator)
         self.trust = ModuleTrust(journal)
         self.gate: MicrophoneGate | None = None
-        self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
-                                      self.ownership, self.actuator, None, journal,
-                                      self._schedule)
-        self.pauses = Pauses(journal, self.mirror, self.tasks, self.decisions.retry_journal)
-        self.decisions.pauses = self.pauses
+        self.pauses = Pauses(journal, self.mirror, self.tasks,
+                             lambda: self.decisions.retry_journal())
         self.pauses.pauser = pauser
+        self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
+                                      self.ownership, self.actuator, self.pauses, journal,
+                                      self._schedule)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
