@@ -417,8 +417,9 @@ class MicrophoneGate:
 
     def publish(self, owned: dict[str, str], decided: dict[str, Effect]) -> None:
         """Tell the broker who records a microphone now, and for each app whether it hears it
-        and, if not, every reason the daemon knows (:class:`~audiopolicyd.microphone.broker.Silenced`):
-        the gate's (permission, the desktop's switch), the effects just decided (a policy that
+        and, if not, every reason the daemon knows
+        (:class:`~audiopolicyd.microphone.broker.Silenced`): the gate's (permission, the
+        desktop's switch), the effects just decided (a policy that
         does not record, an interruption) and a mute nobody of ours explains."""
         broker = self.broker
         recording: dict[str, list] = {}  # app id -> [name, keys, reasons of each stream]
