@@ -122,7 +122,7 @@ class Mirror:
         Reads what it names, concurrently."""
         kind = KINDS.get(event.facility)
         if kind is None:
-            if event.facility in ("sink", "source") and event.type in ("new", "remove"):
+            if event.facility in ("sink", "source", "card"):  # changes come coalesced
                 self.tasks.spawn(self._refresh_devices())
                 return True
             return False
