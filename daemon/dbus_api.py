@@ -113,7 +113,7 @@ def _guarded(func: Callable) -> Callable:
 
 
 def stream_dict(view) -> dict[str, Variant]:
-    """A :class:`~audiopolicyd.reconciler.StreamView` as ``a{sv}``.
+    """A :class:`~audiopolicyd.runtime.StreamView` as ``a{sv}``.
 
     Keys: Key s, Kind s, Index u, Application s, Role s, Category s, Rule s, Session s,
     Effect s, Gain d (linear), Muted b, Corked b, Paused b, Volume au (raw, 65536 = 100 %),
@@ -143,7 +143,7 @@ class ManagerInterface(ServiceInterface):
     """``io.github.audiopolicyd.AudioPolicy1.Manager``: the daemon's read side and reload.
 
     :param daemon: the composition root (:class:`audiopolicyd.app.Daemon`): gives
-        ``reconciler``, ``store``, ``status()`` and ``reload()``
+        ``runtime``, ``store``, ``status()`` and ``reload()``
     """
 
     def __init__(self, daemon: Any):
@@ -154,7 +154,7 @@ class ManagerInterface(ServiceInterface):
     @method(name="GetStreams")
     @_guarded
     def get_streams(self) -> "aa{sv}":
-        return [stream_dict(v) for v in self._daemon.reconciler.views()]
+        return [stream_dict(v) for v in self._daemon.runtime.views()]
 
     @method(name="GetStatus")
     @_guarded
@@ -232,7 +232,7 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="ServerConnected")
     def server_connected(self) -> "b":
-        return self._daemon.reconciler.connected.is_set()
+        return self._daemon.runtime.connected.is_set()
 
     def _problems(self) -> list[str]:
         return [str(p) for p in self._daemon.store.problems]
