@@ -604,14 +604,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             description="Validate the policy files of the search path, with "
                                         "each FILE replacing the file of the same name.")
     check.add_argument("files", nargs="*", type=Path, metavar="FILE")
-    simulate = psub.add_parser(
+    simulating = psub.add_parser(
         "simulate", parents=[common, reads], help="run a scenario through the policies, offline",
         description="Run the streams and sessions of a scenario FILE (TOML, or JSON for *.json; "
                     "see docs/policies.md) through the daemon's classification and decision, "
                     "offline, and print what each stream would get and why.",
         epilog="Exit status: 0 simulated; 1 the policies are invalid; 2 the scenario is.")
-    simulate.add_argument("file", type=Path, metavar="FILE")
-    simulate.add_argument("--policy-dir", action="append", type=Path, default=[], metavar="DIR",
+    simulating.add_argument("file", type=Path, metavar="FILE")
+    simulating.add_argument("--policy-dir", action="append", type=Path, default=[], metavar="DIR",
                           help="also read policies from DIR (highest precedence; repeatable), "
                                "as audiopolicyd --policy-dir")
     return p.parse_args(argv)
