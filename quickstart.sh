@@ -3,6 +3,7 @@
 #
 #   ./quickstart.sh run    install what is missing, then run the daemon in the foreground
 #   ./quickstart.sh test   install what is missing, then run every test (unit + integration)
+#   ./quickstart.sh lint   install ruff and mypy (the `lint` extra), then check the pure core
 #
 # "Install" means: the Debian packages below (apt-get, as root or through sudo) and a virtual
 # environment in .venv with audiopolicyd installed editable. Both steps are skipped when done.
@@ -69,6 +70,30 @@ install_venv() {
   touch "$stamp"
 }
 
+# ruff and mypy, pinned in pyproject.toml's `lint` extra, into the same environment.
+install_lint() {
+  local stamp=$venv/.installed-lint
+  if [ -x "$venv/bin/ruff" ] && [ -x "$venv/bin/mypy" ] && [ -f "$stamp" ] &&
+      [ "$stamp" -nt pyproject.toml ]; then
+    return 0
+  fi
+  say "installing the lint tools (ruff, mypy) into $venv"
+  "$venv/bin/python" -m pip install -q -e '.[test,lint]'
+  touch "$stamp"
+}
+
+# The files checked: pyproject.toml's [tool.mypy] files (the pure core), one list for both.
+lint_files() {
+  "$venv/bin/python" - <<'PY'
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["tool"]["mypy"]["files"]))
+PY
+}
+
 # A private session bus, for a machine that has none.
 private_bus() {
   local dir=$1
@@ -130,8 +155,19 @@ case "$cmd" in
     # no path given: pytest runs pyproject.toml's testpaths (tests/, unit + integration)
     exec "$venv/bin/python" -m pytest -q "${@:2}"
     ;;
+  lint)
+    install_venv
+    install_lint
+    mapfile -t files < <(lint_files)
+    rc=0
+    say "ruff check (${#files[@]} files)"
+    "$venv/bin/ruff" check "${files[@]}" || rc=1
+    say "mypy"
+    "$venv/bin/mypy" || rc=1
+    exit $rc
+    ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

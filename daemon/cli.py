@@ -39,6 +39,7 @@ from rich.table import Table
 
 from . import __version__
 from . import client as apc
+from . import simulate
 from .buswriter import MessageBus
 from .dbus_api import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
 from .model import CATEGORIES, MODES, OPTIONS
@@ -426,6 +427,21 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_policy_simulate(args: argparse.Namespace) -> int:
+    """A scenario through the policies in force (and --policy-dir), offline."""
+    pm = make_plugin_manager()
+    files = find_files(default_dirs(args.system) + args.policy_dir)
+    try:
+        scenario = simulate.load_scenario(args.file)
+        result = simulate.simulate(scenario, load_files(files, plugin_settings_schemas(pm)), pm)
+    except (PolicyError, simulate.ScenarioError) as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return 1 if isinstance(exc, PolicyError) else 2
+    print(json.dumps(result.as_json(), indent=2) if args.json else simulate.render(result))
+    return 0
+
+
 # -- microphone permission ---------------------------------------------------------------------
 
 async def cmd_permissions(args: argparse.Namespace) -> int:
@@ -588,6 +604,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                             description="Validate the policy files of the search path, with "
                                         "each FILE replacing the file of the same name.")
     check.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    simulating = psub.add_parser(
+        "simulate", parents=[common, reads], help="run a scenario through the policies, offline",
+        description="Run the streams and sessions of a scenario FILE (TOML, or JSON for *.json; "
+                    "see docs/policies.md) through the daemon's classification and decision, "
+                    "offline, and print what each stream would get and why.",
+        epilog="Exit status: 0 simulated; 1 the policies are invalid; 2 the scenario is.")
+    simulating.add_argument("file", type=Path, metavar="FILE")
+    simulating.add_argument("--policy-dir", action="append", type=Path, default=[], metavar="DIR",
+                          help="also read policies from DIR (highest precedence; repeatable), "
+                               "as audiopolicyd --policy-dir")
     return p.parse_args(argv)
 
 
@@ -596,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         if args.command == "policy":
+            if args.policy_command == "simulate":
+                return cmd_policy_simulate(args)
             return cmd_policy_check(args)
         handler = {"status": cmd_status, "streams": cmd_streams, "reload": cmd_reload,
                    "monitor": cmd_monitor, "sessions": cmd_sessions, "explain": cmd_explain,

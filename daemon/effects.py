@@ -39,7 +39,7 @@ RAMP_STEP_MS = 20
 
 def scaled(volume: Iterable[int], gain: float) -> tuple[int, ...]:
     """Each channel of a raw volume times a linear gain, rounded to the server's integers."""
-    return tuple(int(round(v * gain)) for v in volume)
+    return tuple(round(v * gain) for v in volume)
 
 
 def same_volume(a: Iterable[int], b: Iterable[int]) -> bool:
@@ -59,7 +59,7 @@ def ramp_steps(start: tuple[int, ...], end: tuple[int, ...],
     :param ramp_ms: the ramp's duration in milliseconds (at least one step)
     """
     steps = max(1, ramp_ms // RAMP_STEP_MS)
-    return tuple(tuple(int(round(a + (b - a) * i / steps)) for a, b in zip(start, end))
+    return tuple(tuple(round(a + (b - a) * i / steps) for a, b in zip(start, end))
                  for i in range(1, steps + 1))
 
 

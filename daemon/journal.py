@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS trusted_modules (
 _ADDED_COLUMNS = {"effects": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0"),
                   "lingering": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0")}
 
-_EFFECT_COLUMNS = "key, restore_key, base, gain, target, muted_by_us, mute_waived, ramp_from, ramp_ms"
+_EFFECT_COLUMNS = ("key, restore_key, base, gain, target, muted_by_us, mute_waived, ramp_from, "
+                   "ramp_ms")
 
 
 class JournalError(Exception):
@@ -66,12 +67,16 @@ def _json(volume: tuple[int, ...] | None) -> str | None:
     return None if volume is None else json.dumps(volume)
 
 
+def _volume(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in json.loads(text))
+
+
 def _tuple(text: str | None) -> tuple[int, ...] | None:
-    return None if text is None else tuple(int(v) for v in json.loads(text))
+    return None if text is None else _volume(text)
 
 
 def _applied(key, restore_key, base, gain, target, muted, waived, ramp_from, ramp_ms) -> Applied:
-    return Applied(key, restore_key, _tuple(base), gain, _tuple(target), bool(muted),
+    return Applied(key, restore_key, _volume(base), gain, _tuple(target), bool(muted),
                    bool(waived), _tuple(ramp_from), int(ramp_ms or 0))
 
 
@@ -112,7 +117,7 @@ class Journal:
     def close(self) -> None:
         self._db.close()
 
-    def _transaction(self, what: str, statements: Callable[[sqlite3.Connection], None]) -> bool:
+    def _transaction(self, what: str, statements: Callable[[sqlite3.Connection], object]) -> bool:
         """Run ``statements`` in one transaction; False (logged once) when it fails."""
         try:
             with self._db:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 #: PulseAudio's PA_VOLUME_NORM: the raw volume of 100 % (0 dB).
 VOLUME_NORM = 65536
@@ -71,7 +71,11 @@ class Action(str, enum.Enum):
     SILENCE = "silence"  #: the other's output is muted
 
 
-def freeze(props: Mapping[str, str] | None) -> Mapping[str, str]:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def freeze(props: Mapping[K, V] | None) -> Mapping[K, V]:
     """Return a read-only copy of a property mapping (for frozen dataclasses)."""
     return MappingProxyType(dict(props or {}))
 

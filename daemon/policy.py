@@ -214,7 +214,7 @@ def _schema(plugin_schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                     "additionalProperties": False,
                     "minProperties": 1,
                     "properties": {
-                        **{key: _PATTERNS for key in MATCH_PROPERTIES},
+                        **dict.fromkeys(MATCH_PROPERTIES, _PATTERNS),
                         "module": _PATTERNS,
                         "direction": {"type": "array", "items": {"enum": list(DIRECTIONS)},
                                       "minItems": 1, "uniqueItems": True},
@@ -420,7 +420,8 @@ def _problems(file: str, doc: Any, validator: jsonschema.protocols.Validator) ->
     for err in validator.iter_errors(doc):
         path = list(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = sorted(err.schema.get("properties", {}))
+            schema = err.schema if isinstance(err.schema, Mapping) else {}
+            allowed = sorted(schema.get("properties", {}))
             known = set(allowed)
             for key in sorted(k for k in err.instance if k not in known):
                 hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
@@ -542,13 +543,14 @@ def parse_toml(text: str | bytes, file: str) -> dict[str, Any]:
             text = text.decode("utf-8")
         return tomllib.loads(text)
     except UnicodeDecodeError as exc:
-        raise PolicyError([Problem(file, "(toml)", f"not UTF-8: {exc.reason} at byte {exc.start}")])
+        raise PolicyError([Problem(file, "(toml)",
+                                   f"not UTF-8: {exc.reason} at byte {exc.start}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError([Problem(file, "(toml)", str(exc))]) from None
     except RecursionError:
         # tomllib recurses per nested array or inline table (about 330 levels on CPython
         # 3.11) and says nowhere where; find it in the text.
-        at = _too_deep_at(text)
+        at = _too_deep_at(text) if isinstance(text, str) else None  # decoded above
         where = f" (at line {at[0]}, column {at[1]})" if at else ""
         raise PolicyError([Problem(file, "(toml)", f"nested deeper than {MAX_DEPTH} tables "
                                    f"and arrays{where}")]) from None

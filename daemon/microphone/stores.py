@@ -129,13 +129,13 @@ class PermissionStore(abc.ABC):
     def __init__(self) -> None:
         self._callbacks: list[ChangeCallback] = []
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (optional: a store may have nothing to start)
         """Connect, subscribe to live changes and read the current decisions.
 
         :raises PermissionStoreError: when the store cannot be reached
         """
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (optional: nothing to release by default)
         """Stop following changes and release the store."""
 
     @abc.abstractmethod

@@ -9,6 +9,7 @@ import logging
 from typing import Callable
 
 from ..appsessions import AppSessions
+from ..explain import session_explanation, stream_explanation
 from ..logsetup import log_effect
 from ..model import NEUTRAL, Effect, Stream
 from .mirror import Mirror
@@ -127,12 +128,8 @@ class ReadModel:
         policies = d.policies().policies
         if target in self.mirror.streams:
             view = self.view(target)
-            return {"Target": target, "Kind": view.stream.kind.value,
-                    "Application": view.stream.app_name, "Category": view.category,
-                    "ChosenBy": view.rule, "Session": view.session,
-                    "Policy": policies[view.category].file if view.category in policies else "",
-                    "Effect": view.effect.summary,
-                    "Reasons": [str(r) for r in view.effect.reasons]}
+            return stream_explanation(target, view.stream, view.category, view.rule,
+                                      view.session, view.effect, policies)
         sid = target.rsplit("/", 1)[-1]
         sid = sid if sid.startswith(("implicit:", "session:")) else f"session:{sid}"
         session = next((s for s in d.sessions if s.id == sid), None)
@@ -141,12 +138,6 @@ class ReadModel:
         sessions = self.app_sessions()
         app = (sessions.sessions.get(sid.split(":", 1)[1])
                if sessions is not None and session.explicit else None)
-        reasons = sorted({str(r) for k in session.streams
-                          for r in d.effects.get(k, NEUTRAL).reasons})
-        return {"Target": target, "Kind": "session", "Session": session.id,
-                "Category": session.category, "Mode": session.mode,
-                "Options": sorted(session.options), "Active": session.active,
-                "State": app.state if app else ("active" if session.active else "inactive"),
-                "InterruptedBy": sorted(app.interrupted_by) if app else [],
-                "ChosenBy": session.rule, "Policy": policies[session.category].file,
-                "Streams": list(session.streams), "Reasons": reasons}
+        return session_explanation(target, session, d.effects, policies,
+                                   app.state if app else None,
+                                   app.interrupted_by if app else ())
