@@ -17,7 +17,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method, signal
 
-from audiopolicyd import agent as ag
+from audiopolicyd import agents as ag
 
 WAIT = 10.0  # seconds: an upper bound for things that happen at once, never a speed claim
 

@@ -447,7 +447,7 @@ def test_keys_in_paths_are_quoted_so_they_cannot_forge_lines():
 
 
 def test_policy_check_reports_deep_toml_without_a_traceback(tmp_path, capsys):
-    from audiopolicyd import cli
+    from audiopolicyd import ctl as cli
     bad = tmp_path / "playback.toml"
     bad.write_text(POLICY_TOML + deep_tables(330))
     assert cli.main(["policy", "check", str(bad)]) == 1
@@ -457,7 +457,7 @@ def test_policy_check_reports_deep_toml_without_a_traceback(tmp_path, capsys):
 
 
 def test_policy_check_treats_an_empty_file_as_a_mask(tmp_path, capsys):
-    from audiopolicyd import cli
+    from audiopolicyd import ctl as cli
     mask = tmp_path / "multiRoute.toml"
     mask.write_bytes(b"")
     assert cli.main(["policy", "check", "--json", str(mask)]) == 0
