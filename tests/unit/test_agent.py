@@ -1,4 +1,4 @@
-"""audiopolicyd.agent on a private dbus-daemon: a stand-in daemon registers the agent and asks it,
+"""audiopolicyd.agents on a private dbus-daemon: a stand-in daemon registers the agent and asks it,
 the terminal prompter is fed through a pipe, the notification prompter talks to a stand-in
 ``org.freedesktop.Notifications``.
 
