@@ -31,7 +31,7 @@ from ..names import BUS_DAEMON, ERROR_PREFIX
 
 logger = logging.getLogger(__name__)
 
-#: Attribute of a declared method holding ``(in signature, out signature, implementation)``.
+#: Attribute of a declared method: ``(D-Bus name, in signature, out signature, implementation)``.
 _CALLER_AWARE = "__audiopolicyd_caller_aware__"
 
 
@@ -52,8 +52,9 @@ def caller_method(name: str) -> Callable[[Callable], Callable]:
         params = list(signature.parameters.values())
         arguments = params[2:]  # after self, caller
 
-        def declared(self, *args):
-            raise Internal(f"{name} is answered by the caller-aware dispatcher")
+        def declared(self, *args):  # only reached before the dispatcher is installed
+            raise DBusError(ERROR_PREFIX + Internal.name,
+                            f"{name} is answered by the caller-aware dispatcher")
 
         declared.__signature__ = signature.replace(parameters=[params[0], *arguments])
         declared.__module__ = impl.__module__
@@ -61,7 +62,7 @@ def caller_method(name: str) -> Callable[[Callable], Callable]:
         declared = method(name=name)(declared)
         out = signature.return_annotation
         setattr(declared, _CALLER_AWARE, (
-            "".join(p.annotation for p in arguments),
+            name, "".join(p.annotation for p in arguments),
             "" if out in (None, inspect.Signature.empty) else out, impl))
         return declared
 
@@ -74,10 +75,9 @@ def caller_methods(cls: type) -> dict[str, tuple[str, str, Callable]]:
     signature, implementation)}``."""
     out = {}
     for attr in dir(cls):
-        declared = getattr(cls, attr)
-        spec = getattr(declared, _CALLER_AWARE, None)
+        spec = getattr(getattr(cls, attr), _CALLER_AWARE, None)
         if spec is not None:
-            out[declared.__dict__["__DBUS_METHOD"].name] = spec
+            out[spec[0]] = spec[1:]
     return out
 
 
