@@ -43,27 +43,28 @@ def caller_method(name: str) -> Callable[[Callable], Callable]:
     them; ``caller`` (a :class:`BusCaller`) is left out of the D-Bus signature.
 
     :param name: the member's D-Bus name (``CreateSession``)
-    :returns: a decorator giving a dbus-fast method whose own body is never run (the
+    :returns: a decorator giving a dbus-fast method whose own body only answers
+        ``Error.Internal`` (reached only before :class:`CallerDispatch` is installed: the
         dispatcher answers first)
     """
 
     def decorate(impl: Callable) -> Callable:
         signature = inspect.signature(impl)
         params = list(signature.parameters.values())
-        arguments = params[2:]  # after self, caller
 
         def declared(self, *args):  # only reached before the dispatcher is installed
             raise DBusError(ERROR_PREFIX + Internal.name,
                             f"{name} is answered by the caller-aware dispatcher")
 
-        declared.__signature__ = signature.replace(parameters=[params[0], *arguments])
+        # dbus-fast sees (self, *arguments): the caller is no D-Bus argument
+        declared.__signature__ = signature.replace(parameters=[params[0], *params[2:]])
         declared.__module__ = impl.__module__
         declared.__name__ = declared.__qualname__ = impl.__name__
         declared = method(name=name)(declared)
-        out = signature.return_annotation
-        setattr(declared, _CALLER_AWARE, (
-            name, "".join(p.annotation for p in arguments),
-            "" if out in (None, inspect.Signature.empty) else out, impl))
+        # the signatures as dbus-fast parsed them for its own dispatch and introspection (its
+        # _Method record, read once here: a dbus-fast release that renames it fails at import)
+        parsed = declared.__dict__["__DBUS_METHOD"]
+        setattr(declared, _CALLER_AWARE, (name, parsed.in_signature, parsed.out_signature, impl))
         return declared
 
     return decorate

@@ -20,6 +20,7 @@ from audiopolicyd import client as apc
 from audiopolicyd import errors
 from audiopolicyd.appsessions import AppSessions
 from audiopolicyd.dbus import DBusApi
+from audiopolicyd.dbus.service import CallerDispatch, caller_method
 from audiopolicyd.identity import Identity, identify
 from audiopolicyd.microphone.access import MicrophoneAccess
 from audiopolicyd.microphone.broker import Agent, MicrophoneBroker
@@ -254,3 +255,41 @@ async def test_a_recording_session_asks_once_on_its_first_activation():
     access.activated(FakeSession("s3", "record"))
     await asyncio.sleep(0)
     assert len(asked) == 2
+
+
+class Declared(ServiceInterface):
+    """Caller-aware methods as the adapter declares them."""
+
+    def __init__(self):
+        super().__init__("org.example.Declared")
+
+    @caller_method("Greet")
+    def greet(self, caller, name: "s") -> "s":  # noqa: F821 (a D-Bus signature)
+        if name == "bug":
+            raise RuntimeError("a bug")
+        if name == "":
+            raise errors.InvalidArgument("Greet name must not be empty")
+        return f"{name} from {caller.name}"
+
+
+def call_msg(member: str, signature: str, body: list) -> Message:
+    return Message(destination=BUS_NAME, path="/x", interface="org.example.Declared",
+                   member=member, signature=signature, body=body, serial=7, sender=":1.3")
+
+
+def test_a_caller_method_is_declared_once_without_its_caller():
+    (greet,) = Declared().introspect().methods
+    assert [a.signature for a in greet.in_args] == ["s"]
+    assert [a.signature for a in greet.out_args] == ["s"]
+    dispatch = CallerDispatch(bus=None, identify=identify)
+    dispatch.route("org.example.Declared", Declared, lambda path, sender: Declared())
+    reply = dispatch.handle(call_msg("Greet", "s", ["Ada"]))
+    assert reply.message_type == MessageType.METHOD_RETURN and reply.body == ["Ada from :1.3"]
+    refused = dispatch.handle(call_msg("Greet", "s", [""]))
+    assert (refused.error_name, refused.body) == (
+        ERROR_PREFIX + "InvalidArgument", ["Greet name must not be empty"])
+    internal = dispatch.handle(call_msg("Greet", "s", ["bug"]))
+    assert (internal.error_name, internal.body) == (ERROR_PREFIX + "Internal",
+                                                    ["RuntimeError: a bug"])
+    assert dispatch.handle(call_msg("Greet", "i", [1])) is None  # dbus-fast: UnknownMethod
+    assert dispatch.handle(call_msg("Other", "s", ["x"])) is None
