@@ -72,7 +72,8 @@ async def _name_owner(bus: MessageBus, name: str, activate: bool = False) -> str
             logger.debug("activating %s: %s: %s", name, started.error_name,
                          _error_text(started))
             return None
-        reply = await _raw_call(bus, **BUS_DAEMON, member="GetNameOwner", signature="s", body=[name])
+        reply = await _raw_call(bus, **BUS_DAEMON, member="GetNameOwner", signature="s",
+                                body=[name])
     if reply.message_type == MessageType.ERROR:
         if reply.error_name in _NO_OWNER:
             return None

@@ -15,7 +15,7 @@ from ..errors import AudioPolicyError, NoSuchSession
 from ..names import (
     BUS_DAEMON, BUS_NAME, MANAGER_IFACE, OBJECT_PATH, PROPERTIES_IFACE, SESSION_IFACE,
 )
-from .bus import call, connect, plain
+from .bus import add_match, call, connect, plain
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class AudioSession:
                        f"type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
                        f"arg0='{BUS_NAME}'"]
         for rule in self._rules:
-            await self.bus.call(Message(**BUS_DAEMON, member="AddMatch", signature="s", body=[rule]))
+            await add_match(self.bus, rule)
 
     async def close(self) -> None:
         """Remove the session (deactivating it; the sessions it interrupted are told they may
@@ -262,7 +262,8 @@ class AudioSession:
 
     async def get(self, prop: str) -> Any:
         """One property of the Session interface by its D-Bus name, as a plain value."""
-        reply = await call(self.bus, self.path, PROPERTIES_IFACE, "Get", "ss", [SESSION_IFACE, prop])
+        reply = await call(self.bus, self.path, PROPERTIES_IFACE, "Get", "ss",
+                           [SESSION_IFACE, prop])
         return plain(reply.body[0])
 
     async def properties(self) -> dict[str, Any]:

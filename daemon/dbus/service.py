@@ -109,7 +109,8 @@ class BusCaller:
     :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
     """
 
-    def __init__(self, bus, name: str, identify: Callable[[Optional[int], Optional[int]], Identity]):
+    def __init__(self, bus, name: str,
+                 identify: Callable[[Optional[int], Optional[int]], Identity]):
         self.bus = bus
         self.name = name
         self._identify = identify

@@ -53,7 +53,8 @@ class Caller(Protocol):
 
 
 class SessionLike(Protocol):
-    """What this module reads of an explicit session (:class:`audiopolicyd.appsessions.AppSession`)."""
+    """What this module reads of an explicit session
+    (:class:`audiopolicyd.appsessions.AppSession`)."""
 
     id: str
     name: str

@@ -201,8 +201,8 @@ async def test_only_the_users_unsandboxed_processes_decide():
     with pytest.raises(errors.NotAllowed, match="only the user"):
         await access.register_agent(Caller(":1.5", uid=os.getuid() + 1), "/a")
     with pytest.raises(errors.NotAllowed, match="sandboxed"):
-        await access.set_permission(Caller(":1.5", app_id="org.example.App", flatpak=True), "exe:/x",
-                                    "granted")
+        await access.set_permission(Caller(":1.5", app_id="org.example.App", flatpak=True),
+                                    "exe:/x", "granted")
     await access.set_permission(Caller(":1.6"), "exe:/usr/bin/pacat", "granted")
     assert access.broker.decision("exe:/usr/bin/pacat") is Decision.GRANTED
 
