@@ -133,7 +133,7 @@ class Daemon:
         self.reconciler = Reconciler(self.backend, self.journal, lambda: self.store.current,
                                      self.pm, seq=seq)
         self.app_sessions = AppSessions(lambda: self.store.current, seq,
-                                        self.reconciler.request_reconcile)
+                                        self.reconciler.request_reconcile, pm=self.pm)
         self.app_sessions.resume_limit = args.resume_limit
         self.reconciler.app_sessions = self.app_sessions
         self.reconciler.on_server.append(self.app_sessions.media_services)

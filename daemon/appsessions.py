@@ -37,6 +37,7 @@ from .errors import (  # noqa: F401  (SessionError: the root of what this module
 from .identity import Identity, stream_belongs
 from .limits import quote
 from .model import CATEGORIES, MODES, OPTIONS, Session
+from .pluginmanager import PluginManager
 from .policy import PolicySet
 
 logger = logging.getLogger(__name__)
@@ -105,11 +106,15 @@ class AppSessions:
     :param policies: returns the policy set in force
     :param seq: the activation counter shared with the implicit sessions
     :param on_change: called when a decision must be taken again (schedule a reconcile)
+    :param pm: the plugin manager (mixability and interactions by the plugins the policies
+        enable: Apple's category options); None: the policies alone
     """
 
     def __init__(self, policies: Callable[[], PolicySet], seq: itertools.count,
-                 on_change: Callable[[], None] = lambda: None):
+                 on_change: Callable[[], None] = lambda: None,
+                 pm: PluginManager | None = None):
         self.policies = policies
+        self.pm = pm
         self.seq = seq
         self.on_change = on_change
         self.sessions: dict[str, AppSession] = {}
@@ -245,7 +250,8 @@ class AppSessions:
             self._app_activated(session)
             return "active"
         policies = self.policies()
-        blockers = engine.activation_blockers(session.model(), self._current, policies)
+        blockers = engine.activation_blockers(session.model(), self._current, policies,
+                                              self.pm)
         if blockers:
             if "delayIfBusy" in options:
                 session.delayed = True
@@ -254,7 +260,8 @@ class AppSessions:
                 self._emit(session, "PropertiesChanged", {"State": session.state})
                 return "delayed"
             refused = (CannotInterruptOthers
-                       if engine.mixable(session.model(), policies.policies[session.category])
+                       if engine.mixable(session.model(), policies.policies[session.category],
+                                         self.pm)
                        else InsufficientPriority)
             raise refused(f"{session.category} cannot become active while "
                           + ", ".join(f"{b.category} session {b.id}" for b in blockers)
@@ -300,7 +307,7 @@ class AppSessions:
         now = time.monotonic() if now is None else now
         policies = self.policies()
         by_id = {s.id: s for s in sessions}
-        hits = engine.interruptions(sessions, policies)
+        hits = engine.interruptions(sessions, policies, self.pm)
         for session in list(self.sessions.values()):
             now_by = hits.get(session.session_id, set())
             if now_by and not session.interrupted_by and not session.active:
@@ -322,9 +329,9 @@ class AppSessions:
             elif session.interrupted_by:
                 self._end_interruption(session, by_id, now)
             if session.delayed and not engine.activation_blockers(session.model(), sessions,
-                                                                  policies):
+                                                                  policies, self.pm):
                 self._activate(session, "system", "delayedActivation")
-            other, secondary = engine.audio_hints(session.model(), sessions, policies)
+            other, secondary = engine.audio_hints(session.model(), sessions, policies, self.pm)
             changed = {}
             if other != session.other_audio_playing:
                 session.other_audio_playing = changed["OtherAudioPlaying"] = other

@@ -8,10 +8,15 @@ Rules, in AVAudioSession terms (see docs/policies.md):
 * Only an *active* session acts, and only on sessions it outranks: higher ``priority``, or the
   same priority and a later activation (the last app to activate wins, as on iOS). Sessions of
   the same app never act on each other.
-* What it does comes from the trigger's explicit options first (``duckOthers``,
-  ``interruptSpokenAudioAndMixWithOthers``, ``mixWithOthers``), then from its policy: a per-pair
-  ``overrides.<victim category>``, else ``activation.others`` for non-mixable victims and
-  ``activation.mixable_others`` for mixable ones. A plugin may then change it per stream.
+* What it does comes from its policy: a per-pair ``overrides.<victim category>``, else
+  ``activation.others`` for non-mixable victims and ``activation.mixable_others`` for mixable
+  ones (a session is mixable when its policy says ``mixes_with_others``, or a plugin its policy
+  enables says so: :func:`~audiopolicyd.hookspecs.mixes_with_others`). The plugins the
+  trigger's policy enables may then change it per session
+  (:func:`~audiopolicyd.hookspecs.decide_session_interaction`: Apple's category options
+  ``duckOthers``, ``interruptSpokenAudioAndMixWithOthers``, ``mixWithOthers`` are such
+  plugins, see ``plugins/``) and per stream
+  (:func:`~audiopolicyd.hookspecs.decide_interaction`).
 * ``duck`` multiplies the victim's output gain by the duck level (several duckers multiply);
   ``silence`` mutes its output; ``interrupt`` pauses the stream's MPRIS player, or mutes the
   stream when its app has no player.
@@ -20,6 +25,9 @@ Rules, in AVAudioSession terms (see docs/policies.md):
 * A server module's stream (``module-loopback``, ``module-echo-cancel``) is infrastructure: it
   is in no session, so it neither acts nor is acted on, unless a ``[[classify]]`` rule names
   its module (``module = [...]``). Plugins do not classify module streams.
+
+Every function takes the plugin manager as ``pm``; without one (None) no plugin is called and
+the policies alone decide.
 """
 
 from __future__ import annotations
@@ -28,17 +36,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-import pluggy
-
 from .model import NEUTRAL, Action, Effect, Reason, Session, Snapshot, Stream, StreamKind
-from .pluginmanager import call_hook
+from .pluginmanager import PluginManager, call_for, classify_with_plugins
 from .policy import Interaction, Policy, PolicySet, direction_of
 
 logger = logging.getLogger(__name__)
 
 
 def classify(snapshot: Snapshot, policies: PolicySet,
-             pm: pluggy.PluginManager | None = None,
+             pm: PluginManager | None = None,
              cache: dict[str, tuple[Stream, tuple[str, str]]] | None = None,
              ) -> dict[str, tuple[str, str]]:
     """Classify every stream of a snapshot: plugins first, then ``[[classify]]`` rules.
@@ -63,7 +69,7 @@ def classify(snapshot: Snapshot, policies: PolicySet,
             continue
         result = None
         if pm is not None and not stream.module:
-            result = call_hook(pm, "classify_stream", stream=stream, policies=policies)
+            result = classify_with_plugins(pm, stream, policies)
             if result is not None and result[0] not in policies.policies:
                 logger.warning("plugin classified %s as unknown category %r; ignored",
                                key, result[0])
@@ -85,41 +91,42 @@ def classify(snapshot: Snapshot, policies: PolicySet,
     return out
 
 
-#: Category options that make a session mix with others (Apple: duckOthers and
-#: interruptSpokenAudioAndMixWithOthers imply mixWithOthers).
-MIXING_OPTIONS = frozenset({"mixWithOthers", "duckOthers", "interruptSpokenAudioAndMixWithOthers"})
-
-
-def mixable(session: Session, policy: Policy) -> bool:
-    """True when the session mixes with others: its category does, or one of its options."""
-    return policy.mixes_with_others or bool(session.options & MIXING_OPTIONS)
+def mixable(session: Session, policy: Policy, pm: PluginManager | None = None) -> bool:
+    """True when the session mixes with others: a plugin its policy enables says so
+    (:func:`~audiopolicyd.hookspecs.mixes_with_others`), else its policy's
+    ``mixes_with_others``."""
+    if pm is not None:
+        said = call_for(pm, "mixes_with_others", policy, session=session, policy=policy)
+        if said is not None:
+            return bool(said)
+    return policy.mixes_with_others
 
 
 def _rank(session: Session, policy: Policy) -> tuple[int, int]:
     return (policy.priority, session.seq)
 
 
-def interaction_for(trigger: Session, tpolicy: Policy, victim: Session,
-                    vpolicy: Policy) -> Interaction:
-    """What ``trigger`` does to ``victim`` by options and policy (before plugins).
+def interaction_for(trigger: Session, victim: Session, policies: PolicySet,
+                    pm: PluginManager | None = None,
+                    victim_mixes: bool | None = None) -> Interaction:
+    """What ``trigger`` does to ``victim`` at the session level (before per-stream plugins).
 
-    Apple's option semantics: ``duckOthers`` implies mixing and ducks everyone;
-    ``interruptSpokenAudioAndMixWithOthers`` interrupts sessions in ``spokenAudio`` mode and
-    mixes with the rest; ``mixWithOthers`` mixes.
+    The trigger's policy decides for the victim's category and mixability; then the
+    :func:`~audiopolicyd.hookspecs.decide_session_interaction` plugins the trigger's policy
+    enables may change it (the shipped ones are Apple's option semantics: ``duckOthers``
+    ducks everyone; ``interruptSpokenAudioAndMixWithOthers`` interrupts sessions in
+    ``spokenAudio`` mode and mixes with the rest; ``mixWithOthers`` mixes).
+
+    :param victim_mixes: the victim's :func:`mixable`, when the caller has it already
     """
-    opts = trigger.options
-    base = tpolicy.others
-    if "duckOthers" in opts:
-        return Interaction(Action.DUCK, base.duck_level, base.ramp_ms, "(session option)",
-                           "duckOthers")
-    if "interruptSpokenAudioAndMixWithOthers" in opts:
-        action = Action.INTERRUPT if victim.mode == "spokenAudio" else Action.MIX
-        return Interaction(action, base.duck_level, base.ramp_ms, "(session option)",
-                           "interruptSpokenAudioAndMixWithOthers")
-    if "mixWithOthers" in opts:
-        return Interaction(Action.MIX, base.duck_level, base.ramp_ms, "(session option)",
-                           "mixWithOthers")
-    return tpolicy.interaction(victim.category, mixable(victim, vpolicy))
+    tpolicy = policies.policies[trigger.category]
+    if victim_mixes is None:
+        victim_mixes = mixable(victim, policies.policies[victim.category], pm)
+    base = tpolicy.interaction(victim.category, victim_mixes)
+    if pm is None:
+        return base
+    return call_for(pm, "decide_session_interaction", tpolicy, trigger=trigger, victim=victim,
+                    interaction=base, policies=policies) or base
 
 
 @dataclass
@@ -158,13 +165,13 @@ class _Acc:
 
 
 def decide(snapshot: Snapshot, sessions: Iterable[Session], policies: PolicySet,
-           pm: pluggy.PluginManager | None = None) -> dict[str, Effect]:
+           pm: PluginManager | None = None) -> dict[str, Effect]:
     """The desired effect on every stream of ``snapshot``.
 
     :param snapshot: the audio graph (read-only)
     :param sessions: every session, implicit and explicit, each listing its streams
     :param policies: the policy set in force
-    :param pm: plugin manager for :func:`~audiopolicyd.hookspecs.decide_interaction`
+    :param pm: plugin manager for the interaction hooks (None: the policies alone)
     :returns: stream key -> :class:`~audiopolicyd.model.Effect` for every stream of the
         snapshot (the neutral effect for streams nothing acts on)
     """
@@ -190,13 +197,16 @@ def decide(snapshot: Snapshot, sessions: Iterable[Session], policies: PolicySet,
     triggers = [s for s in sessions if s.active]
     for victim in sessions:
         vpolicy = policies.policies[victim.category]
+        victim_mixes = None
         for trigger in triggers:
             if trigger.app_key == victim.app_key:
                 continue
             tpolicy = policies.policies[trigger.category]
             if _rank(trigger, tpolicy) <= _rank(victim, vpolicy):
                 continue
-            base = interaction_for(trigger, tpolicy, victim, vpolicy)
+            if victim_mixes is None:
+                victim_mixes = mixable(victim, vpolicy, pm)
+            base = interaction_for(trigger, victim, policies, pm, victim_mixes)
             if base.action is Action.MIX:
                 continue  # nothing to do, and nothing for plugins to change
             for key in victim.streams:
@@ -205,8 +215,9 @@ def decide(snapshot: Snapshot, sessions: Iterable[Session], policies: PolicySet,
                     continue
                 inter = base
                 if pm is not None:
-                    inter = call_hook(pm, "decide_interaction", trigger=trigger, victim=victim,
-                                      stream=stream, interaction=base, policies=policies) or base
+                    inter = call_for(pm, "decide_interaction", tpolicy, trigger=trigger,
+                                     victim=victim, stream=stream, interaction=base,
+                                     policies=policies) or base
                 reason = Reason(inter.action.value, trigger.id, trigger.category, inter.file,
                                 inter.rule)
                 acc[key].add(inter.action, stream, has_player[key], reason,
@@ -236,17 +247,19 @@ def players_to_pause(snapshot: Snapshot, effects: Mapping[str, Effect]) -> dict[
 _INTERRUPTING = (Action.INTERRUPT, Action.SILENCE)
 
 
-def _acts_on(trigger: Session, victim: Session, policies: PolicySet) -> Interaction | None:
+def _acts_on(trigger: Session, victim: Session, policies: PolicySet,
+             pm: PluginManager | None) -> Interaction | None:
     """What ``trigger`` does to ``victim`` if it outranks it (regardless of activity)."""
     if trigger.app_key == victim.app_key or trigger.id == victim.id:
         return None
     tpolicy, vpolicy = policies.policies[trigger.category], policies.policies[victim.category]
     if _rank(trigger, tpolicy) <= _rank(victim, vpolicy):
         return None
-    return interaction_for(trigger, tpolicy, victim, vpolicy)
+    return interaction_for(trigger, victim, policies, pm)
 
 
-def interruptions(sessions: Iterable[Session], policies: PolicySet) -> dict[str, set[str]]:
+def interruptions(sessions: Iterable[Session], policies: PolicySet,
+                  pm: PluginManager | None = None) -> dict[str, set[str]]:
     """Which sessions are interrupted, and by whom.
 
     A session is interrupted by every active session that outranks it and whose interaction
@@ -261,14 +274,14 @@ def interruptions(sessions: Iterable[Session], policies: PolicySet) -> dict[str,
         if not trigger.active:
             continue
         for victim in sessions:
-            inter = _acts_on(trigger, victim, policies)
+            inter = _acts_on(trigger, victim, policies, pm)
             if inter is not None and inter.action in _INTERRUPTING:
                 out.setdefault(victim.id, set()).add(trigger.id)
     return out
 
 
 def activation_blockers(candidate: Session, sessions: Iterable[Session],
-                        policies: PolicySet) -> list[Session]:
+                        policies: PolicySet, pm: PluginManager | None = None) -> list[Session]:
     """Active sessions of higher priority that would interrupt ``candidate`` if it activated.
 
     Activation below them fails (``InsufficientPriority``, or ``CannotInterruptOthers`` for a
@@ -285,18 +298,18 @@ def activation_blockers(candidate: Session, sessions: Iterable[Session],
         opolicy = policies.policies[other.category]
         if opolicy.priority <= cpolicy.priority:
             continue
-        if interaction_for(other, opolicy, candidate, cpolicy).action in _INTERRUPTING:
+        if interaction_for(other, candidate, policies, pm).action in _INTERRUPTING:
             out.append(other)
     return out
 
 
-def audio_hints(session: Session, sessions: Iterable[Session],
-                policies: PolicySet) -> tuple[bool, bool]:
+def audio_hints(session: Session, sessions: Iterable[Session], policies: PolicySet,
+                pm: PluginManager | None = None) -> tuple[bool, bool]:
     """AVAudioSession's ``isOtherAudioPlaying`` and ``secondaryAudioShouldBeSilencedHint``.
 
     :returns: ``(other audio playing, secondary audio should be silenced)``: another app has an
         active session; another app has an active non-mixable session (primary audio)
     """
     other = [s for s in sessions if s.active and s.app_key != session.app_key]
-    primary = [s for s in other if not mixable(s, policies.policies[s.category])]
+    primary = [s for s in other if not mixable(s, policies.policies[s.category], pm)]
     return bool(other), bool(primary)

@@ -5,8 +5,16 @@ are synchronous and run on the daemon's event loop: an implementation must not b
 ``async def`` implementation is never awaited. Plugins see :mod:`audiopolicyd.model` and
 :mod:`audiopolicyd.policy` objects only; they never touch the audio server.
 
+Which implementations are called (see :mod:`audiopolicyd.pluginmanager`): a plugin that
+declares a settings table is called only for a category whose policy names that table
+(``[plugins.<table>]``, possibly empty), and gets that table as ``settings``; each hook below
+says which category's policy counts (the trigger's, the victim's, ...). A plugin that declares
+no table is called for every category, with empty ``settings``. Every hook with a ``settings``
+parameter may be implemented without it (pluggy passes only the arguments an implementation
+names).
+
 If an implementation raises, the error is logged with the plugin's name and that plugin is
-skipped for the call; the daemon goes on (see :func:`audiopolicyd.pluginmanager.call_hook`).
+skipped for the call; the daemon goes on (see :func:`audiopolicyd.pluginmanager.call_for`).
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Any, Mapping
 import pluggy
 
 from .model import Session, Stream
-from .policy import Interaction, PolicySet
+from .policy import Interaction, Policy, PolicySet
 
 hookspec = pluggy.HookspecMarker("audiopolicyd")
 
@@ -25,28 +33,41 @@ hookspec = pluggy.HookspecMarker("audiopolicyd")
 
 @hookspec
 def register_policy_settings() -> Mapping[str, Mapping[str, Any]] | None:
-    """Declare the ``[plugins.<name>]`` tables this plugin reads from policy files.
+    """Declare the ``[plugins.<name>]`` table this plugin reads from policy files.
 
-    Called once when the plugin manager is built, before any policy is parsed. Results of all
-    plugins are merged; a name declared twice is an error at start-up.
+    Called when the plugin manager's set of plugins is complete, before any policy is parsed;
+    the result is kept until a plugin is registered or unregistered. Concerns no category: every
+    plugin's implementation is called. Results of all plugins are merged; a table declared by
+    two plugins, or several tables declared by one, is an error at start-up. Naming the table
+    in a policy is what enables the plugin for that policy's category.
 
-    :returns: table name -> JSON Schema (draft 2020-12) of that table, or None for no settings.
-        The schema should set ``additionalProperties = false`` so misspelt keys are errors.
+    :returns: table name -> JSON Schema (draft 2020-12) of that table (one entry), or None for
+        a plugin with no table (called for every category). The schema should set
+        ``additionalProperties = false`` so misspelt keys are errors; a plugin without
+        settings declares ``{"type": "object", "additionalProperties": false}``, enabled by an
+        empty table. If it raises, the plugin is never called.
     """
 
 
 # -- deciding --------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)
-def classify_stream(stream: Stream, policies: PolicySet) -> tuple[str, str] | None:
+def classify_stream(stream: Stream, policies: PolicySet,
+                    settings_by_category: Mapping[str, Mapping[str, Any]]
+                    ) -> tuple[str, str] | None:
     """Choose the category of a stream before the policies' ``[[classify]]`` rules run.
 
     Called on the event loop for every new stream and whenever a stream's properties change;
     must not block. Stops at the first non-None result. Not called for a server module's stream
     (:attr:`Stream.module` set): only a ``[[classify]]`` rule naming the module classifies it.
+    The category that counts is the one the plugin answers: a plugin with a table is called
+    when some policy names it, and may answer only a category whose policy does (another
+    answer is ignored with a warning and the rules decide).
 
     :param stream: the stream to classify (read-only)
     :param policies: the policy set in force (read-only)
+    :param settings_by_category: each category whose policy enables the plugin -> the
+        plugin's table in that policy (read-only; empty for a plugin without a table)
     :returns: ``(category, rule description)`` with a category the set defines, or None to leave
         the choice to the next plugin and then to the ``[[classify]]`` rules. A category that
         does not handle the stream's direction (:attr:`Policy.directions`: a recording put in
@@ -55,22 +76,70 @@ def classify_stream(stream: Stream, policies: PolicySet) -> tuple[str, str] | No
 
 
 @hookspec(firstresult=True)
+def mixes_with_others(session: Session, policy: Policy,
+                      settings: Mapping[str, Any]) -> bool | None:
+    """Say whether a session mixes with others (AVAudioSession's mixability).
+
+    Called inside the engine's pure decisions whenever a session's mixability matters: for a
+    victim, to choose its acting session's ``activation.mixable_others`` over
+    ``activation.others``; for AVAudioSession's ``secondaryAudioShouldBeSilencedHint`` (an
+    active non-mixable session is primary audio); to name a refused activation
+    (``CannotInterruptOthers`` for a mixable session). Must be fast and must not block. Stops
+    at the first non-None result. The session's own category's policy counts.
+
+    :param session: the session concerned (read-only)
+    :param policy: its category's policy (read-only); ``policy.mixes_with_others`` is the
+        answer when no plugin gives one
+    :param settings: the plugin's table in that policy (read-only)
+    :returns: True or False, or None to leave it to the next plugin and then to the policy
+    """
+
+
+@hookspec(firstresult=True)
+def decide_session_interaction(trigger: Session, victim: Session, interaction: Interaction,
+                               policies: PolicySet,
+                               settings: Mapping[str, Any]) -> Interaction | None:
+    """Change what a session does to another session, before any stream is considered.
+
+    Called inside the engine's pure decisions for every pair in which ``trigger`` outranks
+    ``victim`` (higher priority, or the same and a later activation; apps never act on
+    themselves), whether or not the trigger is active: to decide the streams' effects, which
+    explicit sessions are interrupted, and which active sessions block an activation. Called
+    for every action, ``mix`` included (Apple's ``duckOthers`` ducks sessions the policy would
+    mix with). Must be fast and must not block. Stops at the first non-None result; order among
+    plugins is pluggy's (``tryfirst``, then the last registered, then ``trylast``). The
+    trigger's category's policy counts.
+
+    :param trigger: the session that acts (read-only)
+    :param victim: the session acted on (read-only)
+    :param interaction: what the trigger's policy decided (read-only): its
+        ``overrides.<victim category>``, else ``activation.mixable_others`` for a mixable
+        victim, else ``activation.others``
+    :param policies: the policy set in force (read-only)
+    :param settings: the plugin's table in the trigger's policy (read-only)
+    :returns: the interaction to apply instead, or None to keep the policy's decision
+    """
+
+
+@hookspec(firstresult=True)
 def decide_interaction(trigger: Session, victim: Session, stream: Stream,
-                       interaction: Interaction, policies: PolicySet) -> Interaction | None:
+                       interaction: Interaction, policies: PolicySet,
+                       settings: Mapping[str, Any]) -> Interaction | None:
     """Change what an active session does to one stream of another session.
 
     Called inside the engine's pure decision for every (active trigger, victim stream) pair the
-    policy makes act (never for ``mix``: a plugin can soften or change an action, not invent
-    one between sessions that mix), i.e. whenever the snapshot or the sessions change; must be
-    fast and must not block. Stops at the first non-None result.
+    session-level decision (policy, then :func:`decide_session_interaction`) makes act (never
+    for ``mix``: a plugin can soften or change an action here, not invent one between sessions
+    that mix), i.e. whenever the snapshot or the sessions change; must be fast and must not
+    block. Stops at the first non-None result. The trigger's category's policy counts.
 
     :param trigger: the active session that acts (read-only)
     :param victim: the session that is acted on (read-only)
     :param stream: the victim's stream concerned (read-only)
-    :param interaction: what the policy decided (read-only): action, duck level, ramp, and the
-        file and key that decided it
-    :param policies: the policy set in force (read-only); plugin settings are in
-        ``policies.policies[category].plugins[name]``
+    :param interaction: what the session-level decision gave (read-only): action, duck level,
+        ramp, and the file and key that decided it
+    :param policies: the policy set in force (read-only)
+    :param settings: the plugin's table in the trigger's policy (read-only)
     :returns: the interaction to apply instead (build it with :func:`dataclasses.replace`), or
         None to keep the policy's decision
     """

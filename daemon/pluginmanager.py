@@ -1,8 +1,23 @@
-"""Build the plugin manager: the built-in plugins, then third-party ones from entry points.
+"""Build the plugin manager, and call hooks only for the plugins a policy enables.
 
 There is no global manager; :func:`make_plugin_manager` is called by the composition root
 (:mod:`audiopolicyd.app`) and by tools that parse policies offline (``audiopolicyctl policy
 check``). Third-party plugins register under the entry-point group ``audiopolicyd.plugins``.
+
+Which plugin is called for what (the rules of :mod:`audiopolicyd.hookspecs`):
+
+* A plugin that declares a settings table (``register_policy_settings``) is **scoped**: a
+  policy enables it by naming its table, ``[plugins.<table>]`` (possibly empty), and it is
+  called only for the category concerned by a hook (the trigger's, the victim's, ...: each
+  hookspec says which) when that category's policy enables it, with that policy's table as
+  ``settings``. A scoped plugin no policy names is loaded but never called.
+* A plugin that declares no table cannot be named by a policy: it is **global**, called for
+  every category with empty ``settings`` (a site-wide classifier, say).
+* A plugin declares at most one table: its table is how a policy names it.
+
+Loading never stops at one bad plugin: entry points are loaded one by one, and after loading
+:meth:`PluginManager.check_pending` blocks (by name, logged) any plugin implementing a hook that
+does not exist, so a misspelt hook is an error you see rather than code that never runs.
 """
 
 from __future__ import annotations
@@ -10,32 +25,141 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from . import hookspecs
+from .model import freeze
+from .policy import Policy, PolicySet
 
 logger = logging.getLogger(__name__)
 
+PROJECT = "audiopolicyd"
 ENTRY_POINT_GROUP = "audiopolicyd.plugins"
 
-#: Built-in plugin modules, one behaviour each (see ``plugins/``).
-BUILTIN = ("audiopolicyd.plugins.record",)
+#: Built-in plugin modules, one behaviour each (see ``plugins/``); the shipped policies
+#: enable them.
+BUILTIN = ("audiopolicyd.plugins.record", "audiopolicyd.plugins.duck_others",
+           "audiopolicyd.plugins.interrupt_spoken_audio", "audiopolicyd.plugins.mix_with_others")
+
+#: The settings a global plugin gets.
+NO_SETTINGS: Mapping[str, Any] = freeze({})
+#: Marks a plugin whose ``register_policy_settings`` raised: it is never called (its table,
+#: and so whether a policy enables it, is unknown).
+_BROKEN = object()
+#: Most (hook, policy) pairs whose enabled implementations are kept.
+_MAX_KEPT = 256
 
 
-def make_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManager:
+class PluginManager(pluggy.PluginManager):
+    """pluggy's plugin manager, which also knows each plugin's settings table.
+
+    What plugins declare is read once and kept until a plugin is registered, unregistered or
+    blocked.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(PROJECT)
+        self._declared: dict[str, Mapping[str, Mapping[str, Any]] | object] | None = None
+        self._impls: dict[str, tuple[tuple[Any, Any], ...]] = {}
+        self._enabled: dict[tuple[str, int], tuple[Policy, tuple[tuple[Any, Any], ...]]] = {}
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:
+        self._forget()
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:
+        self._forget()
+        return super().unregister(plugin, name)
+
+    def _forget(self) -> None:
+        self._declared = None
+        self._impls = {}
+        self._enabled = {}
+
+    def declared(self) -> Mapping[str, Mapping[str, Mapping[str, Any]] | object]:
+        """Plugin name -> the tables it declares (table -> JSON Schema), for every plugin that
+        implements ``register_policy_settings``; a plugin whose implementation raised (logged)
+        maps to a marker and is never called."""
+        if self._declared is None:
+            self._declared = {}
+            for impl in reversed(self.hook.register_policy_settings.get_hookimpls()):
+                try:
+                    tables = impl.function()
+                except Exception:
+                    logger.exception("plugin %r raised in hook register_policy_settings; it is "
+                                     "not called", impl.plugin_name)
+                    self._declared[impl.plugin_name] = _BROKEN
+                    continue
+                self._declared[impl.plugin_name] = dict(tables or {})
+        return self._declared
+
+    def implementations(self, hook: str) -> tuple[tuple[Any, Any], ...]:
+        """The implementations of ``hook`` in call order (``tryfirst`` first, then the last
+        registered first), each with the table that enables it: a table name, None for a global
+        plugin, or a marker for a plugin that is never called."""
+        found = self._impls.get(hook)
+        if found is None:
+            declared = self.declared()
+            out = []
+            for impl in reversed(getattr(self.hook, hook).get_hookimpls()):
+                tables = declared.get(impl.plugin_name)
+                if tables is _BROKEN:
+                    out.append((impl, _BROKEN))
+                else:
+                    out.append((impl, next(iter(sorted(tables)), None) if tables else None))
+            found = self._impls[hook] = tuple(out)
+        return found
+
+    def enabled(self, hook: str, policy: Policy) -> tuple[tuple[Any, Mapping[str, Any]], ...]:
+        """The implementations of ``hook`` that ``policy`` enables, in call order, each with
+        its settings: the policy's table for a scoped plugin, empty ones for a global plugin.
+        Kept per policy object (policies are immutable; a reload makes new ones)."""
+        key = (hook, id(policy))
+        hit = self._enabled.get(key)
+        if hit is not None and hit[0] is policy:
+            return hit[1]
+        out = []
+        for impl, table in self.implementations(hook):
+            if table is None:
+                out.append((impl, NO_SETTINGS))
+            elif table is not _BROKEN and table in policy.plugins:
+                out.append((impl, policy.plugins[table]))
+        if len(self._enabled) >= _MAX_KEPT:
+            self._enabled.clear()  # policy sets of past reloads
+        self._enabled[key] = (policy, tuple(out))
+        return self._enabled[key][1]
+
+    def check_pending(self) -> None:
+        """pluggy's check that every implementation has a hookspec, without stopping the
+        daemon: each plugin implementing an unknown hook (a misspelt ``decide_interation``)
+        is blocked by name and logged, and the others stay."""
+        while True:
+            try:
+                super().check_pending()
+                return
+            except pluggy.PluginValidationError as exc:
+                name = self.get_name(exc.plugin) or repr(exc.plugin)
+                logger.error("plugin %r blocked: %s", name, exc)
+                self.set_blocked(name)
+
+
+def make_plugin_manager(load_entry_points: bool = True) -> PluginManager:
     """Create a plugin manager with the hookspecs, the built-ins and installed plugins.
 
     :param load_entry_points: also load third-party plugins from the ``audiopolicyd.plugins``
-        entry-point group; a plugin that fails to import is logged and left out
+        entry-point group; a plugin that fails to import or to register is logged and left out
+    :returns: the manager, checked (:meth:`PluginManager.check_pending`): a plugin with an
+        unknown hook has been blocked and logged
     """
-    pm = pluggy.PluginManager("audiopolicyd")
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
     for name in BUILTIN:
         pm.register(importlib.import_module(name), name=name.rsplit(".", 1)[-1])
     if load_entry_points:
         load_entry_point_plugins(pm)
+    pm.check_pending()
     return pm
 
 
@@ -44,8 +168,8 @@ def load_entry_point_plugins(pm: pluggy.PluginManager, group: str = ENTRY_POINT_
 
     A plugin that fails to import or to register (a hook implementation that does not match
     its spec) is logged with its name and left out; the others load. A name already taken
-    (a built-in's) is skipped with a warning. Unlike pluggy's ``load_setuptools_entrypoints``,
-    which stops at the first failure.
+    (a built-in's) or blocked is skipped with a warning. Unlike pluggy's
+    ``load_setuptools_entrypoints``, which stops at the first failure.
 
     :returns: the names of the plugins registered
     """
@@ -53,8 +177,8 @@ def load_entry_point_plugins(pm: pluggy.PluginManager, group: str = ENTRY_POINT_
     for ep in importlib.metadata.entry_points(group=group):
         source = ep.dist.name if ep.dist is not None else "an unknown distribution"
         if pm.get_plugin(ep.name) is not None or pm.is_blocked(ep.name):
-            logger.warning("plugin %r (%s) of %s not loaded: the name is taken", ep.name,
-                           ep.value, source)
+            logger.warning("plugin %r (%s) of %s not loaded: the name is taken or blocked",
+                           ep.name, ep.value, source)
             continue
         try:
             pm.register(ep.load(), name=ep.name)
@@ -69,23 +193,37 @@ def load_entry_point_plugins(pm: pluggy.PluginManager, group: str = ENTRY_POINT_
     return loaded
 
 
+def _run(impl: Any, hook: str, kwargs: Mapping[str, Any]) -> Any:
+    """One implementation, called with the arguments it takes; a raise is logged, None."""
+    try:
+        return impl.function(*(kwargs[arg] for arg in impl.argnames))
+    except Exception:
+        logger.exception("plugin %r raised in hook %s; skipped for this call",
+                         impl.plugin_name, hook)
+        return None
+
+
 def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
-    """Call hook ``name`` so that a raising implementation is logged and skipped.
+    """Call hook ``name`` on every plugin, so that a raising implementation is logged and
+    skipped (for hooks that concern no category: ``register_policy_settings``).
 
     Implementations run in pluggy's order (last registered first). For a ``firstresult`` hook
     the first non-None result is returned (None if there is none); otherwise the list of
     non-None results.
     """
+    return _collect(pm, name, ((impl, kwargs)
+                               for impl in reversed(getattr(pm.hook, name).get_hookimpls())))
+
+
+def _collect(pm: pluggy.PluginManager, name: str,
+             calls: Iterable[tuple[Any, Mapping[str, Any]]]) -> Any:
+    """Run ``(implementation, arguments)`` pairs in order: the first non-None result of a
+    ``firstresult`` hook, else the list of non-None results."""
     caller = getattr(pm.hook, name)
     firstresult = bool(caller.spec and caller.spec.opts.get("firstresult"))
     results = []
-    for impl in reversed(caller.get_hookimpls()):
-        try:
-            result = impl.function(*(kwargs[arg] for arg in impl.argnames))
-        except Exception:
-            logger.exception("plugin %r raised in hook %s; skipped for this call",
-                             impl.plugin_name, name)
-            continue
+    for impl, kwargs in calls:
+        result = _run(impl, name, kwargs)
         if result is not None:
             if firstresult:
                 return result
@@ -93,14 +231,65 @@ def call_hook(pm: pluggy.PluginManager, name: str, **kwargs: Any) -> Any:
     return None if firstresult else results
 
 
-def plugin_settings_schemas(pm: pluggy.PluginManager) -> Mapping[str, Mapping[str, Any]]:
+def call_for(pm: PluginManager, name: str, policy: Policy, /, **kwargs: Any) -> Any:
+    """Call hook ``name`` on the plugins ``policy`` enables, each with its own ``settings``.
+
+    Global plugins (no table) are called too, with empty settings. A raising implementation
+    is logged and skipped. Order and results as :func:`call_hook`.
+
+    :param policy: the policy of the category concerned (which one: see the hookspec)
+    """
+    enabled = pm.enabled(name, policy)
+    if not enabled:  # the common case, on the decision's hot path: no generator, no dicts
+        return _collect(pm, name, ())
+    return _collect(pm, name, ((impl, {**kwargs, "settings": settings})
+                               for impl, settings in enabled))
+
+
+def classify_with_plugins(pm: PluginManager, stream: Any,
+                          policies: PolicySet) -> tuple[str, str] | None:
+    """The first non-None answer of ``classify_stream``, from the plugins some policy enables.
+
+    A scoped plugin gets ``settings_by_category`` (each category whose policy names its table
+    -> that table) and may put the stream only in one of those categories: another answer is
+    ignored with a warning (the ``[[classify]]`` rules decide). A global plugin gets an empty
+    mapping and may answer any category (the caller checks it exists and takes the stream's
+    direction).
+    """
+    for impl, table in pm.implementations("classify_stream"):
+        if table is _BROKEN:
+            continue
+        by_category = {} if table is None else {
+            c: p.plugins[table] for c, p in policies.policies.items() if table in p.plugins}
+        if table is not None and not by_category:
+            continue  # no policy names it
+        result = _run(impl, "classify_stream", {"stream": stream, "policies": policies,
+                                                "settings_by_category": freeze(by_category)})
+        if result is None:
+            continue
+        if table is not None and result[0] not in by_category:
+            logger.warning("plugin %r classified %s as %r, whose policy does not enable it "
+                           "([plugins.%s]); ignored", impl.plugin_name, stream.key, result[0],
+                           table)
+            return None
+        return result
+    return None
+
+
+def plugin_settings_schemas(pm: PluginManager) -> Mapping[str, Mapping[str, Any]]:
     """Merge every plugin's :func:`~audiopolicyd.hookspecs.register_policy_settings`.
 
-    :raises ValueError: when two plugins declare the same settings table
+    :raises ValueError: when two plugins declare the same settings table, or one plugin
+        declares several (a plugin's table is how a policy enables it)
     """
     merged: dict[str, Mapping[str, Any]] = {}
-    for declared in call_hook(pm, "register_policy_settings"):
-        for table, schema in declared.items():
+    for plugin, tables in pm.declared().items():
+        if tables is _BROKEN:
+            continue
+        if len(tables) > 1:
+            raise ValueError(f"plugin {plugin!r} declares several settings tables "
+                             f"({', '.join(sorted(tables))}); a plugin has one")
+        for table, schema in tables.items():
             if table in merged:
                 raise ValueError(f"plugin settings table {table!r} is declared twice")
             merged[table] = schema

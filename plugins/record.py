@@ -5,7 +5,11 @@ decides what "virtually" leaves out: streams whose ``media.role`` is listed in
 ``keep_audible_roles`` are mixed instead of silenced (a screen reader must keep talking while
 you record a voice memo).
 
-Settings, in the ``record`` category's policy file:
+Enabled by a ``[plugins.record]`` table in a category's policy; it then acts when a session of
+that category (the trigger) silences another session's stream. The shipped ``record.toml``
+enables it.
+
+Settings, in the enabling category's policy file:
 
 ``keep_audible_roles``
     list of strings (``media.role`` values), default ``[]``, at most 64 entries. Streams with
@@ -47,11 +51,9 @@ def register_policy_settings():
 
 
 @hookimpl
-def decide_interaction(trigger, victim, stream, interaction, policies):
-    if trigger.category != "record" or interaction.action is not Action.SILENCE:
+def decide_interaction(stream, interaction, settings):
+    if interaction.action is not Action.SILENCE:
         return None
-    policy = policies.policies.get("record")
-    settings = policy.plugins.get("record", {}) if policy else {}
     if stream.properties.get("media.role") in settings.get("keep_audible_roles", ()):
         return dataclasses.replace(interaction, action=Action.MIX,
                                    rule="plugins.record.keep_audible_roles")

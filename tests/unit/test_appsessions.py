@@ -13,8 +13,8 @@ from audiopolicyd.model import Session
 
 
 @pytest.fixture
-def core(policies):
-    sessions = AppSessions(lambda: policies, itertools.count(1))
+def core(policies, pm):
+    sessions = AppSessions(lambda: policies, itertools.count(1), pm=pm)
     events = []
     sessions.listeners.append(lambda s, what, payload: events.append((s.id, what, dict(payload))))
     sessions.events = events

@@ -128,11 +128,11 @@ def test_reasons_name_the_policy_file_and_key(policies):
     (["interruptSpokenAudioAndMixWithOthers"], "default", "none"),
     (["interruptSpokenAudioAndMixWithOthers"], "spokenAudio", "mute"),
 ])
-def test_trigger_options(policies, options, mode, expected):
+def test_trigger_options(policies, pm, options, mode, expected):
     victim, trig = make_stream(1), make_stream(2)
     sessions = [session("v", "playback", [victim.key], 1, mode=mode),
                 session("t", "playback", [trig.key], 2, options=options)]
-    assert decide(snap(victim, trig), sessions, policies)[victim.key].summary == expected
+    assert decide(snap(victim, trig), sessions, policies, pm)[victim.key].summary == expected
 
 
 def test_record_silences_output_but_keeps_a11y_through_the_plugin(policies, pm):

@@ -22,7 +22,8 @@ SPECS = [f for name, f in vars(hookspecs).items()
 
 def test_there_are_hookspecs():
     assert {f.__name__ for f in SPECS} == {"register_policy_settings", "classify_stream",
-                                           "decide_interaction"}
+                                           "decide_interaction", "mixes_with_others",
+                                           "decide_session_interaction"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.__name__)
@@ -81,36 +82,46 @@ def test_call_hook_collects_results_and_skips_a_raising_plugin(caplog):
     assert "plugin 'bad' raised in hook register_policy_settings" in caplog.text
 
 
-MODULES = ("apd_fake_broken", "apd_fake_good", "apd_fake_bad_hook")
+def install_fake_distribution(tmp_path, monkeypatch, dist, plugins):
+    """An installed distribution ``dist`` whose ``audiopolicyd.plugins`` entry points are
+    ``plugins``: ``(entry point name, module, source)``, a module with no source is missing.
+
+    :returns: the module names, to drop from ``sys.modules`` afterwards
+    """
+    info = tmp_path / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[audiopolicyd.plugins]\n" + "".join(f"{name} = {module}\n"
+                                             for name, module, _ in plugins))
+    for _, module, source in plugins:
+        if source is not None:
+            (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    modules = [module for _, module, _ in plugins]
+    for name in modules:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return modules
 
 
 def test_a_failing_entry_point_does_not_stop_the_next(tmp_path, monkeypatch, caplog):
     # One installed distribution with two plugins: the first fails to import, the second
     # must still be registered. Before: pluggy's load_setuptools_entrypoints stopped at the
     # first failure and the log said "continuing without it".
-    dist = tmp_path / "apd_fake_plugins-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: apd-fake-plugins\n"
-                                   "Version: 1.0\n")
-    (dist / "entry_points.txt").write_text("[audiopolicyd.plugins]\n"
-                                           "a_broken = apd_fake_broken\n"
-                                           "b_missing = apd_fake_missing_module\n"
-                                           "c_good = apd_fake_good\n"
-                                           "d_bad_hook = apd_fake_bad_hook\n")
-    (tmp_path / "apd_fake_broken.py").write_text("raise RuntimeError('broken at import')\n")
-    (tmp_path / "apd_fake_good.py").write_text(
-        "from audiopolicyd import hookimpl\n\n"
-        "@hookimpl\n"
-        "def register_policy_settings():\n"
-        "    return {'good': {'type': 'object'}}\n")
-    (tmp_path / "apd_fake_bad_hook.py").write_text(
-        "from audiopolicyd import hookimpl\n\n"
-        "@hookimpl\n"
-        "def classify_stream(stream, policies, not_an_argument):\n"
-        "    return None\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    for name in MODULES:
-        monkeypatch.delitem(sys.modules, name, raising=False)
+    modules = install_fake_distribution(tmp_path, monkeypatch, "apd-fake-plugins", [
+        ("a_broken", "apd_fake_broken", "raise RuntimeError('broken at import')\n"),
+        ("b_missing", "apd_fake_missing_module", None),
+        ("c_good", "apd_fake_good",
+         "from audiopolicyd import hookimpl\n\n"
+         "@hookimpl\n"
+         "def register_policy_settings():\n"
+         "    return {'good': {'type': 'object'}}\n"),
+        ("d_bad_hook", "apd_fake_bad_hook",
+         "from audiopolicyd import hookimpl\n\n"
+         "@hookimpl\n"
+         "def classify_stream(stream, policies, not_an_argument):\n"
+         "    return None\n"),
+    ])
 
     pm = make_plugin_manager()
     try:
@@ -125,5 +136,32 @@ def test_a_failing_entry_point_does_not_stop_the_next(tmp_path, monkeypatch, cap
         assert pm.get_plugin("d_bad_hook") is None  # registered by name, then taken out
         assert "plugin 'd_bad_hook' (apd_fake_bad_hook)" in caplog.text
     finally:
-        for name in MODULES:
+        for name in modules:
+            sys.modules.pop(name, None)
+
+
+def test_a_plugin_with_an_unknown_hook_is_blocked_by_name_and_the_others_load(
+        tmp_path, monkeypatch, caplog):
+    # pluggy accepts a misspelt hook at register time and only check_pending() sees it, by
+    # raising: the daemon would not start. Here it is blocked and logged; the next one loads.
+    modules = install_fake_distribution(tmp_path, monkeypatch, "apd-fake-typo", [
+        ("a_typo", "apd_fake_typo",
+         "from audiopolicyd import hookimpl\n\n"
+         "@hookimpl\n"
+         "def decide_interation(trigger, victim, stream, interaction, policies):\n"
+         "    return None\n"),
+        ("b_fine", "apd_fake_fine",
+         "from audiopolicyd import hookimpl\n\n"
+         "@hookimpl\n"
+         "def register_policy_settings():\n"
+         "    return {'fine': {'type': 'object'}}\n"),
+    ])
+    try:
+        pm = make_plugin_manager()
+        assert pm.is_blocked("a_typo") and pm.get_plugin("a_typo") is None
+        assert pm.get_plugin("b_fine") is not None and "fine" in plugin_settings_schemas(pm)
+        assert pm.get_plugin("record") is not None
+        assert "plugin 'a_typo' blocked: unknown hook 'decide_interation'" in caplog.text
+    finally:
+        for name in modules:
             sys.modules.pop(name, None)
