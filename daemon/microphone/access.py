@@ -12,8 +12,10 @@ module with a :class:`Caller`; the rules are here, in the domain, not in the ada
 * a session in a category that records asks once, on its first activation, as Apple asks the
   first time an app's session attempts to record (:meth:`MicrophoneAccess.activated`).
 
-Kept beside the broker, not in a plugin: asking needs the broker's agent round trip and
-per-session state, and whether a category records is already policy data (``records``).
+Asking on activation is kept here, beside the broker, not in a plugin: it needs the broker's
+agent round trip and per-session state (plugins return decisions and do no I/O), whether a
+category records is already policy data (``records``), and a hook of its own would change the
+set of hookspecs that ``tests/unit/test_plugins.py`` pins.
 
 Errors (:mod:`audiopolicyd.errors`)::
 
