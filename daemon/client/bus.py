@@ -15,8 +15,8 @@ from dbus_fast import BusType, Message, MessageType, Variant
 from ..buswriter import MessageBus
 from ..errors import AudioPolicyError, DaemonNotRunning, from_dbus
 from ..names import (
-    BUS_DAEMON, BUS_NAME, MANAGER_IFACE, OBJECT_MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE,
-    SESSION_PATH_PREFIX,
+    BUS_DAEMON, BUS_NAME, MANAGER_IFACE, NO_OWNER_ERRORS, OBJECT_MANAGER_IFACE, OBJECT_PATH,
+    SESSION_IFACE, SESSION_PATH_PREFIX,
 )
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class DaemonClient:
         try:
             reply = await call(self.bus, OBJECT_PATH, interface, member, signature, body)
         except DaemonNotRunning as exc:
-            if exc.dbus_name.startswith(BUS_NAME):  # the bus connection is gone: as it says
+            if exc.dbus_name not in NO_OWNER_ERRORS:  # the bus connection is gone: as it says
                 raise
             raise DaemonNotRunning(f"audiopolicyd is not running ({BUS_NAME} has no owner on "
                                    f"the {bus_kind(self.system)} bus)", exc.dbus_name) from None
