@@ -293,3 +293,10 @@ def test_a_caller_method_is_declared_once_without_its_caller():
                                                     ["RuntimeError: a bug"])
     assert dispatch.handle(call_msg("Greet", "i", [1])) is None  # dbus-fast: UnknownMethod
     assert dispatch.handle(call_msg("Other", "s", ["x"])) is None
+
+
+def test_audiopolicyctl_says_when_nobody_owns_the_name(bus_address, capsys):
+    from audiopolicyd import ctl
+    assert ctl.main(["--bus", bus_address, "status"]) == 2
+    assert capsys.readouterr().err == (f"audiopolicyctl: audiopolicyd is not running ({BUS_NAME} "
+                                       "has no owner on the session bus)\n")
