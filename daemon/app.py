@@ -29,9 +29,8 @@ from asyncinotify import Inotify, Mask
 from dbus_fast import BusType
 from systemd import daemon as sd
 
-from . import __version__
+from . import __version__, backends
 from .appsessions import RESUME_LIMIT, AppSessions
-from .backends.pulse import PulseBackend
 from .buswriter import MessageBus
 from .dbus import DBusApi, ManagerInterface
 from .errors import UnknownTarget
@@ -84,6 +83,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--server", metavar="ADDRESS",
                    help="PulseAudio server address (default: $PULSE_SERVER or libpulse's "
                         "default; pipewire-pulse answers there too)")
+    p.add_argument("--backend", default="auto", choices=backends.NAMES,
+                   help="how to talk to the audio server: pulse (the PulseAudio protocol, "
+                        "PulseAudio and pipewire-pulse); auto picks the best (pulse today)")
     p.add_argument("--bus", metavar="ADDRESS",
                    help="D-Bus address (default: the session bus, or the system bus with "
                         "--system)")
@@ -125,7 +127,7 @@ class Daemon:
         self.store.reload()  # raises PolicyError when no valid set exists: caller reports
         state_dir = self.state_dir = args.state_dir or default_state_dir(args.system)
         self.journal = Journal(state_dir / "journal.sqlite3")
-        self.backend = PulseBackend(args.server)
+        self.backend = backends.choose(args.backend, args.server)
         self.bus: MessageBus | None = None
         self.manager: ManagerInterface | None = None
         self.mpris: MprisWatcher | None = None

@@ -103,6 +103,16 @@ class Stream:
         PulseAudio-protocol client (PulseAudio takes a client's whole property list from the
         client; pipewire-pulse merges it over its own keys, and its clients' ``pipewire.sec.pid``
         is pipewire-pulse's) and for every stream on PulseAudio. See docs/microphone.md
+    :param id: the backend's opaque id of the stream, unique among streams while the server
+        runs and public (D-Bus, logs, the CLI); the core compares it and never parses it. The
+        PulseAudio backend mints ``sink-input:42`` / ``source-output:7``
+    :param restore_key: the key under which the server remembers the stream's volume and mute
+        (module-stream-restore, WirePlumber's restore-stream): two streams with one key start
+        at one remembered value. The backend fills it in with its server's rule; '' when the
+        server remembers nothing per stream
+    :param own: True for a stream of the backend's own connection (a capture of the daemon's,
+        see :meth:`Backend.capture <audiopolicyd.backends.base.Backend.capture>`), as the
+        server says (the stream's client is ours), never from the stream's properties
     """
 
     kind: StreamKind
@@ -116,6 +126,10 @@ class Stream:
     module: str = ""
     owner_module: int = -1
     vouched: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+    # keyword-only and required: only a backend can mint them (see the docstring)
+    id: str = field(kw_only=True)
+    restore_key: str = field(kw_only=True)
+    own: bool = field(default=False, kw_only=True)
 
     @property
     def linked(self) -> bool:
@@ -153,8 +167,8 @@ class Stream:
 
     @property
     def key(self) -> str:
-        """Stable textual id while the server runs, e.g. ``sink-input:42``."""
-        return f"{self.kind.value}:{self.index}"
+        """The stream's :attr:`id` (the name the runtime, D-Bus and the journal use)."""
+        return self.id
 
     @property
     def pid(self) -> int | None:
@@ -183,19 +197,6 @@ class Stream:
         return "stream:" + self.key
 
     @property
-    def restore_key(self) -> str:
-        """The key under which the server remembers this stream's volume and mute.
-
-        Mirrors module-stream-restore's and WirePlumber's restore-stream choice: role first,
-        then application id, then application name, then media name.
-        """
-        p = self.properties
-        for prop in ("media.role", "application.id", "application.name", "media.name"):
-            if p.get(prop):
-                return f"{self.kind.value}-by-{prop}:{p[prop]}"
-        return f"{self.kind.value}:unnamed"
-
-    @property
     def app_name(self) -> str:
         """``application.name``, else the binary, else the stream key."""
         p = self.properties
@@ -207,6 +208,79 @@ class Stream:
         not flood the log."""
         name = self.app_name
         return name if len(name) <= 64 else name[:63] + "\u2026"
+
+
+#: A port's availability as the servers report it (``pa_port_available_t``, PipeWire's
+#: ``SPA_PARAM_AVAILABILITY``): plugged in, unplugged, or not detectable.
+AVAILABILITY = ("yes", "no", "unknown")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One profile of a card (``pactl list cards``: ``output:analog-stereo``, ``a2dp-sink``,
+    ``off``).
+
+    :param name: the server's name of the profile
+    :param description: human name
+    :param available: False when the server says it cannot be used now (a jack unplugged, a
+        Bluetooth profile the headset does not offer)
+    :param priority: the server's preference, higher first
+    """
+
+    name: str
+    description: str = ""
+    available: bool = True
+    priority: int = 0
+
+
+@dataclass(frozen=True)
+class Port:
+    """One port of a card or a device: a jack, a speaker, a headset's microphone.
+
+    :param name: the server's name (``analog-output-headphones``)
+    :param description: human name (``Headphones``)
+    :param direction: ``output`` | ``input`` | ``unknown``
+    :param available: one of :data:`AVAILABILITY`: ``yes`` (plugged in), ``no`` (unplugged),
+        ``unknown`` (the hardware cannot tell)
+    :param priority: the server's preference, higher first
+    :param profiles: names of the card profiles that offer the port (empty for a device's port
+        whose card is unknown)
+    :param properties: the port's property list as the server gives it (``port.type``,
+        ``device.icon_name``...): what the routing issue needs to tell a port's type; values
+        bounded as a stream's
+    """
+
+    name: str
+    description: str = ""
+    direction: str = "unknown"
+    available: str = "unknown"
+    priority: int = 0
+    profiles: tuple[str, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
+
+
+@dataclass(frozen=True)
+class Card:
+    """A card: the hardware (or Bluetooth device) behind sinks and sources, with its profiles
+    and ports (``pactl list cards``; a PipeWire ``Audio/Device``).
+
+    :param id: the backend's opaque id (PulseAudio backend: ``card:3``)
+    :param index: the server's index
+    :param name: the server's name (``alsa_card.pci-0000_00_1f.3``, ``bluez_card.00_11_...``)
+    :param profiles: every profile, as the server lists them
+    :param active_profile: the name of the profile in use, '' when none is reported
+    :param ports: every port of the card, both directions
+    :param properties: the card's property list (``device.bus``, ``device.form_factor``,
+        ``device.description``...)
+    """
+
+    id: str
+    index: int
+    name: str
+    profiles: tuple[Profile, ...] = ()
+    active_profile: str = ""
+    ports: tuple[Port, ...] = ()
+    properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
 
 
 @dataclass(frozen=True)
@@ -221,6 +295,21 @@ class Device:
     :param monitor_of: for a sink's monitor source, the index of that sink (the server's
         ``monitor_of_sink``); -1 for a sink and for any other source. On pipewire-pulse a
         sink and its monitor share one index.
+    :param id: the backend's opaque id, unique among devices while the server runs (PulseAudio
+        backend: ``sink:3``, ``source:5``); '' only for a device no backend made
+    :param card: the name of the device's :class:`Card`, None for a device without one (a
+        null sink, a pipe source, a virtual device)
+    :param ports: the device's ports (a null sink has none); :attr:`Port.direction` is the
+        device's, :attr:`Port.profiles` and :attr:`Port.properties` come from the card's port
+        of that name
+    :param active_port: the name of the port in use, None when the device has no port
+    :param api: ``device.api`` (``alsa``, ``bluez5``...), '' when the server gives none
+    :param bus: ``device.bus`` (``pci``, ``usb``, ``bluetooth``), '' when unknown
+    :param form_factor: ``device.form_factor`` (``internal``, ``headset``, ``headphone``,
+        ``speaker``, ``car``...), '' when unknown
+    :param bluetooth_profile: the Bluetooth profile the device runs (PulseAudio's
+        ``bluetooth.protocol``: ``a2dp_sink``, ``handsfree_head_unit``; PipeWire's
+        ``api.bluez5.profile``: ``a2dp-sink``, ``headset-head-unit``), '' for other devices
     """
 
     kind: str
@@ -229,6 +318,14 @@ class Device:
     description: str = ""
     properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
     monitor_of: int = -1
+    id: str = field(default="", kw_only=True)
+    card: str | None = field(default=None, kw_only=True)
+    ports: tuple[Port, ...] = field(default=(), kw_only=True)
+    active_port: str | None = field(default=None, kw_only=True)
+    api: str = field(default="", kw_only=True)
+    bus: str = field(default="", kw_only=True)
+    form_factor: str = field(default="", kw_only=True)
+    bluetooth_profile: str = field(default="", kw_only=True)
 
     @property
     def monitor(self) -> bool:

@@ -438,7 +438,7 @@ class Reconciler:
                     self._held.setdefault(key, ())  # the hold starts here (see _fights_gate)
                     self._send(key, self.backend.set_mute(kind, event.index, True), muted=True)
                 self._spawn(self._refresh(kind, event.index, key, self._wgen.get(key, 0)))
-        elif event.facility in ("sink", "source") and event.type in ("new", "remove"):
+        elif event.facility in ("sink", "source", "card"):  # changes come coalesced
             self._spawn(self._refresh_devices())
         elif event.facility == "module" and event.type in ("new", "remove"):
             # pipewire-pulse gives a new module an unloaded one's index: never trusted

@@ -1,21 +1,77 @@
 """The backend contract: what the daemon needs from an audio server, nothing more.
 
 One implementation exists (:mod:`audiopolicyd.backends.pulse`, the PulseAudio protocol, which
-drives PulseAudio and PipeWire through pipewire-pulse); the contract keeps the engine and the
-reconciler free of any server library. Plugins never see a backend.
+drives PulseAudio and PipeWire through pipewire-pulse); a native PipeWire backend can come
+later and say what it lacks in :attr:`Backend.capabilities`. The contract keeps the engine and
+the runtime free of any server library: ids of streams, devices and cards are opaque strings
+the backend mints (:attr:`Stream.id <audiopolicyd.model.Stream.id>`), and the server's rule of
+what it remembers per stream is the backend's (:attr:`Stream.restore_key
+<audiopolicyd.model.Stream.restore_key>`). Plugins never see a backend.
+
+Errors (every method may raise them)::
+
+    BackendError
+     +-- ServerGone        the server went away or refused us: reconnect
+     +-- Unsupported       this backend lacks the capability (see Capability)
+     +-- NoSuchDevice      a device named in the call does not exist (any more)
+     +-- ModuleLoadFailed  the server refused to load a module
+     +-- CaptureFailed     the server ended a capture under way
 """
 
 from __future__ import annotations
 
 import abc
+import enum
 from dataclasses import dataclass
 from typing import AsyncIterator, Sequence
 
-from ..model import Device, Stream, StreamKind
+from ..model import Card, Device, Stream, StreamKind
+
+#: The sample format of :meth:`Backend.capture` blocks: signed 16-bit little-endian PCM,
+#: channels interleaved (``s16le``, as ``parec --format=s16le``).
+SAMPLE_FORMAT = "s16le"
+#: Bytes per sample of :data:`SAMPLE_FORMAT`.
+SAMPLE_BYTES = 2
 
 
-class ServerGone(Exception):
+class BackendError(Exception):
+    """The root of the backend's errors (see the module docstring)."""
+
+
+class ServerGone(BackendError):
     """The audio server went away (or refused us); every stream and device is gone with it."""
+
+
+class Unsupported(BackendError):
+    """The backend cannot do this (its :attr:`Backend.capabilities` lack the capability)."""
+
+
+class NoSuchDevice(BackendError):
+    """A device named in the call does not exist (any more)."""
+
+
+class ModuleLoadFailed(BackendError):
+    """The server refused to load a module (unknown name, bad arguments, a module that may be
+    loaded once). The message names the module, never the server's full answer."""
+
+
+class Capability(enum.Flag):
+    """What a backend can do beyond reading streams and setting their volume and mute.
+
+    A method whose capability a backend lacks raises :class:`Unsupported`.
+    """
+
+    CARDS = enum.auto()  #: :meth:`Backend.cards`, card events, device ports
+    MOVE_STREAMS = enum.auto()  #: :meth:`Backend.move_stream`
+    DEFAULT_DEVICES = enum.auto()  #: :meth:`Backend.default_devices` and its setter
+    MODULES = enum.auto()  #: :meth:`Backend.load_module`, :meth:`Backend.unload_module`
+    CAPTURE = enum.auto()  #: :meth:`Backend.capture`
+    KILL_RECORDINGS = enum.auto()  #: :meth:`Backend.kill` of a recording stream
+
+
+class CaptureFailed(BackendError):
+    """The server ended a capture under way: its device went away, or a client killed the
+    recording stream."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +107,26 @@ class Event:
     """A change in the audio graph.
 
     :param type: ``new`` | ``change`` | ``remove``
-    :param facility: ``sink-input`` | ``source-output`` | ``sink`` | ``source`` | ``module`` |
-        ``server``
+    :param facility: ``sink-input`` | ``source-output`` | ``sink`` | ``source`` | ``card`` |
+        ``module`` | ``server``
     :param index: the object's index
+    :param id: the object's opaque id, as :attr:`Stream.id <audiopolicyd.model.Stream.id>`,
+        :attr:`Device.id <audiopolicyd.model.Device.id>` and :attr:`Card.id
+        <audiopolicyd.model.Card.id>` carry it; '' for a module or the server
     """
 
     type: str
     facility: str
     index: int
+    id: str = ""
+
+
+@dataclass(frozen=True)
+class DefaultDevices:
+    """The server's default devices, where new streams go: device names ('' when none)."""
+
+    sink: str = ""
+    source: str = ""
 
 
 class Backend(abc.ABC):
@@ -66,9 +134,17 @@ class Backend(abc.ABC):
 
     :ivar unreadable: streams the server cannot describe without breaking the connection, by
         kind: :meth:`streams` and :meth:`stream` skip them while they exist
+    :ivar capabilities: what this backend can do (:class:`Capability`)
     """
 
     unreadable: dict[StreamKind, set[int]]
+    capabilities: Capability = Capability(0)
+
+    def require(self, capability: Capability) -> None:
+        """Raise :class:`Unsupported` unless :attr:`capabilities` hold *capability*."""
+        if capability not in self.capabilities:
+            raise Unsupported(f"the {type(self).__name__} cannot do this: "
+                              f"{str(capability.name).lower().replace('_', ' ')}")
 
     @abc.abstractmethod
     async def connect(self) -> ServerInfo:
@@ -83,9 +159,15 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def events(self) -> AsyncIterator[Event]:
-        """Graph changes as they happen (subscription, never polling): every change of a
-        stream, a new or removed device, module or server change (a device's ``change`` events
-        are not delivered: nothing uses them yet).
+        """Graph changes as they happen (subscription, never polling), in the server's order:
+        every change of a stream; a new, changed or removed sink, source or card; a module
+        or server change.
+
+        A device's or card's ``change`` events are coalesced: at most one at once and one more
+        at the end of every :data:`~audiopolicyd.backends.coalesce.DEVICE_CHANGE_WINDOW` per
+        object, however many the server sends (a stream moving itself in a tight loop makes
+        two per move), so a flood of them never starves stream events. A ``remove`` drops the
+        object's pending ``change``.
 
         Ends by raising :class:`ServerGone` when the server goes away.
         """
@@ -96,7 +178,7 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def devices(self) -> list[Device]:
-        """Every sink and source now."""
+        """Every sink and source now, with their ports and cards."""
 
     @abc.abstractmethod
     async def modules(self) -> list[Module]:
@@ -123,10 +205,104 @@ class Backend(abc.ABC):
         ``pa_context_kill_source_output``, as ``pactl kill-source-output``; the client sees
         its stream fail, ``parecord`` exits with status 1). Verified on PulseAudio 16 and
         pipewire-pulse 0.3.65. The daemon kills microphone streams that fight the permission
-        gate (:mod:`audiopolicyd.reconciler`).
+        gate. Needs :attr:`Capability.KILL_RECORDINGS`.
 
         A stream that vanished meanwhile is not an error.
 
         :raises ValueError: for a sink-input (the daemon kills only source-outputs; pulsectl
             declares no ``pa_context_kill_sink_input``)
+        """
+
+    # -- cards, routing, modules, capture --------------------------------------------------------
+
+    @abc.abstractmethod
+    async def cards(self) -> list[Card]:
+        """Every card now, with its profiles and ports (``pactl list cards``; libpulse's
+        ``pa_context_get_card_info_list``). A machine without sound hardware has none.
+
+        :raises Unsupported: without :attr:`Capability.CARDS`
+        """
+
+    @abc.abstractmethod
+    async def move_stream(self, stream: Stream, device: Device) -> None:
+        """Move a stream to another device: a playback stream to a sink, a recording to a
+        source (libpulse's ``pa_context_move_sink_input_by_index`` /
+        ``pa_context_move_source_output_by_index``, as ``pactl move-sink-input``). The server
+        may remember the choice for the stream's app (module-stream-restore, WirePlumber).
+
+        A stream that vanished meanwhile is not an error.
+
+        :raises ValueError: when the device's direction is not the stream's (a sink-input onto
+            a source)
+        :raises NoSuchDevice: when the device does not exist (any more)
+        :raises Unsupported: without :attr:`Capability.MOVE_STREAMS`
+        """
+
+    @abc.abstractmethod
+    async def default_devices(self) -> DefaultDevices:
+        """The default sink and source now (``pactl get-default-sink``; libpulse's
+        ``pa_context_get_server_info``).
+
+        :raises Unsupported: without :attr:`Capability.DEFAULT_DEVICES`
+        """
+
+    @abc.abstractmethod
+    async def set_default_device(self, direction: str, device: Device) -> None:
+        """Make a device the default of its direction: where new streams go and, on both
+        servers, where streams without a chosen device move (``pactl set-default-sink``;
+        libpulse's ``pa_context_set_default_sink`` / ``_source``). The server remembers it.
+        pipewire-pulse 0.3.65 reports the new default (:meth:`default_devices`) a moment
+        after the call returns: WirePlumber picks it from the one configured.
+
+        :param direction: ``sink`` (output) or ``source`` (input): the device's kind
+        :raises ValueError: for another direction, or one that is not the device's kind
+        :raises NoSuchDevice: when the device does not exist (any more)
+        :raises Unsupported: without :attr:`Capability.DEFAULT_DEVICES`
+        """
+
+    @abc.abstractmethod
+    async def load_module(self, name: str, args: str = "") -> Module:
+        """Load a server module (``pactl load-module``; libpulse's ``pa_context_load_module``).
+        pipewire-pulse implements a subset (``module-null-sink``, ``module-loopback``,
+        ``module-remap-sink``...).
+
+        :param name: ``module-null-sink``...
+        :param args: its arguments, ``sink_name=x rate=48000``
+        :returns: the loaded module, with the index the server gave it
+        :raises ModuleLoadFailed: when the server refuses
+        :raises Unsupported: without :attr:`Capability.MODULES`
+        """
+
+    @abc.abstractmethod
+    async def unload_module(self, module: Module) -> None:
+        """Unload a module (``pactl unload-module``; libpulse's ``pa_context_unload_module``).
+        Its devices and streams go with it. A module that is gone already is not an error.
+
+        :raises Unsupported: without :attr:`Capability.MODULES`
+        """
+
+    @abc.abstractmethod
+    def capture(self, device: Device, *, rate: int = 48000, channels: int = 1,
+                block_ms: int = 20) -> AsyncIterator[bytes]:
+        """Record a source, or a sink's monitor when *device* is a sink: PCM blocks as they
+        come, in :data:`SAMPLE_FORMAT` (``s16le``, channels interleaved), each exactly
+        ``rate * block_ms / 1000`` frames (``* channels * 2`` bytes), the server resampling
+        and remixing to the rate and channels asked for. A record stream of the backend's own
+        connection (libpulse's ``pa_stream_connect_record``, as ``parec``), which the server
+        lists as a source-output; it ends when the caller stops iterating (``aclose()``, or
+        ``break`` out of ``async for``). Gaps the server reports are filled with silence; a
+        consumer more than :data:`~audiopolicyd.backends.pulse_capture.MAX_BUFFERED_MS`
+        behind loses the oldest blocks (logged), so memory stays bounded.
+
+        :param device: the source to record, or a sink whose monitor to record
+        :param rate: frames per second, 8000-192000
+        :param channels: 1-8
+        :param block_ms: the length of one block in milliseconds, 5-1000
+        :raises ValueError: for a rate, channel count or block length out of bounds (before
+            anything is sent)
+        :raises NoSuchDevice: when the device does not exist (any more)
+        :raises CaptureFailed: when the device goes away or the stream is killed while
+            recording
+        :raises ServerGone: when the server goes away while recording
+        :raises Unsupported: without :attr:`Capability.CAPTURE`
         """

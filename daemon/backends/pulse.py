@@ -1,10 +1,13 @@
 """The PulseAudio-protocol backend (PulseAudio 16 and pipewire-pulse), on pulsectl-asyncio.
 
-Event-driven: one subscription to sink-input, source-output, sink, source and server events.
-Requests are pipelined: callers issue many writes concurrently and libpulse sends them without
-waiting for each reply. Property values are bounded (:data:`MAX_PROPERTY_CHARS`) so a hostile
-client's 10 KB names cannot bloat logs or D-Bus replies; values libpulse cannot give as UTF-8
-text are dropped.
+Event-driven: one subscription to sink-input, source-output, sink, source, card, module,
+client and server events; a device's or card's ``change`` events are coalesced
+(:mod:`~audiopolicyd.backends.coalesce`). Requests are pipelined: callers issue many writes
+concurrently and libpulse sends them without waiting for each reply. What the protocol's
+objects become in the model (ids, restore keys, bounded properties, cards and ports) is
+:mod:`~audiopolicyd.backends.pulse_convert`; who a stream's
+client is, :mod:`~audiopolicyd.backends.pulse_clients`; moves, defaults, modules and capture,
+:mod:`~audiopolicyd.backends.pulse_routing`.
 
 Objects the server cannot describe. pipewire-pulse 0.3.65 sends a stream with a binary property
 over 64 KiB in a reply that libpulse rejects (``PA_ERR_PROTOCOL``, "Protocol error": libpulse
@@ -13,38 +16,28 @@ same way. Reading such a stream, or any list holding it, costs the connection. S
 remembers which read broke it (replies come in order: the oldest read not answered), never
 reads that object again while it exists, and lists streams of that kind one index at a time
 (every index up to a bound above the highest index the server shows) until it is gone.
-Who a stream's client is. Each stream carries what the server vouches for about its client
-(:attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>`), read from the client's property
-list (cached by client index, dropped on the client's ``change`` and ``remove`` events) and
-decided per server: nothing on PulseAudio, where the whole list is the client's word; on
-pipewire-pulse, the ``pipewire.sec.*`` keys PipeWire takes from the kernel, for a native
-PipeWire client only (a PulseAudio-protocol client's are pipewire-pulse's own: its
-``pipewire.sec.pid`` listens on the socket we talk to). docs/microphone.md says what was
-verified on each server.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import os
-from typing import AsyncIterator, Mapping, Sequence
+from typing import AsyncIterator, Sequence
 
 import pulsectl
 import pulsectl_asyncio
 from pulsectl import _pulsectl as c
 
-from ..identity import listens_on
-from ..model import VOLUME_NORM, Device, Stream, StreamKind, freeze
-from .base import Backend, Event, Module, ServerGone, ServerInfo
+from ..model import VOLUME_NORM, Card, Device, Stream, StreamKind, freeze
+from . import pulse_capture
+from .base import Backend, Capability, Event, Module, ServerGone, ServerInfo
+from .coalesce import Coalescer
+from .pulse_clients import ClientVouching
+from .pulse_convert import INVALID_INDEX, card, device, object_id, props, restore_key, stream_id
+from .pulse_routing import PulseRouting
 
 logger = logging.getLogger(__name__)
 
-#: Longest property value kept, in characters; longer values are cut and end in an ellipsis.
-MAX_PROPERTY_CHARS = 1024
-#: libpulse's PA_INVALID_INDEX.
-INVALID_INDEX = 0xFFFFFFFF
 #: How long connecting (and the first server-info reply) may take, in seconds.
 CONNECT_TIMEOUT = 5.0
 #: Listing one index at a time: indices tried above the highest index the server shows
@@ -54,30 +47,14 @@ INDEX_MARGIN, INDEX_LIMIT = 256, 16384
 #: libpulse's PA_ERR_PROTOCOL: the connection failed on a reply libpulse could not parse.
 PA_ERR_PROTOCOL = 7
 
-#: The keys of a client's properties PipeWire sets itself, from the kernel (``SO_PEERCRED``),
-#: when the client connects, and never lets the client change (``pipewire.sec.*``): what
-#: :attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>` may hold (docs/microphone.md).
-VOUCHED_KEYS = ("pipewire.sec.pid", "pipewire.sec.uid", "pipewire.sec.gid")
-
 _FACILITIES = {"sink_input": "sink-input", "source_output": "source-output", "sink": "sink",
-               "source": "source", "module": "module", "server": "server"}
+               "source": "source", "card": "card", "module": "module", "server": "server"}
 _KINDS = {k.value: k for k in StreamKind}
 # pulsectl(-asyncio) wraps no kill of a stream; its own wrapper factory over libpulse's
 # pa_context_kill_source_output (which pulsectl's ctypes table declares; it declares no
 # pa_context_kill_sink_input) gives the same error handling as its setters.
 _KILL_SOURCE_OUTPUT = pulsectl_asyncio.PulseAsync._pulse_method_call(
     c.pa.context_kill_source_output, None)
-
-
-def _props(proplist: dict) -> dict[str, str]:
-    out = {}
-    for key, value in (proplist or {}).items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            continue
-        if len(value) > MAX_PROPERTY_CHARS:
-            value = value[:MAX_PROPERTY_CHARS - 1] + "\u2026"
-        out[key[:MAX_PROPERTY_CHARS]] = value
-    return out
 
 
 class _RawVolume:
@@ -92,16 +69,19 @@ class _RawVolume:
 
 
 def _volume(info) -> tuple[int, ...]:
-    return tuple(int(round(v * VOLUME_NORM)) for v in info.volume.values)
+    return tuple(round(v * VOLUME_NORM) for v in info.volume.values)
 
 
-class PulseBackend(Backend):
+class PulseBackend(ClientVouching, PulseRouting, Backend):
     """:class:`~audiopolicyd.backends.base.Backend` over the PulseAudio native protocol.
 
     :param server: server address (``unix:/run/user/1000/pulse/native``), None for libpulse's
         default lookup (``$PULSE_SERVER``, then the user's runtime dir)
     :param client_name: the ``application.name`` we show the server
     """
+
+    capabilities = (Capability.CARDS | Capability.MOVE_STREAMS | Capability.DEFAULT_DEVICES
+                    | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS)
 
     def __init__(self, server: str | None = None, client_name: str = "audiopolicyd"):
         self.server = server
@@ -116,12 +96,8 @@ class PulseBackend(Backend):
         self._reads: list[tuple[StreamKind, int | None]] = []  # reads in flight, in send order
         self._highest = 0  # highest index the server has shown, of any object
         self._cookie: int | None = None  # the server instance the indices above belong to
-        self._pipewire = False  # the server is pipewire-pulse
-        #: What the server vouches for about each client (:meth:`_vouch`), by client index;
-        #: dropped on the client's change and remove events.
-        self._clients: dict[int, Mapping[str, str]] = {}
-        self._client_ids: dict[str, int] = {}  # PipeWire object.id -> client index
-        self._pulse_server_pids: dict[int, bool] = {}  # pid -> serves our pulse socket
+        self._reset_clients(pipewire=False)
+        self._own_client = INVALID_INDEX  # our connection's client index (own streams)
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -136,14 +112,13 @@ class PulseBackend(Backend):
             info = await asyncio.wait_for(asyncio.shield(reading), CONNECT_TIMEOUT)
         except asyncio.TimeoutError:
             self.close()
-            raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s")
+            raise ServerGone(f"the audio server did not answer within {CONNECT_TIMEOUT:.0f} s"
+                             ) from None
         except (pulsectl.PulseError, OSError) as exc:
             self.close()
             raise ServerGone(f"cannot connect to the audio server: {exc}") from None
-        self._pipewire = "PipeWire" in (info.server_name or "")
-        self._clients.clear()
-        self._client_ids.clear()
-        self._pulse_server_pids.clear()
+        self._reset_clients(pipewire="PipeWire" in (info.server_name or ""))
+        self._own_client = pulse_capture.client_index(self._pulse)
         if info.cookie != self._cookie:  # another server instance: indices start afresh
             self._cookie = info.cookie
             self.unreadable = {k: set() for k in StreamKind}
@@ -168,31 +143,65 @@ class PulseBackend(Backend):
         return self._pulse
 
     async def events(self) -> AsyncIterator[Event]:
+        source = self._p.subscribe_events(*_FACILITIES, "client")
+        coalescer = Coalescer()
+        loop = asyncio.get_running_loop()
+        # the next server event while folded changes wait for their window: awaited with a
+        # timeout, never cancelled (that would end the subscription)
+        nxt: asyncio.Future | None = None
         try:
-            async for ev in self._p.subscribe_events(*_FACILITIES, "client"):
-                if ev.facility == "client":
-                    # a client's properties may change (pipewire-pulse: SET_CLIENT_NAME); read
-                    # them again for its next stream
-                    if ev.t != "new":
-                        self._clients.pop(ev.index, None)
-                    continue
-                # pulsectl's EnumValue compares equal to its name but does not str() to it
-                facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
-                if facility is not None:
-                    etype = next(t for t in ("new", "change", "remove") if ev.t == t)
-                    if etype == "change" and facility in ("sink", "source"):
-                        # nothing uses a device's changes yet, and they come by the thousand: a
-                        # stream moving itself in a tight loop makes two per move, which the
-                        # daemon fell behind on while a held stream fought the gate
-                        continue
-                    if etype == "remove" and facility in _KINDS:
-                        self._forget_unreadable(_KINDS[facility], ev.index)
-                    if facility == "module":
-                        # pipewire-pulse gives a new module the index of an unloaded one
-                        self._modules.pop(ev.index, None)
-                    yield Event(etype, facility, ev.index)
+            while True:
+                for event in coalescer.due(loop.time()):
+                    yield event
+                deadline = coalescer.deadline()
+                if nxt is None and deadline is None:
+                    # awaited here, not in a task: the first call subscribes at once
+                    raw = await source.__anext__()
+                else:
+                    if nxt is None:
+                        nxt = asyncio.ensure_future(source.__anext__())
+                    if deadline is not None:
+                        await asyncio.wait({nxt}, timeout=max(0.0, deadline - loop.time()))
+                        if not nxt.done():
+                            continue
+                    raw, nxt = await nxt, None
+                came = self._event(raw)
+                if came is not None:
+                    for out in coalescer.offer(came, loop.time()):
+                        yield out
         except pulsectl.PulseDisconnected:
             raise ServerGone("the audio server went away") from None
+        except StopAsyncIteration:
+            return  # the subscription was ended (pulsectl's event_callback_set(None))
+        finally:
+            if nxt is not None:
+                # let the subscription end (it unsubscribes) before the connection may close
+                nxt.cancel()
+                await asyncio.wait({nxt})
+
+    def _event(self, ev) -> Event | None:
+        """A server event in the model's terms, None for one only the backend uses."""
+        if ev.facility == "client":
+            # a client's properties may change (pipewire-pulse: SET_CLIENT_NAME); read them
+            # again for its next stream
+            if ev.t != "new":
+                self._clients.pop(ev.index, None)
+            return None
+        # pulsectl's EnumValue compares equal to its name but does not str() to it
+        facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
+        if facility is None:
+            return None
+        etype = next(t for t in ("new", "change", "remove") if ev.t == t)
+        if etype == "remove" and facility in _KINDS:
+            self._forget_unreadable(_KINDS[facility], ev.index)
+        if facility == "module":
+            # pipewire-pulse gives a new module the index of an unloaded one
+            self._modules.pop(ev.index, None)
+        if facility in _KINDS:
+            oid = stream_id(_KINDS[facility], ev.index)
+        else:
+            oid = object_id(facility, ev.index) if facility in ("sink", "source", "card") else ""
+        return Event(etype, facility, ev.index, oid)
 
     async def _call(self, coro):
         try:
@@ -221,7 +230,7 @@ class PulseBackend(Backend):
         """Whether the connection failed on a reply libpulse could not parse (not on the
         server going away)."""
         try:
-            return c.pa.context_errno(self._pulse._ctx) == PA_ERR_PROTOCOL
+            return c.pa.context_errno(self._p._ctx) == PA_ERR_PROTOCOL
         except Exception:  # no context any more: not a protocol error we can name
             return False
 
@@ -249,13 +258,17 @@ class PulseBackend(Backend):
 
     def _stream(self, kind: StreamKind, info) -> Stream:
         device = info.sink if kind is StreamKind.SINK_INPUT else info.source
-        props = _props(info.proplist)
+        properties = props(info.proplist)
         # from the server's source list only: stream.capture.sink is the client's claim
         # (pipewire-pulse honours it by linking the stream to a monitor; PulseAudio ignores it)
         monitor = kind is StreamKind.SOURCE_OUTPUT and device in self._monitors
         module, owner = self._owner(info)
-        return Stream(kind, info.index, freeze(props), _volume(info), bool(info.mute),
-                      bool(getattr(info, "corked", False)), device, monitor, module, owner)
+        client = getattr(info, "client", INVALID_INDEX)
+        own = client == self._own_client and client != INVALID_INDEX
+        return Stream(kind, info.index, freeze(properties), _volume(info), bool(info.mute),
+                      bool(getattr(info, "corked", False)), device, monitor, module, owner,
+                      id=stream_id(kind, info.index), restore_key=restore_key(kind, properties),
+                      own=own)
 
     def _owner(self, info) -> tuple[str, int]:
         """The owning server module's name and index, ``('', -1)`` for a client's stream.
@@ -318,16 +331,17 @@ class PulseBackend(Backend):
     async def devices(self) -> list[Device]:
         sinks = await self._call(self._p.sink_list())
         sources = await self._call(self._p.source_list())
+        cards = {c.index: c for c in await self.cards()}
         self._highest = max([self._highest, *(d.index for d in (*sinks, *sources))])
         monitor_of = {s.index: getattr(s, "monitor_of_sink", INVALID_INDEX) for s in sources}
         monitor_of = {i: sink for i, sink in monitor_of.items() if sink != INVALID_INDEX}
         self._monitors = set(monitor_of)
         self._sources = {s.index for s in sources}
-        return ([Device("sink", s.index, s.name, s.description, freeze(_props(s.proplist)))
-                 for s in sinks]
-                + [Device("source", s.index, s.name, s.description, freeze(_props(s.proplist)),
-                          monitor_of.get(s.index, -1))
-                   for s in sources])
+        return ([device("sink", s, cards) for s in sinks]
+                + [device("source", s, cards, monitor_of.get(s.index, -1)) for s in sources])
+
+    async def cards(self) -> list[Card]:
+        return [card(info) for info in await self._call(self._p.card_list())]
 
     async def modules(self) -> list[Module]:
         return [Module(m.index, m.name, m.argument or "")
@@ -346,93 +360,6 @@ class PulseBackend(Backend):
             await self.devices()  # a source newer than our list: is it a monitor?
         await self._learn_client(info)
         return self._vouched(self._stream(kind, info), info)
-
-    # -- what the server vouches for about a stream's client -----------------------------------
-
-    def _pulse_socket(self) -> str:
-        """The path of the PulseAudio-protocol socket we talk to ('' when not a Unix socket):
-        :attr:`server`, else ``PULSE_SERVER``, else libpulse's default in the runtime dir."""
-        spec = self.server or os.environ.get("PULSE_SERVER", "")
-        if spec:
-            first = spec.split()[0]
-            if first.startswith("unix:"):
-                return first[len("unix:"):]
-            return first if first.startswith("/") else ""
-        runtime = os.environ.get("PULSE_RUNTIME_PATH") or os.path.join(
-            os.environ.get("XDG_RUNTIME_DIR", ""), "pulse")
-        return os.path.join(runtime, "native") if os.path.isabs(runtime) else ""
-
-    def _vouch(self, proplist: dict) -> Mapping[str, str]:
-        """What the server vouches for about a client, from its property list.
-
-        PulseAudio: nothing (a client's property list is the client's word, ``pipewire.*``
-        keys included). pipewire-pulse: the ``pipewire.sec.*`` keys (:data:`VOUCHED_KEYS`) of a
-        native PipeWire client; nothing for a PulseAudio-protocol client, whose connection to
-        PipeWire is pipewire-pulse's own (its ``pipewire.sec.pid`` serves our socket) and whose
-        other keys are its own property list merged over pipewire-pulse's. Nothing when the
-        socket we talk to is not a Unix socket (a pulse client could not be told apart).
-        """
-        socket = self._pulse_socket() if self._pipewire else ""
-        if not socket:
-            return freeze({})
-        props = _props(proplist)
-        try:
-            pid = int(props.get("pipewire.sec.pid", ""))
-        except ValueError:
-            return freeze({})
-        if pid not in self._pulse_server_pids:
-            self._pulse_server_pids[pid] = listens_on(pid, socket)
-        if self._pulse_server_pids[pid]:
-            return freeze({})
-        return freeze({k: props[k] for k in VOUCHED_KEYS if k in props})
-
-    def _learn_clients(self, clients: list) -> None:
-        self._clients = {c.index: self._vouch(c.proplist) for c in clients}
-        self._client_ids = {c.proplist["object.id"]: c.index for c in clients
-                            if isinstance((c.proplist or {}).get("object.id"), str)}
-
-    def _client_index(self, info) -> int | None:
-        """The index of a stream's client: the server's ``client`` field; on pipewire-pulse,
-        for a stream it shows without one (a stream of the PipeWire daemon's own modules,
-        such as ``libpipewire-module-echo-cancel``), the client named by the node's
-        ``client.id``, which PipeWire sets itself (a client's own ``client.id`` is
-        overwritten)."""
-        index = getattr(info, "client", INVALID_INDEX)
-        if index not in (None, INVALID_INDEX):
-            return index
-        if not self._pipewire or getattr(info, "owner_module", INVALID_INDEX) != INVALID_INDEX:
-            return None
-        object_id = (info.proplist or {}).get("client.id")
-        return self._client_ids.get(object_id) if isinstance(object_id, str) else None
-
-    async def _learn_client(self, info) -> None:
-        """Read what the server vouches for about a stream's client when it is not cached."""
-        if not self._pipewire:
-            return
-        index = self._client_index(info)
-        if index is None and (info.proplist or {}).get("client.id") is not None \
-                and getattr(info, "owner_module", INVALID_INDEX) == INVALID_INDEX \
-                and getattr(info, "client", INVALID_INDEX) == INVALID_INDEX:
-            try:  # a client we have not listed yet
-                self._learn_clients(await self._call(self._p.client_list()))
-            except pulsectl.PulseOperationFailed:
-                return
-            return
-        if index is None or index in self._clients:
-            return
-        try:
-            client = await self._call(self._p.client_info(index))
-        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
-            return
-        self._clients[index] = self._vouch(client.proplist)
-        if isinstance((client.proplist or {}).get("object.id"), str):
-            self._client_ids[client.proplist["object.id"]] = index
-
-    def _vouched(self, stream: Stream, info) -> Stream:
-        """*stream* with what the server vouches for about its client (cached reads only)."""
-        index = self._client_index(info)
-        vouched = self._clients.get(index) if index is not None else None
-        return dataclasses.replace(stream, vouched=vouched) if vouched else stream
 
     async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
         setter = (self._p.sink_input_volume_set if kind is StreamKind.SINK_INPUT

@@ -12,6 +12,12 @@ kills (:meth:`FakeBackend.kill`) goes, with a ``remove`` event, and is listed in
 :attr:`FakeServer.killed`. Every write that
 arrived is recorded in :attr:`FakeServer.writes`.
 
+The wider contract (cards, moves, default devices, modules, capture) is scripted in memory
+too: :attr:`FakeServer.cards`, :attr:`FakeServer.default`, :attr:`FakeServer.modules`,
+:meth:`FakeServer.device_event` (a device's or card's event, as the server sends it) and
+:meth:`FakeServer.feed` (PCM blocks a capture of a device yields). Ids and restore keys are
+the PulseAudio backend's (:func:`fake_ids`): the fake plays a PulseAudio-protocol server.
+
 It stands in for a server only in unit tests of the runtime's logic; the integration tests run
 the real servers.
 """
@@ -20,10 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Mapping, Sequence
 
-from audiopolicyd.backends.base import Backend, Event, Module, ServerGone, ServerInfo
-from audiopolicyd.model import Device, Stream, StreamKind
+from audiopolicyd.backends.base import (
+    Backend, Capability, DefaultDevices, Event, Module, ModuleLoadFailed, NoSuchDevice,
+    ServerGone, ServerInfo,
+)
+from audiopolicyd.backends.pulse_convert import object_id, restore_key, stream_id
+from audiopolicyd.model import Card, Device, Stream, StreamKind
+
+
+def fake_ids(kind: StreamKind, index: int, properties: Mapping[str, str]) -> dict[str, str]:
+    """The ``id`` and ``restore_key`` a PulseAudio-protocol backend gives a stream (keyword
+    arguments for :class:`~audiopolicyd.model.Stream`)."""
+    return {"id": stream_id(kind, index), "restore_key": restore_key(kind, properties)}
 
 
 class FakeServer:
@@ -43,6 +59,7 @@ class FakeServer:
         self.cookie = 1
         self.connections: list[FakeBackend] = []
         self._held: list[asyncio.Future] | None = None
+        self._init_contract()
 
     def connection(self) -> FakeBackend:
         """A new client connection (give it to the daemon under test)."""
@@ -106,6 +123,35 @@ class FakeServer:
         self.up = True
         self.cookie += 1
 
+    # -- the wider contract: cards, moves, defaults, modules, capture ----------------------------
+
+    def _init_contract(self) -> None:
+        #: The cards (none: a machine without sound hardware, as the test servers).
+        self.cards: list[Card] = []
+        #: The default sink and source, by name.
+        self.default = DefaultDevices("speaker", "mic")
+        #: Module names :meth:`FakeBackend.load_module` refuses.
+        self.refused_modules: set[str] = set()
+        self._feeds: dict[str, asyncio.Queue[bytes]] = {}
+
+    def device(self, name: str) -> Device | None:
+        """The device called *name* as a backend lists it (with its id), None if none."""
+        found = next((d for d in self.devices if d.name == name), None)
+        return found if found is None or found.id else dataclasses.replace(
+            found, id=object_id(found.kind, found.index))
+
+    def device_event(self, etype: str, facility: str, index: int) -> None:
+        """The server reports a device's or card's ``new``, ``change`` or ``remove``."""
+        for connection in self.connections:
+            connection._events.put_nowait(Event(etype, facility, index,
+                                                object_id(facility, index)))
+
+    def feed(self, device: str, *blocks: bytes) -> None:
+        """PCM blocks the capture of *device* (a source's name, or a sink's for its monitor)
+        yields next."""
+        for block in blocks:
+            self._feeds.setdefault(device, asyncio.Queue()).put_nowait(block)
+
     # -- inside ------------------------------------------------------------------------------
 
     async def _write(self, key: str, field: str, value: object) -> None:
@@ -129,11 +175,15 @@ class FakeServer:
 
     def _emit(self, etype: str, stream: Stream) -> None:
         for connection in self.connections:
-            connection._events.put_nowait(Event(etype, stream.kind.value, stream.index))
+            connection._events.put_nowait(Event(etype, stream.kind.value, stream.index,
+                                                stream.id))
 
 
 class FakeBackend(Backend):
     """One connection to a :class:`FakeServer`, implementing the backend contract."""
+
+    capabilities = (Capability.CARDS | Capability.MOVE_STREAMS | Capability.DEFAULT_DEVICES
+                    | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS)
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server
@@ -155,7 +205,8 @@ class FakeBackend(Backend):
         self.connected = True
         self._events = asyncio.Queue()
         self.server.connections.append(self)
-        return ServerInfo("fake", "1.0", "speaker", "mic", self.server.cookie)
+        return ServerInfo("fake", "1.0", self.server.default.sink, self.server.default.source,
+                          self.server.cookie)
 
     def close(self) -> None:
         self._gone()
@@ -173,7 +224,7 @@ class FakeBackend(Backend):
 
     async def devices(self) -> list[Device]:
         self._check()
-        return list(self.server.devices)
+        return [self.server.device(d.name) or d for d in self.server.devices]
 
     async def modules(self) -> list[Module]:
         self._check()
@@ -204,7 +255,57 @@ class FakeBackend(Backend):
             self.server.killed.append(key)
             self.server.remove(key)
 
+    # -- the wider contract ------------------------------------------------------------------
+
+    async def cards(self) -> list[Card]:
+        self._check()
+        return list(self.server.cards)
+
+    async def move_stream(self, stream: Stream, device: Device) -> None:
+        want = "sink" if stream.kind is StreamKind.SINK_INPUT else "source"
+        if device.kind != want:
+            raise ValueError(f"a {stream.kind.value} moves to a {want}, not to a {device.kind}")
+        self._device(device)
+        await self.server._write(stream.id, "device", device.index)
+
+    async def default_devices(self) -> DefaultDevices:
+        self._check()
+        return self.server.default
+
+    async def set_default_device(self, direction: str, device: Device) -> None:
+        if direction not in ("sink", "source") or direction != device.kind:
+            raise ValueError(f"the default {direction!r} cannot be the {device.kind}")
+        self._device(device)
+        self.server.default = dataclasses.replace(self.server.default, **{direction: device.name})
+        self.server.writes.append((device.id, "default", direction))
+
+    async def load_module(self, name: str, args: str = "") -> Module:
+        self._check()
+        if name in self.server.refused_modules:
+            raise ModuleLoadFailed(f"the audio server refused to load {name!r}")
+        module = Module(max((m.index for m in self.server.modules), default=0) + 1, name, args)
+        self.server.modules.append(module)
+        return module
+
+    async def unload_module(self, module: Module) -> None:
+        self._check()
+        self.server.modules = [m for m in self.server.modules if m.index != module.index]
+
+    async def capture(self, device: Device, *, rate: int = 48000, channels: int = 1,
+                      block_ms: int = 20) -> AsyncIterator[bytes]:
+        self._device(device)
+        feed = self.server._feeds.setdefault(device.name, asyncio.Queue())
+        while True:
+            block = await feed.get()
+            self._check()
+            yield block
+
     # -- inside -----------------------------------------------------------------------------
+
+    def _device(self, device: Device) -> None:
+        self._check()
+        if self.server.device(device.name) is None:
+            raise NoSuchDevice(f"no {device.kind} {device.name!r}")
 
     def _check(self) -> None:
         if not self.connected:

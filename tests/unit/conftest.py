@@ -11,6 +11,7 @@ from audiopolicyd.model import Stream, StreamKind, freeze
 from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_schemas
 from audiopolicyd.policystore import PolicyStore, shipped_dir
 
+from ..support.fake_backend import fake_ids
 from ..support.private_bus import bus_address  # noqa: F401 (a fixture for the tests here)
 
 
@@ -33,7 +34,8 @@ def make_stream(index: int, kind: StreamKind = StreamKind.SINK_INPUT, *, role: s
         p.setdefault("application.process.binary", app)
     if pid is not None:
         p["application.process.id"] = str(pid)
-    return Stream(kind, index, freeze(p), tuple(volume), muted, corked, 0, monitor)
+    return Stream(kind, index, freeze(p), tuple(volume), muted, corked, 0, monitor,
+                  **fake_ids(kind, index, p))
 
 
 @pytest.fixture(scope="session")
