@@ -1,7 +1,7 @@
 """Stream churn: audiopolicyd's memory and CPU over thousands of short streams.
 
 For each server (a private PulseAudio 16, a private PipeWire + WirePlumber + pipewire-pulse, both
-from ``tests/integration/harness.py``, as in ``bench/reaction.py``):
+from ``tests/support/servers.py``, as in ``bench/reaction.py``):
 
 * residents: ``--residents`` (2) streams of silence with ``media.role=game`` (``ambient``, which a
   call ducks), played by ``bench/victims.py`` for the whole run, so that calls have something to
@@ -35,7 +35,8 @@ stream with an effect, only the residents in its stream count; the table says if
 
 It prints figures and asserts nothing about speed. See ``bench/README.md``.
 
-Run: ``.venv/bin/python bench/churn.py [--streams N] [--server pulseaudio|pipewire]``.
+Run, from the repository root: ``.venv/bin/python -m bench.churn [--streams N] [--server
+pulseaudio|pipewire]``.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from reaction import (BIN, PROCS, Bench, DaemonReactor, ReferenceReactor, fmt, rss_mb,
-                      run_on_servers, tail)
-from shorts import APPS
+import pulsectl
 
-import harness as h  # noqa: E402  (on sys.path since reaction's import)
-import pulsectl  # noqa: E402
+from bench.reaction import (BIN, PROCS, ROOT, Bench, DaemonReactor, ReferenceReactor, fmt,
+                            rss_mb, run_on_servers, tail)
+from bench.shorts import APPS
+from tests.support.servers import SERVERS, AudioServer
+from tests.support.streams import VOLUME_NORM
 
-HERE = Path(__file__).resolve().parent
 #: Clock ticks per second of ``/proc/<pid>/stat`` times.
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 #: How long a policy client's CPU time must stay still to count as idle (caught up), in seconds.
@@ -160,11 +161,13 @@ class Churner:
     def _run(self, n: int, phase: Phase, every: int, on_progress) -> None:
         with open(self.log, "ab") as err:
             start = err.tell()
-            proc = PROCS.spawn([sys.executable, str(HERE / "shorts.py"), str(n),
+            # a module of the bench package (it imports bench.victims): run from the root
+            proc = PROCS.spawn([sys.executable, "-m", "bench.shorts", str(n),
                                 f"--parallel={self.args.parallel}",
                                 f"--roles={','.join(self.args.roles)}",
                                 f"--lifetime-ms={self.args.lifetime_ms}", f"--every={every}",
-                                *self.spec], self.env, stdout=subprocess.PIPE, stderr=err)
+                                *self.spec], self.env, stdout=subprocess.PIPE, stderr=err,
+                               cwd=ROOT)
         try:
             for line in proc.stdout:
                 word, _, count = line.decode().partition(" ")
@@ -260,11 +263,11 @@ async def reset_residents(bench: Bench) -> None:
     """Put every resident back at its volume from before the run."""
     for index, volume in bench.victims.items():
         await bench.observer.pulse.sink_input_volume_set(
-            index, pulsectl.PulseVolumeInfo([v / h.VOLUME_NORM for v in volume]))
+            index, pulsectl.PulseVolumeInfo([v / VOLUME_NORM for v in volume]))
     await bench.wait_restored()
 
 
-async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: Path) -> Result:
+async def run_server(server: AudioServer, args: argparse.Namespace, workdir: Path) -> Result:
     res = Result(server.name, processes=[Path(p.args[0]).name for p in server.procs],
                  residents=args.residents)
     server_pids = {Path(p.args[0]).name: p.pid for p in server.procs}
@@ -425,7 +428,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--streams", type=int, default=5000, metavar="N",
                    help="short streams played with the daemon running (default 5000; use 200 "
                         "while developing: the machine is shared)")
-    p.add_argument("--server", action="append", choices=sorted(h.SERVERS),
+    p.add_argument("--server", action="append", choices=sorted(SERVERS),
                    help="pulseaudio or pipewire (repeatable; default: both)")
     p.add_argument("--baseline", type=int, default=1000, metavar="N",
                    help="streams played with no policy client running, for the server's own "
@@ -471,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results: list[Result] = []
 
-    async def run(server: h.AudioServer, sdir: Path) -> None:
+    async def run(server: AudioServer, sdir: Path) -> None:
         results.append(await run_server(server, args, sdir))
 
     return run_on_servers(args.server, "apd-churn-", ("dbus-daemon", "pactl", "sox"), args.keep,

@@ -1,19 +1,19 @@
 """How much microphone audio a hostile stream gets by fighting the gate (issue 9, item 3).
 
 For each server and each loop interval, a hostile recorder
-(``tests/integration/clients/mic_fighter.py``: records ``mic`` and undoes the daemon's hold on
+(``tests/support/programs/mic_fighter.py``: records ``mic`` and undoes the daemon's hold on
 its own stream: unmute + volume up, optionally a move to another source and back) runs against
 the real daemon, its app undetermined. Per stream it counts the ms of frames with a non-zero
 sample it received. The daemon kills a stream that fights, so the attacker reopens: ``--streams``
 streams per series. Prints the leak per stream (median, max) and the total per series; asserts
-nothing.
+nothing. Run from the repository root:
 
-    .venv/bin/python bench/mic_race.py [--servers pulseaudio,pipewire] [--intervals 0,1,10,100]
+    .venv/bin/python -m bench.mic_race [--servers pulseaudio,pipewire] [--intervals 0,1,10,100]
                                        [--streams 5] [--attacks unmute,volume] [--via own]
 
-Everything runs in private directories through ``tests/integration/harness.py`` (a private bus,
+Everything runs in private directories through ``tests/support/`` (a private bus,
 private servers, the daemon with its own state), never the user's session. The microphone is
-the harness's ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a capture device
+the test servers' ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a capture device
 delivers; the move attack moves the stream to ``mic2``, fed the same way, and back.
 """
 
@@ -25,23 +25,19 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import harness  # noqa: E402
-from test_mic_race import add_microphone  # noqa: E402
-
-FIGHTER = ROOT / "tests" / "integration" / "clients" / "mic_fighter.py"
+from tests.support.clients import MIC_FIGHTER
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import child_env
+from tests.support.servers import MIC, SERVERS, AudioServer, add_microphone, running
 
 
-def fight(server: harness.AudioServer, device: str, interval: float, streams: int, attacks: str,
+def fight(server: AudioServer, device: str, interval: float, streams: int, attacks: str,
           via: str, seconds: float, move_to: str) -> list[dict]:
-    argv = [sys.executable, str(FIGHTER), "--device", device, "--interval", str(interval),
+    argv = [sys.executable, str(MIC_FIGHTER), "--device", device, "--interval", str(interval),
             "--streams", str(streams), "--attack", attacks, "--via", via,
             "--seconds", str(seconds), "--move-to", move_to]
-    done = subprocess.run(argv, env=harness.child_env(server.env), capture_output=True,
+    done = subprocess.run(argv, env=child_env(server.env), capture_output=True,
                           text=True, timeout=60 + streams * seconds)
     if done.returncode:
         raise RuntimeError(f"mic_fighter failed: {done.stderr}")
@@ -66,9 +62,9 @@ def main() -> int:
           f"{'killed':>7} {'writes/stream':>13}")
     for name in args.servers.split(","):
         with tempfile.TemporaryDirectory(prefix="mic-race-") as tmp, \
-                harness.running(harness.SERVERS[name]) as server, \
-                harness.DaemonProcess(server, tmp) as daemon:
-            mic, other = harness.MIC, add_microphone(server, "mic2")
+                running(SERVERS[name]) as server, \
+                DaemonProcess(server, tmp) as daemon:
+            mic, other = MIC, add_microphone(server, "mic2")
             daemon.start()
             for interval in (float(i) for i in args.intervals.split(",")):
                 rows = fight(server, mic, interval, args.streams, args.attacks, args.via,

@@ -1,7 +1,7 @@
 """Reaction latency of audiopolicyd against a minimal reference reactor, as a third client sees it.
 
 For each server (a private PulseAudio 16, a private PipeWire + WirePlumber + pipewire-pulse, both
-from ``tests/integration/harness.py``) and each victim count (default 1 and 200):
+from ``tests/support/servers.py``) and each victim count (default 1 and 200):
 
 * victims: N playback streams of silence with ``media.role=game`` (category ``ambient``, which a
   call ducks), all linked and at their full volume; played by ``bench/victims.py``, at most
@@ -23,8 +23,8 @@ It prints p50/p99 of the latency to the first and to the last victim ducked, the
 ratios, the daemon's RSS and its idle wake-ups, next to the targets of issue 2 item 12. It asserts
 nothing. See ``bench/README.md``.
 
-Run: ``.venv/bin/python bench/reaction.py [--servers pulseaudio,pipewire] [--trials N]
-[--victims 1,200]``.
+Run, from the repository root: ``.venv/bin/python -m bench.reaction [--servers
+pulseaudio,pipewire] [--trials N] [--victims 1,200]``.
 """
 
 from __future__ import annotations
@@ -46,20 +46,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import pulsectl
+import pulsectl_asyncio
+from pulsectl import _pulsectl as c
+
+from tests.support.audio import make_tone
+from tests.support.bus import PrivateBus
+from tests.support.processes import child_env, missing_binaries, stop_process
+from tests.support.servers import SERVERS, SINKS, AudioServer
+from tests.support.streams import VOLUME_NORM
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests" / "integration"))
-
-import harness as h  # noqa: E402  (needs the sys.path entry above)
-import pulsectl  # noqa: E402
-import pulsectl_asyncio  # noqa: E402
-from pulsectl import _pulsectl as c  # noqa: E402
 
 #: Where the daemon's executables are: the venv this script runs in, else the repository's.
 BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "audiopolicyd").exists() \
     else ROOT / ".venv" / "bin"
 INVALID_INDEX = 0xFFFFFFFF
-VOLUME_NORM = h.VOLUME_NORM
 VICTIM_ROLE, TRIGGER_ROLE = "game", "phone"
 
 #: Targets of issue 2, item 12.
@@ -89,7 +92,7 @@ class Processes:
         return proc
 
     def stop(self, proc: subprocess.Popen, timeout: float = 5.0) -> None:
-        h.stop_process(proc, timeout)
+        stop_process(proc, timeout)
         if proc in self.procs:
             self.procs.remove(proc)
 
@@ -100,7 +103,7 @@ class Processes:
             if proc.poll() is None:
                 proc.terminate()
         for proc in procs:
-            h.stop_process(proc, 5.0)
+            stop_process(proc, 5.0)
 
 
 PROCS = Processes()
@@ -191,7 +194,7 @@ class Observer:
     costs enough per stream to delay the timestamps of later events with 200 victims.
     """
 
-    def __init__(self, server: h.AudioServer):
+    def __init__(self, server: AudioServer):
         self.pulse = pulsectl_asyncio.PulseAsync("audiopolicyd-bench-observer",
                                                  server=server.pulse_server)
         self._keep: dict[int, object] = {}  #: ctypes callbacks alive until called, by id
@@ -305,14 +308,14 @@ class Reactor:
 class ReferenceReactor(Reactor):
     name = "reference"
 
-    def __init__(self, server: h.AudioServer, workdir: Path):
+    def __init__(self, server: AudioServer, workdir: Path):
         self.server = server
         self.log = workdir / "reference.log"
 
     async def start(self) -> None:
         with open(self.log, "ab") as err:
             self.proc = PROCS.spawn([sys.executable, str(HERE / "reference_reactor.py")],
-                                    h.child_env(self.server.env), stdout=subprocess.PIPE,
+                                    child_env(self.server.env), stdout=subprocess.PIPE,
                                     stderr=err)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -332,14 +335,14 @@ class DaemonReactor(Reactor):
 
     profile_runs = 0
 
-    def __init__(self, server: h.AudioServer, workdir: Path, config_home: Path,
+    def __init__(self, server: AudioServer, workdir: Path, config_home: Path,
                  profile: str | None = None):
         self.server = server
         self.profile = profile
         self.workdir = workdir
         self.config_home = config_home
         self.log = workdir / "audiopolicyd.log"
-        self.env = h.child_env({**server.env, "XDG_CONFIG_HOME": str(config_home)})
+        self.env = child_env({**server.env, "XDG_CONFIG_HOME": str(config_home)})
 
     async def start(self) -> None:
         state = Path(tempfile.mkdtemp(prefix="state-", dir=self.workdir))
@@ -410,7 +413,7 @@ def write_override(config_home: Path) -> Path:
 # -- victims and trials -----------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, server: h.AudioServer, args: argparse.Namespace, workdir: Path):
+    def __init__(self, server: AudioServer, args: argparse.Namespace, workdir: Path):
         self.server = server
         self.args = args
         self.workdir = workdir
@@ -418,9 +421,9 @@ class Bench:
         self.victim_procs: list[subprocess.Popen] = []
         self.victim_streams = 0
         self.victims: dict[int, tuple[int, ...]] = {}
-        self.trigger_wav = h.make_tone(workdir / "trigger.wav", seconds=30, freq=880)
+        self.trigger_wav = make_tone(workdir / "trigger.wav", seconds=30, freq=880)
         self.spec: list[str] = []
-        self.env = h.child_env(server.env)
+        self.env = child_env(server.env)
 
     async def setup(self) -> str:
         await self.observer.connect()
@@ -440,7 +443,7 @@ class Bench:
             while self.victim_streams < count:
                 n = min(self.args.streams_per_process, count - self.victim_streams)
                 # alternate sinks: PipeWire 0.3's mixer takes at most 128 inputs per sink port
-                sink = h.SINKS[len(self.victim_procs) % len(h.SINKS)]
+                sink = SINKS[len(self.victim_procs) % len(SINKS)]
                 self.victim_procs.append(PROCS.spawn(
                     [sys.executable, str(HERE / "victims.py"), str(n), "--role", VICTIM_ROLE,
                      "--name", f"bench-victim-{len(self.victim_procs) + 1}", *self.spec,
@@ -542,7 +545,7 @@ async def idle_wakeups(pid: int, observer: Observer, seconds: float) -> tuple[fl
     return (cs1 - cs0) / seconds, threads, observer.events - events0
 
 
-async def run_server(server: h.AudioServer, args: argparse.Namespace, workdir: Path,
+async def run_server(server: AudioServer, args: argparse.Namespace, workdir: Path,
                      results: list[Series], daemon_stats: list[DaemonStats]) -> str:
     bench = Bench(server, args, workdir)
     config_home = workdir / "config"
@@ -609,7 +612,7 @@ def report(results: list[Series], daemon_stats: list[DaemonStats], versions: dic
     print("# both reactors write each victim once: the daemon runs with duck_ramp_ms = 0 "
           "(override of playAndRecord.toml), the reference has no ramp")
     print(f"# victims: {args.streams_per_process} streams per "
-          f"process, processes alternating between sinks {' and '.join(h.SINKS)}")
+          f"process, processes alternating between sinks {' and '.join(SINKS)}")
     print(f"# one warm-up trial per series discarded; p99 of n samples interpolates between the "
           f"two largest (n <= 100: about the max); {os.cpu_count()} CPUs; load: the machine's "
           f"1-min load average before/after the series (other jobs inflate every figure); "
@@ -699,9 +702,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     args.servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in args.servers if s not in h.SERVERS]
+    unknown = [s for s in args.servers if s not in SERVERS]
     if unknown:
-        p.error(f"unknown server(s) {unknown}; known: {sorted(h.SERVERS)}")
+        p.error(f"unknown server(s) {unknown}; known: {sorted(SERVERS)}")
     args.victims = sorted({int(v) for v in args.victims.split(",")})
     if not args.victims or args.victims[0] < 1:
         p.error("victim counts must be >= 1")
@@ -709,7 +712,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_on_servers(servers: list[str], prefix: str, binaries: tuple[str, ...], keep: bool,
-                   run: Callable[[h.AudioServer, Path], Any],
+                   run: Callable[[AudioServer, Path], Any],
                    report: Callable[[], None]) -> int:
     """Run a benchmark on each server, then report; the exit status of the benchmark script.
 
@@ -721,7 +724,7 @@ def run_on_servers(servers: list[str], prefix: str, binaries: tuple[str, ...], k
     :param binaries: programs needed besides the servers' own
     :returns: 0, 2 when a program is missing, 130 when interrupted (SIGINT, SIGTERM)
     """
-    missing = h.missing_binaries((*binaries,
+    missing = missing_binaries((*binaries,
                                   *(("pulseaudio",) if "pulseaudio" in servers else ()),
                                   *(("pipewire", "wireplumber", "pipewire-pulse")
                                     if "pipewire" in servers else ())))
@@ -736,7 +739,7 @@ def run_on_servers(servers: list[str], prefix: str, binaries: tuple[str, ...], k
         for name in servers:
             sdir = workdir / name
             sdir.mkdir()
-            with h.PrivateBus(service_dirs=[]) as bus, h.SERVERS[name](bus) as server:
+            with PrivateBus(service_dirs=[]) as bus, SERVERS[name](bus) as server:
                 try:
                     asyncio.run(run(server, sdir))
                 except Exception:
@@ -769,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     daemon_stats: list[DaemonStats] = []
     versions: dict[str, str] = {}
 
-    async def run(server: h.AudioServer, sdir: Path) -> None:
+    async def run(server: AudioServer, sdir: Path) -> None:
         versions[server.name] = await run_server(server, args, sdir, results, daemon_stats)
 
     return run_on_servers(args.servers, "apd-bench-", ("dbus-daemon", "pactl", "paplay", "sox"),

@@ -16,10 +16,10 @@ A stream is one ``fork()`` of this (single-threaded) process, cheaper than start
 the child plays through libpulse's own ``pa_mainloop`` (ctypes, the bindings of
 ``bench/victims.py``) and exits. ``--parallel`` children at a time.
 
-Run: ``python bench/shorts.py N [--parallel 4] [--roles event,music,phone] [--lifetime-ms 50]
-[--every K]``; uses ``PULSE_SERVER``. Prints ``ended K`` on stdout after every *K* streams ended
-and ``done N failed F`` at the end; each failed child's reason goes to stderr. Exit 0 when every
-stream played, 1 otherwise.
+Run, from the repository root: ``python -m bench.shorts N [--parallel 4] [--roles
+event,music,phone] [--lifetime-ms 50] [--every K]``; uses ``PULSE_SERVER``. Prints ``ended K``
+on stdout after every *K* streams ended and ``done N failed F`` at the end; each failed child's
+reason goes to stderr. Exit 0 when every stream played, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import os
 import sys
 import time
 
-from victims import (PA_CONTEXT_READY, PA_SAMPLE_S16LE, PA_STREAM_FAILED, PA_STREAM_TERMINATED,
-                     SampleSpec, connect, load, silence_writer)
+from bench.victims import (PA_CONTEXT_READY, PA_SAMPLE_S16LE, PA_STREAM_FAILED,
+                           PA_STREAM_TERMINATED, SampleSpec, connect, load, silence_writer)
 
 PA_STREAM_READY = 2
 #: Distinct ``application.name`` values, cycled (the daemon keeps state per app).

@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from tests.support.audio import make_tone
+from tests.support.bus import PrivateBus
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import log_tail, missing_binaries
+from tests.support.servers import SERVERS, AudioServer
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +31,7 @@ PACKAGES = {
     "pw-play": "pipewire-bin", "bwrap": "bubblewrap",
 }
 
-MISSING = harness.missing_binaries()
+MISSING = missing_binaries()
 
 
 @pytest.fixture(autouse=True)
@@ -46,28 +50,28 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = yield
     funcargs = getattr(item, "funcargs", {})
     server = funcargs.get("server")
-    if report.failed and isinstance(server, harness.AudioServer):
+    if report.failed and isinstance(server, AudioServer):
         report.sections.append((f"{server.name} logs", server.log_tails()))
-        report.sections.append(("client logs", harness._log_tail(server.dir / "clients.log")))
+        report.sections.append(("client logs", log_tail(server.dir / "clients.log")))
     daemon = funcargs.get("daemon")
-    if report.failed and isinstance(daemon, harness.DaemonProcess):
+    if report.failed and isinstance(daemon, DaemonProcess):
         report.sections.append(("audiopolicyd log", daemon.log_tail(200)))
     return report
 
 
 @pytest.fixture
-def bus() -> Iterator[harness.PrivateBus]:
+def bus() -> Iterator[PrivateBus]:
     """A private D-Bus session bus on which nothing is D-Bus-activatable (the system's
     services, such as xdg-permission-store or dconf, would run with the real user's data)."""
-    with harness.PrivateBus(service_dirs=[]) as private_bus:
+    with PrivateBus(service_dirs=[]) as private_bus:
         yield private_bus
 
 
 @pytest.fixture(params=["pulseaudio", "pipewire"])
-def server(request: pytest.FixtureRequest, bus: harness.PrivateBus,
-           ) -> Iterator[harness.AudioServer]:
+def server(request: pytest.FixtureRequest, bus: PrivateBus,
+           ) -> Iterator[AudioServer]:
     """A started private audio server on ``bus``, stopped after the test."""
-    instance = harness.SERVERS[request.param](bus)
+    instance = SERVERS[request.param](bus)
     try:
         instance.start()
         yield instance
@@ -78,18 +82,18 @@ def server(request: pytest.FixtureRequest, bus: harness.PrivateBus,
 @pytest.fixture(scope="session")
 def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 60 s, 440 Hz stereo wav file."""
-    return harness.make_tone(tmp_path_factory.mktemp("audio") / "tone.wav")
+    return make_tone(tmp_path_factory.mktemp("audio") / "tone.wav")
 
 
 @pytest.fixture
-def daemon(server: harness.AudioServer, tmp_path: Path) -> Iterator[harness.DaemonProcess]:
+def daemon(server: AudioServer, tmp_path: Path) -> Iterator[DaemonProcess]:
     """The real ``audiopolicyd`` on ``server``, started and connected.
 
     Private ``XDG_STATE_HOME`` and ``XDG_CONFIG_HOME`` under ``tmp_path`` (kept
     across ``daemon.restart()``); its log is added to the report of a failed test.
     Every daemon process it started is stopped after the test.
     """
-    instance = harness.DaemonProcess(server, tmp_path / "daemon")
+    instance = DaemonProcess(server, tmp_path / "daemon")
     try:
         instance.start()
         yield instance

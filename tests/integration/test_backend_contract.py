@@ -23,9 +23,10 @@ from audiopolicyd.backends.base import (
 )
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.model import Device, StreamKind
-from harness import (
-    MIC, AudioServer, play, pulse, record, sink_inputs, source_outputs, wait_for, wait_stream,
-)
+from tests.support.clients import play, record
+from tests.support.processes import wait_for
+from tests.support.servers import MIC, AudioServer, pulse
+from tests.support.streams import sink_inputs, source_outputs, wait_stream
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,7 @@ async def test_captured_blocks_carry_the_microphones_audio(server: AudioServer,
     # another client's recording: not ours. Small fragments: beside a recorder of parecord's
     # default 2 s, this capture heard only silence on pipewire-pulse in every run here
     # (presumably the pipe source is then read in large quanta, and the test mic's feeder
-    # drops what waits unread: clients/mic_feeder.py)
+    # drops what waits unread: tests/support/programs/mic_feeder.py)
     recorder = record(server, MIC, latency_ms=20)
     wait_stream(server, recorder, kind="source-output")
     source = backend.capture(mic, rate=48000, channels=2, block_ms=20)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, ducked, end_client, play, run_ctl, set_user_volume, wait_for,
-    wait_stream, wait_volume,
-)
+from tests.support.clients import play
+from tests.support.daemon import DaemonProcess, run_ctl
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import ducked, end_client, set_user_volume, wait_stream, wait_volume
 
 from audiopolicyd.policystore import shipped_dir
 

@@ -17,10 +17,14 @@ from pathlib import Path
 import pytest
 
 from audiopolicyd.policystore import shipped_dir
-from harness import (
-    AUDIOPOLICYCTL, BUS_NAME, MANAGER_IFACE, OBJECT_PATH, AudioServer, DaemonProcess,
-    child_env, ducked, end_client, play, raw_volumes, run_ctl, set_user_volume, sink_inputs,
-    wait_for, wait_stream, wait_volume, watch,
+from tests.support.clients import play, watch
+from tests.support.daemon import (
+    AUDIOPOLICYCTL, BUS_NAME, MANAGER_IFACE, OBJECT_PATH, DaemonProcess, run_ctl,
+)
+from tests.support.processes import child_env, wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import (
+    ducked, end_client, raw_volumes, set_user_volume, sink_inputs, wait_stream, wait_volume,
 )
 
 logger = logging.getLogger(__name__)

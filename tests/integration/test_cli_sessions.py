@@ -10,10 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AUDIOPOLICYCTL, AudioServer, DaemonProcess, Pid, child_env, ducked, make_tone, play,
-    set_user_volume, stop_process, wait_for, wait_muted, wait_stream, wait_volume,
-)
+from tests.support.audio import make_tone
+from tests.support.clients import play
+from tests.support.daemon import AUDIOPOLICYCTL, DaemonProcess
+from tests.support.processes import child_env, stop_process, wait_for
+from tests.support.servers import AudioServer
+from tests.support.sessions import Pid
+from tests.support.streams import ducked, set_user_volume, wait_muted, wait_stream, wait_volume
 
 pytestmark = pytest.mark.integration
 

@@ -28,10 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AUDIOPOLICYD, AudioServer, DaemonProcess, PrivateBus, ducked, end_client, name_has_owner,
-    play, pulse, raw_volumes, record, set_user_volume, stream_state, wait_for, wait_muted,
-    wait_stream, wait_volume,
+from tests.support.bus import PrivateBus, name_has_owner
+from tests.support.clients import play, record
+from tests.support.daemon import AUDIOPOLICYD, DaemonProcess
+from tests.support.processes import PROGRAMS, wait_for
+from tests.support.servers import AudioServer, pulse
+from tests.support.streams import (
+    ducked, end_client, raw_volumes, set_user_volume, stream_state, wait_muted, wait_stream,
+    wait_volume,
 )
 
 logger = logging.getLogger(__name__)
@@ -40,7 +44,6 @@ pytestmark = pytest.mark.integration
 
 USER = 40000
 CALL = 0.2
-CLIENTS = Path(__file__).resolve().parent / "clients"
 
 
 @contextlib.contextmanager
@@ -158,7 +161,7 @@ def test_a_stream_the_server_cannot_describe_is_skipped_and_enforcement_goes_on(
     game = play(server, tone, role="game")
     set_user_volume(server, game, USER)
     index = wait_stream(server, game).index
-    binary = subprocess.Popen([sys.executable, str(CLIENTS / "binary_property.py"), "65536"],
+    binary = subprocess.Popen([sys.executable, str(PROGRAMS / "binary_property.py"), "65536"],
                               env=daemon.env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     server.clients.append(binary)

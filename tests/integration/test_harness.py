@@ -1,4 +1,4 @@
-"""Smoke test of the harness on both real servers."""
+"""Smoke test of the test support (tests/support: servers, clients, audio) on both real servers."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    MIC, AudioServer, peak, play, raw_volumes, record, set_raw_volume, sink_inputs, wait_for, wait_recorded, wait_stream,
-)
+from tests.support.audio import peak, wait_recorded
+from tests.support.clients import play, record
+from tests.support.processes import wait_for
+from tests.support.servers import MIC, AudioServer
+from tests.support.streams import raw_volumes, set_raw_volume, sink_inputs, wait_stream
 
 logger = logging.getLogger(__name__)
 

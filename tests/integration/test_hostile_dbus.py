@@ -29,11 +29,13 @@ import pytest
 from dbus_fast import Message, MessageType, Variant
 
 from audiopolicyd.buswriter import MessageBus
-from harness import (
-    BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX, AudioServer,
-    DaemonProcess, ducked, end_client, name_has_owner, play, start_in_batches, wait_for,
-    wait_volume,
-)
+from tests.support.bus import name_has_owner
+from tests.support.clients import play, start_in_batches
+from tests.support.daemon import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.sessions import SESSION_IFACE, SESSION_PATH_PREFIX
+from tests.support.streams import ducked, end_client, wait_volume
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A stream's properties are its client's claims. These tests record the test source ``mic`` (a
 sine, peak near 16000) into raw files (s16le stereo 44.1 kHz) and measure them: an app that may
-not record gets digital silence, but for :data:`harness.START_LEAK_MS` at its start.
+not record gets digital silence, but for :data:`~tests.support.audio.START_LEAK_MS` at its start.
 
 A "Flatpak-like" client runs under bubblewrap (``bwrap``, as Flatpak runs apps) in a new root
 holding a ``/.flatpak-info`` and in its own pid namespace, so the pid it claims cannot be
@@ -21,10 +21,15 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import (
-    AudioServer, DaemonProcess, assert_silenced_from_start, audible_until_ms, source_outputs,
-    wait_for, wait_recorded,
+from tests.support.audio import assert_silenced_from_start, audible_until_ms, wait_recorded
+from tests.support.bus import PrivateBus
+from tests.support.clients import play
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import log_tail, wait_for
+from tests.support.servers import MIC, AudioServer, PipeWireServer, start_client
+from tests.support.sessions import SessionClient
+from tests.support.streams import (
+    ducked, end_client, raw_volumes, set_raw_volume, sink_inputs, source_outputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,7 +66,7 @@ def wait_recording(server: AudioServer, proc: subprocess.Popen, path: Path) -> o
     """Wait until *proc* records into *path* (its stream linked, the file filling)."""
     def linked() -> object | None:
         assert proc.poll() is None, (f"{proc.args[0]} exited with {proc.returncode}\n"
-                                     f"{harness._log_tail(server.dir / 'clients.log')}")
+                                     f"{log_tail(server.dir / 'clients.log')}")
         so = stream_named(server, str(path))
         return so if so is not None and 0 <= so.source < 0xFFFFFFFF else None
     stream = wait_for(linked, 10, f"the recording into {path}")
@@ -85,13 +90,14 @@ def sandbox(app_id: str, root: Path, binds: Sequence[Path], argv: Sequence[str])
 
 
 def parecord(path: Path, props: Mapping[str, str] | None = None) -> list[str]:
-    return ["parecord", f"--device={harness.MIC}", "--raw", "--latency-msec=20",
+    return ["parecord", f"--device={MIC}", "--raw", "--latency-msec=20",
             *(f"--property={k}={v}" for k, v in (props or {}).items()), str(path)]
 
 
-def pw_record(path: Path, role: str | None = None, target: str = harness.MIC) -> list[str]:
+def pw_record(path: Path, role: str | None = None, target: str = MIC) -> list[str]:
     """``pw-record`` (a native PipeWire client) writing raw s16le stereo 44.1 kHz, as
-    :func:`harness.record`. *role*: ``--media-role`` (pw-record's default is ``Music``)."""
+    :func:`~tests.support.clients.record`. *role*: ``--media-role`` (pw-record's default is
+    ``Music``)."""
     return ["pw-record", f"--target={target}", "--rate=44100", "--channels=2", "--format=s16",
             "--latency=20ms", *([f"--media-role={role}"] if role is not None else []),
             str(path)]
@@ -99,7 +105,7 @@ def pw_record(path: Path, role: str | None = None, target: str = harness.MIC) ->
 
 def start(server: AudioServer, argv: list[str], env: Mapping[str, str] | None = None,
           ) -> subprocess.Popen:
-    return harness._client(server, argv, env)
+    return start_client(server, argv, env)
 
 
 def test_a_borrowed_portal_app_id_is_unverified_and_silent(server: AudioServer,
@@ -132,7 +138,7 @@ def test_a_stream_claiming_a_granted_session_owners_pid_is_not_its_app(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
     # a session's owner is known by the bus; a stream joined its session by claiming the
     # owner's pid, and recorded with the owner's grant
-    owner = harness.SessionClient(server, "owner")
+    owner = SessionClient(server, "owner")
     try:
         owner.create("rec", "record")
         own = tmp_path / "own.raw"
@@ -246,24 +252,24 @@ def test_pw_play_is_ducked_like_paplay(server: AudioServer, daemon: DaemonProces
     user = 40000
 
     def game_stream() -> object | None:
-        return next((si for si in harness.sink_inputs(server)
+        return next((si for si in sink_inputs(server)
                      if si.proplist.get("application.name") == "pw-play"
                      and 0 <= si.sink < 0xFFFFFFFF), None)
     stream = wait_for(game_stream, 10, "pw-play's stream")
-    harness.set_raw_volume(server, stream, user)
-    wait_for(lambda: harness.raw_volumes(game_stream()), 10, "the user's volume",
+    set_raw_volume(server, stream, user)
+    wait_for(lambda: raw_volumes(game_stream()), 10, "the user's volume",
              until=lambda v: v == [user, user])
-    phone = harness.play(server, tone, role="phone")
-    wait_for(lambda: harness.raw_volumes(game_stream()), 10, "pw-play ducked",
-             until=lambda v: v == [harness.ducked(user, 0.2)] * 2)
-    harness.end_client(server, phone)
-    wait_for(lambda: harness.raw_volumes(game_stream()), 10, "pw-play restored",
+    phone = play(server, tone, role="phone")
+    wait_for(lambda: raw_volumes(game_stream()), 10, "pw-play ducked",
+             until=lambda v: v == [ducked(user, 0.2)] * 2)
+    end_client(server, phone)
+    wait_for(lambda: raw_volumes(game_stream()), 10, "pw-play restored",
              until=lambda v: v == [user, user])
 
 
 # -- PipeWire's own echo canceller (issue 9 item 7) -------------------------------------------
 
-class EchoCancelPipeWire(harness.PipeWireServer):
+class EchoCancelPipeWire(PipeWireServer):
     """The test PipeWire with ``libpipewire-module-echo-cancel`` in ``pipewire.conf`` (as a
     desktop configures it): its capture stream records ``mic`` in the PipeWire daemon's own
     process; ``ec_source`` is the cancelled microphone apps record."""
@@ -290,7 +296,7 @@ context.modules = [
 
 
 @pytest.fixture
-def echo_cancel(bus: harness.PrivateBus) -> Iterator[EchoCancelPipeWire]:
+def echo_cancel(bus: PrivateBus) -> Iterator[EchoCancelPipeWire]:
     instance = EchoCancelPipeWire(bus)
     try:
         instance.start()

@@ -4,18 +4,15 @@ and sessions are enumerable through org.freedesktop.DBus.ObjectManager."""
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import pytest
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.introspection import Node
 
-from harness import AudioServer, DaemonProcess
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from unit.test_dbus_api import FROZEN, shape  # noqa: E402  (one definition of "shape")
+from tests.support.daemon import DaemonProcess
+from tests.support.servers import AudioServer
+from tests.unit.test_dbus_api import FROZEN, shape  # one definition of "shape"
 
 pytestmark = pytest.mark.integration
 

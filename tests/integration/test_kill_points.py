@@ -15,10 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, ducked, end_client, play, remembered_volume, set_raw_volume,
-    set_user_volume, start_in_batches, stream_state, wait_for, wait_muted, wait_stream,
-    wait_volume,
+from tests.support.clients import play, start_in_batches
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import (
+    ducked, end_client, remembered_volume, set_raw_volume, set_user_volume, stream_state,
+    wait_muted, wait_stream, wait_volume,
 )
 
 logger = logging.getLogger(__name__)

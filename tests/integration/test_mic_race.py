@@ -1,14 +1,14 @@
 """Racing the re-mute (issue 9, item 3): a stream that fights the microphone gate is killed,
 and gets at most 50 ms of the microphone, whatever it does.
 
-The attacker is a real libpulse client (``clients/mic_fighter.py``) that records a microphone
-and undoes the daemon's hold on its own stream (unmute, volume up, move to another microphone
-and back) in a loop, from its own connection or another; it counts the ms of frames with a
-non-zero sample it received, per stream. Before the fight was answered by a kill, re-muting
+The attacker is a real libpulse client (``tests/support/programs/mic_fighter.py``) that records
+a microphone and undoes the daemon's hold on its own stream (unmute, volume up, move to another
+microphone and back) in a loop, from its own connection or another; it counts the ms of frames
+with a non-zero sample it received, per stream. Before the fight was answered by a kill, re-muting
 after the fact let such a stream keep 3 % (every 100 ms) to 89 % (a tight loop) of the
 microphone.
 
-The microphone is the harness's ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a
+The microphone is the test servers' ``mic``, a ``module-pipe-source`` fed in 10 ms blocks as a
 capture device delivers (a stream killed within 2 s got nothing from PulseAudio's old sine
 source, whatever the gate did); the move attack uses a second one, ``mic2``, fed the same way.
 """
@@ -24,12 +24,16 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import AudioServer, DaemonProcess, wait_for
+from tests.support.audio import wait_recorded
+from tests.support.clients import MIC_FIGHTER, record
+from tests.support.daemon import DaemonProcess
+from tests.support.microphone import permissions
+from tests.support.processes import child_env, wait_for
+from tests.support.servers import MIC, AudioServer, add_microphone
+from tests.support.streams import VOLUME_NORM, stream_state
 
 pytestmark = pytest.mark.integration
 
-FIGHTER = Path(__file__).with_name("clients") / "mic_fighter.py"
 #: The fighter's app id: a verified process, named by its executable.
 FIGHTER_APP = "exe:" + os.path.realpath(sys.executable)
 #: The most microphone audio a hostile stream may get, in ms (docs/microphone.md).
@@ -43,7 +47,7 @@ PIPEWIRE_OTHER_CONNECTION_MS = 400.0
 
 @pytest.fixture
 def mic() -> str:
-    return harness.MIC
+    return MIC
 
 
 @pytest.fixture
@@ -52,36 +56,20 @@ def mic2(server: AudioServer) -> Iterator[str]:
     yield add_microphone(server, "mic2")
 
 
-def add_microphone(server: AudioServer, name: str) -> str:
-    """Load a pipe source *name* fed by ``clients/mic_feeder.py`` (stopped with the server's
-    clients); returns its name."""
-    fifo = server.dir / f"{name}.fifo"
-    args = harness.MIC_ARGS.replace("source_name=mic ", f"source_name={name} ")
-    with harness.pulse(server) as p:
-        p.module_load("module-pipe-source", f"file={fifo} {args}")
-    harness._client(server, [sys.executable, str(harness.MIC_FEEDER), str(fifo)])
-    return name
-
-
 def fight(server: AudioServer, device: str, *, interval: float = 0, attack: str = "unmute,volume",
           via: str = "own", streams: int = 1, seconds: float = 2.0, move_to: str = "",
           ) -> list[dict]:
-    """Run the fighter to its end; one result per stream (see ``clients/mic_fighter.py``)."""
-    argv = [sys.executable, str(FIGHTER), "--device", device, "--interval", str(interval),
+    """Run the fighter to its end; one result per stream (see
+    ``tests/support/programs/mic_fighter.py``)."""
+    argv = [sys.executable, str(MIC_FIGHTER), "--device", device, "--interval", str(interval),
             "--attack", attack, "--via", via, "--streams", str(streams),
             "--seconds", str(seconds)]
     if move_to:
         argv += ["--move-to", move_to]
-    done = subprocess.run(argv, env=harness.child_env(server.env), capture_output=True,
+    done = subprocess.run(argv, env=child_env(server.env), capture_output=True,
                           text=True, timeout=60 + streams * seconds)
     assert done.returncode == 0, done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
-
-
-def permissions(daemon: DaemonProcess) -> dict[str, dict]:
-    done = daemon.ctl("permissions", "--json")
-    assert done.returncode == 0, done.stderr
-    return {e["App"]: e for e in json.loads(done.stdout)}
 
 
 def assert_held(results: list[dict], daemon: DaemonProcess, server: AudioServer,
@@ -140,18 +128,18 @@ def test_a_granted_app_may_unmute_and_raise_its_own_stream(
 def test_a_held_stream_gets_its_volume_back_when_granted(
         server: AudioServer, daemon: DaemonProcess, mic: str, tmp_path: Path) -> None:
     take = tmp_path / "take.raw"
-    recorder = harness.record(server, device=mic, path=take, latency_ms=20)
-    wait_for(lambda: harness.stream_state(server, recorder, kind="source-output"), 10,
+    recorder = record(server, device=mic, path=take, latency_ms=20)
+    wait_for(lambda: stream_state(server, recorder, kind="source-output"), 10,
              "the recording held: muted at volume 0",
              until=lambda s: s is not None and s[1] and not any(s[0]))
-    harness.wait_recorded(take, audible=False)
+    wait_recorded(take, audible=False)
     pacat = "exe:" + os.path.realpath("/usr/bin/pacat")
     done = daemon.ctl("grant", pacat)
     assert done.returncode == 0, done.stderr
-    volumes, _ = wait_for(lambda: harness.stream_state(server, recorder, kind="source-output"),
+    volumes, _ = wait_for(lambda: stream_state(server, recorder, kind="source-output"),
                           10, "the recording unmuted at its volume",
                           until=lambda s: s is not None and not s[1] and any(s[0]))
-    assert volumes == [harness.VOLUME_NORM] * 2
-    harness.wait_recorded(take, audible=True)
+    assert volumes == [VOLUME_NORM] * 2
+    wait_recorded(take, audible=True)
     assert recorder.poll() is None, "a stream the daemon held itself was killed"
     assert permissions(daemon)[pacat]["Fought"] == 0

@@ -1,10 +1,11 @@
 """Microphone permission on real servers: an app records silence until the user grants it.
 
 The test source ``mic`` is a pipe source fed a 440 Hz sine in real time (peak near 16000:
-``harness.MIC_FEEDER``); ``parecord`` records it raw into a file, and every assertion about what an app hears measures that file (digital silence is peak
-0; on pipewire-pulse a new stream may get its first processing cycle before the daemon's mute
-holds, up to the 50 ms the gate allows: ``harness.START_LEAK_MS``). Mute flags are read from
-the server (pulsectl). Decisions go through the real CLI
+``tests.support.servers.MIC_FEEDER``); ``parecord`` records it raw into a file, and every
+assertion about what an app hears measures that file (digital silence is peak 0; on
+pipewire-pulse a new stream may get its first processing cycle before the daemon's mute holds,
+up to the 50 ms the gate allows: ``tests.support.audio.START_LEAK_MS``). Mute flags are read
+from the server (pulsectl). Decisions go through the real CLI
 (``audiopolicyctl grant/deny/reset``), the real terminal agent (``audiopolicyctl agent``) and,
 in test_permission_store-like setups, a real ``xdg-permission-store``.
 """
@@ -19,40 +20,20 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import (
-    AudioServer, DaemonProcess, PrivateBus, SessionClient, assert_silenced_from_start, pulse,
-    record, source_outputs, start_in_batches, stream_state, wait_for, wait_muted, wait_recorded,
-    wait_stream,
-)
+from tests.support.audio import assert_silenced_from_start, wait_recorded
+from tests.support.bus import PrivateBus
+from tests.support.clients import record, start_in_batches
+from tests.support.daemon import AUDIOPOLICYCTL, DaemonProcess
+from tests.support.microphone import PACAT, ctl_ok, permissions, start_recording
+from tests.support.portal import PermissionStoreProcess
+from tests.support.processes import LineReader, stop_process, wait_for
+from tests.support.servers import AudioServer, pulse
+from tests.support.sessions import SessionClient
+from tests.support.streams import source_outputs, stream_state, wait_muted, wait_stream
 
 logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
-
-#: parecord's executable (parecord is a link to pacat, which names itself in its properties).
-PACAT = "exe:" + os.path.realpath("/usr/bin/pacat")
-
-
-def permissions(daemon: DaemonProcess) -> dict[str, dict]:
-    """``audiopolicyctl permissions --json`` by app id."""
-    done = daemon.ctl("permissions", "--json")
-    assert done.returncode == 0, done.stderr
-    return {e["App"]: e for e in json.loads(done.stdout)}
-
-
-def ctl_ok(daemon: DaemonProcess, *args: str) -> str:
-    done = daemon.ctl(*args)
-    assert done.returncode == 0, f"audiopolicyctl {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
-def start_recording(server: AudioServer, path: Path, **kw) -> subprocess.Popen:
-    proc = record(server, path=path, latency_ms=20, **kw)
-    wait_stream(server, proc, kind="source-output")
-    wait_for(lambda: path.exists() and path.stat().st_size > 0, 10, f"{path} to fill")
-    return proc
-
 
 def test_undecided_app_records_silence_until_granted_and_revoked_live(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
@@ -191,7 +172,7 @@ def busctl(bus: PrivateBus, *args: str) -> dict:
 
 def test_decisions_live_in_xdg_permission_store_and_its_changes_apply_live(
         server: AudioServer, bus: PrivateBus, tmp_path: Path) -> None:
-    with harness.PermissionStoreProcess(bus, tmp_path / "data"), \
+    with PermissionStoreProcess(bus, tmp_path / "data"), \
             DaemonProcess(server, tmp_path / "daemon") as daemon:
         daemon.start()
         assert daemon.status()["PermissionStore"].startswith("xdg-permission-store")
@@ -223,17 +204,17 @@ class Agent:
     """``audiopolicyctl agent`` (the terminal agent) as a process: its answers go to stdin."""
 
     def __init__(self, daemon: DaemonProcess, *args: str) -> None:
-        self.proc = subprocess.Popen([*harness.AUDIOPOLICYCTL, "agent", *args],
+        self.proc = subprocess.Popen([*AUDIOPOLICYCTL, "agent", *args],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, env=daemon.env, text=True)
-        self.output = harness.LineReader(self.proc.stdout)
+        self.output = LineReader(self.proc.stdout)
 
     def answer(self, text: str) -> None:
         self.proc.stdin.write(text + "\n")
         self.proc.stdin.flush()
 
     def close(self) -> None:
-        harness.stop_process(self.proc)
+        stop_process(self.proc)
         self.output.join()
         self.proc.stdin.close()
         self.proc.stdout.close()
@@ -345,4 +326,4 @@ def test_the_desktops_global_switch_silences_granted_apps_live(server: AudioServ
         wait_muted(server, recorder, False, kind="source-output")
         wait_recorded(take, audible=True)
     finally:
-        harness.stop_process(dconf)
+        stop_process(dconf)

@@ -3,7 +3,7 @@ indicator says why an app records silence, and an app that may not record silenc
 
 Every claim about what an app hears measures its recording (``parecord --raw``, or
 ``pw-record`` writing raw s16 stereo at 44.1 kHz to its stdout, the same format): digital
-silence is peak 0 (``harness.assert_silenced_from_start`` allows pipewire-pulse's first
+silence is peak 0 (``tests.support.audio.assert_silenced_from_start`` allows pipewire-pulse's first
 processing cycle). Decisions go through the real CLI; the indicator is read through the CLI
 (``GetRecordPermissions``), the Manager's properties (``busctl``) and its signals (``gdbus
 monitor``).
@@ -19,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import (
-    AudioServer, DaemonProcess, assert_silenced_from_start, play, stream_state, wait_for,
-    wait_muted, wait_recorded, wait_stream,
-)
-from test_microphone import PACAT, ctl_ok, permissions, start_recording
+from tests.support.audio import assert_silenced_from_start, wait_recorded
+from tests.support.clients import play, watch
+from tests.support.daemon import DaemonProcess
+from tests.support.microphone import PACAT, ctl_ok, permissions, start_recording
+from tests.support.processes import child_env, wait_for
+from tests.support.servers import MIC, AudioServer
+from tests.support.sessions import SessionClient
+from tests.support.streams import raw_volumes, stream_state, wait_muted, wait_stream
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def test_a_recorder_claiming_a_playback_role_is_silent_until_granted_then_hears(
         server: AudioServer, daemon: DaemonProcess, tmp_path: Path) -> None:
     # Before: media.role=music made the recording `playback`, whose policy has
     # records = false: granted, it stayed silent while the indicator said it was not.
-    _monitor, signals = harness.watch(server, [
+    _monitor, signals = watch(server, [
         "gdbus", "monitor", "--session", "--dest", NAME, "--object-path", ROOT], daemon.env)
     take = tmp_path / "take.raw"
     recorder = start_recording(server, take, role="music")
@@ -111,14 +113,14 @@ def test_a_recorder_claiming_a_playback_role_is_silent_until_granted_then_hears(
 
 def pw_record(server: AudioServer, path: Path, *args: str) -> subprocess.Popen:
     """``pw-record`` (a native PipeWire client: not a libpulse one) from ``mic`` into *path*,
-    raw s16 stereo at 44.1 kHz (:func:`harness.record`'s format), with its own defaults
-    otherwise: ``media.role=music``."""
+    raw s16 stereo at 44.1 kHz (:func:`~tests.support.clients.record`'s format), with its own
+    defaults otherwise: ``media.role=music``."""
     assert shutil.which("pw-record"), "pw-record is missing: apt-get install pipewire-bin"
     with open(path, "wb") as out:
-        proc = subprocess.Popen(["pw-record", "--target", harness.MIC, "--rate", "44100",
+        proc = subprocess.Popen(["pw-record", "--target", MIC, "--rate", "44100",
                                  "--channels", "2", "--format", "s16", "--latency", "20ms",
                                  *args, "-"], stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.DEVNULL, env=harness.child_env(server.env))
+                                stderr=subprocess.DEVNULL, env=child_env(server.env))
     server.clients.append(proc)
     return proc
 
@@ -162,7 +164,7 @@ def test_an_ungranted_recording_silences_nobody_and_a_granted_one_does_what_reco
     # implicit record session was active and muted every other output.
     view = wait_stream(server, music)
     assert daemon.stream_view(view.index)["Effect"] == "none"
-    assert stream_state(server, music) == (harness.raw_volumes(view), False)
+    assert stream_state(server, music) == (raw_volumes(view), False)
     session = daemon.stream_view(index, "source-output")["Session"]
     assert "record" in session, session
 
@@ -181,7 +183,7 @@ def test_an_explicit_session_that_does_not_record_is_shown_silenced_by_its_polic
     # An app declares `playback` (AVAudioSession: it does not record) and records anyway: its
     # recording is muted by the policy, granted or not. Before: granted, the indicator said
     # Silenced false while it recorded silence.
-    client = harness.SessionClient(server, "player")
+    client = SessionClient(server, "player")
     client.create("music", "playback")
     take = tmp_path / "take.raw"
     client.call("record", take)  # a child: its stream is the session's app's

@@ -5,9 +5,9 @@ a stream that only *claims* to record a monitor (``stream.capture.sink=true``), 
 ``module-loopback`` into a null sink whose monitor it records, a ``module-remap-source``. The
 attacker here is a real client (``parecord``, modules loaded with pulsectl as ``pactl`` would);
 every assertion about what it hears measures its recording (digital silence, but for
-``harness.START_LEAK_MS`` at its start). Modules the server had when the daemon first connected
-to it are infrastructure and keep working, also across a daemon restart; a module loaded later
-is gated as ``module:<name>``.
+``tests.support.audio.START_LEAK_MS`` at its start). Modules the server had when the daemon
+first connected to it are infrastructure and keep working, also across a daemon restart; a
+module loaded later is gated as ``module:<name>``.
 """
 
 from __future__ import annotations
@@ -21,58 +21,25 @@ from pathlib import Path
 import pulsectl
 import pytest
 
-from harness import (
-    RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, AudioServer, DaemonProcess,
-    assert_silenced_from_start, pulse, record, source_outputs, stream_of, wait_for, wait_muted,
-    wait_recorded, wait_stream,
+from tests.support.audio import (
+    RAW_FRAME_BYTES, RAW_RATE, START_LEAK_MS, assert_silenced_from_start, wait_recorded,
 )
-from test_microphone import PACAT, ctl_ok, permissions, start_recording
+from tests.support.clients import record
+from tests.support.daemon import DaemonProcess
+from tests.support.microphone import (
+    LOOPBACK, PACAT, ctl_ok, load, permissions, recorded_for, start_recording, wait_module_muted,
+    wait_pending,
+)
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer, pulse
+from tests.support.streams import stream_of, wait_muted, wait_stream
 
 logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
 
-LOOPBACK = "module:module-loopback"
 REMAP = "module:module-remap-source"
 SIMPLE = "module:module-simple-protocol-tcp"
-
-
-def load(server: AudioServer, name: str, argument: str) -> int:
-    """Load a module as a client would (``pactl load-module``); its index."""
-    with pulse(server) as p:
-        index = p.module_load(name, argument)
-    logger.info("%s %s loaded as #%d", name, argument, index)
-    return index
-
-
-def unload(server: AudioServer, index: int) -> None:
-    with pulse(server) as p:
-        p.module_unload(index)
-
-
-def module_outputs(server: AudioServer, index: int) -> list:
-    """The module's source-outputs (its recordings), once it has one."""
-    return wait_for(lambda: [so for so in source_outputs(server) if so.owner_module == index],
-                    10, f"module #{index}'s source-output")
-
-
-def wait_module_muted(server: AudioServer, index: int, muted: bool) -> None:
-    wait_for(lambda: [so.mute for so in module_outputs(server, index)], 10,
-             f"module #{index}'s recording {'muted' if muted else 'unmuted'}",
-             until=lambda mutes: all(bool(m) is muted for m in mutes))
-
-
-def recorded_for(path: Path, seconds: float) -> None:
-    """Wait until *path* holds *seconds* of recording."""
-    size = int(seconds * RAW_RATE) * RAW_FRAME_BYTES
-    wait_for(lambda: os.path.getsize(path), 20, f"{seconds} s in {path}",
-             until=lambda n: n >= size)
-
-
-def wait_pending(daemon: DaemonProcess, *apps: str) -> dict[str, dict]:
-    """The permission entries once each of *apps* has a pending request."""
-    return wait_for(lambda: permissions(daemon), 10, f"pending requests for {apps}",
-                    until=lambda e: all(e.get(a, {}).get("Request") == "pending" for a in apps))
 
 
 def test_a_self_declared_monitor_records_silence(server: AudioServer, daemon: DaemonProcess,

@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    RAW_FRAME_BYTES, RAW_RATE, AudioServer, DaemonProcess, assert_silenced_from_start, peak,
-    wait_recorded,
+from tests.support.audio import (
+    RAW_FRAME_BYTES, RAW_RATE, assert_silenced_from_start, peak, wait_recorded,
 )
-from test_microphone import PACAT, ctl_ok, start_recording
-from test_microphone_graph import (
-    LOOPBACK, load, recorded_for, unload, wait_module_muted, wait_pending,
+from tests.support.daemon import DaemonProcess
+from tests.support.microphone import (
+    LOOPBACK, PACAT, ctl_ok, load, recorded_for, start_recording, unload, wait_module_muted,
+    wait_pending,
 )
+from tests.support.servers import AudioServer
 
 logger = logging.getLogger(__name__)
 

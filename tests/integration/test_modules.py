@@ -22,9 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, ducked, end_client, play, pulse, raw_volumes, set_user_volume,
-    sink_inputs, source_outputs, stream_of, wait_for, wait_muted, wait_volume,
+from tests.support.clients import play
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer, pulse
+from tests.support.streams import (
+    ducked, end_client, raw_volumes, set_user_volume, sink_inputs, source_outputs, stream_of,
+    wait_muted, wait_volume,
 )
 
 from audiopolicyd.policystore import shipped_dir

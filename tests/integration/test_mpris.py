@@ -20,10 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, collapse, end_client, follow_player, play, player_status,
-    playerctl, start_mpv, stream_state, wait_for, wait_mpris_player, wait_player, wait_stream,
+from tests.support.clients import (
+    collapse, follow_player, play, player_status, playerctl, start_mpv, wait_mpris_player,
+    wait_player,
 )
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import end_client, stream_state, wait_stream
 
 logger = logging.getLogger(__name__)
 

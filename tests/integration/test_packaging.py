@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import child_env
+from tests.support.processes import child_env
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ import pytest
 from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
 
-import harness
+from tests.support.bus import PrivateBus, busctl, busctl_json, name_has_owner, name_owner_pid
+from tests.support.portal import PERMISSION_STORE, PermissionStoreProcess
 from audiopolicyd.microphone.stores import (PORTAL_ID, PORTAL_IFACE, PORTAL_NAME, PORTAL_PATH,
                                       PORTAL_TABLE, Decision, PortalPermissionStore,
                                       SqlitePermissionStore, open_store)
@@ -31,38 +32,38 @@ STORE = (PORTAL_NAME, PORTAL_PATH, PORTAL_IFACE)
 @pytest.fixture(autouse=True)
 def _permission_store_binary() -> None:
     """A missing store fails these tests; it never skips them."""
-    if not os.access(harness.PERMISSION_STORE, os.X_OK):
-        pytest.fail(f"{harness.PERMISSION_STORE} is missing; install: apt-get install "
+    if not os.access(PERMISSION_STORE, os.X_OK):
+        pytest.fail(f"{PERMISSION_STORE} is missing; install: apt-get install "
                     f"xdg-desktop-portal", pytrace=False)
 
 
 @pytest.fixture
-def bare_bus() -> Iterator[harness.PrivateBus]:
+def bare_bus() -> Iterator[PrivateBus]:
     """A private bus on which nothing is D-Bus-activatable."""
-    with harness.PrivateBus(service_dirs=[]) as bus:
+    with PrivateBus(service_dirs=[]) as bus:
         yield bus
 
 
 @pytest.fixture
-def store_process(bare_bus: harness.PrivateBus, tmp_path: Path,
-                  ) -> Iterator[harness.PermissionStoreProcess]:
-    with harness.PermissionStoreProcess(bare_bus, tmp_path / "data") as proc:
+def store_process(bare_bus: PrivateBus, tmp_path: Path,
+                  ) -> Iterator[PermissionStoreProcess]:
+    with PermissionStoreProcess(bare_bus, tmp_path / "data") as proc:
         yield proc
 
 
-async def connect(bus: harness.PrivateBus) -> MessageBus:
+async def connect(bus: PrivateBus) -> MessageBus:
     return await MessageBus(bus_address=bus.address).connect()
 
 
 @pytest.fixture
-async def conn(bare_bus: harness.PrivateBus) -> AsyncIterator[MessageBus]:
+async def conn(bare_bus: PrivateBus) -> AsyncIterator[MessageBus]:
     connection = await connect(bare_bus)
     yield connection
     connection.disconnect()
 
 
 @pytest.fixture
-async def portal(store_process: harness.PermissionStoreProcess, conn: MessageBus,
+async def portal(store_process: PermissionStoreProcess, conn: MessageBus,
                  ) -> AsyncIterator[PortalPermissionStore]:
     store = PortalPermissionStore(conn)
     await store.start()
@@ -70,13 +71,13 @@ async def portal(store_process: harness.PermissionStoreProcess, conn: MessageBus
     await store.close()
 
 
-def call(bus: harness.PrivateBus, member: str, signature: str, *args: str):
+def call(bus: PrivateBus, member: str, signature: str, *args: str):
     """A call to the store by another client (busctl: one short-lived connection)."""
-    done = harness.busctl(bus.env, "--json=short", "call", *STORE, member, signature, *args)
-    return harness.busctl_json(done) if done.stdout else done
+    done = busctl(bus.env, "--json=short", "call", *STORE, member, signature, *args)
+    return busctl_json(done) if done.stdout else done
 
 
-def lookup(bus: harness.PrivateBus) -> dict[str, list[str]]:
+def lookup(bus: PrivateBus) -> dict[str, list[str]]:
     """The ``devices`` / ``microphone`` entry as another client reads it."""
     return call(bus, "Lookup", "ss", PORTAL_TABLE, PORTAL_ID)[0]
 
@@ -256,20 +257,20 @@ async def test_open_store_falls_back_to_sqlite_without_the_portal(conn, tmp_path
 
 
 @pytest.fixture
-def activating_bus(tmp_path: Path) -> Iterator[harness.PrivateBus]:
+def activating_bus(tmp_path: Path) -> Iterator[PrivateBus]:
     """A private bus on which the permission store is D-Bus-activatable (with a private
     ``XDG_DATA_HOME``) but not running."""
     services = tmp_path / "services"
     services.mkdir()
     (services / f"{PORTAL_NAME}.service").write_text(
         f"[D-BUS Service]\nName={PORTAL_NAME}\n"
-        f"Exec=/usr/bin/env XDG_DATA_HOME={tmp_path / 'data'} {harness.PERMISSION_STORE}\n")
-    with harness.PrivateBus(service_dirs=[services]) as bus:
+        f"Exec=/usr/bin/env XDG_DATA_HOME={tmp_path / 'data'} {PERMISSION_STORE}\n")
+    with PrivateBus(service_dirs=[services]) as bus:
         pid = None
         try:
             yield bus
-            if harness.name_has_owner(bus.env, PORTAL_NAME):
-                pid = harness.name_owner_pid(bus.env, PORTAL_NAME)
+            if name_has_owner(bus.env, PORTAL_NAME):
+                pid = name_owner_pid(bus.env, PORTAL_NAME)
         finally:
             if pid is not None:  # the store the bus started for the test: stop it by pid
                 os.kill(pid, 15)
@@ -277,11 +278,11 @@ def activating_bus(tmp_path: Path) -> Iterator[harness.PrivateBus]:
 
 async def test_open_store_activates_an_activatable_portal(activating_bus, tmp_path):
     connection = await connect(activating_bus)
-    assert not harness.name_has_owner(activating_bus.env, PORTAL_NAME)
+    assert not name_has_owner(activating_bus.env, PORTAL_NAME)
     store = await open_store(connection, tmp_path / "state")
     try:
         assert isinstance(store, PortalPermissionStore)
-        assert harness.name_has_owner(activating_bus.env, PORTAL_NAME)
+        assert name_has_owner(activating_bus.env, PORTAL_NAME)
         await store.set("org.example.Rec", Decision.GRANTED)
         assert lookup(activating_bus) == {"org.example.Rec": ["yes"]}
         assert (tmp_path / "data" / "flatpak" / "db" / "devices").exists()

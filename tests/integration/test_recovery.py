@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, ducked, end_client, play, remembered_volume, set_user_volume,
-    start_mpv, stream_state, wait_for, wait_mpris_player, wait_muted, wait_player, wait_stream,
+from tests.support.clients import play, start_mpv, wait_mpris_player, wait_player
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import (
+    ducked, end_client, remembered_volume, set_user_volume, stream_state, wait_muted, wait_stream,
     wait_volume,
 )
 

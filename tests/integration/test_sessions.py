@@ -1,9 +1,9 @@
 """Explicit sessions over D-Bus on real servers: AVAudioSession's semantics, end to end.
 
 Each app is a separate process holding its own D-Bus connection (sessions belong to the
-connection that created them): ``session_client.py``, written with dbus-fast, driven over
-stdin and printing every signal it receives. Its paplay children play without a
-``media.role``, so only their session gives their streams a category. The second
+connection that created them): ``tests/support/programs/session_client.py``, written with
+dbus-fast, driven over stdin and printing every signal it receives. Its paplay children play
+without a ``media.role``, so only their session gives their streams a category. The second
 implementation on the wire is systemd's ``busctl`` (stateless: each call is a connection that
 ends with the call, which is also the crash-cleanup case for the session it created) and
 GLib's ``gdbus``, whose errors name the D-Bus error.
@@ -26,10 +26,14 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, AudioServer, DaemonProcess,
-    SessionClient, busctl, busctl_error, busctl_json, ducked, end_client, gdbus_call, play,
-    set_user_volume, stream_state, wait_for, wait_muted, wait_stream, wait_volume,
+from tests.support.bus import busctl, busctl_error, busctl_json
+from tests.support.clients import play
+from tests.support.daemon import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, DaemonProcess, gdbus_call
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.sessions import SESSION_IFACE, SessionClient
+from tests.support.streams import (
+    ducked, end_client, set_user_volume, stream_state, wait_muted, wait_stream, wait_volume,
 )
 
 logger = logging.getLogger(__name__)

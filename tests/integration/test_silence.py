@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import (
-    AudioServer, DaemonProcess, end_client, play, record, set_user_mute, stream_state, wait_for,
-    wait_muted, wait_stream,
-)
+from tests.support.clients import play, record
+from tests.support.daemon import DaemonProcess
+from tests.support.processes import wait_for
+from tests.support.servers import AudioServer
+from tests.support.streams import end_client, set_user_mute, stream_state, wait_muted, wait_stream
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import child_env, stop_process
+from tests.support.processes import child_env, stop_process
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,1 @@
+"""Integration tests: real dbus-daemon, PulseAudio, PipeWire and clients (tests/support)."""
