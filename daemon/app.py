@@ -6,11 +6,11 @@ method); SIGTERM and SIGINT restore every effect and exit. systemd is told READY
 RELOADING, STOPPING and fed WATCHDOG pings through systemd-python when it asked for them.
 
 Supervision: every long-running task (the reconcile loop, the policy watcher, the D-Bus
-connection) is watched; when one ends or fails, or the reconciler reports an internal error,
+connection) is watched; when one ends or fails, or the runtime reports an internal error,
 the daemon restores every effect it can and exits with status 1, so systemd restarts it
 (``Restart=on-failure``). It never runs on deaf: without the audio server's events, without
-its bus name, or with a reconciler in an unknown state. The watchdog is pinged only while a
-decision pass answers (:meth:`audiopolicyd.reconciler.Reconciler.answers`).
+its bus name, or with a runtime in an unknown state. The watchdog is pinged only while a
+decision pass answers (:meth:`audiopolicyd.runtime.Runtime.answers`).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from .pluginmanager import make_plugin_manager, plugin_settings_schemas
 from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
-from .reconciler import Reconciler
+from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -132,18 +132,18 @@ class Daemon:
         self.manager: ManagerInterface | None = None
         self.mpris: MprisWatcher | None = None
         seq = itertools.count(1)
-        self.reconciler = Reconciler(self.backend, self.journal, lambda: self.store.current,
-                                     self.pm, seq=seq)
+        self.runtime = Runtime(self.backend, self.journal, lambda: self.store.current, self.pm,
+                               seq=seq)
         self.app_sessions = AppSessions(lambda: self.store.current, seq,
-                                        self.reconciler.request_reconcile, pm=self.pm)
+                                        self.runtime.request_reconcile, pm=self.pm)
         self.app_sessions.resume_limit = args.resume_limit
-        self.reconciler.app_sessions = self.app_sessions
-        self.reconciler.on_server.append(self.app_sessions.media_services)
+        self.runtime.app_sessions = self.app_sessions
+        self.runtime.on_server.append(self.app_sessions.media_services)
         self.microphone: MicrophoneBroker | None = None
         if not args.no_microphone_permission:
             self.microphone = MicrophoneBroker(prompt_timeout=args.prompt_timeout)
-            self.microphone.on_decisions.append(self.reconciler.request_reconcile)
-            self.reconciler.microphone = self.microphone
+            self.microphone.on_decisions.append(self.runtime.request_reconcile)
+            self.runtime.microphone = self.microphone
         # who may decide, and asking on a recording session's first activation
         self.access = MicrophoneAccess(
             self.microphone, lambda category: self.store.current.policies[category].records)
@@ -154,8 +154,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._exit = 0
         self._reload_timer: asyncio.TimerHandle | None = None
-        self.reconciler.on_failure = lambda exc: self._fatal(
-            f"the reconciler failed ({type(exc).__name__}: {exc})")
+        self.runtime.on_failure = lambda exc: self._fatal(
+            f"the runtime failed ({type(exc).__name__}: {exc})")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -168,7 +168,7 @@ class Daemon:
         await self._connect_bus()
         await self._open_permissions()
         tasks = [self._supervise(self._watch_policies(), "the policy file watcher"),
-                 self._supervise(self.reconciler.run(self._ready), "the reconcile loop")]
+                 self._supervise(self.runtime.run(self._ready), "the reconcile loop")]
         if self.bus is not None:
             tasks.append(self._supervise(self._watch_bus(), "the D-Bus connection"))
         watchdog = self._start_watchdog()
@@ -179,7 +179,7 @@ class Daemon:
         finally:
             logger.info("stopping: restoring every effect")
             sd.notify("STOPPING=1")
-            self.reconciler.stop()
+            self.runtime.stop()
             for task in tasks:
                 task.cancel()
             await self._shutdown()
@@ -209,11 +209,11 @@ class Daemon:
                 self._exit = 1
 
     async def _restore(self) -> None:
-        if self.reconciler.connected.is_set():
-            await self.reconciler.restore_all()
-        elif self.reconciler.applied:
+        if self.runtime.connected.is_set():
+            await self.runtime.restore_all()
+        elif self.runtime.applied:
             logger.warning("stopping without the audio server: the journal keeps %d effect(s) "
-                           "for the next start", len(self.reconciler.applied))
+                           "for the next start", len(self.runtime.applied))
 
     def _supervise(self, coro, what: str) -> asyncio.Task:
         """Run a task whose end, while the daemon is not stopping, is fatal."""
@@ -270,13 +270,13 @@ class Daemon:
         await api.start()
         if self.microphone is not None:
             self.microphone.on_recording.append(self.manager.notify_recording)
-        self.reconciler.on_effects.append(self.manager.notify_effects)
-        self.reconciler.on_streams.append(self.manager.notify_streams)
-        self.reconciler.on_server.append(self.manager.notify_server)
+        self.runtime.on_effects.append(self.manager.notify_effects)
+        self.runtime.on_streams.append(self.manager.notify_streams)
+        self.runtime.on_server.append(self.manager.notify_server)
         if not self.args.system and not self.args.no_mpris:
-            self.mpris = MprisWatcher(self.bus, lambda player: self.reconciler.players_changed(
+            self.mpris = MprisWatcher(self.bus, lambda player: self.runtime.players_changed(
                 self.mpris.players, player))
-            self.reconciler.pauser = self.mpris
+            self.runtime.pauser = self.mpris
             await self.mpris.start()
         logger.info("owning %s on the %s bus", BUS_NAME, "system" if self.args.system
                     else "session")
@@ -343,7 +343,7 @@ class Daemon:
     def _ready(self) -> None:
         sd.notify(f"READY=1\nSTATUS={self._status_line()}")
         logger.info("ready: %s", self._status_line())
-        self.reconciler.on_effects.append(lambda _views: sd.notify(
+        self.runtime.on_effects.append(lambda _views: sd.notify(
             f"STATUS={self._status_line()}"))
 
     def _start_watchdog(self):
@@ -351,7 +351,7 @@ class Daemon:
         timer at all, and the daemon does not wake up while idle.
 
         Every half period, a decision pass must answer within a quarter period
-        (:meth:`~audiopolicyd.reconciler.Reconciler.answers`); only then is systemd pinged.
+        (:meth:`~audiopolicyd.runtime.Runtime.answers`); only then is systemd pinged.
         """
         usec = sd.watchdog_enabled() if hasattr(sd, "watchdog_enabled") else None
         usec = usec or int(os.environ.get("WATCHDOG_USEC", "0") or 0)
@@ -360,7 +360,7 @@ class Daemon:
 
         async def ping() -> None:
             while True:
-                if await self.reconciler.answers(usec / 4e6):
+                if await self.runtime.answers(usec / 4e6):
                     sd.notify("WATCHDOG=1")
                 else:
                     logger.error("no decision pass answered within %.1f s: the watchdog is not "
@@ -385,7 +385,7 @@ class Daemon:
             self._fatal(f"reloading policies failed ({type(exc).__name__}: {exc})")
             return False
         if applied:
-            self.reconciler.policies_changed()
+            self.runtime.policies_changed()
         if self.manager is not None:
             self.manager.notify_reload(applied)
         sd.notify(f"READY=1\nSTATUS={self._status_line()}")
@@ -410,18 +410,18 @@ class Daemon:
     # -- read side ------------------------------------------------------------------------------
 
     def _status_line(self) -> str:
-        r = self.reconciler
+        r = self.runtime
         acting = sum(1 for e in r.effects.values() if not e.neutral)
         server = r.server.server_name if r.server and r.connected.is_set() else "no server"
         return f"{server}; {len(r.streams)} streams, {acting} with effects"
 
     def explain(self, target: str) -> dict:
-        """``Explain``: see :meth:`audiopolicyd.reconciler.Reconciler.explain`.
+        """``Explain``: see :meth:`audiopolicyd.runtime.Runtime.explain`.
 
         :raises UnknownTarget: when nothing has that name
         """
         try:
-            return self.reconciler.explain(target)
+            return self.runtime.explain(target)
         except KeyError:
             raise UnknownTarget(f"no stream or session {quote(target)} (see "
                                 "audiopolicyctl streams / sessions)") from None
@@ -437,7 +437,7 @@ class Daemon:
 
     def status(self) -> dict[str, tuple[str, object]]:
         """Status as ``name -> (D-Bus signature, value)`` for ``GetStatus``."""
-        r = self.reconciler
+        r = self.runtime
         server = r.server
         return {
             "Version": ("s", __version__),

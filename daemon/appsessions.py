@@ -2,7 +2,7 @@
 
 An app creates a session, sets its category, mode and options, activates and deactivates it,
 and is told of interruptions. No D-Bus here: :mod:`audiopolicyd.dbus` adapts this module,
-:mod:`audiopolicyd.reconciler` feeds it the sessions after every decision.
+:mod:`audiopolicyd.runtime` feeds it the sessions after every decision.
 
 Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where it is better):
 

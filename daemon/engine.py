@@ -1,7 +1,7 @@
 """The decision: snapshot + sessions + policies -> the desired effect on every stream.
 
-Pure and synchronous: no I/O, no clock. The reconciler (:mod:`audiopolicyd.reconciler`) applies
-the difference between two decisions to the server.
+Pure and synchronous: no I/O, no clock. The runtime (:mod:`audiopolicyd.runtime`) applies the
+difference between two decisions to the server.
 
 Rules, in AVAudioSession terms (see docs/policies.md):
 

@@ -80,7 +80,7 @@ class Journal:
 
     Writes never raise: a write that fails (a full disk, an I/O error) returns False, is logged
     once, and :attr:`failure` says why until a write succeeds again. The caller decides what
-    that means (the reconciler applies no new effect while the journal cannot record it).
+    that means (the runtime applies no new effect while the journal cannot record it).
 
     :raises JournalError: when the file cannot be opened or is not a journal
     """

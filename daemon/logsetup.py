@@ -53,7 +53,7 @@ def setup_logging(level: int = logging.INFO, target: str = "auto") -> str:
 def log_effect(log: logging.Logger, view) -> None:
     """Log one stream's new effect with structured journal fields.
 
-    :param view: a :class:`~audiopolicyd.reconciler.StreamView`
+    :param view: a :class:`~audiopolicyd.runtime.StreamView`
     """
     stream, effect = view.stream, view.effect
     why = "; ".join(str(r) for r in effect.reasons) or "no session acts on it"

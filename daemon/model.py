@@ -149,7 +149,7 @@ class Stream:
         a moment before WirePlumber's restored volume arrives. Taking that 0 for the user's
         volume would duck from 0 and "restore" 0, and our write could land over the restore:
         silent for good. A stream at volume 0 is inaudible anyway; it settles when it gets a
-        volume. (A stream the daemon itself took to 0 is still followed: see the reconciler.)
+        volume. (A stream the daemon itself took to 0 is still followed: see the microphone gate.)
         """
         return self.linked and any(self.volume)
 

@@ -205,7 +205,7 @@ class Backend(abc.ABC):
         ``pa_context_kill_source_output``, as ``pactl kill-source-output``; the client sees
         its stream fail, ``parecord`` exits with status 1). Verified on PulseAudio 16 and
         pipewire-pulse 0.3.65. The daemon kills microphone streams that fight the permission
-        gate. Needs :attr:`Capability.KILL_RECORDINGS`.
+        gate (:mod:`audiopolicyd.microphone.gate`). Needs :attr:`Capability.KILL_RECORDINGS`.
 
         A stream that vanished meanwhile is not an error.
 

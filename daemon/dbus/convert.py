@@ -72,8 +72,8 @@ def category_arguments(category: str, mode: str, options: list[str]) -> None:
 
 
 def stream_dict(view) -> dict[str, Variant]:
-    """A stream's read-model view (``stream``, ``effect``, ``category``, ``rule``,
-    ``session``) as ``a{sv}``.
+    """A :class:`~audiopolicyd.runtime.StreamView` (``stream``, ``effect``, ``category``,
+    ``rule``, ``session``) as ``a{sv}``.
 
     Keys: Key s, Kind s, Index u, Application s, Role s, Category s, Rule s, Session s,
     Effect s, Gain d (linear), Muted b, Corked b, Paused b, Volume au (raw, 65536 = 100 %),

@@ -23,7 +23,7 @@ class ManagerInterface(ServiceInterface):
     """``io.github.audiopolicyd.AudioPolicy1.Manager``.
 
     :param daemon: the composition root (:class:`audiopolicyd.app.Daemon`): gives
-        ``reconciler``, ``store``, ``microphone``, ``status()``, ``explain()``,
+        ``runtime``, ``store``, ``microphone``, ``status()``, ``explain()``,
         ``record_permissions()`` and ``reload()``
     :param api: the :class:`~audiopolicyd.dbus.DBusApi` that exports sessions and holds the
         session layer and microphone access (None only to introspect)
@@ -38,7 +38,7 @@ class ManagerInterface(ServiceInterface):
     @method(name="GetStreams")
     @guarded
     def get_streams(self) -> "aa{sv}":
-        return [stream_dict(v) for v in self._daemon.reconciler.views()]
+        return [stream_dict(v) for v in self._daemon.runtime.views()]
 
     @method(name="GetStatus")
     @guarded
@@ -118,7 +118,7 @@ class ManagerInterface(ServiceInterface):
 
     @dbus_property(access=PropertyAccess.READ, name="ServerConnected")
     def server_connected(self) -> "b":
-        return self._daemon.reconciler.connected.is_set()
+        return self._daemon.runtime.connected.is_set()
 
     def _problems(self) -> list[str]:
         return [str(p) for p in self._daemon.store.problems]

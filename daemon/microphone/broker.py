@@ -3,7 +3,7 @@
 Apple's model (``AVAudioApplication.requestRecordPermission``): the first time an app records,
 the user is asked; the answer is remembered; until the app is granted it records only silence;
 a later change applies to streams already running. The enforcement (muting source-outputs) is
-the reconciler's (:mod:`audiopolicyd.reconciler`); this module holds the decisions and the
+the gate's (:mod:`audiopolicyd.microphone.gate`); this module holds the decisions and the
 requests:
 
 * decisions live in a :class:`~audiopolicyd.microphone.stores.PermissionStore` (the desktop's
@@ -18,7 +18,7 @@ requests:
   ``RequestRecordPermission``); an agent that leaves the bus mid-prompt leaves the request
   pending for the next agent;
 * an app whose silenced stream was unmuted, or its volume raised, by anyone (the app itself or
-  another client) *fought the gate*: the reconciler kills that stream, and the broker counts
+  another client) *fought the gate*: the gate kills that stream, and the broker counts
   the app's fights (:meth:`MicrophoneBroker.fought_gate`, shown by ``GetRecordPermissions`` and
   ``audiopolicyctl permissions``) and logs a warning naming the app and the stream.
 
@@ -131,7 +131,7 @@ def is_microphone(stream: Stream, quiet: frozenset[int]) -> bool:
     (:attr:`Stream.vouched` ``pipewire.sec.pid``) and /proc confirms
     (:func:`~audiopolicyd.identity.audio_server_process`). A stream not linked yet counts (fail
     closed). Whether a pulse module's stream is trusted is the caller's question (the
-    reconciler keeps the trusted modules)."""
+    gate's :class:`~audiopolicyd.microphone.gate.ModuleTrust` keeps the trusted modules)."""
     return (stream.kind is StreamKind.SOURCE_OUTPUT and stream.device not in quiet
             and not server_stream(stream))
 
@@ -558,7 +558,7 @@ class MicrophoneBroker:
     # -- who records --------------------------------------------------------------------------
 
     def set_recording(self, recording: tuple[Recording, ...]) -> None:
-        """The apps recording a microphone now (from the reconciler); listeners hear changes."""
+        """The apps recording a microphone now (from the gate); listeners hear changes."""
         if recording != self.recording:
             self.recording = recording
             for cb in list(self.on_recording):

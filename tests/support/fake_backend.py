@@ -18,6 +18,12 @@ too: :attr:`FakeServer.cards`, :attr:`FakeServer.default`, :attr:`FakeServer.mod
 :meth:`FakeServer.feed` (PCM blocks a capture of a device yields). Ids and restore keys are
 the PulseAudio backend's (:func:`fake_ids`): the fake plays a PulseAudio-protocol server.
 
+pipewire-pulse's quirks that the runtime works around are scriptable, off by default (PulseAudio
+behaves without them): :attr:`FakeServer.stale_reads` (a read pipelined behind a write is
+answered with the stream as it was before the write) and :attr:`FakeServer.restore_late` (a new
+stream is announced unlinked at volume 0, linked at volume 0, and gets WirePlumber's restored
+volume only then); :meth:`FakeServer.behave_as_pipewire_pulse` turns both on.
+
 It stands in for a server only in unit tests of the runtime's logic; the integration tests run
 the real servers.
 """
@@ -25,6 +31,7 @@ the real servers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from typing import AsyncIterator, Mapping, Sequence
 
@@ -40,6 +47,10 @@ def fake_ids(kind: StreamKind, index: int, properties: Mapping[str, str]) -> dic
     """The ``id`` and ``restore_key`` a PulseAudio-protocol backend gives a stream (keyword
     arguments for :class:`~audiopolicyd.model.Stream`)."""
     return {"id": stream_id(kind, index), "restore_key": restore_key(kind, properties)}
+
+
+#: The device of a stream not linked yet (``PA_INVALID_INDEX``).
+UNLINKED = 0xFFFFFFFF
 
 
 class FakeServer:
@@ -60,6 +71,7 @@ class FakeServer:
         self.connections: list[FakeBackend] = []
         self._held: list[asyncio.Future] | None = None
         self._init_contract()
+        self._quirks_init()
 
     def connection(self) -> FakeBackend:
         """A new client connection (give it to the daemon under test)."""
@@ -68,7 +80,10 @@ class FakeServer:
     # -- what other clients and the user do --------------------------------------------------
 
     def add(self, stream: Stream) -> None:
-        """Another client creates a stream."""
+        """Another client creates a stream (see :attr:`restore_late` for how it appears)."""
+        if self.restore_late is not None:
+            self._add_restored_late(stream)
+            return
         self.state[stream.key] = stream
         self._emit("new", stream)
 
@@ -157,14 +172,18 @@ class FakeServer:
     async def _write(self, key: str, field: str, value: object) -> None:
         """Receive a write; :attr:`writes` lists it even while held (or dropped later)."""
         self.writes.append((key, field, value))
-        if self._held is not None:
-            future = asyncio.get_running_loop().create_future()
-            self._held.append(future)
-            await future
-        else:
-            await asyncio.sleep(0)
-        if key in self.state:
-            self._set(key, **{field: value})
+        self._writing[key] += 1
+        try:
+            if self._held is not None:
+                future = asyncio.get_running_loop().create_future()
+                self._held.append(future)
+                await future
+            else:
+                await asyncio.sleep(0)
+            if key in self.state:
+                self._set(key, **{field: value})
+        finally:
+            self._writing[key] -= 1
 
     def _set(self, key: str, **values) -> None:
         stream = self.state[key]
@@ -177,6 +196,51 @@ class FakeServer:
         for connection in self.connections:
             connection._events.put_nowait(Event(etype, stream.kind.value, stream.index,
                                                 stream.id))
+
+    # -- pipewire-pulse's quirks (scriptable; see the module docstring) ----------------------
+
+    def _quirks_init(self) -> None:
+        #: The server's name as it reports it (pipewire-pulse: ``PulseAudio (on PipeWire x)``,
+        #: which tells the runtime that restored volumes arrive late).
+        self.name = "fake"
+        #: pipewire-pulse answers a read pipelined behind a volume or mute write with the
+        #: stream as it was before the write: a read received while a write to the stream is
+        #: not answered yet shows the state it had when the read arrived.
+        self.stale_reads = False
+        #: Seconds, or None (PulseAudio: a stream is announced with its restored volume).
+        #: pipewire-pulse announces a new stream unlinked (no device) at volume 0 and corked,
+        #: links it a loop turn later still at volume 0, and WirePlumber's restored volume
+        #: (the one given to :meth:`add`) arrives this many seconds after that.
+        self.restore_late: float | None = None
+        self._writing: collections.Counter[str] = collections.Counter()
+
+    def behave_as_pipewire_pulse(self, restore_late: float = 0.01) -> None:
+        """Turn on pipewire-pulse's quirks: its name, stale reads, late restores."""
+        self.name = "PulseAudio (on PipeWire 1.0.5)"
+        self.stale_reads = True
+        self.restore_late = restore_late
+
+    def _stale_answer(self, key: str) -> Stream | None:
+        """The answer a read of *key* gets if it is answered stale, else None."""
+        return self.state.get(key) if self.stale_reads and self._writing[key] else None
+
+    def _add_restored_late(self, stream: Stream) -> None:
+        loop = asyncio.get_running_loop()
+        zero = (0,) * len(stream.volume)
+        self.state[stream.key] = dataclasses.replace(stream, device=UNLINKED, volume=zero,
+                                                     corked=True)
+        self._emit("new", self.state[stream.key])
+
+        def link() -> None:
+            if stream.key in self.state:
+                self._set(stream.key, device=stream.device, corked=stream.corked)
+                loop.call_later(self.restore_late, restore)
+
+        def restore() -> None:
+            if stream.key in self.state:
+                self._set(stream.key, volume=stream.volume)
+
+        loop.call_soon(link)
 
 
 class FakeBackend(Backend):
@@ -205,8 +269,8 @@ class FakeBackend(Backend):
         self.connected = True
         self._events = asyncio.Queue()
         self.server.connections.append(self)
-        return ServerInfo("fake", "1.0", self.server.default.sink, self.server.default.source,
-                          self.server.cookie)
+        return ServerInfo(self.server.name, "1.0", self.server.default.sink,
+                          self.server.default.source, self.server.cookie)
 
     def close(self) -> None:
         self._gone()
@@ -232,9 +296,12 @@ class FakeBackend(Backend):
 
     async def stream(self, kind: StreamKind, index: int) -> Stream | None:
         self._check()
+        key = f"{kind.value}:{index}"
+        before = self.server._stale_answer(key)
         await asyncio.sleep(0)  # an answer takes a loop turn, as a real reply does
         self._check()
-        return self.server.state.get(f"{kind.value}:{index}")
+        now = self.server.state.get(key)
+        return before if before is not None and now is not None else now
 
     async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
         self._check()

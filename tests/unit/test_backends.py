@@ -22,7 +22,7 @@ from audiopolicyd.model import Device, Port, Profile, StreamKind
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
-from .test_reconciler import server, start, until  # noqa: F401 (fixtures)
+from .test_runtime import server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 

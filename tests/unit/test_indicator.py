@@ -1,7 +1,7 @@
 """Issue 9 items 5 and 6 on the runtime: the recording indicator tells why an app records
 silence, and a recording that may not hear the microphone does not act on anyone.
 
-A reconciler on :class:`~tests.support.fake_backend.FakeServer` with a real broker (decisions in
+A runtime on :class:`~tests.support.fake_backend.FakeServer` with a real broker (decisions in
 an in-memory SQLite store) and the shipped policies.
 """
 
@@ -13,11 +13,11 @@ from audiopolicyd.journal import Journal
 from audiopolicyd.microphone.broker import Gate, MicrophoneBroker, Silenced, silenced_by
 from audiopolicyd.model import NEUTRAL, Effect, Reason, StreamKind
 from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
-from audiopolicyd.reconciler import Reconciler
+from audiopolicyd.runtime import Runtime
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
-from .test_reconciler import until
+from .test_runtime import until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
@@ -31,7 +31,7 @@ async def daemon(tmp_path, policies, pm):
     broker = MicrophoneBroker()
     await broker.start(SqlitePermissionStore(":memory:"))
     journal = Journal(tmp_path / "journal.sqlite3")
-    reconciler = Reconciler(server.connection(), journal, lambda: policies, pm)
+    reconciler = Runtime(server.connection(), journal, lambda: policies, pm)
     reconciler.microphone = broker
     broker.on_decisions.append(reconciler.request_reconcile)
     failures: list[BaseException] = []
@@ -41,7 +41,7 @@ async def daemon(tmp_path, policies, pm):
     await until(reconciler.connected.is_set, "the reconciler to connect")
     yield server, reconciler, broker
     task.cancel()
-    for t in list(reconciler._tasks):
+    for t in list(reconciler.tasks.pending):
         t.cancel()
     journal.close()
     await broker.store.close()

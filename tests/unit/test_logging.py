@@ -8,7 +8,7 @@ from systemd.journal import JournalHandler
 
 from audiopolicyd.logsetup import log_effect
 from audiopolicyd.model import Effect, Reason
-from audiopolicyd.reconciler import StreamView
+from audiopolicyd.runtime import StreamView
 
 from .conftest import make_stream
 

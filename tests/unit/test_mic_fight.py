@@ -11,14 +11,14 @@ import logging
 
 import pytest
 
-from audiopolicyd import reconciler as reconciler_module
+from audiopolicyd.microphone import gate as gate_module
 from audiopolicyd.identity import recording_app
 from audiopolicyd.model import StreamKind
 from audiopolicyd.microphone.stores import Decision
 
 from ..support.fake_backend import FakeServer
 from .conftest import VERIFIED, make_stream
-from .test_reconciler import server, start, until  # noqa: F401 (fixtures)
+from .test_runtime import server, start, until  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
@@ -168,7 +168,7 @@ async def test_a_held_stream_flooded_with_writes_is_killed_whatever_the_reads_sh
     server.add(recorder())
     await until(lambda: held(server), "the stream held")
     await asyncio.sleep(0.01)
-    for i in range(reconciler_module.FLOOD_EVENTS + 2):
+    for i in range(gate_module.FLOOD_EVENTS + 2):
         server._set(KEY, corked=bool(i % 2))  # changes that leave the hold in place
     await until(lambda: server.killed == [KEY], "the stream killed")
     assert daemon.reconciler.microphone.fought == {APP: 1}

@@ -50,7 +50,7 @@ async def test_a_task_ended_by_the_stop_itself_is_not_a_failure(daemon):
 
 
 async def test_an_internal_error_of_the_reconciler_stops_the_daemon(daemon):
-    daemon.reconciler._fail(ZeroDivisionError("bug"))
+    daemon.runtime._fail(ZeroDivisionError("bug"))
     assert daemon._stop.is_set() and daemon._exit == 1
 
 
@@ -62,7 +62,7 @@ async def test_the_watchdog_is_pinged_only_while_a_decision_pass_answers(daemon,
     pinger = asyncio.ensure_future(daemon._start_watchdog())
     await asyncio.sleep(0.2)
     assert "WATCHDOG=1" in sent
-    daemon.reconciler.failed = ZeroDivisionError("bug")  # the reconciler no longer answers
+    daemon.runtime.failed = ZeroDivisionError("bug")  # the runtime no longer answers
     await asyncio.sleep(0.05)
     sent.clear()
     await asyncio.sleep(0.2)

@@ -11,16 +11,15 @@ import dataclasses
 
 import pytest
 
-from audiopolicyd import reconciler as reconciler_module
+from audiopolicyd.runtime import passes
 from audiopolicyd.effects import Applied, ramp_steps, scaled
 from audiopolicyd.backends.base import Module
 from audiopolicyd.journal import Journal
 from audiopolicyd.microphone.broker import Gate, MicrophoneBroker
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.microphone.stores import SqlitePermissionStore
-from audiopolicyd.reconciler import (
-    BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff, Reconciler,
-)
+from audiopolicyd.runtime import Runtime
+from audiopolicyd.runtime.connection import BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
@@ -43,13 +42,13 @@ async def until(predicate, what: str, timeout: float = 5.0):
 
 
 class Daemon:
-    """A reconciler on its own connection to ``server``, with a journal file."""
+    """A runtime on its own connection to ``server``, with a journal file."""
 
     def __init__(self, server: FakeServer, path, policies, pm):
         self.server = server
         self.backend = server.connection()
         self.journal = Journal(path)
-        self.reconciler = Reconciler(self.backend, self.journal, lambda: policies, pm)
+        self.reconciler = Runtime(self.backend, self.journal, lambda: policies, pm)
         self.failures: list[BaseException] = []
         self.reconciler.on_failure = self.failures.append
         self.task = asyncio.ensure_future(self.reconciler.run())
@@ -62,7 +61,7 @@ class Daemon:
         """As ``kill -9``: nothing more reaches the server, nothing is restored."""
         self.backend.sever()
         self.task.cancel()
-        for task in [*self.reconciler._tasks, *self.reconciler._ramps.values()]:
+        for task in [*self.reconciler.tasks.pending, *self.reconciler.actuator.ramps.values()]:
             task.cancel()
         self.journal.close()
 
@@ -218,7 +217,7 @@ async def test_a_stream_the_server_hands_our_value_again_on_relinking_gets_the_u
 
 async def test_a_journal_that_cannot_be_written_stops_new_effects_not_the_undoing(
         server, start, monkeypatch):
-    monkeypatch.setattr(reconciler_module, "JOURNAL_RETRY", 0.05)
+    monkeypatch.setattr(passes, "JOURNAL_RETRY", 0.05)
     daemon = await ducked_game(server, start)
     daemon.journal._db.execute("PRAGMA query_only = 1")  # every write now fails
     server.add(game(3))

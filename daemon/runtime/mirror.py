@@ -1,0 +1,285 @@
+"""The graph as the daemon knows it: streams, devices and players, fed by the server's events
+(never polled), with the generations that tell a fresh read from a stale one.
+
+Every stream event starts a read of that stream (its reply is folded in, in order: one
+connection answers in order, and during a burst of events, pipewire-pulse announcing, linking
+and starting a new stream within ~7 ms, the first answer already lets a policy act). A write
+(:meth:`Mirror.send`) counts in the stream's write generation and puts the written values in
+the mirror at once, so a decision taken before the server echoes it starts from it.
+
+A read is *fresh* when every write to the stream scheduled before it had been answered when it
+went out and none was scheduled after it: pipewire-pulse answers a read pipelined behind a
+volume write with the old volume. A stale read's volume and mute are ignored (the mirror keeps
+the written values) and the stream is read again once the writes are answered. A stream
+written before its first read (the microphone gate's mute on ``new``) keeps those values too
+when that read is stale.
+
+A :class:`Guard` (the microphone gate) may watch streams: it sees each read before it is
+folded in, and each write, and may ask to read a held stream on every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+from typing import Awaitable, Callable, Protocol
+
+from ..backends.base import Backend, Event
+from ..model import Device, Player, Snapshot, Stream, StreamKind, freeze
+from .tasks import Tasks
+
+logger = logging.getLogger(__name__)
+
+#: How long a read of one stream may take before it is sent again, in seconds.
+READ_TIMEOUT = 2.0
+
+KINDS = {"sink-input": StreamKind.SINK_INPUT, "source-output": StreamKind.SOURCE_OUTPUT}
+
+
+class Guard(Protocol):
+    """What the mirror asks of the microphone gate (:mod:`audiopolicyd.microphone.gate`)."""
+
+    def holds(self, key: str) -> bool:
+        """Whether *key* is held: read on every change, also while writes are in flight."""
+
+    def flooded(self, key: str) -> bool:
+        """Count a change event of a held stream; True when it is being killed for it."""
+
+    def new_stream(self, kind: StreamKind, index: int, key: str) -> None:
+        """A stream was announced (``new``), before its first read is sent."""
+
+    def screen(self, stream: Stream, fresh: bool, gen: int) -> bool:
+        """A read of *stream* before it is folded in; True: it proved a fight, drop it."""
+
+    def written(self, key: str, gen: int, values: dict) -> None:
+        """A write of *values* to *key* was scheduled as generation *gen*."""
+
+
+class Mirror:
+    """The streams, devices and players as last read, with read and write generations.
+
+    :param backend: the connection reads and writes go through
+    :param tasks: where reads and writes run
+    :param on_fold: ``on_fold(old, stream, fresh)``: a read was folded in (*old* is None for a
+        stream new to the mirror)
+    :param on_remove: ``on_remove(key)``: a stream left the mirror
+    :param on_devices: called after the device list was read again
+    """
+
+    def __init__(self, backend: Backend, tasks: Tasks,
+                 on_fold: Callable[[Stream | None, Stream, bool], None],
+                 on_remove: Callable[[str], None], on_devices: Callable[[], None]):
+        self.backend = backend
+        self.tasks = tasks
+        self.on_fold = on_fold
+        self.on_remove = on_remove
+        self.on_devices = on_devices
+        self.guard: Guard | None = None
+        self.streams: dict[str, Stream] = {}
+        self.devices: dict[str, Device] = {}
+        self.players: dict[str, Player] = {}
+        #: Set while connected and the graph was read.
+        self.connected = asyncio.Event()
+        self._wgen: dict[str, int] = {}  # writes scheduled per stream
+        self._inflight: collections.Counter[str] = collections.Counter()  # not answered yet
+        self._stale: set[str] = set()  # last read discarded as older than our writes
+        self._unread: dict[str, dict] = {}  # values written before the stream's first read
+        self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
+        self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
+        self._reread: set[str] = set()  # held streams to read again once their read answers
+
+    def load(self, devices: list[Device], streams: list[Stream]) -> None:
+        """Take the whole graph as read at a (re)connection."""
+        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self.streams = {s.key: s for s in streams}
+
+    def reset(self) -> list[str]:
+        """The connection is gone: forget the graph; returns the keys of the streams dropped."""
+        gone = list(self.streams)
+        self._reads.clear()
+        self._removals.clear()
+        self.streams.clear()
+        self._wgen.clear()
+        self._stale.clear()
+        self._unread.clear()
+        self._reread.clear()
+        self.devices.clear()
+        return gone
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(freeze(self.streams), freeze(self.devices), freeze(self.players))
+
+    def generation(self, key: str) -> int:
+        """How many writes to *key* were scheduled (since it came, or since the connection)."""
+        return self._wgen.get(key, 0)
+
+    # -- events and reads ---------------------------------------------------------------------
+
+    def handle(self, event: Event) -> bool:
+        """Fold one server event about a stream or a device in; False when it is about neither.
+        Reads what it names, concurrently."""
+        kind = KINDS.get(event.facility)
+        if kind is None:
+            if event.facility in ("sink", "source", "card"):  # changes come coalesced
+                self.tasks.spawn(self._refresh_devices())
+                return True
+            return False
+        key = f"{event.facility}:{event.index}"
+        held = self.guard is not None and self.guard.holds(key)
+        if event.type == "remove":
+            if self._reads[key]:
+                self._removals[key] = self._removals.get(key, 0) + 1
+            self.remove(key)
+        elif held and self.guard.flooded(key):
+            pass  # killed
+        elif held and self._reads[key]:
+            # a fighter floods us with change events: one read of a held stream at a time,
+            # and one more once it is answered (a read queued behind hundreds of others
+            # would see the fight late)
+            self._reread.add(key)
+            if self._inflight[key]:
+                self._stale.add(key)
+        elif self._inflight[key]:
+            # a read now would be answered before our write: read once it is answered
+            self._stale.add(key)
+            if held:
+                # but a fight shows in any read (see the gate): read now too; a server
+                # flooded by the fighter can take 0.5 s to answer our writes
+                self.read(kind, event.index)
+        else:
+            if event.type == "new" and self.guard is not None:
+                self.guard.new_stream(kind, event.index, key)
+            self.read(kind, event.index)
+        return True
+
+    def read(self, kind: StreamKind, index: int) -> asyncio.Task:
+        """Read one stream (as of the writes scheduled so far) and fold it in."""
+        key = f"{kind.value}:{index}"
+        return self.tasks.spawn(self._refresh(kind, index, key, self._wgen.get(key, 0)))
+
+    async def _refresh_devices(self) -> None:
+        devices = await self.backend.devices()
+        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self.on_devices()
+
+    async def _refresh(self, kind: StreamKind, index: int, key: str, gen: int) -> None:
+        """Read one stream and fold it into the mirror (see the module docstring). An answer
+        for a stream removed meanwhile is dropped.
+
+        :param gen: the stream's write count when the read was scheduled (tasks start in the
+            order they are created, so a read goes out after the writes scheduled before it)
+        """
+        removals = self._removals.get(key, 0)
+        self._reads[key] += 1
+        writes_answered = not self._inflight[key]
+        overdue: list[bool] = []
+
+        def read_again() -> None:
+            # never cancel a libpulse operation from outside: read again, ignore this one
+            overdue.append(True)
+            logger.warning("reading %s got no answer in %.0f s; reading it again",
+                           key, READ_TIMEOUT)
+            self.read(kind, index)
+
+        timer = asyncio.get_running_loop().call_later(READ_TIMEOUT, read_again)
+        try:
+            stream = await self.backend.stream(kind, index)
+            if overdue:
+                return
+            if logger.isEnabledFor(logging.DEBUG):
+                if stream is None:
+                    logger.debug("read %s: no such stream", key)
+                else:
+                    logger.debug("read %s: volume %s, muted %s, corked %s, device %d", key,
+                                 stream.volume, stream.muted, stream.corked, stream.device)
+        finally:
+            timer.cancel()
+            self._reads[key] -= 1
+            removed = self._removals.get(key, 0) != removals
+            if not self._reads[key]:
+                del self._reads[key]
+                self._removals.pop(key, None)
+        if removed:
+            return
+        if stream is None:
+            self.remove(key)
+            return
+        self.fold(stream, writes_answered and self._wgen.get(key, 0) == gen, gen)
+        if key in self._reread and not self._reads[key] and key in self.streams \
+                and self.connected.is_set():
+            self._reread.discard(key)
+            self.read(kind, index)
+
+    def fold(self, stream: Stream, fresh: bool, gen: int = 0) -> None:
+        """Fold a read into the mirror.
+
+        :param fresh: False when the read's volume and mute may predate our writes: the
+            mirror keeps its own (our writes), and the stream is read again once they are
+            answered.
+        :param gen: the stream's write count when the read was scheduled
+        """
+        key = stream.key
+        if self.guard is not None and self.guard.screen(stream, fresh, gen):
+            return
+        old = self.streams.get(key)
+        written = self._unread.pop(key, None)
+        if not fresh:
+            if old is not None:
+                stream = dataclasses.replace(stream, volume=old.volume, muted=old.muted)
+            elif written:  # read before our first write to it was answered
+                stream = dataclasses.replace(stream, **written)
+            self._stale.add(key)
+        self.streams[key] = stream
+        self.on_fold(old, stream, fresh)
+
+    def remove(self, key: str) -> None:
+        """A stream went (its ``remove`` event, or a read finding nothing)."""
+        self._unread.pop(key, None)
+        if self.streams.pop(key, None) is None:
+            return
+        self._wgen.pop(key, None)
+        self._stale.discard(key)
+        self._reread.discard(key)
+        self.on_remove(key)
+
+    # -- writes -------------------------------------------------------------------------------
+
+    def send(self, key: str, write: Awaitable, **values) -> asyncio.Task:
+        """Schedule a write to a stream, and make the mirror hold the written values at once.
+
+        A decision taken before the server echoes the write must start from it, not from the
+        value it replaces: a duck planned right after a restore (one trigger ending as another
+        starts, or pipewire-pulse showing a new trigger stream corked for a moment) would
+        otherwise take a ramp step or the ducked volume for the user's volume, and "restore" it.
+
+        :param key: the stream's key (it may not be in the mirror yet: a mute on ``new``)
+        :param write: the backend coroutine
+        :param values: the :class:`~audiopolicyd.model.Stream` fields it sets
+        :returns: the write's task
+        """
+        current = self.streams.get(key)
+        if current is not None:
+            self.streams[key] = dataclasses.replace(current, **values)
+        else:
+            self._unread.setdefault(key, {}).update(values)
+        self._wgen[key] = self._wgen.get(key, 0) + 1
+        if self.guard is not None:
+            self.guard.written(key, self._wgen[key], values)
+        self._inflight[key] += 1
+        task = self.tasks.spawn(write)
+        task.add_done_callback(lambda _task: self._answered(key))
+        return task
+
+    def _answered(self, key: str) -> None:
+        """A write to ``key`` was answered: once none is pending, re-read a stream whose
+        last read was discarded, so a change the user made meanwhile is not missed."""
+        self._inflight[key] -= 1
+        if self._inflight[key] > 0:
+            return
+        del self._inflight[key]
+        stream = self.streams.get(key)
+        if key in self._stale and stream is not None and self.connected.is_set():
+            self._stale.discard(key)
+            self.read(stream.kind, stream.index)

@@ -1,0 +1,166 @@
+"""The mirror (:mod:`audiopolicyd.runtime.mirror`) on a scripted server: write generations make
+a stale read harmless, a new stream's volume 0 before pipewire-pulse's restore is never taken
+for the user's, and device events refresh the devices. The first tests drive a bare
+:class:`~audiopolicyd.runtime.mirror.Mirror`; the others the whole runtime with pipewire-pulse's
+quirks on (:meth:`~tests.support.fake_backend.FakeServer.behave_as_pipewire_pulse`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from audiopolicyd.backends.base import Event
+from audiopolicyd.effects import scaled
+from audiopolicyd.model import Device, StreamKind
+from audiopolicyd.runtime.mirror import Mirror
+from audiopolicyd.runtime.tasks import Tasks
+
+from ..support.fake_backend import FakeServer
+from .conftest import make_stream
+from .test_mic_fight import KEY as RECORDER, recorder
+from .test_runtime import USER, game, server, start, until  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
+KEY = "sink-input:1"
+OURS = (20000, 20000)
+
+
+class Folds:
+    """A bare mirror on its own connection, recording what it folds in."""
+
+    def __init__(self, server: FakeServer):
+        self.backend = server.connection()
+        self.errors: list[BaseException] = []
+        self.folded: list[tuple[tuple[int, ...], bool]] = []  # (volume kept, fresh)
+        self.removed: list[str] = []
+        self.device_reads = 0
+        self.mirror = Mirror(self.backend, Tasks(self.errors.append), self._fold,
+                             self.removed.append, self._devices)
+
+    def _fold(self, old, stream, fresh) -> None:
+        self.folded.append((stream.volume, fresh))
+
+    def _devices(self) -> None:
+        self.device_reads += 1
+
+    async def connect(self) -> Folds:
+        await self.backend.connect()
+        self.mirror.load(await self.backend.devices(), await self.backend.streams())
+        self.mirror.connected.set()
+        return self
+
+    def write_volume(self, volume) -> asyncio.Task:
+        stream = self.mirror.streams[KEY]
+        return self.mirror.send(KEY, self.backend.set_volume(stream.kind, stream.index, volume),
+                                volume=volume)
+
+    def close(self) -> None:
+        for task in list(self.mirror.tasks.pending):
+            task.cancel()
+        self.backend.close()
+
+
+@pytest.fixture
+async def bare(server):
+    made: list[Folds] = []
+
+    async def bare() -> Folds:
+        made.append(await Folds(server).connect())
+        return made[-1]
+
+    yield bare
+    for folds in made:
+        folds.close()
+        assert not folds.errors
+
+
+async def test_a_write_is_in_the_mirror_before_the_server_answers_it(server, bare):
+    server.add(game(1))
+    folds = await bare()
+    server.hold()
+    folds.write_volume(OURS)
+    assert folds.mirror.streams[KEY].volume == OURS
+    assert folds.mirror.generation(KEY) == 1
+    server.release()
+
+
+async def test_a_read_answered_before_our_write_is_stale_and_read_again(server, bare):
+    """pipewire-pulse answers a read pipelined behind a write with the old volume: the mirror
+    keeps what it wrote, and reads the stream again once the write is answered."""
+    server.add(game(1))
+    server.stale_reads = True
+    folds = await bare()
+    server.hold()
+    folds.write_volume(OURS)
+    folds.mirror.read(StreamKind.SINK_INPUT, 1)  # pipelined behind the write
+    await until(lambda: folds.folded, "the read answered")
+    assert folds.folded == [(OURS, False)], "the old volume was not taken"
+    server.release()
+    await until(lambda: len(folds.folded) == 2, "the stream read again")
+    assert folds.folded[1] == (OURS, True)
+    assert server.volume(KEY) == OURS
+
+
+async def test_a_fresh_read_shows_what_the_user_set(server, bare):
+    server.add(game(1))
+    folds = await bare()
+    await folds.write_volume(OURS)
+    server.user_volume(KEY, (30000, 30000))
+    folds.mirror.handle(Event("change", "sink-input", 1))
+    await until(lambda: folds.folded, "the read answered")
+    assert folds.folded == [((30000, 30000), True)]
+    assert folds.mirror.streams[KEY].volume == (30000, 30000)
+
+
+async def test_a_stream_removed_while_its_read_is_in_flight_stays_removed(server, bare):
+    """The answer to a read that was in flight when the stream's ``remove`` came (it still
+    shows the stream) does not bring it back."""
+    server.add(game(1))
+    folds = await bare()
+    folds.mirror.handle(Event("change", "sink-input", 1))
+    await asyncio.sleep(0)  # the read is sent
+    folds.mirror.handle(Event("remove", "sink-input", 1))
+    await asyncio.sleep(0.02)
+    assert folds.removed == [KEY] and KEY not in folds.mirror.streams and not folds.folded
+
+
+async def test_device_events_refresh_the_devices(server, bare):
+    folds = await bare()
+    server.devices.append(Device("sink", 4, "headset"))
+    assert folds.mirror.handle(Event("new", "sink", 4))
+    await until(lambda: folds.device_reads, "the devices read again")
+    assert folds.mirror.devices["sink:4"].name == "headset"
+    assert not folds.mirror.handle(Event("new", "module", 3)), "not the mirror's"
+
+
+async def test_a_stale_read_of_a_new_stream_keeps_what_we_wrote_before_it(server, start):
+    """The gate mutes a new recording on its ``new`` event, ahead of the first read, which
+    pipewire-pulse answers with the stream as it was before the mute (unmuted): the mirror
+    keeps our mute, so nothing is written twice."""
+    server.stale_reads = True
+    await start(microphone=True)
+    server.add(recorder())
+    await until(lambda: (RECORDER, "volume", (0, 0)) in server.writes, "the stream held")
+    await asyncio.sleep(0.05)
+    assert server.writes == [(RECORDER, "muted", True), (RECORDER, "volume", (0, 0))]
+
+
+async def test_volume_0_before_the_restore_is_not_the_users_volume(server, start):
+    """pipewire-pulse links a new stream at volume 0 before WirePlumber restores its volume: a
+    duck planned then would duck from 0 and "restore" 0. It is planned once the restore came,
+    from the restored volume."""
+    server.behave_as_pipewire_pulse(restore_late=0.05)
+    daemon = await start()
+    server.add(make_stream(2, role="phone"))
+    await until(lambda: server.state["sink-input:2"].linked, "the call linked")
+    server.add(game(1))
+    await until(lambda: server.state[KEY].linked, "the game linked at 0")
+    await asyncio.sleep(0.02)  # before the restore: nothing written to it
+    assert server.volume(KEY) == (0, 0)
+    assert not [w for w in server.writes if w[0] == KEY]
+    await until(lambda: server.volume(KEY) == scaled(USER, 0.2), "ducked from the restore")
+    assert daemon.reconciler.applied[KEY].base == USER
+    server.remove("sink-input:2")
+    await until(lambda: server.volume(KEY) == USER, "the user's volume back, not 0")
