@@ -31,8 +31,8 @@ SESSION_PATH_PREFIX = OBJECT_PATH + "/session/"
 ERROR_PREFIX = BUS_NAME + ".Error."
 
 #: The message bus itself, as ``Message(**BUS_DAEMON, member=..., ...)`` takes it.
-BUS_DAEMON = dict(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-                  interface="org.freedesktop.DBus")
+BUS_DAEMON = {"destination": "org.freedesktop.DBus", "path": "/org/freedesktop/DBus",
+              "interface": "org.freedesktop.DBus"}
 PROPERTIES_IFACE = "org.freedesktop.DBus.Properties"
 OBJECT_MANAGER_IFACE = "org.freedesktop.DBus.ObjectManager"
 

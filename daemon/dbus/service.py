@@ -20,7 +20,7 @@ import asyncio
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from dbus_fast import DBusError, Message, MessageType
 from dbus_fast.service import ServiceInterface, method
@@ -70,7 +70,7 @@ def caller_method(name: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def caller_methods(cls: type) -> dict[str, tuple[str, str, Callable]]:
     """The caller-aware methods of an interface class: ``{D-Bus name: (in signature, out
     signature, implementation)}``."""
@@ -110,7 +110,7 @@ class BusCaller:
     """
 
     def __init__(self, bus, name: str,
-                 identify: Callable[[Optional[int], Optional[int]], Identity]):
+                 identify: Callable[[int | None, int | None], Identity]):
         self.bus = bus
         self.name = name
         self._identify = identify
@@ -127,7 +127,7 @@ class BusCaller:
 
 
 #: ``(path, sender) -> the interface object that answers there``, or None when it is not ours.
-Resolver = Callable[[str, str], Optional[ServiceInterface]]
+Resolver = Callable[[str, str], ServiceInterface | None]
 
 
 class CallerDispatch:
@@ -159,7 +159,7 @@ class CallerDispatch:
         spec = caller_methods(route[0]).get(msg.member)
         if spec is None or spec[0] != msg.signature:
             return None
-        in_sig, out_sig, impl = spec
+        _, out_sig, impl = spec
         try:
             target = route[1](msg.path or "", msg.sender)
             if target is None:
