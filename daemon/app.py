@@ -32,17 +32,20 @@ from systemd import daemon as sd
 from . import __version__, backends
 from .appsessions import RESUME_LIMIT, AppSessions
 from .buswriter import MessageBus
-from .dbus_api import BUS_NAME, OBJECT_PATH, CallerAwareCalls, ManagerInterface, error
+from .dbus import DBusApi, ManagerInterface
+from .errors import UnknownTarget
 from .identity import identify
 from .journal import Journal, JournalError
 from .limits import quote
 from .logsetup import setup_logging
+from .microphone.access import MicrophoneAccess
 from .microphone.broker import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
+from .names import BUS_NAME
 from .microphone.stores import PermissionStoreError, SqlitePermissionStore, open_store
 from .pluginmanager import make_plugin_manager, plugin_settings_schemas
 from .policy import PolicyError
-from .policystore import PolicyStore, default_dirs
+from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
 from .runtime import Runtime
 
@@ -141,6 +144,11 @@ class Daemon:
             self.microphone = MicrophoneBroker(prompt_timeout=args.prompt_timeout)
             self.microphone.on_decisions.append(self.runtime.request_reconcile)
             self.runtime.microphone = self.microphone
+        # who may decide, and asking on a recording session's first activation
+        self.access = MicrophoneAccess(
+            self.microphone, lambda category: self.store.current.policies[category].records)
+        self.app_sessions.on_app_activated.append(self.access.activated)
+        self.app_sessions.listeners.append(self.access.session_event)
         self.switch: MicrophoneSwitch | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()
@@ -252,16 +260,14 @@ class Daemon:
             logger.error("no D-Bus connection (%s): running without the D-Bus API and without "
                          "MPRIS pausing (interrupted streams are muted)", exc)
             return
-        self.manager = ManagerInterface(self)
-        self.bus.export(OBJECT_PATH, self.manager)
+        api = DBusApi(self.bus, self, self.app_sessions, self.access, identify)
+        self.manager = api.manager
+        api.export()
         reply = await self.bus.request_name(BUS_NAME)
         if reply.value != 1:  # 1 = primary owner
             raise SystemExit(f"audiopolicyd: {BUS_NAME} is already owned on this bus: "
                              "another audiopolicyd is running")
-        self.calls = CallerAwareCalls(
-            self.bus, self.app_sessions, identify, self.microphone,
-            lambda category: self.store.current.policies[category].records)
-        await self.calls.start()
+        await api.start()
         if self.microphone is not None:
             self.microphone.on_recording.append(self.manager.notify_recording)
         self.runtime.on_effects.append(self.manager.notify_effects)
@@ -412,13 +418,13 @@ class Daemon:
     def explain(self, target: str) -> dict:
         """``Explain``: see :meth:`audiopolicyd.runtime.Runtime.explain`.
 
-        :raises DBusError: ``Error.UnknownTarget`` when nothing has that name
+        :raises UnknownTarget: when nothing has that name
         """
         try:
             return self.runtime.explain(target)
         except KeyError:
-            raise error("UnknownTarget", f"no stream or session {quote(target)} (see "
-                                         "audiopolicyctl streams / sessions)") from None
+            raise UnknownTarget(f"no stream or session {quote(target)} (see "
+                                "audiopolicyctl streams / sessions)") from None
 
     def _microphone_status(self) -> dict[str, tuple[str, object]]:
         broker = self.microphone
@@ -457,15 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(getattr(logging, args.log_level.upper()), args.log_target)
     if args.check_config:
-        store = PolicyStore(default_dirs(args.system) + list(args.policy_dir),
-                            plugin_settings_schemas(make_plugin_manager()))
-        try:
-            store.reload()
-        except PolicyError as exc:
-            print(exc, file=sys.stderr)
-            return 1
-        print("policies valid: " + ", ".join(str(f) for f in store.files))
-        return 0
+        check = check_policies(default_dirs(args.system) + list(args.policy_dir),
+                               plugin_schemas=plugin_settings_schemas(make_plugin_manager()))
+        return print_check(check, list_files=True)
     try:
         return asyncio.run(_run(args))
     except PolicyError as exc:

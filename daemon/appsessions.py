@@ -1,7 +1,7 @@
 """Explicit sessions: what apps declare over D-Bus, with AVAudioSession's semantics.
 
 An app creates a session, sets its category, mode and options, activates and deactivates it,
-and is told of interruptions. No D-Bus here: :mod:`audiopolicyd.dbus_api` adapts this module,
+and is told of interruptions. No D-Bus here: :mod:`audiopolicyd.dbus` adapts this module,
 :mod:`audiopolicyd.runtime` feeds it the sessions after every decision.
 
 Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where it is better):
@@ -30,6 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from . import engine
+from .errors import (  # noqa: F401  (SessionError: the root of what this module raises)
+    CannotInterruptOthers, IncompatibleCategoryOption, InsufficientPriority, NoSuchSession,
+    NotOwner, SessionError, TooManySessions, UnknownCategory, UnknownMode, UnknownOption,
+)
 from .identity import Identity, stream_belongs
 from .limits import quote
 from .model import CATEGORIES, MODES, OPTIONS, Session
@@ -44,19 +48,6 @@ ACTIVE_OPTIONS = ("notifyOthersOnDeactivation", "delayIfBusy")
 MAX_SESSIONS_PER_CLIENT = 16
 #: Interruptions longer than this end with ``should_resume`` false, in seconds.
 RESUME_LIMIT = 600.0
-
-
-class SessionError(Exception):
-    """A refused session call; ``name`` is the D-Bus error's last component.
-
-    Names: ``UnknownCategory``, ``UnknownMode``, ``UnknownOption``,
-    ``IncompatibleCategoryOption``, ``InsufficientPriority``, ``CannotInterruptOthers``,
-    ``TooManySessions``, ``NoSuchSession``, ``NotOwner``.
-    """
-
-    def __init__(self, name: str, message: str):
-        super().__init__(message)
-        self.name = name
 
 
 @dataclass(eq=False)
@@ -131,6 +122,9 @@ class AppSessions:
         #: ``listener(session, what, payload)``: ``what`` is a signal name
         #: (``InterruptionBegan``...), ``PropertiesChanged`` or ``Removed``.
         self.listeners: list[Listener] = []
+        #: ``listener(session)`` after an app's ``set_active(True)`` left its session active
+        #: (also when it already was): asking for the microphone hangs on it.
+        self.on_app_activated: list[Callable[[AppSession], None]] = []
         #: Changes whenever a session is created or removed (stream ownership may change).
         self.version = 0
         self._ids = itertools.count(1)
@@ -151,8 +145,8 @@ class AppSessions:
             category error from the hints (no session is created then)
         """
         if sum(1 for s in self.sessions.values() if s.owner == owner) >= MAX_SESSIONS_PER_CLIENT:
-            raise SessionError("TooManySessions",
-                               f"a client may hold at most {MAX_SESSIONS_PER_CLIENT} sessions")
+            raise TooManySessions(f"a client may hold at most {MAX_SESSIONS_PER_CLIENT} "
+                                  "sessions")
         session = AppSession(f"s{next(self._ids)}", owner, identity, str(hints.get("Name", "")))
         if hints.keys() & {"Category", "Mode", "Options"}:
             self._set_category(session, str(hints.get("Category", session.category)),
@@ -172,10 +166,10 @@ class AppSessions:
         """
         session = self.sessions.get(session_id)
         if session is None:
-            raise SessionError("NoSuchSession", f"no session {quote(session_id)} (it was removed)")
+            raise NoSuchSession(f"no session {quote(session_id)} (it was removed)")
         if caller is not None and caller != session.owner:
-            raise SessionError("NotOwner", f"session {session_id} belongs to {session.owner}; "
-                                           "only that connection may change it")
+            raise NotOwner(f"session {session_id} belongs to {session.owner}; "
+                           "only that connection may change it")
         return session
 
     def remove(self, session: AppSession, why: str) -> None:
@@ -212,22 +206,22 @@ class AppSessions:
     def _set_category(self, session: AppSession, category: str, mode: str,
                       options: list[str]) -> None:
         if category not in CATEGORIES:
-            raise SessionError("UnknownCategory", f"{quote(category)} is not a category (one of: "
-                                                  + ", ".join(CATEGORIES) + ")")
+            raise UnknownCategory(f"{quote(category)} is not a category (one of: "
+                                  + ", ".join(CATEGORIES) + ")")
         policy = self.policies().policies.get(category)
         if policy is None:
-            raise SessionError("UnknownCategory", f"no policy defines category {quote(category)}")
+            raise UnknownCategory(f"no policy defines category {quote(category)}")
         if mode not in MODES:
-            raise SessionError("UnknownMode", f"{quote(mode)} is not a mode (one of: "
-                                              + ", ".join(MODES) + ")")
+            raise UnknownMode(f"{quote(mode)} is not a mode (one of: "
+                              + ", ".join(MODES) + ")")
         for option in options:
             if option not in OPTIONS:
-                raise SessionError("UnknownOption", f"{quote(option)} is not a category option "
-                                                    "(one of: " + ", ".join(OPTIONS) + ")")
+                raise UnknownOption(f"{quote(option)} is not a category option "
+                                    "(one of: " + ", ".join(OPTIONS) + ")")
             if option not in policy.options:
-                raise SessionError("IncompatibleCategoryOption",
-                                   f"{category} does not take option {quote(option)} (it takes: "
-                                   + (", ".join(sorted(policy.options)) or "none") + ")")
+                raise IncompatibleCategoryOption(
+                    f"{category} does not take option {quote(option)} (it takes: "
+                    + (", ".join(sorted(policy.options)) or "none") + ")")
         if mode not in policy.modes:
             logger.info("session %s: mode %s does not suit %s; using default, as Apple does",
                         session.id, mode, category)
@@ -243,8 +237,8 @@ class AppSessions:
         """
         options = set(options)
         for option in options - set(ACTIVE_OPTIONS):
-            raise SessionError("UnknownOption", f"{quote(option)} is not an activation option "
-                                                "(one of: " + ", ".join(ACTIVE_OPTIONS) + ")")
+            raise UnknownOption(f"{quote(option)} is not an activation option "
+                                "(one of: " + ", ".join(ACTIVE_OPTIONS) + ")")
         if not active:
             was = session.active
             session.active = session.delayed = False
@@ -253,6 +247,7 @@ class AppSessions:
             self._changed(session, "app", "deactivated" if was else "")
             return "inactive"
         if session.active:
+            self._app_activated(session)
             return "active"
         policies = self.policies()
         blockers = engine.activation_blockers(session.model(), self._current, policies,
@@ -264,15 +259,20 @@ class AppSessions:
                             ", ".join(b.id for b in blockers))
                 self._emit(session, "PropertiesChanged", {"State": session.state})
                 return "delayed"
-            name = ("CannotInterruptOthers"
-                    if engine.mixable(session.model(), policies.policies[session.category],
-                                      self.pm)
-                    else "InsufficientPriority")
-            raise SessionError(name, f"{session.category} cannot become active while "
-                                     + ", ".join(f"{b.category} session {b.id}" for b in blockers)
-                                     + " of higher priority is active; pass delayIfBusy to wait")
+            refused = (CannotInterruptOthers
+                       if engine.mixable(session.model(), policies.policies[session.category],
+                                         self.pm)
+                       else InsufficientPriority)
+            raise refused(f"{session.category} cannot become active while "
+                          + ", ".join(f"{b.category} session {b.id}" for b in blockers)
+                          + " of higher priority is active; pass delayIfBusy to wait")
         self._activate(session, "app", "")
+        self._app_activated(session)
         return "active"
+
+    def _app_activated(self, session: AppSession) -> None:
+        for listener in list(self.on_app_activated):
+            listener(session)
 
     def _activate(self, session: AppSession, source: str, reason: str) -> None:
         session.active, session.delayed = True, False

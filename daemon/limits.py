@@ -11,14 +11,18 @@ option is 36 characters) and far below what costs memory or floods a log.
 Error and log messages quote at most :data:`QUOTE_CHARS` characters of a client's value, with
 :func:`quote`: a 1 MiB name is never echoed back, nor sent to every listener of a signal.
 
-Pure: no D-Bus, no I/O. :mod:`audiopolicyd.dbus_api` checks the arguments with
-:func:`check_text` and :func:`check_texts`; the core quotes with :func:`quote`.
+Pure: no D-Bus, no I/O. :mod:`audiopolicyd.dbus` checks the arguments with :func:`check_text`
+and :func:`check_texts`; the core quotes with :func:`quote` (policy files' values too), which is
+why this module stays beside the core rather than in :mod:`audiopolicyd.dbus`.
+:class:`~audiopolicyd.errors.InvalidArgument` is the error tree's leaf.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import Any
+
+from .errors import InvalidArgument
 
 logger = logging.getLogger(__name__)
 
@@ -44,16 +48,6 @@ APP_ID_CHARS = 512
 OBJECT_PATH_CHARS = 256
 #: Entries of the ``details`` a prompt agent returns (reserved, read as nothing).
 AGENT_DETAILS_ITEMS = 32
-
-
-class InvalidArgument(ValueError):
-    """A client's argument beyond its bound, or of the wrong type.
-
-    ``name`` is the D-Bus error's last component (``InvalidArgument``); the message names the
-    argument and its bound and quotes at most a prefix of the value.
-    """
-
-    name = "InvalidArgument"
 
 
 def quote(value: Any, chars: int = QUOTE_CHARS) -> str:

@@ -13,9 +13,11 @@ problem as ``file: dotted.key.path: message``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -158,3 +160,59 @@ class PolicyStore:
         self.current, self.problems, self.files = new, [], files
         logger.info("policies loaded: %s", ", ".join(str(f) for f in files))
         return True
+
+
+# -- checking offline (``audiopolicyctl policy check``, ``audiopolicyd --check-config``) ------
+
+@dataclass(frozen=True)
+class PolicyCheck:
+    """What an offline check found.
+
+    :param files: the files in force, in the order they are read
+    :param problems: every problem of them (empty: valid)
+    """
+
+    files: list[Path]
+    problems: list[Problem]
+
+
+def check_policies(dirs: Sequence[Path], files: Sequence[Path] = (),
+                   plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicyCheck:
+    """Validate the search path *dirs* offline, each of *files* replacing the file of its name
+    (an empty one masks it): the one validation path of ``audiopolicyctl policy check`` and
+    ``audiopolicyd --check-config``, the same as a reload (:meth:`PolicyStore.reload`) reads.
+
+    :param plugin_schemas: plugin settings schemas (from the plugin manager)
+    """
+    found = find_files(dirs, files)
+    try:
+        load_files(found, plugin_schemas or {})
+    except PolicyError as exc:
+        return PolicyCheck(found, list(exc.problems))
+    return PolicyCheck(found, [])
+
+
+def print_check(check: PolicyCheck, as_json: bool = False, list_files: bool = False) -> int:
+    """Print a :class:`PolicyCheck`, as both commands do.
+
+    Text: each problem as ``file: key.path: message`` on stdout and their count on stderr; or
+    ``valid: N policy file(s)``, and with *list_files* a line ``policies valid: FILE, ...``
+    (``--check-config``'s, read by scripts). JSON: ``{"valid", "files", "problems": [{"file",
+    "path", "message"}]}``.
+
+    :returns: the exit status: 0 valid, 1 not
+    """
+    problems = check.problems
+    if as_json:
+        print(json.dumps({"valid": not problems, "files": [str(f) for f in check.files],
+                          "problems": [{"file": p.file, "path": p.path, "message": p.message}
+                                       for p in problems]}, indent=2))
+    elif problems:
+        for p in problems:
+            print(p)
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+    else:
+        print(f"valid: {len(check.files)} policy file(s)")
+        if list_files:
+            print("policies valid: " + ", ".join(str(f) for f in check.files))
+    return 1 if problems else 0

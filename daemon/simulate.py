@@ -58,8 +58,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .appsessions import AppSession, AppSessions, SessionError
+from .appsessions import AppSession, AppSessions
 from .engine import classify, decide
+from .errors import NoSuchSession, SessionError
 from .explain import session_explanation, stream_explanation
 from .identity import Identity
 from .limits import quote
@@ -446,8 +447,8 @@ def simulate(scenario: Scenario, policies: PolicySet,
             except SessionError as exc:
                 out.events.append(_event(name, "activate", exc))
         else:
-            out.events.append(_event(name, "activate", SessionError(
-                "NoSuchSession", "the session was not created")))
+            out.events.append(_event(name, "activate", NoSuchSession(
+                "the session was not created")))
         run.settle()
 
     in_force = policies.policies
@@ -476,7 +477,7 @@ def simulate(scenario: Scenario, policies: PolicySet,
 def _event(target: str, event: str, result: str | SessionError) -> dict[str, Any]:
     if isinstance(result, SessionError):
         return {"Target": target, "Event": event, "Result": "refused", "Error": result.name,
-                "Message": str(result)}
+                "Message": result.message}
     return {"Target": target, "Event": event, "Result": result}
 
 

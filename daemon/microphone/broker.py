@@ -37,6 +37,7 @@ import itertools
 import logging
 from typing import Callable, Mapping, Protocol
 
+from ..errors import AgentExists, NotAllowed
 from ..identity import RecordingApp, audio_server_process
 from ..model import Action, Effect, Snapshot, Stream, StreamKind
 from .stores import Decision, PermissionStore
@@ -82,7 +83,7 @@ def grantable(app_id: str) -> bool:
     return not app_id.startswith(UNVERIFIED_PREFIX)
 
 
-class NotGrantable(ValueError):
+class NotGrantable(NotAllowed, ValueError):
     """A grant for an app id that cannot be granted (:func:`grantable`)."""
 
 
@@ -567,6 +568,3 @@ class MicrophoneBroker:
         for cb in list(listeners):
             cb()
 
-
-class AgentExists(Exception):
-    """Another connection's prompt agent is registered."""

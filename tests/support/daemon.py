@@ -37,7 +37,7 @@ def _console_script(name: str, module: str) -> list[str]:
 
 #: Command line of the daemon and of its client.
 AUDIOPOLICYD = _console_script("audiopolicyd", "audiopolicyd")
-AUDIOPOLICYCTL = _console_script("audiopolicyctl", "audiopolicyd.cli")
+AUDIOPOLICYCTL = _console_script("audiopolicyctl", "audiopolicyd.ctl")
 
 #: D-Bus names of the daemon (fixed by the contract in DESIGN.md).
 BUS_NAME = "io.github.audiopolicyd.AudioPolicy1"

@@ -1,4 +1,4 @@
-"""audiopolicyd.agent on a private dbus-daemon: a stand-in daemon registers the agent and asks it,
+"""audiopolicyd.agents on a private dbus-daemon: a stand-in daemon registers the agent and asks it,
 the terminal prompter is fed through a pipe, the notification prompter talks to a stand-in
 ``org.freedesktop.Notifications``.
 
@@ -17,7 +17,7 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.service import ServiceInterface, method, signal
 
-from audiopolicyd import agent as ag
+from audiopolicyd import agents as ag
 
 WAIT = 10.0  # seconds: an upper bound for things that happen at once, never a speed claim
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from dbus_fast import Message, MessageType, Variant
 
-from audiopolicyd import cli
+from audiopolicyd import ctl as cli
 from audiopolicyd import client as apc
 
 DAEMON = ":1.7"

@@ -18,11 +18,11 @@ from dbus_fast import Message, MessageType, Variant
 from dbus_fast.introspection import Node
 
 from audiopolicyd import limits
-from audiopolicyd.agent import PermissionAgentInterface
-from audiopolicyd.dbus_api import (
-    ERROR_PREFIX, CallerAwareCalls, ManagerInterface, SessionInterface, category_arguments,
-    error, plain_dict, session_hints,
-)
+from audiopolicyd.agents import PermissionAgentInterface
+from audiopolicyd.dbus import ManagerInterface, SessionInterface
+from audiopolicyd.dbus.agents import AgentClient as CallerAwareCalls  # the agent round trip
+from audiopolicyd.dbus.convert import category_arguments, error, plain_dict, session_hints
+from audiopolicyd.names import ERROR_PREFIX
 from audiopolicyd.limits import InvalidArgument, check_text, check_texts, quote
 from audiopolicyd.microphone.broker import AgentFailed
 

@@ -448,7 +448,7 @@ def test_keys_in_paths_are_quoted_so_they_cannot_forge_lines():
 
 
 def test_policy_check_reports_deep_toml_without_a_traceback(tmp_path, capsys):
-    from audiopolicyd import cli
+    from audiopolicyd import ctl as cli
     bad = tmp_path / "playback.toml"
     bad.write_text(POLICY_TOML + deep_tables(330))
     assert cli.main(["policy", "check", str(bad)]) == 1
@@ -458,7 +458,7 @@ def test_policy_check_reports_deep_toml_without_a_traceback(tmp_path, capsys):
 
 
 def test_policy_check_treats_an_empty_file_as_a_mask(tmp_path, capsys):
-    from audiopolicyd import cli
+    from audiopolicyd import ctl as cli
     mask = tmp_path / "multiRoute.toml"
     mask.write_bytes(b"")
     assert cli.main(["policy", "check", "--json", str(mask)]) == 0
@@ -471,6 +471,34 @@ def test_policy_check_treats_an_empty_file_as_a_mask(tmp_path, capsys):
     assert cli.main(["policy", "check", str(devnull)]) == 0
     assert capsys.readouterr().out == "valid: 6 policy file(s)\n"
 
+
+
+def test_check_config_and_policy_check_are_one_validation(tmp_path):
+    """``audiopolicyd --check-config`` and ``audiopolicyctl policy check`` run the same check
+    and print the same: the daemon adds the list of files in force, which scripts read."""
+    import subprocess
+    import sys
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+
+    def run(*argv):
+        done = subprocess.run([sys.executable, "-m", *argv], env=env, capture_output=True,
+                              text=True, timeout=60)
+        return done.returncode, done.stdout, done.stderr
+
+    code, out, _ = run("audiopolicyd", "--check-config")
+    ctl_code, ctl_out, _ = run("audiopolicyd.ctl", "policy", "check")
+    assert code == ctl_code == 0
+    assert out.startswith(ctl_out) and ctl_out == "valid: 7 policy file(s)\n"
+    assert out[len(ctl_out):].startswith("policies valid: ")
+
+    bad = tmp_path / "policies" / "playback.toml"
+    bad.parent.mkdir()
+    bad.write_text(POLICY_TOML.replace("duck_level = 0.3", "duck_level = 3.0"))
+    code, out, err = run("audiopolicyd", "--check-config", "--policy-dir", str(bad.parent))
+    ctl_code, ctl_out, ctl_err = run("audiopolicyd.ctl", "policy", "check", str(bad))
+    assert code == ctl_code == 1
+    assert out == ctl_out and f"{bad}: activation.duck_level: " in out
+    assert err == ctl_err == "1 problem(s)\n"
 
 # -- D12: classify rules and server modules ------------------------------------------------------
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from audiopolicyd import cli
+from audiopolicyd import ctl as cli
 from audiopolicyd import simulate as sim
 from audiopolicyd.model import Reason
 

@@ -1,61 +1,5 @@
-"""``audiopolicyd.client``: AVAudioSession for Python apps on Linux (asyncio, dbus-fast).
-
-An app declares what its audio is for (a *category*, a *mode*, *options*), activates its
-session while it plays or records, and is told when another app interrupts it and whether to
-resume afterwards. The daemon applies the policy to every stream of the app's process tree
-(the process that created the session and its children), so a player that plays through a
-``paplay`` child is covered too. The vocabulary is Apple's AVAudioSession; see
-``docs/dbus-api.md`` for the D-Bus interface underneath.
-
-Example: a player that pauses when a call comes in and resumes when told to::
-
-    import asyncio
-    from audiopolicyd.client import AudioSession, InsufficientPriority
-
-    async def main():
-        async with AudioSession.create(name="My player") as session:
-            await session.set_category("playback")
-            session.on("InterruptionBegan", lambda info: player.pause())
-            session.on("InterruptionEnded",
-                       lambda info: info["should_resume"] and player.resume())
-            try:
-                await session.set_active(True)
-            except InsufficientPriority as exc:  # a call is going on
-                print(f"not now: {exc}")
-                return
-            player.play()
-            await player.finished()
-            await session.set_active(False, options=["notifyOthersOnDeactivation"])
-
-    asyncio.run(main())
-
-Or as a stream of events instead of callbacks::
-
-    with session.events() as events:
-        await session.set_active(True)
-        async for name, info in events:
-            if name == "InterruptionBegan":
-                ...
-
-Rules worth knowing:
-
-* A session belongs to the D-Bus connection that created it. When the connection closes (the
-  ``async with`` block ends, the process exits or crashes), the daemon deactivates and removes
-  the session and undoes everything it caused.
-* Activation can be refused: :class:`InsufficientPriority` (or :class:`CannotInterruptOthers`
-  for a mixable session) while a session of higher priority (a call) is active. Pass
-  ``options=["delayIfBusy"]`` to be activated as soon as possible instead: ``set_active``
-  returns ``"delayed"``, and :meth:`AudioSession.wait_until_active` (or the
-  ``DidBecomeActive`` event) tells when it happened.
-* After an interruption the session is inactive. ``InterruptionEnded`` is always delivered;
-  resume (call ``set_active(True)`` again) only when its ``should_resume`` is true.
-* Deactivate with ``options=["notifyOthersOnDeactivation"]`` when you are done, so the apps you
-  interrupted are told they may resume.
-
-Every refused call raises an :class:`AudioSessionError` subclass named as the D-Bus error
-(``io.github.audiopolicyd.AudioPolicy1.Error.InsufficientPriority`` raises
-:class:`InsufficientPriority`), with ``.name`` and the daemon's message.
-"""
+"""An app's audio session: :class:`AudioSession` (AVAudioSession), its events and their
+stream. See :mod:`audiopolicyd.client` for the guide."""
 
 from __future__ import annotations
 
@@ -64,24 +8,16 @@ import inspect
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
-from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast import Message, MessageType, Variant
 
-from .buswriter import MessageBus
+from ..buswriter import MessageBus
+from ..errors import AudioPolicyError, NoSuchSession
+from ..names import (
+    BUS_DAEMON, BUS_NAME, MANAGER_IFACE, OBJECT_PATH, PROPERTIES_IFACE, SESSION_IFACE,
+)
+from .bus import add_match, call, connect, plain
 
 logger = logging.getLogger(__name__)
-
-#: Well-known bus name of the daemon.
-BUS_NAME = "io.github.audiopolicyd.AudioPolicy1"
-#: Object path of the Manager; sessions live under ``OBJECT_PATH + "/session/"``.
-OBJECT_PATH = "/io/github/audiopolicyd/AudioPolicy1"
-MANAGER_IFACE = BUS_NAME + ".Manager"
-SESSION_IFACE = BUS_NAME + ".Session"
-#: Prefix of the daemon's D-Bus error names.
-ERROR_PREFIX = BUS_NAME + ".Error."
-
-_DBUS = dict(destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
-             interface="org.freedesktop.DBus")
-_PROPS_IFACE = "org.freedesktop.DBus.Properties"
 
 #: Events a session delivers (``on`` and ``events``): the D-Bus signals of the Session
 #: interface, ``PropertiesChanged`` and ``SessionLost`` (the daemon left the bus).
@@ -98,155 +34,6 @@ EVENTS = (
 )
 
 Callback = Callable[[dict], Any]
-
-
-# -- errors --------------------------------------------------------------------------------------
-
-class AudioSessionError(Exception):
-    """A call refused by the daemon, or the daemon not reachable.
-
-    :ivar name: the D-Bus error name's last component for the daemon's errors
-        (``InsufficientPriority``), else the full D-Bus error name
-        (``org.freedesktop.DBus.Error.UnknownMethod``)
-    :ivar dbus_name: the full D-Bus error name
-    :ivar message: the daemon's message, written for people
-    """
-
-    name = "AudioSessionError"
-
-    def __init__(self, message: str, dbus_name: str = ""):
-        super().__init__(message)
-        self.message = message
-        self.dbus_name = dbus_name or ERROR_PREFIX + self.name
-        if type(self) is AudioSessionError:
-            self.name = (dbus_name[len(ERROR_PREFIX):] if dbus_name.startswith(ERROR_PREFIX)
-                         else dbus_name or "AudioSessionError")
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.message}"
-
-
-class UnknownCategory(AudioSessionError):
-    """``set_category``: not a category, or no policy defines it."""
-    name = "UnknownCategory"
-
-
-class UnknownMode(AudioSessionError):
-    """``set_category``: not a mode (a mode the category does not take falls back to
-    ``default`` instead, as Apple does)."""
-    name = "UnknownMode"
-
-
-class UnknownOption(AudioSessionError):
-    """``set_category`` or ``set_active``: not an option of that call."""
-    name = "UnknownOption"
-
-
-class IncompatibleCategoryOption(AudioSessionError):
-    """``set_category``: the category does not take that option (``duckOthers`` on
-    ``record``...)."""
-    name = "IncompatibleCategoryOption"
-
-
-class InsufficientPriority(AudioSessionError):
-    """``set_active(True)``: a higher-priority session is active (AVAudioSession's
-    ``insufficientPriority``); pass ``delayIfBusy`` to wait instead."""
-    name = "InsufficientPriority"
-
-
-class CannotInterruptOthers(AudioSessionError):
-    """``set_active(True)`` of a mixable session while a higher-priority one is active
-    (AVAudioSession's ``cannotInterruptOthers``)."""
-    name = "CannotInterruptOthers"
-
-
-class TooManySessions(AudioSessionError):
-    """``create``: this connection holds as many sessions as the daemon allows."""
-    name = "TooManySessions"
-
-
-class NoSuchSession(AudioSessionError):
-    """The session was removed (closed, or the daemon restarted)."""
-    name = "NoSuchSession"
-
-
-class NotOwner(AudioSessionError):
-    """Only the connection that created a session may change it."""
-    name = "NotOwner"
-
-
-class Internal(AudioSessionError):
-    """The daemon failed unexpectedly (its log says why)."""
-    name = "Internal"
-
-
-class DaemonNotRunning(AudioSessionError):
-    """Nobody owns ``io.github.audiopolicyd.AudioPolicy1`` on the bus, or no bus."""
-    name = "DaemonNotRunning"
-
-
-_ERRORS: dict[str, type[AudioSessionError]] = {
-    cls.name: cls for cls in (UnknownCategory, UnknownMode, UnknownOption,
-                              IncompatibleCategoryOption, InsufficientPriority,
-                              CannotInterruptOthers, TooManySessions, NoSuchSession, NotOwner,
-                              Internal)}
-_NOT_RUNNING = ("org.freedesktop.DBus.Error.ServiceUnknown",
-                "org.freedesktop.DBus.Error.NameHasNoOwner")
-
-
-def error_from_reply(reply: Message) -> AudioSessionError:
-    """The exception for an error reply: a subclass named as the D-Bus error when the daemon
-    defines it, :class:`DaemonNotRunning` when nobody owns the name, else
-    :class:`AudioSessionError` with ``name`` set to the D-Bus name."""
-    text = str(reply.body[0]) if reply.body else ""
-    dbus_name = reply.error_name or ""
-    if dbus_name in _NOT_RUNNING:
-        return DaemonNotRunning(f"audiopolicyd is not running ({BUS_NAME} has no owner on "
-                                "this bus)", dbus_name)
-    cls = _ERRORS.get(dbus_name[len(ERROR_PREFIX):]) if dbus_name.startswith(ERROR_PREFIX) \
-        else None
-    return cls(text, dbus_name) if cls else AudioSessionError(text, dbus_name)
-
-
-def plain(value: Any) -> Any:
-    """D-Bus values (Variants, nested) as plain Python values."""
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [plain(v) for v in value]
-    return value
-
-
-async def connect(bus_address: str | None = None, system: bool = False) -> MessageBus:
-    """A new connection to the session bus (or ``bus_address``, or the system bus).
-
-    :raises DaemonNotRunning: when no bus answers
-    """
-    try:
-        return await MessageBus(bus_address=bus_address,
-                                bus_type=BusType.SYSTEM if system else BusType.SESSION).connect()
-    except Exception as exc:
-        raise DaemonNotRunning(f"cannot connect to the {'system' if system else 'session'} "
-                               f"bus: {exc}") from None
-
-
-async def call(bus: MessageBus, path: str, interface: str, member: str, signature: str = "",
-               body: list | None = None) -> Message:
-    """Call a method of the daemon and return its reply.
-
-    :raises AudioSessionError: (a subclass) when it answers an error
-    """
-    try:
-        reply = await bus.call(Message(destination=BUS_NAME, path=path, interface=interface,
-                                       member=member, signature=signature, body=body or []))
-    except (EOFError, ConnectionError, OSError) as exc:
-        raise DaemonNotRunning(f"the bus connection is gone: {exc}") from None
-    if reply.message_type == MessageType.ERROR:
-        raise error_from_reply(reply)
-    return reply
-
 
 # -- sessions ------------------------------------------------------------------------------------
 
@@ -288,7 +75,7 @@ class AudioSession:
         :param bus: an existing connection to use instead (it is not closed by :meth:`close`;
             the session lives as long as that connection)
         :raises DaemonNotRunning: no bus, or no daemon on it
-        :raises AudioSessionError: ``TooManySessions``, or a category error
+        :raises AudioPolicyError: ``TooManySessions``, or a category error
         """
         return _Creation(cls._create(name, category, mode, list(options), bus_address, system,
                                      bus))
@@ -321,7 +108,7 @@ class AudioSession:
                        f"type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged',"
                        f"arg0='{BUS_NAME}'"]
         for rule in self._rules:
-            await self.bus.call(Message(**_DBUS, member="AddMatch", signature="s", body=[rule]))
+            await add_match(self.bus, rule)
 
     async def close(self) -> None:
         """Remove the session (deactivating it; the sessions it interrupted are told they may
@@ -335,9 +122,9 @@ class AudioSession:
                 await call(self.bus, self.path, SESSION_IFACE, "Close")
             if self.bus.connected and not self._own_bus:
                 for rule in self._rules:
-                    await self.bus.call(Message(**_DBUS, member="RemoveMatch", signature="s",
+                    await self.bus.call(Message(**BUS_DAEMON, member="RemoveMatch", signature="s",
                                                 body=[rule]))
-        except (AudioSessionError, EOFError, OSError) as exc:
+        except (AudioPolicyError, EOFError, OSError) as exc:
             logger.debug("closing %s: %s", self.path, exc)
         finally:
             if self._own_bus and self.bus.connected:
@@ -475,12 +262,13 @@ class AudioSession:
 
     async def get(self, prop: str) -> Any:
         """One property of the Session interface by its D-Bus name, as a plain value."""
-        reply = await call(self.bus, self.path, _PROPS_IFACE, "Get", "ss", [SESSION_IFACE, prop])
+        reply = await call(self.bus, self.path, PROPERTIES_IFACE, "Get", "ss",
+                           [SESSION_IFACE, prop])
         return plain(reply.body[0])
 
     async def properties(self) -> dict[str, Any]:
         """Every property at once: ``{D-Bus name: plain value}``."""
-        reply = await call(self.bus, self.path, _PROPS_IFACE, "GetAll", "s", [SESSION_IFACE])
+        reply = await call(self.bus, self.path, PROPERTIES_IFACE, "GetAll", "s", [SESSION_IFACE])
         return plain(reply.body[0])
 
     # -- events ----------------------------------------------------------------------------------
@@ -524,7 +312,7 @@ class AudioSession:
             return
         if msg.path != self.path or msg.sender != self._daemon:
             return
-        if msg.interface == _PROPS_IFACE and msg.member == "PropertiesChanged":
+        if msg.interface == PROPERTIES_IFACE and msg.member == "PropertiesChanged":
             if msg.body[0] == SESSION_IFACE:
                 self._dispatch("PropertiesChanged", plain(msg.body[1]))
         elif msg.interface == SESSION_IFACE and msg.member in self._callbacks:
@@ -619,9 +407,3 @@ class _EventStream:
         return item
 
 
-__all__ = [
-    "AudioSession", "AudioSessionError", "CannotInterruptOthers", "DaemonNotRunning", "EVENTS",
-    "IncompatibleCategoryOption", "InsufficientPriority", "Internal", "NoSuchSession",
-    "NotOwner", "TooManySessions", "UnknownCategory", "UnknownMode", "UnknownOption",
-    "connect", "error_from_reply",
-]

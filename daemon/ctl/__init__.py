@@ -27,76 +27,53 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from dbus_fast import BusType, DBusError, Message, MessageType, Variant
-from rich.console import Console
+from dbus_fast import DBusError, Message, MessageType
 from rich.table import Table
 
-from . import __version__
-from . import client as apc
-from . import simulate
-from .buswriter import MessageBus
-from .dbus_api import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
-from .model import CATEGORIES, MODES, OPTIONS
-from .pluginmanager import make_plugin_manager, plugin_settings_schemas
-from .policy import PolicyError
-from .policystore import default_dirs, find_files, load_files
+from .. import __version__
+from .. import client as apc
+from .. import simulate
+from ..client import plain
+from ..model import CATEGORIES, MODES, OPTIONS
+from ..names import BUS_NAME, MANAGER_IFACE
+from ..pluginmanager import make_plugin_manager, plugin_settings_schemas
+from ..policy import PolicyError
+from ..policystore import check_policies, default_dirs, find_files, load_files, print_check
+from .common import CtlError, console
+from .run import _exit_code, cmd_run  # noqa: F401  (_exit_code: part of the surface tests use)
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
-
-
-class CtlError(Exception):
-    """A failure to report as ``audiopolicyctl: <message>`` with exit code 2."""
+logger = logging.getLogger(__name__)
 
 
-def plain(value: Any) -> Any:
-    """D-Bus values (Variants, nested) as plain Python values for JSON."""
-    if isinstance(value, Variant):
-        return plain(value.value)
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-class Client:
-    """A D-Bus connection to the daemon's Manager."""
+class Client(apc.DaemonClient):
+    """The daemon's Manager (:class:`audiopolicyd.client.DaemonClient`) for a command: an
+    error is a :class:`CtlError` naming the D-Bus error in full, or saying that the daemon or
+    the bus is not there."""
 
     def __init__(self, args: argparse.Namespace):
-        self.args = args
-        self.bus: MessageBus | None = None
+        super().__init__(args.bus, args.system)
 
     async def __aenter__(self) -> "Client":
-        bus_type = BusType.SYSTEM if self.args.system else BusType.SESSION
         try:
-            self.bus = await MessageBus(bus_address=self.args.bus, bus_type=bus_type).connect()
-        except Exception as exc:
-            raise CtlError(f"cannot connect to the {'system' if self.args.system else 'session'}"
-                           f" bus: {exc}") from None
+            await super().__aenter__()
+        except apc.DaemonNotRunning as exc:
+            raise CtlError(exc.message) from None
         return self
-
-    async def __aexit__(self, *exc) -> None:
-        if self.bus is not None:
-            self.bus.disconnect()
 
     async def call(self, member: str, signature: str = "", body: list | None = None,
                    interface: str = MANAGER_IFACE) -> list:
-        reply = await self.bus.call(Message(destination=BUS_NAME, path=OBJECT_PATH,
-                                            interface=interface, member=member,
-                                            signature=signature, body=body or []))
-        if reply.message_type == MessageType.ERROR:
-            if reply.error_name in ("org.freedesktop.DBus.Error.ServiceUnknown",
-                                    "org.freedesktop.DBus.Error.NameHasNoOwner"):
-                raise CtlError(f"audiopolicyd is not running ({BUS_NAME} has no owner on the "
-                               f"{'system' if self.args.system else 'session'} bus)")
-            raise CtlError(f"{reply.error_name}: {reply.body[0] if reply.body else ''}")
-        return reply.body
+        try:
+            return await super().call(member, signature, body, interface)
+        except apc.DaemonNotRunning as exc:
+            raise CtlError(exc.message) from None
+        except apc.AudioSessionError as exc:
+            raise CtlError(f"{exc.dbus_name}: {exc.message}") from None
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -105,7 +82,7 @@ async def fetch(args: argparse.Namespace, member: str) -> Any:
     """Call a Manager method without arguments; its single reply value as plain Python."""
     async with Client(args) as c:
         (value,) = await c.call(member)
-    return plain(value)
+    return value
 
 
 def stream_line(prefix: str, s: dict) -> str:
@@ -198,15 +175,9 @@ async def cmd_monitor(args: argparse.Namespace) -> int:
                 done.set()
 
     async with Client(args) as c:
-        c.bus.add_message_handler(on_message)
-        for rule in (f"type='signal',sender='{BUS_NAME}',interface='{MANAGER_IFACE}'",
-                     f"type='signal',member='NameOwnerChanged',arg0='{BUS_NAME}'"):
-            await c.bus.call(Message(destination="org.freedesktop.DBus",
-                                     path="/org/freedesktop/DBus",
-                                     interface="org.freedesktop.DBus", member="AddMatch",
-                                     signature="s", body=[rule]))
+        await c.follow(on_message)
         (streams,) = await c.call("GetStreams")
-        for s in plain(streams):
+        for s in streams:
             emit("StreamAdded", s, stream_line("=", s))
         await done.wait()
     return 1
@@ -223,14 +194,8 @@ async def list_sessions(args: argparse.Namespace) -> list[dict]:
     """Every explicit session, from ``ObjectManager.GetManagedObjects`` on the Manager's path:
     ``{"Id", "Path", <every Session property>}``, oldest first."""
     async with Client(args) as c:
-        (objects,) = await c.call("GetManagedObjects",
-                                  interface="org.freedesktop.DBus.ObjectManager")
-    out = []
-    for path, interfaces in objects.items():
-        if SESSION_IFACE in interfaces and path.startswith(SESSION_PATH_PREFIX):
-            out.append({"Id": path[len(SESSION_PATH_PREFIX):], "Path": path,
-                        **plain(interfaces[SESSION_IFACE])})
-    return sorted(out, key=_session_sort_key)
+        sessions = await c.sessions()
+    return sorted(sessions, key=_session_sort_key)
 
 
 async def cmd_sessions(args: argparse.Namespace) -> int:
@@ -255,7 +220,6 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     """``Manager.Explain``: why a stream or session has its effect."""
     async with Client(args) as c:
         (answer,) = await c.call("Explain", "s", [args.target])
-    answer = plain(answer)
     if args.json:
         print(json.dumps(answer, indent=2, sort_keys=True))
         return 0
@@ -275,156 +239,15 @@ async def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- run -----------------------------------------------------------------------------------------
-
-def say(text: str) -> None:
-    """A line of ``run`` on stderr (the child owns stdout)."""
-    print(f"audiopolicyctl: {text}", file=sys.stderr, flush=True)
-
-
-def _terminal_sent(sig: int) -> bool:
-    """Whether ``sig`` probably came from our terminal, and so reached the child too: SIGINT
-    while our process group is the terminal's foreground group."""
-    if sig != signal.SIGINT:
-        return False
-    for fd in (0, 1, 2):
-        try:
-            if os.isatty(fd) and os.tcgetpgrp(fd) == os.getpgrp():
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _exit_code(returncode: int) -> int:
-    """A child's exit status as a shell reports it: 128 + N when signal N killed it."""
-    return 128 - returncode if returncode < 0 else returncode
-
-
-async def cmd_run(args: argparse.Namespace) -> int:
-    """Run COMMAND inside an active session; see the module docstring."""
-    command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
-    if not command:
-        raise CtlError("run: no COMMAND given (audiopolicyctl run --category C -- COMMAND...)")
-    loop = asyncio.get_running_loop()
-    stop = loop.create_future()  # a signal before the child exists: the signal number
-    child: asyncio.subprocess.Process | None = None
-
-    def on_signal(sig: int) -> None:
-        if child is None:
-            if not stop.done():
-                stop.set_result(sig)
-        elif child.returncode is None and not _terminal_sent(sig):
-            child.send_signal(sig)
-
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    for sig in forwarded:
-        loop.add_signal_handler(sig, on_signal, sig)
-    name = args.name or " ".join([os.path.basename(command[0]), *command[1:]])
-    name = name if len(name) <= 40 else name[:39] + "…"
-    try:
-        async with apc.AudioSession.create(name=name, bus_address=args.bus,
-                                           system=args.system) as session:
-            await session.set_category(args.category, args.mode, args.option or [])
-            resuming: set[asyncio.Task] = set()
-
-            def began(info: dict) -> None:
-                if child is None:
-                    return  # not playing yet (the daemon also tells inactive sessions)
-                say(f"interruption began: {info.get('interrupter_category', '?')} session "
-                    f"{info.get('interrupter', '?')} (reason {info.get('reason', '?')})")
-
-            async def resume() -> None:
-                try:
-                    state = await session.set_active(True, ["delayIfBusy"])
-                    say("session reactivated" if state == "active" else
-                        "reactivation delayed: a higher-priority session is active")
-                except apc.AudioSessionError as exc:
-                    say(f"cannot reactivate: {exc}")
-
-            def ended(info: dict) -> None:
-                if child is None:
-                    return
-                should = bool(info.get("should_resume"))
-                say(f"interruption ended after {info.get('duration_ms', 0) / 1000:.1f} s; "
-                    f"should resume: {'yes' if should else 'no'}")
-                if should and child.returncode is None:
-                    task = asyncio.ensure_future(resume())
-                    resuming.add(task)
-                    task.add_done_callback(resuming.discard)
-
-            session.on("InterruptionBegan", began)
-            session.on("InterruptionEnded", ended)
-            session.on("MediaServicesWereLost", lambda _: say("audio server lost"))
-            session.on("MediaServicesWereReset", lambda _: say("audio server back; session "
-                                                              "re-applied"))
-            session.on("SessionLost", lambda _: say("audiopolicyd left the bus; the command "
-                                                     "runs on without a session"))
-            options = ["delayIfBusy"] if args.delay_if_busy else []
-            try:
-                state = await session.set_active(True, options)
-            except (apc.InsufficientPriority, apc.CannotInterruptOthers) as exc:
-                say(f"{exc} (--delay-if-busy waits instead)")
-                return 1
-            if state == "delayed":
-                say("activation delayed: a higher-priority session is active; waiting")
-                waiter = asyncio.ensure_future(session.wait_until_active())
-                await asyncio.wait([waiter, stop], return_when=asyncio.FIRST_COMPLETED)
-                if not waiter.done():
-                    waiter.cancel()
-                    return 128 + stop.result()
-                waiter.result()
-                say("session active")
-            if stop.done():
-                return 128 + stop.result()
-            try:
-                child = await asyncio.create_subprocess_exec(*command)
-            except OSError as exc:
-                say(f"{command[0]}: {exc.strerror or exc}")
-                return 127 if isinstance(exc, FileNotFoundError) else 126
-            code = _exit_code(await child.wait())
-            try:
-                await session.set_active(False, ["notifyOthersOnDeactivation"])
-            except apc.AudioSessionError as exc:
-                if not session.closed:
-                    say(f"deactivating: {exc}")
-            return code
-    except apc.DaemonNotRunning as exc:
-        raise CtlError(exc.message) from None
-    except apc.AudioSessionError as exc:
-        if child is None:
-            say(str(exc))
-            return 1
-        raise
-    finally:
-        for sig in forwarded:
-            loop.remove_signal_handler(sig)
-
-
 def cmd_policy_check(args: argparse.Namespace) -> int:
     """Validate policies offline: the search path in force, with FILEs overriding by name (an
     empty FILE masks its namesake, as in the daemon's search path)."""
     for f in args.files:
         if not f.exists():
             raise CtlError(f"{f}: no such file")
-    files = find_files(default_dirs(args.system), args.files)
-    schemas = plugin_settings_schemas(make_plugin_manager())
-    try:
-        load_files(files, schemas)
-        problems = []
-    except PolicyError as exc:
-        problems = exc.problems
-    if args.json:
-        print(json.dumps({"valid": not problems, "files": [str(f) for f in files],
-                          "problems": [{"file": p.file, "path": p.path, "message": p.message}
-                                       for p in problems]}, indent=2))
-    elif problems:
-        for p in problems:
-            print(p)
-        print(f"{len(problems)} problem(s)", file=sys.stderr)
-    else:
-        print(f"valid: {len(files)} policy file(s)")
-    return 1 if problems else 0
+    check = check_policies(default_dirs(args.system), args.files,
+                           plugin_settings_schemas(make_plugin_manager()))
+    return print_check(check, args.json)
 
 
 def cmd_policy_simulate(args: argparse.Namespace) -> int:
@@ -474,7 +297,6 @@ async def _resolve_app(client: "Client", app: str) -> str:
     """APP as given when it is a known app id, or contains ':' or '.'; else the one known
     app whose name or executable is APP."""
     (entries,) = await client.call("GetRecordPermissions")
-    entries = plain(entries)
     if any(e["App"] == app for e in entries) or ":" in app or "." in app:
         return app
     matches = sorted({e["App"] for e in entries
@@ -497,8 +319,8 @@ async def cmd_decide(args: argparse.Namespace) -> int:
 
 
 async def cmd_agent(args: argparse.Namespace) -> int:
-    from . import agent
-    return await agent.main(args.bus, args.notify)
+    from .. import agents
+    return await agents.main(args.bus, args.notify)
 
 
 # -- parsing -----------------------------------------------------------------------------------

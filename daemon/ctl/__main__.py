@@ -1,0 +1,7 @@
+"""``python -m audiopolicyd.ctl``: ``audiopolicyctl``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

@@ -1,0 +1,114 @@
+"""The D-Bus adapter: model and domain <-> D-Bus types, errors -> named D-Bus errors.
+
+Bus name ``io.github.audiopolicyd.AudioPolicy1``; the Manager lives at
+``/io/github/audiopolicyd/AudioPolicy1``, one Session object per explicit session under
+``.../session/``; errors are ``io.github.audiopolicyd.AudioPolicy1.Error.<Name>``
+(:mod:`audiopolicyd.names`, :mod:`audiopolicyd.errors`). Every member is documented in
+docs/dbus-api.md and frozen in docs/dbus/.
+
+No decisions here: who may do what is decided by the session layer
+(:mod:`audiopolicyd.appsessions`) and microphone access
+(:mod:`audiopolicyd.microphone.access`), which the methods call with the caller
+(:mod:`.service`). One module per interface: :mod:`.manager`, :mod:`.session`; the agent
+round trip in :mod:`.agents`; value conversion and argument bounds in :mod:`.convert`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from dbus_fast import Message, MessageType
+
+from ..names import BUS_DAEMON, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
+from .agents import AgentClient
+from .manager import ManagerInterface
+from .service import CallerDispatch
+from .session import SessionInterface
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["AgentClient", "DBusApi", "ManagerInterface", "SessionInterface"]
+
+
+class DBusApi:
+    """The daemon's objects on the bus and the calls whose caller matters.
+
+    Exports the Manager (:meth:`export`), one :class:`SessionInterface` per session an app
+    creates (removed with it), answers the caller-aware methods (:meth:`start`), tells the
+    session layer and microphone access when a connection leaves the bus, and lets the broker
+    call prompt agents (:class:`AgentClient`).
+
+    :param bus: the daemon's connection
+    :param daemon: the composition root, for the Manager (:class:`ManagerInterface`)
+    :param sessions: the :class:`~audiopolicyd.appsessions.AppSessions`
+    :param access: the :class:`~audiopolicyd.microphone.access.MicrophoneAccess`
+    :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
+    """
+
+    def __init__(self, bus, daemon: Any, sessions, access, identify: Callable):
+        self.bus = bus
+        self.sessions = sessions
+        self.access = access
+        self.manager = ManagerInterface(daemon, self)
+        self.objects: dict[str, SessionInterface] = {}
+        self.dispatch = CallerDispatch(bus, identify)
+        self.dispatch.route(MANAGER_IFACE, ManagerInterface,
+                            lambda path, sender: self.manager if path == OBJECT_PATH else None)
+        self.dispatch.route(SESSION_IFACE, SessionInterface, self._session_object)
+        sessions.listeners.append(self._on_session_event)
+        if access.broker is not None:
+            access.broker.caller = AgentClient(bus)
+            access.broker.on_decisions.append(self._permissions_changed)
+
+    def export(self) -> None:
+        """Export the Manager (before the bus name is requested)."""
+        self.bus.export(OBJECT_PATH, self.manager)
+
+    async def start(self) -> None:
+        """Answer the caller-aware methods and follow connections leaving the bus."""
+        self.bus.add_message_handler(self._on_message)
+        await self.bus.call(Message(
+            **BUS_DAEMON, member="AddMatch", signature="s",
+            body=["type='signal',sender='org.freedesktop.DBus',member='NameOwnerChanged'"]))
+
+    def export_session(self, session) -> str:
+        """Export a new session's object; its path."""
+        path = SESSION_PATH_PREFIX + session.id
+        self.objects[session.id] = SessionInterface(session, self)
+        self.bus.export(path, self.objects[session.id])
+        return path
+
+    def _session_object(self, path: str, sender: str) -> SessionInterface | None:
+        if not path.startswith(SESSION_PATH_PREFIX):
+            return None
+        # the session layer decides: NoSuchSession, NotOwner
+        session = self.sessions.get(path[len(SESSION_PATH_PREFIX):], sender)
+        return self.objects.get(session.id)
+
+    def _on_message(self, msg: Message):
+        if msg.message_type == MessageType.SIGNAL:
+            if msg.member == "NameOwnerChanged" and msg.signature == "sss" \
+                    and msg.sender == "org.freedesktop.DBus":
+                name, old, new = msg.body
+                if name.startswith(":") and old and not new:
+                    self.sessions.drop_owner(name)
+                    self.access.peer_gone(name)
+            return None
+        if msg.message_type != MessageType.METHOD_CALL:
+            return None
+        return self.dispatch.handle(msg)
+
+    def _permissions_changed(self) -> None:
+        for obj in self.objects.values():
+            obj.permissions_changed()
+
+    def _on_session_event(self, session, what: str, payload) -> None:
+        obj = self.objects.get(session.id)
+        if obj is None:
+            return
+        if what == "Removed":
+            del self.objects[session.id]
+            self.bus.unexport(SESSION_PATH_PREFIX + session.id)
+            return
+        obj.emit(what, payload)

@@ -1,0 +1,201 @@
+"""Who may decide microphone permission, and who is asked when: the broker's side of a call.
+
+The D-Bus adapter (:mod:`audiopolicyd.dbus`) hands every call whose caller matters to this
+module with a :class:`Caller`; the rules are here, in the domain, not in the adapter:
+
+* ``RegisterPermissionAgent``, ``UnregisterPermissionAgent`` and ``SetRecordPermission`` are
+  allowed only to the user's own unsandboxed processes (the daemon's uid, not Flatpak, not
+  snap; as polkit lets only the session's user register an authentication agent) and, for
+  ``SetRecordPermission``, to the registered agent: ``NotAllowed`` otherwise;
+* ``RequestRecordPermission`` on a session is allowed to its owner (the session layer checks
+  the owner), sandboxed or not, and answers when the user has;
+* a session in a category that records asks once, on its first activation, as Apple asks the
+  first time an app's session attempts to record (:meth:`MicrophoneAccess.activated`).
+
+Asking on activation is kept here, beside the broker, not in a plugin: it needs the broker's
+agent round trip and per-session state (plugins return decisions and do no I/O), whether a
+category records is already policy data (``records``), and a hook of its own would change the
+set of hookspecs that ``tests/unit/test_plugins.py`` pins.
+
+Errors (:mod:`audiopolicyd.errors`)::
+
+    NotSupported      the daemon does not broker the microphone (--no-microphone-permission)
+    InvalidArgument   an empty app id, an unknown decision
+    NotAllowed        a caller that may not decide, a grant of an app id nobody vouches for
+    AgentExists       another connection's agent is registered
+    NoSuchAgent       the caller has no agent at that path
+    StoreFailed       the permission store could not be written
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Callable, Protocol
+
+from ..errors import InvalidArgument, NoSuchAgent, NotAllowed, NotSupported, StoreFailed
+from ..identity import Identity, RecordingApp, caller_app, snap_name
+from ..limits import quote
+from .broker import MicrophoneBroker
+from .stores import Decision, PermissionStoreError
+
+logger = logging.getLogger(__name__)
+
+
+class Caller(Protocol):
+    """Who calls: what the D-Bus adapter knows of a method call's sender."""
+
+    #: The caller's unique bus name (``:1.42``): it owns the sessions and agent it creates.
+    name: str
+
+    async def identity(self) -> Identity:
+        """The caller's process identity from the bus's credentials (pid, uid), never from
+        arguments."""
+
+
+class SessionLike(Protocol):
+    """What this module reads of an explicit session
+    (:class:`audiopolicyd.appsessions.AppSession`)."""
+
+    id: str
+    name: str
+    category: str
+    identity: Identity
+
+
+class MicrophoneAccess:
+    """The microphone calls of D-Bus callers, decided against the broker.
+
+    :param broker: microphone permission; None when recordings are not brokered (every call
+        then fails with ``NotSupported``, the read side answers ``undetermined``)
+    :param records: ``category -> bool``: whether a category records (policy ``records``)
+    """
+
+    def __init__(self, broker: MicrophoneBroker | None,
+                 records: Callable[[str], bool] = lambda category: False):
+        self.broker = broker
+        self.records = records
+        self._apps: dict[str, RecordingApp] = {}  # session id -> its owner's app
+        self._asked: set[str] = set()  # session ids that asked on activation
+        self._tasks: set[asyncio.Task] = set()
+
+    def _brokered(self) -> MicrophoneBroker:
+        if self.broker is None:
+            raise NotSupported("microphone permission is not brokered by this daemon (started "
+                               "with --no-microphone-permission)")
+        return self.broker
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def app_of(self, session: SessionLike) -> RecordingApp:
+        """The app microphone permission knows a session's owner as (read once per session:
+        the owner's process does not change)."""
+        app = self._apps.get(session.id)
+        if app is None:
+            app = self._apps[session.id] = caller_app(session.identity, session.name)
+        return app
+
+    def decision(self, session: SessionLike) -> Decision:
+        """A session's ``RecordPermission`` (``AVAudioSession.RecordPermission``)."""
+        if self.broker is None:
+            return Decision.UNDETERMINED
+        return self.broker.decision(self.app_of(session).app_id)
+
+    async def request(self, session: SessionLike) -> bool:
+        """``RequestRecordPermission``: ask for the session's app, wait for the user.
+
+        :returns: whether the app is granted
+        :raises NotSupported:
+        """
+        decision = await self._brokered().request(self.app_of(session))
+        return decision is Decision.GRANTED
+
+    def activated(self, session: SessionLike) -> None:
+        """An app's ``SetActive(true)`` left its session active: in a category that records,
+        ask once per session (the request runs on; the activation does not wait for it). A
+        listener of :attr:`AppSessions.on_app_activated
+        <audiopolicyd.appsessions.AppSessions.on_app_activated>`."""
+        if self.broker is None or session.id in self._asked or \
+                not self.records(session.category):
+            return
+        self._asked.add(session.id)
+        app = self.app_of(session)
+        if self.broker.decision(app.app_id) is Decision.UNDETERMINED:
+            task = asyncio.ensure_future(self.broker.request(app))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def session_event(self, session: SessionLike, what: str, _payload: object) -> None:
+        """A listener of :class:`~audiopolicyd.appsessions.AppSessions`: forget a removed
+        session."""
+        if what == "Removed":
+            self._apps.pop(session.id, None)
+            self._asked.discard(session.id)
+
+    # -- deciding -----------------------------------------------------------------------------
+
+    async def trusted(self, caller: Caller, what: str) -> str:
+        """Refuse sandboxed callers and other users.
+
+        :returns: a description of the caller for the log
+        :raises NotAllowed:
+        """
+        identity = await caller.identity()
+        if identity.uid is None or identity.uid != os.getuid():
+            raise NotAllowed(f"{what}: only the user the daemon runs for may do this")
+        if identity.flatpak or (identity.pid and snap_name(identity.pid)):
+            raise NotAllowed(f"{what}: a sandboxed app may request microphone permission, "
+                             "never decide it")
+        return f"{identity.exe or 'pid ' + str(identity.pid)} (pid {identity.pid}, {caller.name})"
+
+    async def register_agent(self, caller: Caller, path: str) -> None:
+        """``RegisterPermissionAgent``: the caller's object at *path* becomes the agent.
+
+        :raises NotSupported:
+        :raises NotAllowed:
+        :raises AgentExists:
+        """
+        broker = self._brokered()
+        await self.trusted(caller, "RegisterPermissionAgent")
+        broker.register_agent(caller.name, path)
+
+    async def unregister_agent(self, caller: Caller, path: str) -> None:
+        """``UnregisterPermissionAgent``.
+
+        :raises NotSupported:
+        :raises NoSuchAgent: the caller has no agent at *path*
+        """
+        if not self._brokered().unregister_agent(caller.name, path):
+            raise NoSuchAgent(f"{caller.name} has no agent registered at {quote(path)}")
+
+    def peer_gone(self, name: str) -> None:
+        """A connection left the bus: its agent, if any, is dropped."""
+        if self.broker is not None:
+            self.broker.unregister_agent(name)
+
+    async def set_permission(self, caller: Caller, app_id: str, decision: str) -> None:
+        """``SetRecordPermission``: store and apply a decision, for the agent or the user.
+
+        :raises InvalidArgument: an empty app id, an unknown decision
+        :raises NotSupported:
+        :raises NotAllowed: a caller that is neither the agent nor trusted
+            (:meth:`trusted`), a grant nobody vouches for
+        :raises StoreFailed: the store could not be written
+        """
+        if not app_id:
+            raise InvalidArgument("SetRecordPermission app_id must not be empty")
+        try:
+            chosen = Decision(decision)
+        except ValueError:
+            raise InvalidArgument(f"unknown decision {quote(decision)}: use granted, denied or "
+                                  "undetermined") from None
+        broker = self._brokered()
+        if broker.agent is not None and broker.agent.owner == caller.name:
+            who = f"agent {caller.name}"
+        else:
+            who = await self.trusted(caller, "SetRecordPermission")
+        try:
+            await broker.decide(app_id, chosen, who)
+        except PermissionStoreError as exc:
+            raise StoreFailed(str(exc)) from None
