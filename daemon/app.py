@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -43,7 +44,7 @@ from .microphone.broker import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
 from .names import BUS_NAME
 from .microphone.stores import PermissionStoreError, SqlitePermissionStore, open_store
-from .pluginmanager import make_plugin_manager, plugin_settings_schemas
+from .pluginmanager import make_plugin_manager, plugin_settings_schemas, unenabled_options
 from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
@@ -123,7 +124,8 @@ class Daemon:
         if not args.system:
             # the user's directory exists from the start, so a file added later is watched
             dirs[2].mkdir(parents=True, exist_ok=True)
-        self.store = PolicyStore(dirs, plugin_settings_schemas(self.pm))
+        self.store = PolicyStore(dirs, plugin_settings_schemas(self.pm),
+                                 warn=functools.partial(unenabled_options, self.pm))
         self.store.reload()  # raises PolicyError when no valid set exists: caller reports
         state_dir = self.state_dir = args.state_dir or default_state_dir(args.system)
         self.journal = Journal(state_dir / "journal.sqlite3")
@@ -463,8 +465,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging(getattr(logging, args.log_level.upper()), args.log_target)
     if args.check_config:
+        pm = make_plugin_manager()
         check = check_policies(default_dirs(args.system) + list(args.policy_dir),
-                               plugin_schemas=plugin_settings_schemas(make_plugin_manager()))
+                               plugin_schemas=plugin_settings_schemas(pm),
+                               warn=functools.partial(unenabled_options, pm))
         return print_check(check, list_files=True)
     try:
         return asyncio.run(_run(args))

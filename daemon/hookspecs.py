@@ -49,6 +49,20 @@ def register_policy_settings() -> Mapping[str, Mapping[str, Any]] | None:
     """
 
 
+@hookspec
+def register_session_options() -> tuple[str, ...] | None:
+    """Name the category options this plugin gives meaning to.
+
+    Options are Apple's identifiers (``duckOthers``, ``mixWithOthers``...). Called once, like :func:`register_policy_settings`; concerns no category. It changes no
+    decision: it lets the daemon warn about a policy that lets sessions take an option (its
+    ``options``) without naming the table of the plugin that acts on it, so that the option
+    would be accepted and do nothing (a policy copied before the option became a plugin).
+
+    :returns: the options, or None for none. If it raises, the error is logged and the
+        plugin's options are not checked.
+    """
+
+
 # -- deciding --------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)

@@ -276,6 +276,41 @@ def classify_with_plugins(pm: PluginManager, stream: Any,
     return None
 
 
+def unenabled_options(pm: PluginManager, policies: PolicySet) -> list[str]:
+    """Options a policy lets sessions take that no plugin it enables acts on.
+
+    Each plugin names its options (:func:`~audiopolicyd.hookspecs.register_session_options`)
+    and is enabled by its table; an option of a policy's ``options`` that only plugins the
+    policy does not enable act on is accepted and does nothing for that category.
+
+    :returns: one line per such option and policy, ``file: options: <option> does nothing:
+        ...``, sorted; empty when every such option has an enabled plugin
+    """
+    acting: dict[str, set[str | None]] = {}
+    declared = pm.declared()
+    for impl in pm.hook.register_session_options.get_hookimpls():
+        try:
+            options = impl.function() or ()
+        except Exception:
+            logger.exception("plugin %r raised in hook register_session_options; its options "
+                             "are not checked", impl.plugin_name)
+            continue
+        tables = declared.get(impl.plugin_name)
+        table = None if tables is _BROKEN or not tables else next(iter(sorted(tables)))
+        for option in options:
+            acting.setdefault(option, set()).add(table)
+    out = []
+    for policy in policies.policies.values():
+        for option in sorted(policy.options & set(acting)):
+            tables = acting[option]
+            if None in tables or tables & set(policy.plugins):
+                continue
+            names = " or ".join(f"[plugins.{t}]" for t in sorted(t for t in tables if t))
+            out.append(f"{policy.file}: options: {option} does nothing: the policy names no "
+                       f"{names} table, which enables the plugin that acts on it")
+    return sorted(out)
+
+
 def plugin_settings_schemas(pm: PluginManager) -> Mapping[str, Mapping[str, Any]]:
     """Merge every plugin's :func:`~audiopolicyd.hookspecs.register_policy_settings`.
 

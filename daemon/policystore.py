@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .policy import (
     PolicyError, PolicySet, Problem, build_policy_set, parse_policy, parse_toml, shorten,
@@ -130,13 +130,18 @@ class PolicyStore:
 
     :param dirs: search path, lowest precedence first
     :param plugin_schemas: plugin settings schemas (from the plugin manager)
+    :param warn: what is legal but probably not meant in a valid set, one line each (e.g.
+        :func:`audiopolicyd.pluginmanager.unenabled_options`); logged as warnings, kept in
+        :attr:`warnings`
     """
 
     dirs: list[Path]
     plugin_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    warn: Callable[[PolicySet], list[str]] | None = None
     current: PolicySet | None = None
     problems: list[Problem] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def reload(self) -> bool:
         """Read the search path again.
@@ -159,6 +164,9 @@ class PolicyStore:
             return False
         self.current, self.problems, self.files = new, [], files
         logger.info("policies loaded: %s", ", ".join(str(f) for f in files))
+        self.warnings = self.warn(new) if self.warn else []
+        for warning in self.warnings:
+            logger.warning("policy warning: %s", warning)
         return True
 
 
@@ -170,26 +178,30 @@ class PolicyCheck:
 
     :param files: the files in force, in the order they are read
     :param problems: every problem of them (empty: valid)
+    :param warnings: what is legal but probably not meant, one line each (a valid set only)
     """
 
     files: list[Path]
     problems: list[Problem]
+    warnings: list[str] = field(default_factory=list)
 
 
 def check_policies(dirs: Sequence[Path], files: Sequence[Path] = (),
-                   plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None) -> PolicyCheck:
+                   plugin_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+                   warn: Callable[[PolicySet], list[str]] | None = None) -> PolicyCheck:
     """Validate the search path *dirs* offline, each of *files* replacing the file of its name
     (an empty one masks it): the one validation path of ``audiopolicyctl policy check`` and
     ``audiopolicyd --check-config``, the same as a reload (:meth:`PolicyStore.reload`) reads.
 
     :param plugin_schemas: plugin settings schemas (from the plugin manager)
+    :param warn: as :class:`PolicyStore`'s
     """
     found = find_files(dirs, files)
     try:
-        load_files(found, plugin_schemas or {})
+        policies = load_files(found, plugin_schemas or {})
     except PolicyError as exc:
         return PolicyCheck(found, list(exc.problems))
-    return PolicyCheck(found, [])
+    return PolicyCheck(found, [], warn(policies) if warn else [])
 
 
 def print_check(check: PolicyCheck, as_json: bool = False, list_files: bool = False) -> int:
@@ -197,8 +209,8 @@ def print_check(check: PolicyCheck, as_json: bool = False, list_files: bool = Fa
 
     Text: each problem as ``file: key.path: message`` on stdout and their count on stderr; or
     ``valid: N policy file(s)``, and with *list_files* a line ``policies valid: FILE, ...``
-    (``--check-config``'s, read by scripts). JSON: ``{"valid", "files", "problems": [{"file",
-    "path", "message"}]}``.
+    (``--check-config``'s, read by scripts); each warning as ``warning: ...`` on stderr. JSON:
+    ``{"valid", "files", "problems": [{"file", "path", "message"}], "warnings": [...]}``.
 
     :returns: the exit status: 0 valid, 1 not
     """
@@ -206,7 +218,8 @@ def print_check(check: PolicyCheck, as_json: bool = False, list_files: bool = Fa
     if as_json:
         print(json.dumps({"valid": not problems, "files": [str(f) for f in check.files],
                           "problems": [{"file": p.file, "path": p.path, "message": p.message}
-                                       for p in problems]}, indent=2))
+                                       for p in problems],
+                          "warnings": check.warnings}, indent=2))
     elif problems:
         for p in problems:
             print(p)
@@ -215,4 +228,6 @@ def print_check(check: PolicyCheck, as_json: bool = False, list_files: bool = Fa
         print(f"valid: {len(check.files)} policy file(s)")
         if list_files:
             print("policies valid: " + ", ".join(str(f) for f in check.files))
+        for warning in check.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 1 if problems else 0

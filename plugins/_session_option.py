@@ -30,6 +30,14 @@ def settings_hook(table: str) -> Callable[[], dict[str, Any]]:
     return register_policy_settings
 
 
+def options_hook(option: str) -> Callable[[], tuple[str, ...]]:
+    """The plugin's ``register_session_options``: ``option``."""
+    @hookimpl
+    def register_session_options() -> tuple[str, ...]:
+        return (option,)
+    return register_session_options
+
+
 def mixability_hook(option: str) -> Callable[[Session], bool | None]:
     """The plugin's ``mixes_with_others``: a session that takes ``option`` mixes (Apple: each
     of these options implies ``mixWithOthers``)."""

@@ -32,7 +32,7 @@ import logging
 from audiopolicyd import hookimpl
 from audiopolicyd.model import Action
 
-from ._session_option import interaction, mixability_hook, settings_hook
+from ._session_option import interaction, mixability_hook, options_hook, settings_hook
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ SPOKEN_AUDIO = "spokenAudio"
 
 register_policy_settings = settings_hook(TABLE)
 mixes_with_others = mixability_hook(OPTION)
+register_session_options = options_hook(OPTION)
 
 
 @hookimpl

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -42,7 +43,7 @@ from .. import simulate
 from ..client import plain
 from ..model import CATEGORIES, MODES, OPTIONS
 from ..names import BUS_NAME, MANAGER_IFACE
-from ..pluginmanager import make_plugin_manager, plugin_settings_schemas
+from ..pluginmanager import make_plugin_manager, plugin_settings_schemas, unenabled_options
 from ..policy import PolicyError
 from ..policystore import check_policies, default_dirs, find_files, load_files, print_check
 from .common import CtlError, console
@@ -245,8 +246,9 @@ def cmd_policy_check(args: argparse.Namespace) -> int:
     for f in args.files:
         if not f.exists():
             raise CtlError(f"{f}: no such file")
-    check = check_policies(default_dirs(args.system), args.files,
-                           plugin_settings_schemas(make_plugin_manager()))
+    pm = make_plugin_manager()
+    check = check_policies(default_dirs(args.system), args.files, plugin_settings_schemas(pm),
+                           functools.partial(unenabled_options, pm))
     return print_check(check, args.json)
 
 

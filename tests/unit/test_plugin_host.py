@@ -284,3 +284,38 @@ def test_every_shipped_policy_that_takes_an_option_enables_its_plugin(policies):
             taking.setdefault(option, set()).add(category)
     assert taking == {option: {"playback", "playAndRecord", "multiRoute"}
                       for option in OPTION_PLUGINS}
+
+
+# -- a policy that accepts an option whose plugin it does not enable --------------------------
+
+def test_an_option_accepted_without_its_plugin_is_a_warning_naming_file_option_and_table(
+        tmp_path, caplog):
+    """An admin's copy of playback.toml made before the options became plugins lists
+    duckOthers in ``options`` but has no [plugins.duck_others]: sessions could take the option
+    and it would do nothing. The store loads it (it is valid) and warns; the shipped set does
+    not warn."""
+    import functools
+    import logging
+
+    from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_schemas, \
+        unenabled_options
+    from audiopolicyd.policystore import PolicyStore, check_policies, shipped_dir
+
+    pm = make_plugin_manager(load_entry_points=False)
+    warn = functools.partial(unenabled_options, pm)
+    shipped = check_policies([shipped_dir()], (), plugin_settings_schemas(pm), warn)
+    assert shipped.problems == [] and shipped.warnings == []
+
+    admin = tmp_path / "policies"
+    admin.mkdir()
+    text = (shipped_dir() / "playback.toml").read_text()
+    old = "\n".join(line for line in text.splitlines()
+                    if line.strip() not in ("[plugins.duck_others]",))
+    (admin / "playback.toml").write_text(old + "\n")
+    store = PolicyStore([shipped_dir(), admin], plugin_settings_schemas(pm), warn=warn)
+    with caplog.at_level(logging.WARNING, "audiopolicyd.policystore"):
+        assert store.reload()
+    assert store.warnings == [
+        f"{admin / 'playback.toml'}: options: duckOthers does nothing: the policy names no "
+        "[plugins.duck_others] table, which enables the plugin that acts on it"]
+    assert store.warnings[0] in caplog.text

@@ -23,7 +23,8 @@ SPECS = [f for name, f in vars(hookspecs).items()
 def test_there_are_hookspecs():
     assert {f.__name__ for f in SPECS} == {"register_policy_settings", "classify_stream",
                                            "decide_interaction", "mixes_with_others",
-                                           "decide_session_interaction"}
+                                           "decide_session_interaction",
+                                           "register_session_options"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.__name__)
