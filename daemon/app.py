@@ -31,7 +31,7 @@ from dbus_fast import BusType
 from systemd import daemon as sd
 
 from . import __version__, backends
-from .appsessions import RESUME_LIMIT, AppSessions
+from .appsessions import RESUME_LIMIT, AppSession, AppSessions
 from .buswriter import MessageBus
 from .dbus import DBusApi, ManagerInterface
 from .errors import UnknownTarget
@@ -44,7 +44,9 @@ from .microphone.broker import PROMPT_TIMEOUT, MicrophoneBroker
 from .mpris import MprisWatcher
 from .names import BUS_NAME
 from .microphone.stores import PermissionStoreError, SqlitePermissionStore, open_store
-from .pluginmanager import make_plugin_manager, plugin_settings_schemas, unenabled_options
+from .pluginmanager import (
+    call_for, make_plugin_manager, plugin_settings_schemas, unenabled_options,
+)
 from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
@@ -147,8 +149,7 @@ class Daemon:
             self.microphone.on_decisions.append(self.runtime.request_reconcile)
             self.runtime.microphone = self.microphone
         # who may decide, and asking on a recording session's first activation
-        self.access = MicrophoneAccess(
-            self.microphone, lambda category: self.store.current.policies[category].records)
+        self.access = MicrophoneAccess(self.microphone, self._asks_on_activation)
         self.app_sessions.on_app_activated.append(self.access.activated)
         self.app_sessions.listeners.append(self.access.session_event)
         self.switch: MicrophoneSwitch | None = None
@@ -158,6 +159,14 @@ class Daemon:
         self._reload_timer: asyncio.TimerHandle | None = None
         self.runtime.on_failure = lambda exc: self._fatal(
             f"the runtime failed ({type(exc).__name__}: {exc})")
+
+    def _asks_on_activation(self, session: AppSession) -> bool:
+        """Whether an app's session asks for the microphone on its first activation: the
+        plugins its category's policy enables decide (``ask_microphone_on_activation``)."""
+        policy = self.store.current.policies.get(session.category)
+        return policy is not None and bool(call_for(
+            self.pm, "ask_microphone_on_activation", policy, session=session.model(),
+            policy=policy))
 
     # -- lifecycle ----------------------------------------------------------------------------
 

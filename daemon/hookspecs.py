@@ -63,6 +63,27 @@ def register_session_options() -> tuple[str, ...] | None:
     """
 
 
+# -- the microphone -------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def ask_microphone_on_activation(session: Session, policy: Policy,
+                                 settings: Mapping[str, Any]) -> bool | None:
+    """Say whether an app's session asks for the microphone when it first becomes active.
+
+    Called on the event loop once per explicit session, when an app's ``SetActive(true)``
+    first leaves it active and its app's decision is not known yet; must not block. Stops at
+    the first non-None result. The session's own category's policy counts. The daemon does
+    the asking (one request per app, shown to the prompt agent); the plugin only decides.
+    As Apple, which asks the first time an app's session attempts to record.
+
+    :param session: the session that became active (read-only)
+    :param policy: its category's policy (read-only)
+    :param settings: the plugin's table in that policy (read-only)
+    :returns: True to ask now, False not to, None to leave it to the next plugin (no plugin:
+        not asked on activation; the app is still asked when one of its streams records)
+    """
+
+
 # -- deciding --------------------------------------------------------------------------------
 
 @hookspec(firstresult=True)

@@ -41,7 +41,8 @@ ENTRY_POINT_GROUP = "audiopolicyd.plugins"
 #: Built-in plugin modules, one behaviour each (see ``plugins/``); the shipped policies
 #: enable them.
 BUILTIN = ("audiopolicyd.plugins.record", "audiopolicyd.plugins.duck_others",
-           "audiopolicyd.plugins.interrupt_spoken_audio", "audiopolicyd.plugins.mix_with_others")
+           "audiopolicyd.plugins.interrupt_spoken_audio", "audiopolicyd.plugins.mix_with_others",
+           "audiopolicyd.plugins.ask_microphone_on_activation")
 
 #: The settings a global plugin gets.
 NO_SETTINGS: Mapping[str, Any] = freeze({})

@@ -9,13 +9,10 @@ module with a :class:`Caller`; the rules are here, in the domain, not in the ada
   ``SetRecordPermission``, to the registered agent: ``NotAllowed`` otherwise;
 * ``RequestRecordPermission`` on a session is allowed to its owner (the session layer checks
   the owner), sandboxed or not, and answers when the user has;
-* a session in a category that records asks once, on its first activation, as Apple asks the
-  first time an app's session attempts to record (:meth:`MicrophoneAccess.activated`).
-
-Asking on activation is kept here, beside the broker, not in a plugin: it needs the broker's
-agent round trip and per-session state (plugins return decisions and do no I/O), whether a
-category records is already policy data (``records``), and a hook of its own would change the
-set of hookspecs that ``tests/unit/test_plugins.py`` pins.
+* a session whose category asks on activation asks once, on its first activation, as Apple
+  asks the first time an app's session attempts to record (:meth:`MicrophoneAccess.activated`).
+  Whether a category asks is a plugin's decision (``plugins/ask_microphone_on_activation.py``,
+  enabled per category); the asking (the broker's agent round trip, once per session) is here.
 
 Errors (:mod:`audiopolicyd.errors`)::
 
@@ -69,13 +66,15 @@ class MicrophoneAccess:
 
     :param broker: microphone permission; None when recordings are not brokered (every call
         then fails with ``NotSupported``, the read side answers ``undetermined``)
-    :param records: ``category -> bool``: whether a category records (policy ``records``)
+    :param asks: ``asks(session) -> bool``: whether an app's session asks on its first
+        activation (the ``ask_microphone_on_activation`` hook, which the composition root
+        calls for the session's category)
     """
 
     def __init__(self, broker: MicrophoneBroker | None,
-                 records: Callable[[str], bool] = lambda category: False):
+                 asks: Callable[[SessionLike], bool] = lambda session: False):
         self.broker = broker
-        self.records = records
+        self.asks = asks
         self._apps: dict[str, RecordingApp] = {}  # session id -> its owner's app
         self._asked: set[str] = set()  # session ids that asked on activation
         self._tasks: set[asyncio.Task] = set()
@@ -112,12 +111,12 @@ class MicrophoneAccess:
         return decision is Decision.GRANTED
 
     def activated(self, session: SessionLike) -> None:
-        """An app's ``SetActive(true)`` left its session active: in a category that records,
-        ask once per session (the request runs on; the activation does not wait for it). A
+        """An app's ``SetActive(true)`` left its session active: if its category asks
+        (:attr:`asks`), ask once per session (the request runs on; the activation does not wait for it). A
         listener of :attr:`AppSessions.on_app_activated
         <audiopolicyd.appsessions.AppSessions.on_app_activated>`."""
         if self.broker is None or session.id in self._asked or \
-                not self.records(session.category):
+                not self.asks(session):
             return
         self._asked.add(session.id)
         app = self.app_of(session)

@@ -244,7 +244,7 @@ async def test_a_recording_session_asks_once_on_its_first_activation():
         return Decision.UNDETERMINED
 
     b.request = request
-    access = MicrophoneAccess(b, records=lambda category: category == "record")
+    access = MicrophoneAccess(b, asks=lambda session: session.category == "record")
     access.activated(FakeSession("s1", "playback"))  # does not record: not asked
     rec = FakeSession("s2", "record")
     access.activated(rec)

@@ -220,8 +220,9 @@ def test_a_policy_naming_an_unknown_plugin_table_gets_the_clear_error(pm):
     with pytest.raises(PolicyError) as info:
         parse_policy(doc, "playback.toml", plugin_settings_schemas(pm))
     assert [str(p) for p in info.value.problems] == [
-        "playback.toml: plugins.duck_other: unknown key (allowed: duck_others, "
-        "interrupt_spoken_audio, mix_with_others, record)"]
+        "playback.toml: plugins.duck_other: unknown key (allowed: "
+        "ask_microphone_on_activation, duck_others, interrupt_spoken_audio, mix_with_others, "
+        "record)"]
 
 
 def test_a_plugin_declaring_two_tables_is_an_error():
@@ -319,3 +320,32 @@ def test_an_option_accepted_without_its_plugin_is_a_warning_naming_file_option_a
         f"{admin / 'playback.toml'}: options: duckOthers does nothing: the policy names no "
         "[plugins.duck_others] table, which enables the plugin that acts on it"]
     assert store.warnings[0] in caplog.text
+
+
+# -- asking for the microphone on activation --------------------------------------------------
+
+def test_asking_on_activation_is_decided_by_the_plugin_the_category_enables(pm, tmp_path):
+    """The shipped policies that record enable ask_microphone_on_activation and it says yes;
+    a category that does not enable it is not asked for; one that enables it but does not
+    record is not asked for either."""
+    from audiopolicyd.pluginmanager import call_for
+    from audiopolicyd.policystore import load_files
+
+    policies = load_files(sorted(shipped_dir().glob("*.toml")),
+                          plugin_settings_schemas(pm)).policies
+
+    def asks(category: str) -> bool:
+        session = Session(id="app:s1", app_key="exe:/x", category=category, mode="default",
+                          options=frozenset(), active=True, seq=1, streams=(), explicit=True)
+        return bool(call_for(pm, "ask_microphone_on_activation", policies[category],
+                             session=session, policy=policies[category]))
+
+    assert {c for c in policies if asks(c)} == {c for c, p in policies.items() if p.records}
+    assert {c for c, p in policies.items() if p.records} >= {"record", "playAndRecord"}
+    doc = parse_toml((shipped_dir() / "playback.toml").read_bytes(), "playback.toml")
+    doc["plugins"]["ask_microphone_on_activation"] = {}
+    playback = parse_policy(doc, "playback.toml", plugin_settings_schemas(pm))
+    session = Session(id="app:s2", app_key="exe:/x", category="playback", mode="default",
+                      options=frozenset(), active=True, seq=1, streams=(), explicit=True)
+    assert call_for(pm, "ask_microphone_on_activation", playback, session=session,
+                    policy=playback) is None  # enabled, but playback does not record

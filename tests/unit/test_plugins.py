@@ -24,7 +24,8 @@ def test_there_are_hookspecs():
     assert {f.__name__ for f in SPECS} == {"register_policy_settings", "classify_stream",
                                            "decide_interaction", "mixes_with_others",
                                            "decide_session_interaction",
-                                           "register_session_options"}
+                                           "register_session_options",
+                                           "ask_microphone_on_activation"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.__name__)

@@ -123,8 +123,8 @@ def test_plugin_settings_are_validated_by_the_plugin_schema():
     ok = with_(plugins={"record": {"keep_audible_roles": ["a11y"]}})
     assert parse_policy(ok, "p.toml", SCHEMAS).plugins["record"]["keep_audible_roles"] == ["a11y"]
     assert problems(with_(plugins={"record": {"keep": 1}, "nope": {}})) == [
-        "p.toml: plugins.nope: unknown key (allowed: duck_others, interrupt_spoken_audio, "
-        "mix_with_others, record)",
+        "p.toml: plugins.nope: unknown key (allowed: ask_microphone_on_activation, duck_others, "
+        "interrupt_spoken_audio, mix_with_others, record)",
         "p.toml: plugins.record.keep: unknown key (allowed: keep_audible_roles)",
     ]
 
