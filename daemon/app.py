@@ -317,39 +317,9 @@ class Daemon:
                 logger.warning("cannot follow the desktop's microphone switch: %s", exc)
 
     def record_permissions(self) -> list[dict[str, tuple[str, object]]]:
-        """``GetRecordPermissions``: every app with a decision, a request or a recording.
-
-        Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
-        (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
-        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b
-        (every one of them records silence, for any reason), SilencedBy as (why:
-        :class:`~audiopolicyd.microphone.broker.Silenced` values; empty while not silenced),
-        Fought u (its streams killed for fighting the gate since the daemon started).
-        """
-        broker = self.microphone
-        if broker is None:
-            return []
-        recording = {r.app_id: r for r in broker.recording}
-        names = {a: r.app.name for a, r in broker.requests.items()}
-        names.update({a: r.name for a, r in recording.items()})
-        out = []
-        for app_id in sorted(set(broker.decisions) | set(broker.requests) | set(recording)
-                             | set(broker.fought)):
-            request = broker.requests.get(app_id)
-            rec = recording.get(app_id)
-            out.append({
-                "App": ("s", app_id), "Name": ("s", names.get(app_id, "")),
-                "Decision": ("s", str(broker.decision(app_id))),
-                "StoredIn": ("s", broker.store.where if broker.store else ""),
-                "Request": ("s", request.state if request else ""),
-                "RequestID": ("s", request.id if request else ""),
-                "Recording": ("u", rec.streams if rec else 0),
-                "Streams": ("as", list(rec.keys) if rec else []),
-                "Silenced": ("b", rec.silenced if rec else False),
-                "Fought": ("u", broker.fought.get(app_id, 0)),
-                "SilencedBy": ("as", list(rec.reasons) if rec else []),
-            })
-        return out
+        """``GetRecordPermissions``: see :meth:`MicrophoneAccess.record_permissions
+        <audiopolicyd.microphone.access.MicrophoneAccess.record_permissions>`."""
+        return self.access.record_permissions()
 
     def _ready(self) -> None:
         sd.notify(f"READY=1\nSTATUS={self._status_line()}")
@@ -437,15 +407,6 @@ class Daemon:
             raise UnknownTarget(f"no stream or session {quote(target)} (see "
                                 "audiopolicyctl streams / sessions)") from None
 
-    def _microphone_status(self) -> dict[str, tuple[str, object]]:
-        broker = self.microphone
-        return {
-            "MicrophonePermission": ("b", broker is not None),
-            "PermissionStore": ("s", broker.store.where if broker and broker.store else ""),
-            "PermissionAgent": ("s", broker.agent.owner if broker and broker.agent else ""),
-            "MicrophoneDisabled": ("b", bool(broker and broker.disabled)),
-        }
-
     def status(self) -> dict[str, tuple[str, object]]:
         """Status as ``name -> (D-Bus signature, value)`` for ``GetStatus``."""
         r = self.runtime
@@ -464,7 +425,7 @@ class Daemon:
             "PolicyProblems": ("as", [str(p) for p in self.store.problems]),
             "Journal": ("s", self.journal.path),
             "JournalProblem": ("s", self.journal.failure),
-            **self._microphone_status(),
+            **self.access.status(),
             "UptimeSeconds": ("d", time.monotonic() - self.started),
         }
 

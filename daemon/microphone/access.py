@@ -13,6 +13,8 @@ module with a :class:`Caller`; the rules are here, in the domain, not in the ada
   asks the first time an app's session attempts to record (:meth:`MicrophoneAccess.activated`).
   Whether a category asks is a plugin's decision (``plugins/ask_microphone_on_activation.py``,
   enabled per category); the asking (the broker's agent round trip, once per session) is here.
+* what D-Bus shows of the microphone: ``GetRecordPermissions``' entries
+  (:meth:`MicrophoneAccess.record_permissions`) and the microphone's part of ``GetStatus``.
 
 Errors (:mod:`audiopolicyd.errors`)::
 
@@ -131,6 +133,55 @@ class MicrophoneAccess:
         if what == "Removed":
             self._apps.pop(session.id, None)
             self._asked.discard(session.id)
+
+    # -- the read side -----------------------------------------------------------------------
+
+    def record_permissions(self) -> list[dict[str, tuple[str, object]]]:
+        """``GetRecordPermissions``: every app with a decision, a request or a recording.
+
+        Each entry, as ``name -> (D-Bus signature, value)``: App s, Name s, Decision s
+        (granted | denied | undetermined), StoredIn s, Request s ('' | pending | prompting),
+        RequestID s, Recording u (streams recording now), Streams as (their keys), Silenced b
+        (every one of them records silence, for any reason), SilencedBy as (why:
+        :class:`~audiopolicyd.microphone.broker.Silenced` values; empty while not silenced),
+        Fought u (its streams killed for fighting the gate since the daemon started).
+        """
+        broker = self.broker
+        if broker is None:
+            return []
+        recording = {r.app_id: r for r in broker.recording}
+        names = {a: r.app.name for a, r in broker.requests.items()}
+        names.update({a: r.name for a, r in recording.items()})
+        out = []
+        for app_id in sorted(set(broker.decisions) | set(broker.requests) | set(recording)
+                             | set(broker.fought)):
+            request = broker.requests.get(app_id)
+            rec = recording.get(app_id)
+            out.append({
+                "App": ("s", app_id), "Name": ("s", names.get(app_id, "")),
+                "Decision": ("s", str(broker.decision(app_id))),
+                "StoredIn": ("s", broker.store.where if broker.store else ""),
+                "Request": ("s", request.state if request else ""),
+                "RequestID": ("s", request.id if request else ""),
+                "Recording": ("u", rec.streams if rec else 0),
+                "Streams": ("as", list(rec.keys) if rec else []),
+                "Silenced": ("b", rec.silenced if rec else False),
+                "Fought": ("u", broker.fought.get(app_id, 0)),
+                "SilencedBy": ("as", list(rec.reasons) if rec else []),
+            })
+        return out
+
+    def status(self) -> dict[str, tuple[str, object]]:
+        """The microphone's part of ``GetStatus``, as ``name -> (D-Bus signature, value)``:
+        MicrophonePermission b, PermissionStore s, PermissionAgent s (its bus name),
+        MicrophoneDisabled b (the desktop's switch)."""
+        broker = self.broker
+        return {
+            "MicrophonePermission": ("b", broker is not None),
+            "PermissionStore": ("s", broker.store.where if broker and broker.store else ""),
+            "PermissionAgent": ("s", broker.agent.owner if broker and broker.agent else ""),
+            "MicrophoneDisabled": ("b", bool(broker and broker.disabled)),
+        }
 
     # -- deciding -----------------------------------------------------------------------------
 
