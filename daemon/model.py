@@ -362,7 +362,7 @@ class Snapshot:
     """The audio graph at one instant.
 
     :param streams: every sink-input and source-output, by :attr:`Stream.key`
-    :param devices: every sink and source, by ``kind:index``
+    :param devices: every sink and source, by their id (:attr:`Device.id`)
     :param players: MPRIS players, by bus name
     """
 

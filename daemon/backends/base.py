@@ -133,7 +133,8 @@ class Backend(abc.ABC):
     """An audio server connection. Every method may raise :class:`ServerGone`.
 
     :ivar unreadable: streams the server cannot describe without breaking the connection, by
-        kind: :meth:`streams` and :meth:`stream` skip them while they exist
+        kind and server index (the backend's own bookkeeping): :meth:`streams` and
+        :meth:`stream` skip them while they exist; :meth:`unreadable_ids` names them
     :ivar capabilities: what this backend can do (:class:`Capability`)
     """
 
@@ -185,22 +186,36 @@ class Backend(abc.ABC):
         """Every module loaded in the server now."""
 
     @abc.abstractmethod
-    async def stream(self, kind: StreamKind, index: int) -> Stream | None:
-        """One stream, or None when it no longer exists."""
+    def unreadable_ids(self, kind: StreamKind) -> set[str]:
+        """The ids of the :attr:`unreadable` streams of *kind* (as their :attr:`Stream.id
+        <audiopolicyd.model.Stream.id>` would be)."""
 
     @abc.abstractmethod
-    async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
-        """Set a stream's raw per-channel volume (``pa_volume_t``, 65536 = 100 %).
+    async def stream(self, stream_id: str) -> Stream | None:
+        """One stream by its id (:attr:`Stream.id <audiopolicyd.model.Stream.id>`,
+        :attr:`Event.id`), or None when it no longer exists.
 
-        A stream that vanished meanwhile is not an error.
+        :raises ValueError: for an id this backend did not mint
         """
 
     @abc.abstractmethod
-    async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
-        """Set a stream's mute flag. A stream that vanished meanwhile is not an error."""
+    async def set_volume(self, stream_id: str, volume: Sequence[int]) -> None:
+        """Set a stream's raw per-channel volume (``pa_volume_t``, 65536 = 100 %).
+
+        A stream that vanished meanwhile is not an error.
+
+        :raises ValueError: for an id this backend did not mint
+        """
 
     @abc.abstractmethod
-    async def kill(self, kind: StreamKind, index: int) -> None:
+    async def set_mute(self, stream_id: str, mute: bool) -> None:
+        """Set a stream's mute flag. A stream that vanished meanwhile is not an error.
+
+        :raises ValueError: for an id this backend did not mint
+        """
+
+    @abc.abstractmethod
+    async def kill(self, stream_id: str) -> None:
         """End a stream for good: the server disconnects it from its client (libpulse's
         ``pa_context_kill_source_output``, as ``pactl kill-source-output``; the client sees
         its stream fail, ``parecord`` exits with status 1). Verified on PulseAudio 16 and
@@ -210,7 +225,7 @@ class Backend(abc.ABC):
         A stream that vanished meanwhile is not an error.
 
         :raises ValueError: for a sink-input (the daemon kills only source-outputs; pulsectl
-            declares no ``pa_context_kill_sink_input``)
+            declares no ``pa_context_kill_sink_input``), or an id this backend did not mint
         """
 
     # -- cards, routing, modules, capture --------------------------------------------------------

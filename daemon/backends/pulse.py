@@ -33,7 +33,9 @@ from . import pulse_capture
 from .base import Backend, Capability, Event, Module, ServerGone, ServerInfo
 from .coalesce import Coalescer
 from .pulse_clients import ClientVouching
-from .pulse_convert import INVALID_INDEX, card, device, object_id, props, restore_key, stream_id
+from .pulse_convert import (
+    INVALID_INDEX, card, device, object_id, parse_stream_id, props, restore_key, stream_id,
+)
 from .pulse_routing import PulseRouting
 
 logger = logging.getLogger(__name__)
@@ -347,7 +349,11 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         return [Module(m.index, m.name, m.argument or "")
                 for m in await self._call(self._p.module_list())]
 
-    async def stream(self, kind: StreamKind, index: int) -> Stream | None:
+    def unreadable_ids(self, kind: StreamKind) -> set[str]:
+        return {stream_id(kind, i) for i in self.unreadable[kind]}
+
+    async def stream(self, stream_id: str) -> Stream | None:
+        kind, index = parse_stream_id(stream_id)
         if index in self.unreadable[kind]:
             return None
         self._highest = max(self._highest, index)
@@ -361,7 +367,8 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         await self._learn_client(info)
         return self._vouched(self._stream(kind, info), info)
 
-    async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
+    async def set_volume(self, stream_id: str, volume: Sequence[int]) -> None:
+        kind, index = parse_stream_id(stream_id)
         setter = (self._p.sink_input_volume_set if kind is StreamKind.SINK_INPUT
                   else self._p.source_output_volume_set)
         try:
@@ -369,7 +376,8 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         except pulsectl.PulseOperationFailed:
             logger.debug("%s:%d vanished before its volume was set", kind.value, index)
 
-    async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
+    async def set_mute(self, stream_id: str, mute: bool) -> None:
+        kind, index = parse_stream_id(stream_id)
         setter = (self._p.sink_input_mute if kind is StreamKind.SINK_INPUT
                   else self._p.source_output_mute)
         try:
@@ -377,7 +385,8 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         except pulsectl.PulseOperationFailed:
             logger.debug("%s:%d vanished before its mute was set", kind.value, index)
 
-    async def kill(self, kind: StreamKind, index: int) -> None:
+    async def kill(self, stream_id: str) -> None:
+        kind, index = parse_stream_id(stream_id)
         try:
             if kind is not StreamKind.SOURCE_OUTPUT:
                 raise ValueError(f"only source-outputs are killed, not a {kind.value}")

@@ -34,6 +34,20 @@ def stream_id(kind: StreamKind, index: int) -> str:
     return f"{kind.value}:{index}"
 
 
+def parse_stream_id(stream_id: str) -> tuple[StreamKind, int]:
+    """The kind and server index of a stream id :func:`stream_id` minted.
+
+    :raises ValueError: for any other string
+    """
+    kind, sep, index = stream_id.partition(":")
+    try:
+        if sep and index.isdigit():
+            return StreamKind(kind), int(index)
+    except ValueError:
+        pass
+    raise ValueError(f"not a stream id of this backend: {stream_id[:64]!r}")
+
+
 def object_id(facility: str, index: int) -> str:
     """The id of a device or card: ``sink:0``, ``source:3``, ``card:1``."""
     return f"{facility}:{index}"

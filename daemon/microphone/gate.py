@@ -313,20 +313,20 @@ class MicrophoneGate:
     def written(self, key: str, gen: int, values: dict) -> None:
         self.fights.written(key, gen, values)
 
-    def new_stream(self, kind: StreamKind, index: int, key: str) -> None:
+    def new_stream(self, kind: StreamKind, key: str) -> None:
         """Fail closed: a new source-output is silent before anything is known about it (same
         flush, and ahead of the read: a stream whose read breaks the connection is muted)."""
         if kind is not StreamKind.SOURCE_OUTPUT:
             return
         self._muted_on_new.add(key)
         self.fights.held.setdefault(key, ())  # the hold starts here
-        self.actuator.mute(kind, index, True)
+        self.actuator.mute(key, True)
 
-    def mute_unreadable(self, indices) -> None:
+    def mute_unreadable(self, keys) -> None:
         """Source-outputs the backend could not read: their app and source are unknowable,
         so they are muted (fail closed)."""
-        for index in indices:
-            self.actuator.mute(StreamKind.SOURCE_OUTPUT, index, True)
+        for key in keys:
+            self.actuator.mute(key, True)
 
     def forget(self, key: str) -> None:
         """A stream went."""
@@ -369,7 +369,7 @@ class MicrophoneGate:
                 if stream.muted and (key in self._muted_on_new or before is Gate.BLOCKED) \
                         and not mine:
                     self._muted_on_new.discard(key)
-                    self.actuator.mute(stream.kind, stream.index, False)
+                    self.actuator.mute(stream.key, False)
                     logger.info("%s (%s) records %s: %s, unmuted", key, stream.label,
                                 self._source_name(stream),
                                 "a trusted module's stream" if stream.module
@@ -412,7 +412,7 @@ class MicrophoneGate:
                 self._unmute.discard(key)
             elif not desired.get(key, NEUTRAL).mute:
                 self._unmute.discard(key)
-                self.actuator.mute(stream.kind, stream.index, False)
+                self.actuator.mute(stream.key, False)
                 logger.info("%s (%s) unmuted: its app may record", key, stream.label)
 
     def publish(self, owned: dict[str, str], decided: dict[str, Effect]) -> None:
@@ -469,7 +469,7 @@ class MicrophoneGate:
         fights = self.fights
         wrote = False
         if not stream.muted:
-            self.actuator.mute(stream.kind, stream.index, True)
+            self.actuator.mute(stream.key, True)
             wrote = True
         if stream.settled:
             self._held_volumes[stream.restore_key] = stream.volume
@@ -505,7 +505,8 @@ class MicrophoneGate:
         logger.info("%s (%s) gets its volume back: %s", stream.key, stream.label, volume)
 
     def _source_name(self, stream: Stream) -> str:
-        device = self.mirror.devices.get(f"source:{stream.device}")
+        device = next((d for d in self.mirror.devices.values()
+                       if d.kind == "source" and d.index == stream.device), None)
         return device.name if device is not None else f"source #{stream.device}"
 
     def _gated_app(self, stream: Stream, session_id: str | None) -> RecordingApp:

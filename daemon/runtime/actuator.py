@@ -52,19 +52,18 @@ class Actuator:
 
     # -- single writes (also the microphone gate's) -------------------------------------------
 
-    def mute(self, kind: StreamKind, index: int, mute: bool) -> asyncio.Task:
-        """Set a stream's mute flag (it may not be in the mirror yet)."""
-        return self.mirror.send(f"{kind.value}:{index}",
-                                self.backend.set_mute(kind, index, mute), muted=mute)
+    def mute(self, key: str, mute: bool) -> asyncio.Task:
+        """Set the mute flag of the stream of id *key* (it may not be in the mirror yet)."""
+        return self.mirror.send(key, self.backend.set_mute(key, mute), muted=mute)
 
     def volume(self, stream: Stream, volume: tuple[int, ...]) -> asyncio.Task:
         """Set a stream's volume (raw, per channel)."""
-        return self.mirror.send(stream.key, self.backend.set_volume(
-            stream.kind, stream.index, volume), volume=volume)
+        return self.mirror.send(stream.key, self.backend.set_volume(stream.key, volume),
+                                volume=volume)
 
     def kill(self, stream: Stream) -> asyncio.Task:
         """Kill a stream (:meth:`Backend.kill <audiopolicyd.backends.base.Backend.kill>`)."""
-        return self.tasks.spawn(self.backend.kill(stream.kind, stream.index))
+        return self.tasks.spawn(self.backend.kill(stream.key))
 
     # -- effects ------------------------------------------------------------------------------
 
@@ -168,7 +167,7 @@ class Actuator:
             else:
                 writes.append(self._write_volume(stream, ops.volume))
         if ops.mute is not None:
-            writes.append(self.mute(stream.kind, stream.index, ops.mute))
+            writes.append(self.mute(stream.key, ops.mute))
         return writes
 
     def _write_volume(self, stream: Stream, volume: tuple[int, ...]) -> asyncio.Task:
@@ -191,7 +190,7 @@ class Actuator:
                 await asyncio.sleep(ops.ramp_ms / len(steps) / 1000)
                 # shielded, as every libpulse operation the ramp waits for: cancelling one
                 # from outside frees its callback while libpulse still holds it (a crash)
-                await asyncio.shield(self.mirror.read(stream.kind, stream.index))
+                await asyncio.shield(self.mirror.read(key))
             last = self._write_volume(stream, step)
             await asyncio.shield(last)
         self.ramps.pop(key, None)

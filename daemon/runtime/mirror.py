@@ -47,7 +47,7 @@ class Guard(Protocol):
     def flooded(self, key: str) -> bool:
         """Count a change event of a held stream; True when it is being killed for it."""
 
-    def new_stream(self, kind: StreamKind, index: int, key: str) -> None:
+    def new_stream(self, kind: StreamKind, key: str) -> None:
         """A stream was announced (``new``), before its first read is sent."""
 
     def screen(self, stream: Stream, fresh: bool, gen: int) -> bool:
@@ -92,7 +92,7 @@ class Mirror:
 
     def load(self, devices: list[Device], streams: list[Stream]) -> None:
         """Take the whole graph as read at a (re)connection."""
-        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self.devices = {d.id: d for d in devices}
         self.streams = {s.key: s for s in streams}
 
     def reset(self) -> list[str]:
@@ -126,7 +126,7 @@ class Mirror:
                 self.tasks.spawn(self._refresh_devices())
                 return True
             return False
-        key = f"{event.facility}:{event.index}"
+        key = event.id
         held = self.guard is not None and self.guard.holds(key)
         if event.type == "remove":
             if self._reads[key]:
@@ -147,24 +147,23 @@ class Mirror:
             if held:
                 # but a fight shows in any read (see the gate): read now too; a server
                 # flooded by the fighter can take 0.5 s to answer our writes
-                self.read(kind, event.index)
+                self.read(key)
         else:
             if event.type == "new" and self.guard is not None:
-                self.guard.new_stream(kind, event.index, key)
-            self.read(kind, event.index)
+                self.guard.new_stream(kind, key)
+            self.read(key)
         return True
 
-    def read(self, kind: StreamKind, index: int) -> asyncio.Task:
-        """Read one stream (as of the writes scheduled so far) and fold it in."""
-        key = f"{kind.value}:{index}"
-        return self.tasks.spawn(self._refresh(kind, index, key, self._wgen.get(key, 0)))
+    def read(self, key: str) -> asyncio.Task:
+        """Read one stream by its id (as of the writes scheduled so far) and fold it in."""
+        return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0)))
 
     async def _refresh_devices(self) -> None:
         devices = await self.backend.devices()
-        self.devices = {f"{d.kind}:{d.index}": d for d in devices}
+        self.devices = {d.id: d for d in devices}
         self.on_devices()
 
-    async def _refresh(self, kind: StreamKind, index: int, key: str, gen: int) -> None:
+    async def _refresh(self, key: str, gen: int) -> None:
         """Read one stream and fold it into the mirror (see the module docstring). An answer
         for a stream removed meanwhile is dropped.
 
@@ -181,11 +180,11 @@ class Mirror:
             overdue.append(True)
             logger.warning("reading %s got no answer in %.0f s; reading it again",
                            key, READ_TIMEOUT)
-            self.read(kind, index)
+            self.read(key)
 
         timer = asyncio.get_running_loop().call_later(READ_TIMEOUT, read_again)
         try:
-            stream = await self.backend.stream(kind, index)
+            stream = await self.backend.stream(key)
             if overdue:
                 return
             if logger.isEnabledFor(logging.DEBUG):
@@ -210,7 +209,7 @@ class Mirror:
         if key in self._reread and not self._reads[key] and key in self.streams \
                 and self.connected.is_set():
             self._reread.discard(key)
-            self.read(kind, index)
+            self.read(key)
 
     def fold(self, stream: Stream, fresh: bool, gen: int = 0) -> None:
         """Fold a read into the mirror.
@@ -282,4 +281,4 @@ class Mirror:
         stream = self.streams.get(key)
         if key in self._stale and stream is not None and self.connected.is_set():
             self._stale.discard(key)
-            self.read(stream.kind, stream.index)
+            self.read(key)

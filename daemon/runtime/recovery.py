@@ -121,9 +121,9 @@ class Recovery:
             if stream is None:
                 continue
             if ops.volume is not None:
-                writes.append(backend.set_volume(stream.kind, stream.index, ops.volume))
+                writes.append(backend.set_volume(stream.key, ops.volume))
             if ops.mute is not None:
-                writes.append(backend.set_mute(stream.kind, stream.index, ops.mute))
+                writes.append(backend.set_mute(stream.key, ops.mute))
         writes += pauses.resumes()
         results = await asyncio.gather(*writes, return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]

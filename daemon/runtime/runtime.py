@@ -174,7 +174,7 @@ class Runtime:
         self.recovery.adopt_journal()
         self.pauses.recover()
         if self.gate is not None:
-            self.gate.mute_unreadable(self.backend.unreadable.get(StreamKind.SOURCE_OUTPUT, ()))
+            self.gate.mute_unreadable(self.backend.unreadable_ids(StreamKind.SOURCE_OUTPUT))
         self.reconcile()
 
     def handle(self, event: Event) -> None:

@@ -22,6 +22,7 @@ from audiopolicyd.backends.base import (
     CaptureFailed, Event, ModuleLoadFailed, NoSuchDevice, ServerGone,
 )
 from audiopolicyd.backends.pulse import PulseBackend
+from audiopolicyd.backends.pulse_convert import stream_id
 from audiopolicyd.model import Device, StreamKind
 from tests.support.clients import play, record
 from tests.support.processes import wait_for
@@ -108,7 +109,7 @@ async def test_a_stream_is_moved_to_another_sink(server: AudioServer, backend: P
     proc = play(server, tone, device="speaker")
     wait_stream(server, proc)
     (info,) = sink_inputs(server)
-    stream = await backend.stream(StreamKind.SINK_INPUT, info.index)
+    stream = await backend.stream(stream_id(StreamKind.SINK_INPUT, info.index))
     headphones = await device(backend, "headphones")
     await backend.move_stream(stream, headphones)
     wait_for(lambda: sink_inputs(server)[0].sink == headphones.index, WAIT,
@@ -222,7 +223,7 @@ async def test_a_capture_ends_with_a_named_error_when_killed_or_when_the_server_
     killer = PulseBackend(server.pulse_server, client_name="killer")  # another client
     await killer.connect()
     try:
-        await killer.kill(StreamKind.SOURCE_OUTPUT, ours.index)  # as the gate kills a fighter
+        await killer.kill(stream_id(StreamKind.SOURCE_OUTPUT, ours.index))  # as the gate kills a fighter
     finally:
         killer.close()
     with pytest.raises(CaptureFailed):

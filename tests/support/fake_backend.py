@@ -294,28 +294,32 @@ class FakeBackend(Backend):
         self._check()
         return list(self.server.modules)
 
-    async def stream(self, kind: StreamKind, index: int) -> Stream | None:
+    def unreadable_ids(self, kind: StreamKind) -> set[str]:
+        return {f"{kind.value}:{i}" for i in self.unreadable[kind]}
+
+    async def stream(self, stream_id: str) -> Stream | None:
         self._check()
-        key = f"{kind.value}:{index}"
+        key = stream_id
         before = self.server._stale_answer(key)
         await asyncio.sleep(0)  # an answer takes a loop turn, as a real reply does
         self._check()
         now = self.server.state.get(key)
         return before if before is not None and now is not None else now
 
-    async def set_volume(self, kind: StreamKind, index: int, volume: Sequence[int]) -> None:
+    async def set_volume(self, stream_id: str, volume: Sequence[int]) -> None:
         self._check()
-        await self.server._write(f"{kind.value}:{index}", "volume", tuple(volume))
+        await self.server._write(stream_id, "volume", tuple(volume))
 
-    async def set_mute(self, kind: StreamKind, index: int, mute: bool) -> None:
+    async def set_mute(self, stream_id: str, mute: bool) -> None:
         self._check()
-        await self.server._write(f"{kind.value}:{index}", "muted", mute)
+        await self.server._write(stream_id, "muted", mute)
 
-    async def kill(self, kind: StreamKind, index: int) -> None:
+    async def kill(self, stream_id: str) -> None:
         self._check()
-        if kind is not StreamKind.SOURCE_OUTPUT:
-            raise ValueError(f"only source-outputs are killed, not a {kind.value}")
-        key = f"{kind.value}:{index}"
+        stream = self.server.state.get(stream_id)
+        if stream is not None and stream.kind is not StreamKind.SOURCE_OUTPUT:
+            raise ValueError(f"only source-outputs are killed, not a {stream.kind.value}")
+        key = stream_id
         self.server.writes.append((key, "kill", True))
         await asyncio.sleep(0)
         if key in self.server.state:

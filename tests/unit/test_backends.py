@@ -17,7 +17,7 @@ from audiopolicyd.backends.base import Capability, Event, ModuleLoadFailed, NoSu
 from audiopolicyd.backends.coalesce import DEVICE_CHANGE_WINDOW, Coalescer
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.backends.pulse_capture import check_format
-from audiopolicyd.backends.pulse_convert import card, device, restore_key
+from audiopolicyd.backends.pulse_convert import card, device, parse_stream_id, restore_key, stream_id
 from audiopolicyd.model import Device, Port, Profile, StreamKind
 
 from ..support.fake_backend import FakeServer
@@ -242,3 +242,15 @@ async def test_device_and_card_events_reach_the_mirror(server, start):  # noqa: 
         server.device_event("change", facility, 0)
         await until(lambda name=name: daemon.reconciler.devices["sink:0"].name == name,
                     f"the mirror to read the devices again on a {facility} change")
+
+
+def test_the_pulse_backend_reads_back_only_the_stream_ids_it_mints():
+    """Ids are opaque to the core: the Pulse backend mints ``sink-input:N`` and takes back
+    exactly those; anything else (another backend's id, a device's, a forged one) is a
+    ValueError, not a write to some other object."""
+    for kind in StreamKind:
+        assert parse_stream_id(stream_id(kind, 42)) == (kind, 42)
+    for foreign in ("sink:3", "sink-input:", "sink-input:-1", "sink-input:4x", "node:7", "",
+                    "source-output:1:2"):
+        with pytest.raises(ValueError, match="not a stream id of this backend"):
+            parse_stream_id(foreign)

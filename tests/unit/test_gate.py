@@ -41,8 +41,8 @@ async def test_a_new_recording_is_muted_before_anything_is_read(server, pipewire
     writes_when_read: list[int] = []  # how many writes had arrived when each read answered
     read = backend.stream
 
-    async def stream(kind, index):
-        answer = await read(kind, index)
+    async def stream(stream_id):
+        answer = await read(stream_id)
         writes_when_read.append(len(server.writes))
         return answer
 

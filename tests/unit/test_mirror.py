@@ -53,7 +53,7 @@ class Folds:
 
     def write_volume(self, volume) -> asyncio.Task:
         stream = self.mirror.streams[KEY]
-        return self.mirror.send(KEY, self.backend.set_volume(stream.kind, stream.index, volume),
+        return self.mirror.send(KEY, self.backend.set_volume(stream.key, volume),
                                 volume=volume)
 
     def close(self) -> None:
@@ -94,7 +94,7 @@ async def test_a_read_answered_before_our_write_is_stale_and_read_again(server, 
     folds = await bare()
     server.hold()
     folds.write_volume(OURS)
-    folds.mirror.read(StreamKind.SINK_INPUT, 1)  # pipelined behind the write
+    folds.mirror.read(KEY)  # pipelined behind the write
     await until(lambda: folds.folded, "the read answered")
     assert folds.folded == [(OURS, False)], "the old volume was not taken"
     server.release()
@@ -108,7 +108,7 @@ async def test_a_fresh_read_shows_what_the_user_set(server, bare):
     folds = await bare()
     await folds.write_volume(OURS)
     server.user_volume(KEY, (30000, 30000))
-    folds.mirror.handle(Event("change", "sink-input", 1))
+    folds.mirror.handle(Event("change", "sink-input", 1, KEY))
     await until(lambda: folds.folded, "the read answered")
     assert folds.folded == [((30000, 30000), True)]
     assert folds.mirror.streams[KEY].volume == (30000, 30000)
@@ -119,9 +119,9 @@ async def test_a_stream_removed_while_its_read_is_in_flight_stays_removed(server
     shows the stream) does not bring it back."""
     server.add(game(1))
     folds = await bare()
-    folds.mirror.handle(Event("change", "sink-input", 1))
+    folds.mirror.handle(Event("change", "sink-input", 1, KEY))
     await asyncio.sleep(0)  # the read is sent
-    folds.mirror.handle(Event("remove", "sink-input", 1))
+    folds.mirror.handle(Event("remove", "sink-input", 1, KEY))
     await asyncio.sleep(0.02)
     assert folds.removed == [KEY] and KEY not in folds.mirror.streams and not folds.folded
 
@@ -129,7 +129,7 @@ async def test_a_stream_removed_while_its_read_is_in_flight_stays_removed(server
 async def test_device_events_refresh_the_devices(server, bare):
     folds = await bare()
     server.devices.append(Device("sink", 4, "headset"))
-    assert folds.mirror.handle(Event("new", "sink", 4))
+    assert folds.mirror.handle(Event("new", "sink", 4, "sink:4"))
     await until(lambda: folds.device_reads, "the devices read again")
     assert folds.mirror.devices["sink:4"].name == "headset"
     assert not folds.mirror.handle(Event("new", "module", 3)), "not the mirror's"
