@@ -114,8 +114,9 @@ class MicrophoneAccess:
 
     def activated(self, session: SessionLike) -> None:
         """An app's ``SetActive(true)`` left its session active: if its category asks
-        (:attr:`asks`), ask once per session (the request runs on; the activation does not wait for it). A
-        listener of :attr:`AppSessions.on_app_activated
+        (:attr:`asks`), ask once per session (the request runs on; the activation does not
+        wait for it; a request that fails is logged). A listener of
+        :attr:`AppSessions.on_app_activated
         <audiopolicyd.appsessions.AppSessions.on_app_activated>`."""
         if self.broker is None or session.id in self._asked or \
                 not self.asks(session):
@@ -125,7 +126,16 @@ class MicrophoneAccess:
         if self.broker.decision(app.app_id) is Decision.UNDETERMINED:
             task = asyncio.ensure_future(self.broker.request(app))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._asked_done)
+
+    def _asked_done(self, task: asyncio.Task) -> None:
+        """An ask on activation ended: a failure (the store, a bug) is logged, not lost with
+        the task; the app stays undetermined and is asked again when it records."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            logger.error("asking for the microphone on activation failed: %s: %s",
+                         type(exc).__name__, exc, exc_info=exc)
 
     def session_event(self, session: SessionLike, what: str, _payload: object) -> None:
         """A listener of :class:`~audiopolicyd.appsessions.AppSessions`: forget a removed

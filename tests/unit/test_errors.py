@@ -6,6 +6,7 @@ microphone permission (audiopolicyd.microphone.access)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import itertools
 import os
 import re
@@ -300,3 +301,20 @@ def test_audiopolicyctl_says_when_nobody_owns_the_name(bus_address, capsys):
     assert ctl.main(["--bus", bus_address, "status"]) == 2
     assert capsys.readouterr().err == (f"audiopolicyctl: audiopolicyd is not running ({BUS_NAME} "
                                        "has no owner on the session bus)\n")
+
+
+async def test_an_ask_on_activation_that_fails_is_logged_not_lost(caplog):
+    b = broker()
+
+    async def request(app):
+        raise RuntimeError("the store broke")
+
+    b.request = request
+    access = MicrophoneAccess(b, asks=lambda session: True)
+    with caplog.at_level(logging.ERROR, "audiopolicyd.microphone.access"):
+        access.activated(FakeSession("s1", "record"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+    assert "asking for the microphone on activation failed: RuntimeError: the store broke" \
+        in caplog.text
+    assert not access._tasks
