@@ -1,5 +1,5 @@
-"""Moving streams, card profiles, default devices, modules and capture over the PulseAudio protocol (a part
-of :class:`~audiopolicyd.backends.pulse.PulseBackend`)."""
+"""Moving streams, card profiles, default devices, modules and capture over the PulseAudio
+protocol (a part of :class:`~audiopolicyd.backends.pulse.PulseBackend`)."""
 
 from __future__ import annotations
 

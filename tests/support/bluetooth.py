@@ -102,10 +102,10 @@ def _device_info(raw: dict[str, Any], card: dict[str, Any], merge: bool,
     ports = [c.PA_PORT_INFO(name=name.encode(), description=b"Headset", priority=0,
                             available=0) for name in raw["ports"]]
     active = next(p for p in ports if p.name == raw["active_port"].encode())
-    fields = dict(name=raw["name"].encode(), index=raw["index"],
-                  description=raw["description"].encode(), card=card["index"],
-                  proplist=proplist(properties), n_ports=len(ports),
-                  ports=_pointers(c.PA_PORT_INFO, ports), active_port=ctypes.pointer(active))
+    fields = {"name": raw["name"].encode(), "index": raw["index"],
+              "description": raw["description"].encode(), "card": card["index"],
+              "proplist": proplist(properties), "n_ports": len(ports),
+              "ports": _pointers(c.PA_PORT_INFO, ports), "active_port": ctypes.pointer(active)}
     if raw["kind"] == "sink":
         return PulseSinkInfo(c.PA_SINK_INFO(**fields))
     return PulseSourceInfo(c.PA_SOURCE_INFO(monitor_of_sink=c.PA_INVALID, **fields))
