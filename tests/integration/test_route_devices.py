@@ -19,7 +19,10 @@ import pytest
 
 from audiopolicyd.backends.base import Event, NoSuchDevice
 from audiopolicyd.backends.pulse import PulseBackend
-from audiopolicyd.model import Card, Device, Stream
+from audiopolicyd.model import Card, Stream
+from tests.integration.test_backend_contract import (  # noqa: F401 (the fixture backend)
+    WAIT, backend, device, eventually,
+)
 from tests.support.clients import play, record
 from tests.support.devices import ALL, USB_HEADSET, USB_HEADSET_MIC, plug, plugged, unplug
 from tests.support.processes import wait_for
@@ -30,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 pytestmark = pytest.mark.integration
 
-#: How long a test waits for the server (seconds): a bound on a wait, never an assertion.
-WAIT = 10.0
 #: The echo canceller's arguments that work on both servers (docs/routing.md): explicit
 #: device names, because the servers' defaults differ (PulseAudio ``<master>.echo-cancel``,
 #: pipewire-pulse ``echo-cancel-sink`` / ``echo-cancel-source``).
@@ -39,19 +40,8 @@ ECHO_CANCEL_ARGS = (f"source_master={USB_HEADSET_MIC.name} sink_master={USB_HEAD
                     "aec_method=webrtc source_name=ec_source sink_name=ec_sink")
 
 
-@pytest.fixture
-async def backend(server: AudioServer):
-    """A :class:`PulseBackend` connected to *server*."""
-    instance = PulseBackend(server.pulse_server, client_name="audiopolicyd-route")
-    await instance.connect()
-    try:
-        yield instance
-    finally:
-        instance.close()
-
-
 @contextlib.asynccontextmanager
-async def collected(server: AudioServer, backend: PulseBackend):
+async def collected(server: AudioServer, backend: PulseBackend):  # noqa: F811
     """The backend's events while the block runs, in a list that grows; it starts once the
     subscription is known to deliver (a probe sink's events arrived)."""
     events: list[Event] = []
@@ -77,24 +67,17 @@ async def collected(server: AudioServer, backend: PulseBackend):
             await task
 
 
-async def eventually(read, predicate, what: str):
-    """Read (``await read()``) until ``predicate(value)``; fail naming *what* after
-    :data:`WAIT` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while not predicate(value := await read()):
-        assert loop.time() < deadline, f"timed out waiting for {what}: {value}"
-        await asyncio.sleep(0.01)
-    return value
+def call_and_recording(server: AudioServer, tone: Path):
+    """A call's playback (``media.role=phone``) on the default sink and its recording of
+    ``mic``, both linked."""
+    player = play(server, tone, role="phone")
+    wait_stream(server, player)
+    recorder = record(server, MIC, role="phone")
+    wait_stream(server, recorder, "source-output")
+    return player, recorder
 
 
-async def named(backend: PulseBackend, name: str) -> Device:
-    found = [d for d in await backend.devices() if d.name == name]
-    assert len(found) == 1, f"no single device {name}: {found}"
-    return found[0]
-
-
-async def backend_stream(backend: PulseBackend, server: AudioServer, proc,
+async def backend_stream(backend: PulseBackend, server: AudioServer, proc,  # noqa: F811
                          kind: str = "sink-input") -> Stream:
     info = stream_of(server, proc, kind)
     assert info is not None, f"no {kind} of {proc.args[0]}"
@@ -109,43 +92,40 @@ def server_device_of(server: AudioServer, proc, kind: str = "sink-input") -> int
     return None if info is None else (info.sink if kind == "sink-input" else info.source)
 
 
-async def test_fake_devices_read_with_the_properties_of_real_ones(server: AudioServer,
-                                                                  backend: PulseBackend):
+async def test_fake_devices_read_with_the_properties_of_real_ones(
+        server: AudioServer, backend: PulseBackend):  # noqa: F811 (the imported fixture)
     async with collected(server, backend) as events:
         for fake in ALL:
             loaded = plug(server, fake)
-            device = await named(backend, fake.name)
-            assert (device.kind, device.api, device.bus, device.form_factor,
-                    device.bluetooth_profile, device.description) == (
+            found = await device(backend, fake.name)
+            assert (found.kind, found.api, found.bus, found.form_factor,
+                    found.bluetooth_profile, found.description) == (
                 fake.kind, fake.api, fake.bus, fake.form_factor,
                 fake.expected_profile(server.name), fake.description), fake
             # a null sink or a pipe source has no card and no port
-            assert (device.card, device.ports, device.active_port) == (None, (), None)
+            assert (found.card, found.ports, found.active_port) == (None, (), None)
             with pulse(server) as p:  # the server's own word
                 listing = p.sink_list() if fake.kind == "sink" else p.source_list()
                 (info,) = [d for d in listing if d.name == fake.name]
             for key, value in fake.properties(server.name).items():
                 assert info.proplist.get(key) == value, (fake.name, key)
             await eventually(lambda: asyncio.sleep(0, list(events)),
-                             lambda seen, d=device: Event("new", d.kind, d.index, d.id) in seen,
+                             lambda seen, d=found: Event("new", d.kind, d.index, d.id) in seen,
                              f"the new {fake.kind} event of {fake.name}")
             unplug(server, loaded)
             await eventually(
                 lambda: asyncio.sleep(0, list(events)),
-                lambda seen, d=device: Event("remove", d.kind, d.index, d.id) in seen,
+                lambda seen, d=found: Event("remove", d.kind, d.index, d.id) in seen,
                 f"the remove {fake.kind} event of {fake.name}")
 
 
 async def test_a_stream_moved_onto_a_fake_device_is_there_and_rescued_when_it_goes(
-        server: AudioServer, backend: PulseBackend, tone: Path):
-    player = play(server, tone, role="phone")
-    wait_stream(server, player)
-    recorder = record(server, MIC, role="phone")
-    wait_stream(server, recorder, "source-output")
-    speaker, mic = await named(backend, "speaker"), await named(backend, MIC)
+        server: AudioServer, backend: PulseBackend, tone: Path):  # noqa: F811
+    player, recorder = call_and_recording(server, tone)
+    speaker, mic = await device(backend, "speaker"), await device(backend, MIC)
     headset = plug(server, USB_HEADSET)
     headset_mic = plug(server, USB_HEADSET_MIC)
-    sink, source = await named(backend, headset.name), await named(backend, headset_mic.name)
+    sink, source = await device(backend, headset.name), await device(backend, headset_mic.name)
     await backend.move_stream(await backend_stream(backend, server, player), sink)
     await backend.move_stream(await backend_stream(backend, server, recorder, "source-output"),
                               source)
@@ -163,11 +143,8 @@ async def test_a_stream_moved_onto_a_fake_device_is_there_and_rescued_when_it_go
 
 
 async def test_the_echo_canceller_on_the_test_beds_devices_comes_and_goes_whole(
-        server: AudioServer, backend: PulseBackend, tone: Path):
-    player = play(server, tone, role="phone")
-    wait_stream(server, player)
-    recorder = record(server, MIC, role="phone")
-    wait_stream(server, recorder, "source-output")
+        server: AudioServer, backend: PulseBackend, tone: Path):  # noqa: F811
+    player, recorder = call_and_recording(server, tone)
     with plugged(server, USB_HEADSET), plugged(server, USB_HEADSET_MIC):
         before = {d.name for d in await backend.devices()}
         streams_before = {s.id for s in await backend.streams()}
@@ -203,7 +180,8 @@ async def test_the_echo_canceller_on_the_test_beds_devices_comes_and_goes_whole(
                  until=lambda index: index in existing)
 
 
-async def test_a_profile_switch_of_a_card_that_is_not_there_is_named(backend: PulseBackend):
+async def test_a_profile_switch_of_a_card_that_is_not_there_is_named(
+        backend: PulseBackend):  # noqa: F811
     # the test servers have no cards: any card is one that went away
     assert await backend.cards() == []
     gone = Card("card:4000", 4000, "bluez_card.00_00_00_00_00_00")
