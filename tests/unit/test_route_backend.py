@@ -57,7 +57,7 @@ def test_a_pulseaudio_headset_reads_with_the_api_bus_form_factor_and_profile_of_
         assert source.active_port == "headset-input"
 
 
-def test_a_pipewire_headset_names_its_profile_on_each_node_and_its_api_on_the_card():
+def test_a_pipewire_headset_names_its_profile_on_each_node_and_its_bus_on_the_card():
     headset = recorded_headset("pipewire")
     card = headset.card
     assert card.active_profile == "a2dp-sink"
@@ -67,8 +67,10 @@ def test_a_pipewire_headset_names_its_profile_on_each_node_and_its_api_on_the_ca
     sink, source = headset.devices["headset-head-unit"]
     assert (a2dp.bluetooth_profile, sink.bluetooth_profile, source.bluetooth_profile) == (
         "a2dp-sink", "headset-head-unit", "headset-head-unit")
-    # the node's own keys only (see tests/data/bluetooth/README.md): the card tells the api
-    assert (a2dp.api, a2dp.card) == ("", card.name)
+    # the node's own keys only (see tests/data/bluetooth/README.md): the api is the SPA
+    # node's, the bus and form factor are the card's alone
+    assert (a2dp.api, a2dp.bus, a2dp.form_factor, a2dp.card) == ("bluez5", "", "", card.name)
+    assert (source.api, source.bus, source.form_factor) == ("bluez5", "", "")
     # WirePlumber names a node by its card-profile device id: the A2DP and the headset sink
     # are both bluez_output.<address>.1, one after the other
     assert a2dp.name == sink.name != source.name
