@@ -155,6 +155,25 @@ async def test_the_echo_canceller_on_the_test_beds_devices_comes_and_goes_whole(
         by_name = {d.name: d for d in devices}
         ec_sink, ec_source = by_name["ec_sink"], by_name["ec_source"]
         assert (ec_sink.kind, ec_source.kind, ec_source.monitor_of) == ("sink", "source", -1)
+        # its own two streams, one on each master; who owns them differs (docs/routing.md)
+        masters = {d.name: d.index for d in devices}
+        expected = [("sink-input", masters[USB_HEADSET.name]),
+                    ("source-output", masters[USB_HEADSET_MIC.name])]
+
+        def own(found: list[Stream]) -> list[Stream]:
+            return sorted((s for s in found if s.id not in streams_before),
+                          key=lambda s: s.kind.value)
+
+        linked = await eventually(
+            backend.streams, lambda found: [(s.kind.value, s.device) for s in own(found)]
+            == expected, "the echo canceller's own streams on its masters")
+        own_streams = own(linked)
+        if server.name == "pulseaudio":
+            assert {s.owner_module for s in own_streams} == {module.index}
+        else:  # pipewire-pulse 0.3.65 names no owner: only the link group ties them
+            assert {s.owner_module for s in own_streams} == {-1}
+            assert {s.properties.get("node.link-group") for s in own_streams} == {
+                ec_sink.properties["node.link-group"]}
         # nobody else moved the app's streams onto it (WirePlumber does not; PulseAudio's
         # stream-restore would only for a device name it remembers for the role)
         assert server_device_of(server, player) != ec_sink.index
