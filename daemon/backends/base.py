@@ -13,7 +13,7 @@ Errors (every method may raise them)::
     BackendError
      +-- ServerGone        the server went away or refused us: reconnect
      +-- Unsupported       this backend lacks the capability (see Capability)
-     +-- NoSuchDevice      a device named in the call does not exist (any more)
+     +-- NoSuchDevice      a device (or card) named in the call does not exist (any more)
      +-- ModuleLoadFailed  the server refused to load a module
      +-- CaptureFailed     the server ended a capture under way
      +-- ProfileUnavailable  a card has no such profile, or the server refused to switch to it
@@ -48,7 +48,8 @@ class Unsupported(BackendError):
 
 
 class NoSuchDevice(BackendError):
-    """A device named in the call does not exist (any more)."""
+    """A device (or, for :meth:`Backend.set_card_profile`, a card) named in the call does not
+    exist (any more)."""
 
 
 class ModuleLoadFailed(BackendError):

@@ -139,6 +139,7 @@ class LoadedDevice:
 
     @property
     def name(self) -> str:
+        """The device's name on the server."""
         return self.device.name
 
 
