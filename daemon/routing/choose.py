@@ -66,7 +66,8 @@ def request(devices: Iterable[Device], category: str, *, default_output: str = "
     :param override: the session's output override (``none`` | ``speaker``)
     :param preferred_input: the uid of the session's preferred input, '' for none
     """
-    outputs, inputs = [], []
+    outputs: list[RoutePort] = []
+    inputs: list[RoutePort] = []
     for device in devices:
         port = route_port(device)
         if port is not None:
@@ -219,15 +220,16 @@ def change_reason(previous: RouteDecision, current: RouteDecision,
         return RouteChangeReason.categoryChange
     if override_changed:
         return RouteChangeReason.override
-    for choice in (current.output, current.input):
-        device_id = choice.device
-        if not device_id:
+    for chosen in (current.output.device, current.input.device):
+        if not chosen:
             continue
-        if device_id in appeared:
+        if chosen in appeared:
             return RouteChangeReason.newDeviceAvailable
-        was, now = before.get(device_id), after.get(device_id)
-        if was is not None and now is not None and now.active_port != was.active_port:
-            plugged = any(p.name == now.active_port and p.available == "yes" for p in now.ports)
+        prior, present = before.get(chosen), after.get(chosen)
+        if prior is not None and present is not None \
+                and present.active_port != prior.active_port:
+            plugged = any(p.name == present.active_port and p.available == "yes"
+                          for p in present.ports)
             return RouteChangeReason.newDeviceAvailable if plugged \
                 else RouteChangeReason.routeConfigurationChange
     return RouteChangeReason.unknown

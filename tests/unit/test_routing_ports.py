@@ -43,54 +43,54 @@ def dev(kind="sink", **kw) -> Device:
 
 RULES = [
     # 1. Bluetooth, by profile, before everything else
-    ("sink", dict(api="bluez5", bluetooth_profile="a2dp-sink", bus="usb"), "bluetoothA2DP"),
-    ("sink", dict(api="bluez", bluetooth_profile="a2dp_sink"), "bluetoothA2DP"),
-    ("sink", dict(api="bluez5", bluetooth_profile="headset-head-unit"), "bluetoothHFP"),
-    ("source", dict(api="bluez5", bluetooth_profile="headset-head-unit"), "bluetoothHFP"),
-    ("sink", dict(api="bluez", bluetooth_profile="headset_head_unit"), "bluetoothHFP"),
-    ("source", dict(api="bluez", bluetooth_profile="handsfree_head_unit"), "bluetoothHFP"),
-    ("sink", dict(api="bluez5", bluetooth_profile="bap-sink"), "bluetoothLE"),
-    ("source", dict(api="bluez5", bluetooth_profile="bap-duplex"), "bluetoothLE"),
-    ("sink", dict(bus="bluetooth"), "bluetoothA2DP"),       # no profile known: a sink plays music
-    ("source", dict(bus="bluetooth"), "bluetoothHFP"),      # ... a source is a headset's mic
-    ("sink", dict(properties={"device.api": "bluez5", "api.bluez5.profile": "a2dp-sink"}),
+    ("sink", {"api": "bluez5", "bluetooth_profile": "a2dp-sink", "bus": "usb"}, "bluetoothA2DP"),
+    ("sink", {"api": "bluez", "bluetooth_profile": "a2dp_sink"}, "bluetoothA2DP"),
+    ("sink", {"api": "bluez5", "bluetooth_profile": "headset-head-unit"}, "bluetoothHFP"),
+    ("source", {"api": "bluez5", "bluetooth_profile": "headset-head-unit"}, "bluetoothHFP"),
+    ("sink", {"api": "bluez", "bluetooth_profile": "headset_head_unit"}, "bluetoothHFP"),
+    ("source", {"api": "bluez", "bluetooth_profile": "handsfree_head_unit"}, "bluetoothHFP"),
+    ("sink", {"api": "bluez5", "bluetooth_profile": "bap-sink"}, "bluetoothLE"),
+    ("source", {"api": "bluez5", "bluetooth_profile": "bap-duplex"}, "bluetoothLE"),
+    ("sink", {"bus": "bluetooth"}, "bluetoothA2DP"),       # no profile known: a sink plays music
+    ("source", {"bus": "bluetooth"}, "bluetoothHFP"),      # ... a source is a headset's mic
+    ("sink", {"properties": {"device.api": "bluez5", "api.bluez5.profile": "a2dp-sink"}},
      "bluetoothA2DP"),                                      # from the properties alone
     # 2. USB, before form factor and port
-    ("sink", dict(bus="usb", form_factor="headset", active_port="analog-output-headphones"),
+    ("sink", {"bus": "usb", "form_factor": "headset", "active_port": "analog-output-headphones"},
      "usbAudio"),
-    ("source", dict(bus="usb"), "usbAudio"),
+    ("source", {"bus": "usb"}, "usbAudio"),
     # 3. HDMI / DisplayPort, by the active port or the profile, before form factor
-    ("sink", dict(active_port="hdmi-output-1", form_factor="internal"), "HDMI"),
-    ("sink", dict(properties={"device.profile.name": "hdmi-surround"}), "HDMI"),
-    ("sink", dict(active_port="[Out] DisplayPort1"), "displayPort"),
+    ("sink", {"active_port": "hdmi-output-1", "form_factor": "internal"}, "HDMI"),
+    ("sink", {"properties": {"device.profile.name": "hdmi-surround"}}, "HDMI"),
+    ("sink", {"active_port": "[Out] DisplayPort1"}, "displayPort"),
     # 4. form factor
-    ("sink", dict(form_factor="headphone"), "headphones"),
-    ("sink", dict(form_factor="headset"), "headphones"),
-    ("source", dict(form_factor="headset"), "headsetMic"),
-    ("sink", dict(form_factor="handset"), "builtInReceiver"),
-    ("sink", dict(form_factor="internal"), "builtInSpeaker"),
-    ("sink", dict(form_factor="speaker"), "builtInSpeaker"),
-    ("source", dict(form_factor="internal"), "builtInMic"),
-    ("sink", dict(form_factor="car"), "carAudio"),
-    ("source", dict(form_factor="car"), "carAudio"),
-    ("sink", dict(form_factor="headset", active_port="analog-output-speaker"), "headphones"),
+    ("sink", {"form_factor": "headphone"}, "headphones"),
+    ("sink", {"form_factor": "headset"}, "headphones"),
+    ("source", {"form_factor": "headset"}, "headsetMic"),
+    ("sink", {"form_factor": "handset"}, "builtInReceiver"),
+    ("sink", {"form_factor": "internal"}, "builtInSpeaker"),
+    ("sink", {"form_factor": "speaker"}, "builtInSpeaker"),
+    ("source", {"form_factor": "internal"}, "builtInMic"),
+    ("sink", {"form_factor": "car"}, "carAudio"),
+    ("source", {"form_factor": "car"}, "carAudio"),
+    ("sink", {"form_factor": "headset", "active_port": "analog-output-speaker"}, "headphones"),
     # ... except that a whole card's "internal" yields to the jack in use
-    ("sink", dict(form_factor="internal", active_port="analog-output-headphones"), "headphones"),
-    ("sink", dict(form_factor="internal", active_port="analog-output-lineout"), "lineOut"),
-    ("source", dict(form_factor="internal", active_port="analog-input-headset-mic"), "headsetMic"),
-    ("source", dict(form_factor="internal", active_port="analog-input-linein"), "lineIn"),
-    ("sink", dict(form_factor="internal", active_port="analog-output-speaker"), "builtInSpeaker"),
+    ("sink", {"form_factor": "internal", "active_port": "analog-output-headphones"}, "headphones"),
+    ("sink", {"form_factor": "internal", "active_port": "analog-output-lineout"}, "lineOut"),
+    ("source", {"form_factor": "internal", "active_port": "analog-input-headset-mic"}, "headsetMic"),
+    ("source", {"form_factor": "internal", "active_port": "analog-input-linein"}, "lineIn"),
+    ("sink", {"form_factor": "internal", "active_port": "analog-output-speaker"}, "builtInSpeaker"),
     # 5. the active port's name
-    ("sink", dict(active_port="analog-output-headphones"), "headphones"),
-    ("sink", dict(active_port="analog-output-speaker"), "builtInSpeaker"),
-    ("sink", dict(active_port="analog-output-lineout"), "lineOut"),
-    ("source", dict(active_port="analog-input-mic"), "builtInMic"),
-    ("source", dict(active_port="analog-input-headset-mic"), "headsetMic"),
-    ("source", dict(active_port="analog-input-linein"), "lineIn"),
-    ("sink", dict(active_port="[Out] Headphones"), "headphones"),
+    ("sink", {"active_port": "analog-output-headphones"}, "headphones"),
+    ("sink", {"active_port": "analog-output-speaker"}, "builtInSpeaker"),
+    ("sink", {"active_port": "analog-output-lineout"}, "lineOut"),
+    ("source", {"active_port": "analog-input-mic"}, "builtInMic"),
+    ("source", {"active_port": "analog-input-headset-mic"}, "headsetMic"),
+    ("source", {"active_port": "analog-input-linein"}, "lineIn"),
+    ("sink", {"active_port": "[Out] Headphones"}, "headphones"),
     # 6. otherwise virtual
-    ("sink", dict(), "virtual"),
-    ("source", dict(), "virtual"),
+    ("sink", {}, "virtual"),
+    ("source", {}, "virtual"),
 ]
 
 
@@ -100,21 +100,21 @@ def test_each_rule_of_the_table(kind, fields, expected):
 
 
 @pytest.mark.parametrize("fields", [
-    dict(form_factor="handset"),                       # no input type for a handset
-    dict(form_factor="headphone"),                     # ... nor for headphones
-    dict(active_port="analog-output-headphones"),      # an output port's name on a source
+    {"form_factor": "handset"},                       # no input type for a handset
+    {"form_factor": "headphone"},                     # ... nor for headphones
+    {"active_port": "analog-output-headphones"},      # an output port's name on a source
 ])
 def test_an_output_fact_on_a_source_is_not_taken_for_an_input(fields):
     assert port_type(dev("source", **fields)) == VIRTUAL
 
 
 @pytest.mark.parametrize("fields", [
-    dict(api="bluez5\x00", bus="\u202eusb", form_factor="x" * 100_000),
-    dict(active_port="", properties={"device.api": 42, "device.bus": None}),
-    dict(properties={"device.profile.name": ["hdmi"], "device.form_factor": {"a": 1}}),
-    dict(active_port=7),
-    dict(properties=None),
-    dict(form_factor="HEADSET-ish"),
+    {"api": "bluez5\x00", "bus": "\u202eusb", "form_factor": "x" * 100_000},
+    {"active_port": "", "properties": {"device.api": 42, "device.bus": None}},
+    {"properties": {"device.profile.name": ["hdmi"], "device.form_factor": {"a": 1}}},
+    {"active_port": 7},
+    {"properties": None},
+    {"form_factor": "HEADSET-ish"},
 ])
 def test_absurd_or_missing_properties_are_virtual_and_never_an_error(fields):
     device = Device("sink", 1, "weird", **{k: v for k, v in fields.items()
