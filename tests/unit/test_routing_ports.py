@@ -77,7 +77,8 @@ RULES = [
     # ... except that a whole card's "internal" yields to the jack in use
     ("sink", {"form_factor": "internal", "active_port": "analog-output-headphones"}, "headphones"),
     ("sink", {"form_factor": "internal", "active_port": "analog-output-lineout"}, "lineOut"),
-    ("source", {"form_factor": "internal", "active_port": "analog-input-headset-mic"}, "headsetMic"),
+    ("source", {"form_factor": "internal", "active_port": "analog-input-headset-mic"},
+     "headsetMic"),
     ("source", {"form_factor": "internal", "active_port": "analog-input-linein"}, "lineIn"),
     ("sink", {"form_factor": "internal", "active_port": "analog-output-speaker"}, "builtInSpeaker"),
     # 5. the active port's name
