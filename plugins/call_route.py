@@ -32,20 +32,15 @@ from audiopolicyd.route import (
 )
 from audiopolicyd.routing.choose import by_preference, first_of_type
 
+from ._session_option import options_hook, settings_hook
+
 logger = logging.getLogger(__name__)
 
 TABLE = "call_route"
 OPTION = "defaultToSpeaker"
 
-
-@hookimpl
-def register_policy_settings():
-    return {TABLE: {"type": "object", "additionalProperties": False, "properties": {}}}
-
-
-@hookimpl
-def register_session_options():
-    return (OPTION,)
+register_policy_settings = settings_hook(TABLE)
+register_session_options = options_hook(OPTION)
 
 
 @hookimpl(tryfirst=True)

@@ -23,16 +23,15 @@ import logging
 from audiopolicyd import hookimpl
 from audiopolicyd.route import ECHO_CANCEL
 
+from ._session_option import settings_hook
+
 logger = logging.getLogger(__name__)
 
 TABLE = "echo_cancel_for_chat"
 #: Apple's modes for two-way voice and video.
 CHAT_MODES = ("voiceChat", "videoChat", "gameChat")
 
-
-@hookimpl
-def register_policy_settings():
-    return {TABLE: {"type": "object", "additionalProperties": False, "properties": {}}}
+register_policy_settings = settings_hook(TABLE)
 
 
 @hookimpl

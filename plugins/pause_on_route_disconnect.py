@@ -24,16 +24,15 @@ import logging
 from audiopolicyd import hookimpl
 from audiopolicyd.route import RouteReaction
 
+from ._session_option import settings_hook
+
 logger = logging.getLogger(__name__)
 
 TABLE = "pause_on_route_disconnect"
 #: The reason a session's ``InterruptionBegan`` carries.
 REASON = "routeDisconnected"
 
-
-@hookimpl
-def register_policy_settings():
-    return {TABLE: {"type": "object", "additionalProperties": False, "properties": {}}}
+register_policy_settings = settings_hook(TABLE)
 
 
 @hookimpl
