@@ -51,13 +51,13 @@ GATED = {(BLUETOOTH_HFP, OUTPUT): "allowBluetooth", (BLUETOOTH_HFP, INPUT): "all
 _DEVICE_WORD = {OUTPUT: "sink", INPUT: "source"}
 
 
-def request(devices: Iterable[Device], category: str, *, default_output: str = "",
+def request(devices: Mapping[str, Device] | Iterable[Device], category: str, *, default_output: str = "",
             default_input: str = "", session: Session | None = None,
             override: str = OVERRIDE_NONE, preferred_input: str = "") -> RouteRequest:
     """What a route is decided from, for a category (and one of its sessions).
 
-    :param devices: every sink and source (``Snapshot.devices.values()``); monitors are left
-        out of the inputs
+    :param devices: every sink and source: ``Snapshot.devices`` (by id) or the devices
+        themselves; monitors are left out of the inputs
     :param category: the category
     :param default_output: the id of the user's default sink, '' when unknown
     :param default_input: the id of the user's default source, '' when unknown
@@ -68,7 +68,7 @@ def request(devices: Iterable[Device], category: str, *, default_output: str = "
     """
     outputs: list[RoutePort] = []
     inputs: list[RoutePort] = []
-    for device in devices:
+    for device in devices.values() if isinstance(devices, Mapping) else devices:
         port = route_port(device)
         if port is not None:
             (outputs if direction_of(device) == OUTPUT else inputs).append(port)

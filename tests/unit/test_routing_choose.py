@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from audiopolicyd.model import Device, Port, Session
+from audiopolicyd.model import Device, Port, Session, Snapshot, freeze
 from audiopolicyd.policy import PolicyError, RoutePolicy, parse_policy
 from audiopolicyd.route import RouteChangeReason, RouteDecision
 from audiopolicyd.routing.choose import (
@@ -163,6 +163,14 @@ def test_a_monitor_is_never_chosen_as_an_input_and_nothing_suitable_says_so(pm, 
     assert got.input.port is None
     assert got.input.reason == ("none: nothing of record's route.input (headsetMic, usbAudio, "
                                 "default) is present; the streams stay where they are")
+
+
+def test_a_request_takes_the_snapshots_devices_by_id():
+    snapshot = Snapshot(devices=freeze({d.id: d for d in (SPEAKER, MONITOR, MIC, USB_OUT)}))
+    req = request(snapshot.devices, "playAndRecord")
+    assert [p.device for p in req.outputs] == ["sink:0", "sink:2"]
+    assert [p.device for p in req.inputs] == ["source:0"]  # the monitor is no input
+    assert req == request(snapshot.devices.values(), "playAndRecord")
 
 
 def test_among_ports_of_one_type_the_users_default_is_taken(policies):
