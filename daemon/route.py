@@ -70,7 +70,7 @@ UID_SEPARATOR = "/"
 
 class RouteChangeReason(enum.IntEnum):
     """Why a route changed: ``AVAudioSession.RouteChangeReason``, Apple's names and numbers
-    (5, ``categoryChange``'s old neighbour, is unused by Apple too)."""
+    (Apple defines no 5)."""
 
     unknown = 0
     newDeviceAvailable = 1

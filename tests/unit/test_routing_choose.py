@@ -290,9 +290,12 @@ def test_shipped_route_preferences(policies):
     for category in ("playback", "soloAmbient", "ambient"):
         assert route[category].output == ("default",)
     assert route["playback"].interrupt_on_disconnect is True
-    for category in ("playback", "playAndRecord"):
-        assert {"pause_on_route_disconnect", "call_route", "echo_cancel_for_chat"} & \
-            set(policies.policies[category].plugins)
+    routing = {"pause_on_route_disconnect", "call_route", "echo_cancel_for_chat"}
+    enabled = {c: routing & set(p.plugins) for c, p in policies.policies.items()}
+    assert enabled == {"playback": {"pause_on_route_disconnect"},
+                       "playAndRecord": {"call_route", "echo_cancel_for_chat"},
+                       **{c: set() for c in ("ambient", "soloAmbient", "record", "multiRoute",
+                                             "audioProcessing")}}
 
 
 def test_every_bad_route_key_is_a_problem_in_one_pass():
