@@ -51,8 +51,8 @@ GATED = {(BLUETOOTH_HFP, OUTPUT): "allowBluetooth", (BLUETOOTH_HFP, INPUT): "all
 _DEVICE_WORD = {OUTPUT: "sink", INPUT: "source"}
 
 
-def request(devices: Mapping[str, Device] | Iterable[Device], category: str, *, default_output: str = "",
-            default_input: str = "", session: Session | None = None,
+def request(devices: Mapping[str, Device] | Iterable[Device], category: str, *,
+            default_output: str = "", default_input: str = "", session: Session | None = None,
             override: str = OVERRIDE_NONE, preferred_input: str = "") -> RouteRequest:
     """What a route is decided from, for a category (and one of its sessions).
 
