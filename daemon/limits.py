@@ -46,6 +46,10 @@ TARGET_CHARS = 4096
 APP_ID_CHARS = 512
 #: ``RegisterPermissionAgent``'s and ``UnregisterPermissionAgent``'s object path.
 OBJECT_PATH_CHARS = 256
+#: ``SetPreferredInput``'s port uid: a device's name, ``/`` and its active port's name
+#: (PulseAudio caps a device's name at 128 characters, ``PA_NAME_MAX``; pipewire-pulse takes
+#: a node's name, which has no such cap).
+PORT_UID_CHARS = 1024
 #: Entries of the ``details`` a prompt agent returns (reserved, read as nothing).
 AGENT_DETAILS_ITEMS = 32
 

@@ -69,8 +69,8 @@ import logging
 
 from ..errors import (
     AudioPolicyError, CannotInterruptOthers, DaemonNotRunning, IncompatibleCategoryOption,
-    InsufficientPriority, Internal, NoSuchSession, NotOwner, TooManySessions, UnknownCategory,
-    UnknownMode, UnknownOption,
+    InputUnavailable, InsufficientPriority, Internal, NoSuchSession, NotOwner, TooManySessions,
+    UnknownCategory, UnknownMode, UnknownOption, UnknownPortOverride,
 )
 from ..names import BUS_NAME, ERROR_PREFIX, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE
 from .bus import DaemonClient, call, connect, error_from_reply, plain
@@ -94,6 +94,7 @@ __all__ = [
     "DaemonClient",
     "DaemonNotRunning",
     "IncompatibleCategoryOption",
+    "InputUnavailable",
     "InsufficientPriority",
     "Internal",
     "NoSuchSession",
@@ -102,6 +103,7 @@ __all__ = [
     "UnknownCategory",
     "UnknownMode",
     "UnknownOption",
+    "UnknownPortOverride",
     "call",
     "connect",
     "error_from_reply",
