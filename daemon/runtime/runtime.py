@@ -83,6 +83,9 @@ class Runtime:
         self.on_effects = self.read.on_effects
         self.on_streams = self.read.on_streams
         self.on_server = self.connection.on_server
+        #: ``on_pass()`` after every decision pass (effects and routes decided), on the event
+        #: loop; must not block. A listener that raises is logged, never stops enforcement.
+        self.on_pass: list[Callable[[], None]] = []
         self.connected = self.mirror.connected
         self._scheduled = False
         self._probes: list[asyncio.Future] = []  # answers() waiting for the next pass
@@ -206,6 +209,11 @@ class Runtime:
     def reconcile(self) -> None:
         """Decide, journal, then send every write at once."""
         self.read.changed(self.decisions.run())
+        for listener in list(self.on_pass):
+            try:
+                listener()
+            except Exception:  # what a listener tells is not enforcement
+                logger.exception("a decision-pass listener failed")
 
     async def answers(self, timeout: float) -> bool:
         """Whether a decision pass runs, and succeeds, within ``timeout`` seconds: the
