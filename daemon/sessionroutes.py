@@ -11,8 +11,8 @@ new decision), and tells the session's listeners (:attr:`AppSessions.listeners
 Semantics, Apple's where it speaks:
 
 * ``current_route``: ``AVAudioSession.currentRoute``: the route the router last decided for
-  the session (its inputs and outputs, each a :class:`~audiopolicyd.route.RoutePort`); empty
-  before the first decision and while the audio server is away.
+  the session (its inputs and outputs, each a :class:`~audiopolicyd.route.RoutePort`), kept
+  while the audio server is away; empty before the first decision.
 * ``available_inputs``: ``AVAudioSession.availableInputs``: every input port present that the
   session's category could use: none for a category that does not record; a Bluetooth HFP
   input only when the session takes ``allowBluetooth`` in a category that offers it (the
