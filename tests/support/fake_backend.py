@@ -49,8 +49,8 @@ def fake_ids(kind: StreamKind, index: int, properties: Mapping[str, str]) -> dic
     return {"id": stream_id(kind, index), "restore_key": restore_key(kind, properties)}
 
 
-#: The device of a stream not linked yet (``PA_INVALID_INDEX``).
-UNLINKED = 0xFFFFFFFF
+#: The device of a stream not linked yet (the backend's '' for ``PA_INVALID_INDEX``).
+UNLINKED = ""
 
 
 class FakeServer:
@@ -337,7 +337,7 @@ class FakeBackend(Backend):
         if device.kind != want:
             raise ValueError(f"a {stream.kind.value} moves to a {want}, not to a {device.kind}")
         self._device(device)
-        await self.server._write(stream.id, "device", device.index)
+        await self.server._write(stream.id, "device", self.server.device(device.name).id)
 
     async def default_devices(self) -> DefaultDevices:
         self._check()

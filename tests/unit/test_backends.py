@@ -212,7 +212,7 @@ async def test_the_fake_moves_sets_defaults_loads_modules_and_captures():
     headphones = fake.device("headphones")
     assert headphones.id == "sink:2"
     await backend.move_stream(stream, headphones)
-    assert fake.state[stream.id].device == 2
+    assert fake.state[stream.id].device == headphones.id  # the device's id, no more its index
     with pytest.raises(ValueError):
         await backend.move_stream(stream, fake.device("mic"))
     with pytest.raises(NoSuchDevice):
