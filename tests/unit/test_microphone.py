@@ -361,6 +361,28 @@ def test_pipewire_pulse_sinks_and_monitors_share_an_index():
     assert quiet_monitors(graph(*streams, devices=devices)) == frozenset()
 
 
+def test_device_ids_are_opaque_to_the_microphone_paths():
+    """The core compares device ids, never parses them (issue 10): ids of another shape than
+    the PulseAudio backend's, on devices that all share one server index, make the same
+    paths; a stream on no device ('') is not linked and records the microphone (fail closed)."""
+    devices = [Device("sink", 1, "trap", id="dev-A"),
+               Device("source", 1, "trap.monitor", monitor_of="dev-A", id="dev-B"),
+               Device("source", 1, "mic", id="dev-C")]
+    quiet = quiet_monitors(graph(devices=devices))
+    assert quiet == {"dev-B"}
+    assert not is_microphone(rec(1, "dev-B"), quiet)  # on the monitor
+    assert is_microphone(rec(2, "dev-C"), quiet)  # on the plain source
+    assert is_microphone(rec(3, "dev-Z"), quiet)  # on a source not listed yet
+    unlinked = rec(4, "")
+    assert rec(5, "dev-C").linked and not unlinked.linked and not unlinked.playing
+    assert is_microphone(unlinked, quiet)
+    # a module's loopback from the plain source into the sink: its monitor is a microphone path
+    loopback = (rec(6, "dev-C", module=3), out(6, "dev-A", module=3))
+    assert quiet_monitors(graph(*loopback, devices=devices)) == frozenset()
+    # and a quiet set holding '' (no backend's) still leaves an unlinked stream a microphone's
+    assert is_microphone(unlinked, frozenset({""}))
+
+
 @given(st.lists(st.tuples(st.sampled_from(["rec", "out"]), st.integers(-1, 8),
                           st.integers(-1, 3)), max_size=12), st.randoms())
 def test_paths_do_not_depend_on_order_and_more_modules_never_quiet_a_source(streams, rnd):

@@ -304,6 +304,44 @@ async def test_modules_are_trusted_as_the_server_instance_had_them_first(server,
     assert daemon.reconciler.trusted_modules == {1, 9}
 
 
+async def test_the_gate_works_on_opaque_device_ids(server, start, caplog):
+    """The mirror, the gate and the microphone paths take a backend's device ids as they come
+    (issue 10): ids of another shape than ``sink:N``, a sink and its monitor at one index (as
+    on pipewire-pulse). A recording of the monitor is exempt, one of the microphone is held;
+    a loopback loaded at run time from the microphone into the sink makes the monitor's
+    recording a microphone stream, and the gate names the source it captures."""
+    server.devices = [Device("sink", 0, "speaker", id="dev-speaker"),
+                      Device("source", 1, "mic", id="dev-mic"),
+                      Device("sink", 4, "trap", id="dev-trap"),
+                      Device("source", 4, "trap.monitor", monitor_of="dev-trap",
+                             id="dev-trap-monitor")]
+    daemon = await start(microphone=True)
+    assert set(daemon.reconciler.devices) == {"dev-speaker", "dev-mic", "dev-trap",
+                                              "dev-trap-monitor"}
+    gates = daemon.reconciler.gates
+
+    def on(index, kind, device, module=-1, **kw):
+        return dataclasses.replace(make_stream(index, kind, **kw), device=device,
+                                   owner_module=module,
+                                   module="module-loopback" if module >= 0 else "")
+
+    server.add(on(1, StreamKind.SOURCE_OUTPUT, "dev-trap-monitor", app="rec"))
+    server.add(on(2, StreamKind.SOURCE_OUTPUT, "dev-mic", app="rec2"))
+    await until(lambda: gates.get("source-output:1") is Gate.EXEMPT
+                and gates.get("source-output:2") is Gate.BLOCKED, "the two recordings gated")
+    # muted on `new` until known (fail closed), then lifted for the monitor's
+    await until(lambda: not server.state["source-output:1"].muted, "the monitor's unmuted")
+    assert server.state["source-output:2"].muted
+    server.modules.append(Module(5, "module-loopback", "source=mic sink=trap"))
+    with caplog.at_level("WARNING", logger="audiopolicyd.microphone.gate"):
+        server.add(on(3, StreamKind.SOURCE_OUTPUT, "dev-mic", module=5))
+        server.add(on(3, StreamKind.SINK_INPUT, "dev-trap", module=5))
+        await until(lambda: gates.get("source-output:1") is Gate.BLOCKED,
+                    "the monitor's recording gated once the microphone feeds the sink")
+    assert server.state["source-output:1"].muted
+    assert "module-loopback #5 loaded at run time captures mic: gated" in caplog.text
+
+
 async def test_an_untrusted_modules_microphone_stream_is_gated_as_the_module(server, tmp_path,
                                                                           policies, pm):
     # the graph of issue 9 item 2: a trusted loopback (module 2) from mic into speaker, one
