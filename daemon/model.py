@@ -15,7 +15,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, TypeVar
 
-#: PulseAudio's PA_VOLUME_NORM: the raw volume of 100 % (0 dB).
+#: The model's volume scale, for every backend: PulseAudio's ``pa_volume_t``, an integer per
+#: channel, VOLUME_NORM (PA_VOLUME_NORM, 65536) = 100 % = 0 dB, cubic (linear gain =
+#: (v / 65536) ** 3; PulseAudio's ``pa_sw_volume_to_linear``). pipewire-pulse maps PipeWire's
+#: linear ``channelVolumes`` to it the same way; a native PipeWire backend converts with the
+#: cube root. Ducking multiplies this value (a duck level of 0.2 is 20 % of it).
 VOLUME_NORM = 65536
 
 #: The seven AVAudioSession categories, with Apple's identifiers.
@@ -88,7 +92,7 @@ class Stream:
     :param index: the server's object index (unique per kind while the server runs)
     :param properties: the stream's property list (``media.role``, ``application.name``...),
         values decoded as UTF-8 with replacement; never trusted for identity
-    :param volume: raw per-channel volume (``pa_volume_t`` integers, 65536 = 100 %)
+    :param volume: raw per-channel volume on the model's scale (:data:`VOLUME_NORM`)
     :param muted: the server's mute flag
     :param corked: True while the client has paused (corked) the stream
     :param device: the :attr:`Device.id` of the sink (playback) or source (recording) the

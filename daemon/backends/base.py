@@ -203,7 +203,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def set_volume(self, stream_id: str, volume: Sequence[int]) -> None:
-        """Set a stream's raw per-channel volume (``pa_volume_t``, 65536 = 100 %).
+        """Set a stream's raw per-channel volume, on the model's scale
+        (:data:`~audiopolicyd.model.VOLUME_NORM`: ``pa_volume_t``, 65536 = 100 %; a backend
+        whose server counts otherwise converts).
 
         A stream that vanished meanwhile is not an error.
 

@@ -1,7 +1,7 @@
 """The PulseAudio-protocol backend (PulseAudio 16 and pipewire-pulse), on pulsectl-asyncio.
 
-Event-driven: one subscription to sink-input, source-output, sink, source, card, module,
-client and server events; a device's or card's ``change`` events are coalesced
+Event-driven: one subscription to sink-input, source-output, sink, source, card, module and
+server events (and client events on pipewire-pulse); a device's or card's ``change`` events are coalesced
 (:mod:`~audiopolicyd.backends.coalesce`). Requests are pipelined: callers issue many writes
 concurrently and libpulse sends them without waiting for each reply. What the protocol's
 objects become in the model (ids, restore keys, bounded properties, cards and ports) is
@@ -146,7 +146,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         return self._pulse
 
     async def events(self) -> AsyncIterator[Event]:
-        source = self._p.subscribe_events(*_FACILITIES, "client")
+        source = self._p.subscribe_events(*_FACILITIES, *self.client_facilities())
         coalescer = Coalescer()
         loop = asyncio.get_running_loop()
         # the next server event while folded changes wait for their window: awaited with a
@@ -184,17 +184,14 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
 
     def _event(self, ev) -> Event | None:
         """A server event in the model's terms, None for one only the backend uses."""
-        if ev.facility == "client":
-            # a client's properties may change (pipewire-pulse: SET_CLIENT_NAME); read them
-            # again for its next stream
-            if ev.t != "new":
-                self._clients.pop(ev.index, None)
-            return None
         # pulsectl's EnumValue compares equal to its name but does not str() to it
+        etype = next(t for t in ("new", "change", "remove") if ev.t == t)
+        if ev.facility == "client":
+            self.client_event(etype, ev.index)
+            return None
         facility = next((v for k, v in _FACILITIES.items() if ev.facility == k), None)
         if facility is None:
             return None
-        etype = next(t for t in ("new", "change", "remove") if ev.t == t)
         if etype == "remove" and facility in _KINDS:
             self._forget_unreadable(_KINDS[facility], ev.index)
         if facility == "module":

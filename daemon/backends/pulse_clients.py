@@ -3,16 +3,22 @@
 
 Who a stream's client is. Each stream carries what the server vouches for about its client
 (:attr:`Stream.vouched <audiopolicyd.model.Stream.vouched>`), read from the client's property
-list (cached by client index, dropped on the client's ``change`` and ``remove`` events) and
-decided per server: nothing on PulseAudio, where the whole list is the client's word; on
+list and decided per server: nothing on PulseAudio, where the whole list is the client's word; on
 pipewire-pulse, the ``pipewire.sec.*`` keys PipeWire takes from the kernel, for a native
 PipeWire client only (a PulseAudio-protocol client's are pipewire-pulse's own: its
 ``pipewire.sec.pid`` listens on the socket we talk to). docs/microphone.md says what was
 verified on each server.
+
+Client events are followed on pipewire-pulse only (PulseAudio vouches for nothing). A client's
+properties are read as soon as it appears or changes, cached by client index and dropped on
+its ``remove`` event: a client connects before it makes a stream, so the read of its first
+stream finds them, or waits for a read already on its way, instead of costing a second round
+trip after the stream's own read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -23,6 +29,7 @@ import pulsectl_asyncio
 
 from ..identity import listens_on
 from ..model import Stream, freeze
+from .base import ServerGone
 from .pulse_convert import INVALID_INDEX, props
 
 logger = logging.getLogger(__name__)
@@ -57,7 +64,40 @@ class ClientVouching:
         #: dropped on the client's change and remove events.
         self._clients: dict[int, Mapping[str, str]] = {}
         self._client_ids: dict[str, int] = {}  # PipeWire object.id -> client index
+        #: The read of each client on its way (:meth:`client_event`), by client index.
+        self._client_reads: dict[int, asyncio.Future] = {}
         self._pulse_server_pids: dict[int, bool] = {}  # pid -> serves our pulse socket
+
+    def client_facilities(self) -> tuple[str, ...]:
+        """The event facilities this part follows: ``client`` on pipewire-pulse, none on
+        PulseAudio (nothing there is vouched for)."""
+        return ("client",) if self._pipewire else ()
+
+    def client_event(self, etype: str, index: int) -> None:
+        """A client's ``new``, ``change`` or ``remove`` event (pipewire-pulse): forget what was
+        read of it; read a new or changed client at once, ahead of its streams."""
+        self._clients.pop(index, None)
+        self._client_reads.pop(index, None)
+        if etype != "remove" and self._pipewire:
+            read = asyncio.ensure_future(self._read_client(index))
+            read.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._client_reads[index] = read
+
+    async def _read_client(self, index: int) -> None:
+        """Read client *index* and cache what the server vouches for about it, unless a later
+        event made this read stale (the client changed again or went)."""
+        this = asyncio.current_task()
+        try:
+            client = await self._call(self._p.client_info(index))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed, ServerGone):
+            return
+        if self._client_reads.get(index) is this:
+            self._remember(index, client.proplist)
+
+    def _remember(self, index: int, proplist: dict) -> None:
+        self._clients[index] = self._vouch(proplist)
+        if isinstance((proplist or {}).get("object.id"), str):
+            self._client_ids[proplist["object.id"]] = index
 
     def _pulse_socket(self) -> str:
         """The path of the PulseAudio-protocol socket we talk to ('' when not a Unix socket):
@@ -97,9 +137,9 @@ class ClientVouching:
         return freeze({k: properties[k] for k in VOUCHED_KEYS if k in properties})
 
     def _learn_clients(self, clients: list) -> None:
-        self._clients = {c.index: self._vouch(c.proplist) for c in clients}
-        self._client_ids = {c.proplist["object.id"]: c.index for c in clients
-                            if isinstance((c.proplist or {}).get("object.id"), str)}
+        self._clients, self._client_ids = {}, {}
+        for client in clients:
+            self._remember(client.index, client.proplist)
 
     def _client_index(self, info) -> int | None:
         """The index of a stream's client: the server's ``client`` field; on pipewire-pulse,
@@ -116,7 +156,8 @@ class ClientVouching:
         return self._client_ids.get(object_id) if isinstance(object_id, str) else None
 
     async def _learn_client(self, info) -> None:
-        """Read what the server vouches for about a stream's client when it is not cached."""
+        """Read what the server vouches for about a stream's client when it is not cached (or
+        wait for the read of it on its way)."""
         if not self._pipewire:
             return
         index = self._client_index(info)
@@ -130,13 +171,17 @@ class ClientVouching:
             return
         if index is None or index in self._clients:
             return
+        pending = self._client_reads.get(index)
+        if pending is not None:
+            # shielded: a libpulse operation is never cancelled from outside
+            await asyncio.shield(pending)
+            if index in self._clients:
+                return
         try:
             client = await self._call(self._p.client_info(index))
         except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
             return
-        self._clients[index] = self._vouch(client.proplist)
-        if isinstance((client.proplist or {}).get("object.id"), str):
-            self._client_ids[client.proplist["object.id"]] = index
+        self._remember(index, client.proplist)
 
     def _vouched(self, stream: Stream, info) -> Stream:
         """*stream* with what the server vouches for about its client (cached reads only)."""
