@@ -19,12 +19,13 @@ skipped for the call; the daemon goes on (see :func:`audiopolicyd.pluginmanager.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pluggy
 
 from .model import Session, Stream
 from .policy import Interaction, Policy, PolicySet
+from .route import PortChoice, RouteChange, RoutedStream, RouteReaction, RouteRequest
 
 hookspec = pluggy.HookspecMarker("audiopolicyd")
 
@@ -177,4 +178,78 @@ def decide_interaction(trigger: Session, victim: Session, stream: Stream,
     :param settings: the plugin's table in the trigger's policy (read-only)
     :returns: the interaction to apply instead (build it with :func:`dataclasses.replace`), or
         None to keep the policy's decision
+    """
+
+
+# -- routing ---------------------------------------------------------------------------------
+
+@hookspec(firstresult=True)
+def choose_route(direction: str, request: RouteRequest, policy: Policy,
+                 settings: Mapping[str, Any]) -> PortChoice | None:
+    """Choose the output or the input of a category's route (or of one session's).
+
+    Called inside the pure routing decision (:func:`audiopolicyd.routing.decide.decide_route`)
+    once per direction the category uses, whenever the devices, the user's default devices or
+    a session's mode, options, override or preferred input change; must be fast and must not
+    block. Stops at the first non-None result. The category's own policy counts (the
+    ``playAndRecord`` speaker override and ``defaultToSpeaker``: ``call_route``). With no
+    answer the default rule decides: the preferred input, then the policy's ``[route]``
+    preferences (:mod:`audiopolicyd.routing.choose`).
+
+    :param direction: ``output`` or ``input``
+    :param request: what the route is decided from: the ports present in both directions, the
+        user's default devices (ids), the session's mode, options, override and preferred input
+        (read-only)
+    :param policy: the category's policy (read-only); ``policy.route`` holds its preferences
+    :param settings: the plugin's table in that policy (read-only)
+    :returns: the choice (a :class:`~audiopolicyd.route.PortChoice` whose port is one of
+        ``request``'s ports of ``direction``, or None as the port for "nothing suitable"),
+        with a short reason starting with the port type; or None to leave it to the next
+        plugin and the default rule. An answer naming a port that is not present is ignored
+        with a warning
+    """
+
+
+@hookspec
+def react_to_route_change(change: RouteChange, streams: tuple[RoutedStream, ...],
+                          policy: Policy, settings: Mapping[str, Any]
+                          ) -> Iterable[RouteReaction] | None:
+    """Decide what happens to a category's streams when its route changes.
+
+    Called once per category whose route changed (:func:`audiopolicyd.routing.choose.
+    route_change`), when the runtime learns of the change (the removal of a device, before
+    the server has moved its streams elsewhere when it can); must be fast and must not block.
+    Every enabled plugin is called and all reactions apply. The category's own policy counts
+    (Apple's ``prefersInterruptionOnRouteDisconnect``: ``pause_on_route_disconnect``). The
+    runtime applies the reactions (mute, pause through MPRIS) and the route change itself;
+    plugins never touch the server.
+
+    :param change: the category's previous and current decisions, the reason, the devices
+        that went and appeared (read-only)
+    :param streams: the category's streams, each with the device it was on before the change
+        (read-only)
+    :param policy: the category's policy (read-only)
+    :param settings: the plugin's table in that policy (read-only)
+    :returns: reactions for some of ``streams`` (those naming another stream are ignored), or
+        None for none
+    """
+
+
+@hookspec(firstresult=True)
+def propose_processing(session: Session, policy: Policy,
+                       settings: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Propose the signal processing a session's streams get while it is active.
+
+    Called when a session becomes active and when its category or mode changes (the runtime
+    loads and removes the processing); must be fast and must not block. Stops at the
+    first non-None result. Not called for a session in mode ``measurement``, which never gets
+    processing (Apple's measurement mode minimises it). The session's own category's policy
+    counts (``echo_cancel_for_chat`` in ``playAndRecord``).
+
+    :param session: the session (read-only)
+    :param policy: its category's policy (read-only)
+    :param settings: the plugin's table in that policy (read-only)
+    :returns: names from :data:`audiopolicyd.route.PROCESSING` (``("echo-cancel",)``), an
+        empty tuple for "none" (later plugins are not asked), or None to leave it to the next
+        plugin (no answer: none). Unknown names are ignored with a warning
     """

@@ -15,6 +15,10 @@ Which plugin is called for what (the rules of :mod:`audiopolicyd.hookspecs`):
   every category with empty ``settings`` (a site-wide classifier, say).
 * A plugin declares at most one table: its table is how a policy names it.
 
+A third-party plugin that declares the settings table of a built-in **replaces** it: the
+built-in is unregistered (logged by name) and the policies that name the table enable the
+third-party plugin instead (:func:`replace_builtins`).
+
 Loading never stops at one bad plugin: entry points are loaded one by one, and after loading
 :meth:`PluginManager.check_pending` blocks (by name, logged) any plugin implementing a hook that
 does not exist, so a misspelt hook is an error you see rather than code that never runs.
@@ -42,7 +46,9 @@ ENTRY_POINT_GROUP = "audiopolicyd.plugins"
 #: enable them.
 BUILTIN = ("audiopolicyd.plugins.record", "audiopolicyd.plugins.duck_others",
            "audiopolicyd.plugins.interrupt_spoken_audio", "audiopolicyd.plugins.mix_with_others",
-           "audiopolicyd.plugins.ask_microphone_on_activation")
+           "audiopolicyd.plugins.ask_microphone_on_activation", "audiopolicyd.plugins.call_route",
+           "audiopolicyd.plugins.pause_on_route_disconnect",
+           "audiopolicyd.plugins.echo_cancel_for_chat")
 
 #: The settings a global plugin gets.
 NO_SETTINGS: Mapping[str, Any] = freeze({})
@@ -159,9 +165,40 @@ def make_plugin_manager(load_entry_points: bool = True) -> PluginManager:
     for name in BUILTIN:
         pm.register(importlib.import_module(name), name=name.rsplit(".", 1)[-1])
     if load_entry_points:
-        load_entry_point_plugins(pm)
+        replace_builtins(pm, load_entry_point_plugins(pm))
     pm.check_pending()
     return pm
+
+
+def replace_builtins(pm: PluginManager, names: Iterable[str]) -> list[str]:
+    """Unregister each built-in whose settings table a plugin of ``names`` also declares.
+
+    A third-party plugin replaces a built-in by declaring its table (``[plugins.call_route]``):
+    the policies that name the table then enable the third-party plugin, and the built-in is
+    never called. Two third-party plugins declaring one table remain an error
+    (:func:`plugin_settings_schemas`).
+
+    :param names: the names of the plugins loaded from entry points
+    :returns: the names of the built-ins unregistered, each logged with its replacement
+    """
+    builtins = {name.rsplit(".", 1)[-1] for name in BUILTIN}
+    declared = pm.declared()
+    owner = {table: name for name in builtins for table in _tables(declared.get(name))}
+    replaced = []
+    for name in names:
+        for table in _tables(declared.get(name)):
+            builtin = owner.get(table)
+            if builtin is not None and pm.get_plugin(builtin) is not None:
+                pm.unregister(name=builtin)
+                logger.info("plugin %r replaces the built-in plugin %r ([plugins.%s])", name,
+                            builtin, table)
+                replaced.append(builtin)
+    return replaced
+
+
+def _tables(declared: Any) -> tuple[str, ...]:
+    """The tables of one plugin's :meth:`PluginManager.declared` entry (none when broken)."""
+    return tuple(declared) if isinstance(declared, dict) else ()
 
 
 def load_entry_point_plugins(pm: pluggy.PluginManager, group: str = ENTRY_POINT_GROUP) -> list[str]:

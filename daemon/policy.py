@@ -44,6 +44,11 @@ A policy document (see ``policies/*.toml`` and docs/policies.md)::
     [[classify]]                  # a server module's streams: only by naming the module
     module = ["module-loopback"]
 
+    [route]                       # where the category's streams go (docs/routing.md)
+    output = ["usbAudio", "headphones", "default"]   # port types, first present wins;
+    input = ["headsetMic", "default"]                # "default": the user's default device
+    interrupt_on_disconnect = true  # Apple's prefersInterruptionOnRouteDisconnect
+
     [plugins.record]              # settings of a plugin, validated by the plugin's schema
 
 Directions: a category handles playback streams when ``plays`` is true, recording streams
@@ -67,6 +72,7 @@ import jsonschema
 
 from .limits import QUOTE_CHARS, quote
 from .model import CATEGORIES, MODES, OPTIONS, Action, Stream, StreamKind, freeze
+from .route import DEFAULT, INPUT_ONLY, OUTPUT_ONLY, PORT_TYPES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -128,6 +134,23 @@ _INTERACTION = {
         "duck_ramp_ms": {"type": "integer", "minimum": 0, "maximum": 10000},
     },
     "required": ["others"],
+}
+
+
+#: Most entries of a ``[route]`` preference list (one per port type, and ``default``).
+_MAX_PREFERENCES = len(PORT_TYPES) + 1
+_ROUTE = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "output": {"type": "array", "uniqueItems": True, "minItems": 1,
+                   "maxItems": _MAX_PREFERENCES,
+                   "items": {"enum": [DEFAULT, *(t for t in PORT_TYPES if t not in INPUT_ONLY)]}},
+        "input": {"type": "array", "uniqueItems": True, "minItems": 1,
+                   "maxItems": _MAX_PREFERENCES,
+                  "items": {"enum": [DEFAULT, *(t for t in PORT_TYPES if t not in OUTPUT_ONLY)]}},
+        "interrupt_on_disconnect": {"type": "boolean"},
+    },
 }
 
 
@@ -221,6 +244,7 @@ def _schema(plugin_schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
                     },
                 },
             },
+            "route": _ROUTE,
             "plugins": {
                 "type": "object",
                 "additionalProperties": False,
@@ -341,6 +365,23 @@ def direction_of(stream: Stream) -> str:
 
 
 @dataclass(frozen=True)
+class RoutePolicy:
+    """A category's ``[route]`` table: where its streams go (docs/routing.md).
+
+    :param output: port types (:data:`audiopolicyd.route.PORT_TYPES`) and ``default`` (the
+        user's default sink), in order of preference: the first present wins
+    :param input: the same for inputs (``default``: the user's default source)
+    :param interrupt_on_disconnect: Apple's ``prefersInterruptionOnRouteDisconnect``: when the
+        device a playing stream of the category is on goes away, the stream is muted and its
+        player paused (by the ``pause_on_route_disconnect`` plugin, where the policy enables it)
+    """
+
+    output: tuple[str, ...] = (DEFAULT,)
+    input: tuple[str, ...] = (DEFAULT,)
+    interrupt_on_disconnect: bool = True
+
+
+@dataclass(frozen=True)
 class Policy:
     """One validated category policy. Field meanings: see the module docstring."""
 
@@ -359,6 +400,7 @@ class Policy:
     classify: tuple[ClassifyRule, ...]
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: freeze({}))
     description: str = ""
+    route: RoutePolicy = field(default_factory=RoutePolicy)
 
     @property
     def directions(self) -> frozenset[str]:
@@ -628,7 +670,15 @@ def parse_policy(doc: Mapping[str, Any], file: str,
         classify=rules,
         plugins=freeze({k: freeze(v) for k, v in doc.get("plugins", {}).items()}),
         description=doc.get("description", ""),
+        route=_route_policy(doc.get("route", {})),
     )
+
+
+def _route_policy(table: Mapping[str, Any]) -> RoutePolicy:
+    """The validated ``[route]`` table; absent preferences are ``["default"]``."""
+    return RoutePolicy(output=tuple(table.get("output", (DEFAULT,))),
+                       input=tuple(table.get("input", (DEFAULT,))),
+                       interrupt_on_disconnect=table.get("interrupt_on_disconnect", True))
 
 
 @dataclass(frozen=True)

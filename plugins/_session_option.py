@@ -2,7 +2,8 @@
 
 Each option (``mixWithOthers``, ``duckOthers``, ``interruptSpokenAudioAndMixWithOthers``) is a
 plugin of its own, enabled by an empty table; all three make the session that takes them
-mixable, and explain their decisions as ``(session option): <option>``.
+mixable, and explain their decisions as ``(session option): <option>``. Other plugins without
+settings (the routing ones) take :func:`settings_hook` and :func:`options_hook` too.
 """
 
 from __future__ import annotations

@@ -13,9 +13,10 @@ Errors (every method may raise them)::
     BackendError
      +-- ServerGone        the server went away or refused us: reconnect
      +-- Unsupported       this backend lacks the capability (see Capability)
-     +-- NoSuchDevice      a device named in the call does not exist (any more)
+     +-- NoSuchDevice      a device (or card) named in the call does not exist (any more)
      +-- ModuleLoadFailed  the server refused to load a module
      +-- CaptureFailed     the server ended a capture under way
+     +-- ProfileUnavailable  a card has no such profile, or the server refused to switch to it
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ class Unsupported(BackendError):
 
 
 class NoSuchDevice(BackendError):
-    """A device named in the call does not exist (any more)."""
+    """A device (or, for :meth:`Backend.set_card_profile`, a card) named in the call does not
+    exist (any more)."""
 
 
 class ModuleLoadFailed(BackendError):
@@ -67,11 +69,17 @@ class Capability(enum.Flag):
     MODULES = enum.auto()  #: :meth:`Backend.load_module`, :meth:`Backend.unload_module`
     CAPTURE = enum.auto()  #: :meth:`Backend.capture`
     KILL_RECORDINGS = enum.auto()  #: :meth:`Backend.kill` of a recording stream
+    CARD_PROFILES = enum.auto()  #: :meth:`Backend.set_card_profile`
 
 
 class CaptureFailed(BackendError):
     """The server ended a capture under way: its device went away, or a client killed the
     recording stream."""
+
+
+class ProfileUnavailable(BackendError):
+    """A card has no profile of that name, or the server refused to switch to it (a Bluetooth
+    headset that does not offer HFP now; PulseAudio answers such a switch with an error)."""
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,29 @@ class Backend(abc.ABC):
         ``pa_context_get_card_info_list``). A machine without sound hardware has none.
 
         :raises Unsupported: without :attr:`Capability.CARDS`
+        """
+
+    @abc.abstractmethod
+    async def set_card_profile(self, card: Card, profile: str) -> None:
+        """Switch a card to another of its profiles (``pactl set-card-profile CARD PROFILE``;
+        libpulse's ``pa_context_set_card_profile_by_index``). The server replaces the card's
+        devices: a Bluetooth headset's card going from A2DP (PulseAudio ``a2dp_sink``,
+        PipeWire ``a2dp-sink``) to HSP/HFP (``headset_head_unit`` or ``handsfree_head_unit``,
+        PipeWire ``headset-head-unit``) loses its A2DP sink and gets a headset sink and source,
+        with their ``remove`` and ``new`` events, then a ``change`` of the card; streams on a
+        device that goes are moved by the server, as when a device is unplugged. The call
+        returns when the server has answered, not when every event has arrived.
+
+        :param card: the card, as :meth:`cards` gives it (its index and name must still be a
+            card's)
+        :param profile: the name of one of the card's :attr:`Card.profiles
+            <audiopolicyd.model.Card.profiles>` (``a2dp-sink``, ``off``...); the active one is
+            no error (nothing changes)
+        :raises NoSuchDevice: when the card does not exist (any more), or another card has its
+            index now
+        :raises ProfileUnavailable: when the card has no such profile, or the server refuses
+            the switch (an unavailable profile)
+        :raises Unsupported: without :attr:`Capability.CARD_PROFILES`
         """
 
     @abc.abstractmethod

@@ -1,5 +1,5 @@
-"""Moving streams, default devices, modules and capture over the PulseAudio protocol (a part
-of :class:`~audiopolicyd.backends.pulse.PulseBackend`)."""
+"""Moving streams, card profiles, default devices, modules and capture over the PulseAudio
+protocol (a part of :class:`~audiopolicyd.backends.pulse.PulseBackend`)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, AsyncIterator, Awaitable, TypeVar
 import pulsectl
 import pulsectl_asyncio
 
-from ..model import Device, Stream, StreamKind
+from ..model import Card, Device, Stream, StreamKind
 from . import pulse_capture
-from .base import DefaultDevices, Module, ModuleLoadFailed, NoSuchDevice
+from .base import DefaultDevices, Module, ModuleLoadFailed, NoSuchDevice, ProfileUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,30 @@ class PulseRouting:
             info = None
         if info is None or info.name != device.name:
             raise NoSuchDevice(f"no {device.kind} {device.name!r:.80} (#{device.index})")
+        return info
+
+    async def set_card_profile(self, card: Card, profile: str) -> None:
+        info = await self._card_info(card)
+        if profile not in {p.name for p in info.profile_list}:
+            raise ProfileUnavailable(f"the card {card.name!r:.80} has no profile {profile!r:.80}")
+        try:
+            await self._call(self._p.card_profile_set_by_index(card.index, profile))
+        except pulsectl.PulseOperationFailed:
+            await self._card_info(card)  # gone meanwhile: NoSuchDevice
+            raise ProfileUnavailable(f"the audio server refused the profile {profile!r:.80} "
+                                     f"of the card {card.name!r:.80}") from None
+
+    async def _card_info(self, card: Card):
+        """The server's info of *card* (by index, and the name must still be its).
+
+        :raises NoSuchDevice: when there is no such card any more
+        """
+        try:
+            info = await self._call(self._p.card_info(card.index))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            info = None
+        if info is None or info.name != card.name:
+            raise NoSuchDevice(f"no card {card.name!r:.80} (#{card.index})")
         return info
 
     async def default_devices(self) -> DefaultDevices:

@@ -20,9 +20,14 @@ never by name.
 * :mod:`.portal`: xdg-desktop-portal's real permission store on a private bus.
 * :mod:`.microphone`: helpers of the microphone-gate tests (recordings, permission entries,
   server modules loaded as a client would).
+* :mod:`.devices`: fake devices with a real device's properties (headsets, USB, Bluetooth),
+  plugged in and out of a real server as modules.
+* :mod:`.bluetooth`: a Bluetooth headset's card and devices as each server shows them
+  (recorded in tests/data/bluetooth/), converted as the PulseAudio backend does.
 * ``programs/``: the programs those clients run (``session_client.py``, ``mic_feeder.py``,
   ``mic_fighter.py``, ``binary_property.py``).
 
 Imports among them point one way: ``processes <- bus <- servers <- streams <- clients``;
-``audio``, ``daemon``, ``sessions``, ``portal`` and ``microphone`` build on those.
+``audio``, ``daemon``, ``sessions``, ``portal``, ``microphone`` and ``devices`` build on
+those; ``bluetooth`` needs only the backend's conversion.
 """

@@ -15,7 +15,12 @@ arrived is recorded in :attr:`FakeServer.writes`.
 The wider contract (cards, moves, default devices, modules, capture) is scripted in memory
 too: :attr:`FakeServer.cards`, :attr:`FakeServer.default`, :attr:`FakeServer.modules`,
 :meth:`FakeServer.device_event` (a device's or card's event, as the server sends it) and
-:meth:`FakeServer.feed` (PCM blocks a capture of a device yields). Ids and restore keys are
+:meth:`FakeServer.feed` (PCM blocks a capture of a device yields). A card with profiles that
+give devices (:meth:`FakeServer.add_card`, e.g. a Bluetooth headset's recorded card from
+:mod:`tests.support.bluetooth`) switches as a real one does
+(:meth:`FakeBackend.set_card_profile`): the old profile's devices go, their streams are moved
+to the default device, the new profile's devices appear, then the card changes, each with its
+event. Ids and restore keys are
 the PulseAudio backend's (:func:`fake_ids`): the fake plays a PulseAudio-protocol server.
 
 pipewire-pulse's quirks that the runtime works around are scriptable, off by default (PulseAudio
@@ -37,7 +42,7 @@ from typing import AsyncIterator, Mapping, Sequence
 
 from audiopolicyd.backends.base import (
     Backend, Capability, DefaultDevices, Event, Module, ModuleLoadFailed, NoSuchDevice,
-    ServerGone, ServerInfo,
+    ProfileUnavailable, ServerGone, ServerInfo,
 )
 from audiopolicyd.backends.pulse_convert import object_id, restore_key, stream_id
 from audiopolicyd.model import Card, Device, Stream, StreamKind
@@ -147,7 +152,44 @@ class FakeServer:
         self.default = DefaultDevices("speaker", "mic")
         #: Module names :meth:`FakeBackend.load_module` refuses.
         self.refused_modules: set[str] = set()
+        #: The devices each profile of a card gives, by card name and profile name.
+        self.card_devices: dict[str, dict[str, list[Device]]] = {}
         self._feeds: dict[str, asyncio.Queue[bytes]] = {}
+
+    def add_card(self, card: Card, devices: Mapping[str, Sequence[Device]]) -> None:
+        """A card appears with the devices of its active profile (*devices*: the devices each
+        profile gives, by profile name; a profile without devices, ``off``, may be left out)."""
+        self.card_devices[card.name] = {name: list(given) for name, given in devices.items()}
+        self.cards.append(card)
+        self.device_event("new", "card", card.index)
+        for device in self.card_devices[card.name].get(card.active_profile, ()):
+            self.devices.append(device)
+            self.device_event("new", device.kind, device.index)
+
+    def switch_profile(self, card: Card, profile: str) -> None:
+        """Switch *card* (which must be in :attr:`cards`) to *profile*, as the server does:
+        the old profile's devices go (their streams moved to the default device), the new
+        one's appear, then the card changes."""
+        position = self.cards.index(card)
+        given = self.card_devices.get(card.name, {})
+        for device in given.get(card.active_profile, ()):
+            self.devices = [d for d in self.devices if d.name != device.name]
+            self._rescue(device)
+            self.device_event("remove", device.kind, device.index)
+        for device in given.get(profile, ()):
+            self.devices.append(device)
+            self.device_event("new", device.kind, device.index)
+        self.cards[position] = dataclasses.replace(card, active_profile=profile)
+        self.device_event("change", "card", card.index)
+
+    def _rescue(self, gone: Device) -> None:
+        """Move the streams on *gone* to the default device of its kind (PulseAudio's rescue;
+        WirePlumber moves them a moment later)."""
+        default = self.device(self.default.sink if gone.kind == "sink" else self.default.source)
+        for key, stream in list(self.state.items()):
+            on_kind = (stream.kind is StreamKind.SINK_INPUT) == (gone.kind == "sink")
+            if on_kind and stream.device == gone.index and default is not None:
+                self._set(key, device=default.index)
 
     def device(self, name: str) -> Device | None:
         """The device called *name* as a backend lists it (with its id), None if none."""
@@ -247,7 +289,8 @@ class FakeBackend(Backend):
     """One connection to a :class:`FakeServer`, implementing the backend contract."""
 
     capabilities = (Capability.CARDS | Capability.MOVE_STREAMS | Capability.DEFAULT_DEVICES
-                    | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS)
+                    | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS
+                    | Capability.CARD_PROFILES)
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server
@@ -331,6 +374,20 @@ class FakeBackend(Backend):
     async def cards(self) -> list[Card]:
         self._check()
         return list(self.server.cards)
+
+    async def set_card_profile(self, card: Card, profile: str) -> None:
+        self._check()
+        now = next((c for c in self.server.cards
+                    if c.index == card.index and c.name == card.name), None)
+        if now is None:
+            raise NoSuchDevice(f"no card {card.name!r} (#{card.index})")
+        offered = {p.name: p for p in now.profiles}
+        if profile not in offered or not offered[profile].available:
+            raise ProfileUnavailable(f"the card {card.name!r} cannot switch to {profile!r}")
+        self.server.writes.append((card.id, "profile", profile))
+        await asyncio.sleep(0)  # an answer takes a loop turn, as a real reply does
+        if profile != now.active_profile:
+            self.server.switch_profile(now, profile)
 
     async def move_stream(self, stream: Stream, device: Device) -> None:
         want = "sink" if stream.kind is StreamKind.SINK_INPUT else "source"

@@ -20,13 +20,14 @@ PLUGINS = ROOT / "plugins"
 LAYERS: tuple[tuple[str, ...], ...] = (
     # 0: plain data and names, no project imports
     ("model", "names", "identity", "logsetup", "buswriter", "microphone.stores",
-     "microphone.privacy"),
+     "microphone.privacy", "route"),
     # 1: errors and the bounds of what clients send
     ("errors", "limits"),
     # 2: the pure core: parsing policies, effects, hooks
-    ("policy", "effects", "hookspecs"),
+    ("policy", "effects", "hookspecs", "routing"),
     # 3: the pure core: decisions, sessions, journal, plugin host
-    ("policystore", "pluginmanager", "engine", "sessions", "journal", "explain"),
+    ("policystore", "pluginmanager", "engine", "sessions", "journal", "explain",
+     "routing.decide"),
     # 4: the domain beside the runtime: app sessions, the microphone gate, backends, MPRIS,
     #    and the offline simulation (which runs app sessions as the daemon does)
     ("appsessions", "microphone", "backends", "mpris", "simulate"),
@@ -43,7 +44,7 @@ PROGRAMS = ("client", "agents", "ctl")
 DAEMON_ONLY = ("runtime", "dbus", "app", "backends", "microphone.gate", "microphone.access",
                "microphone.broker", "appsessions", "mpris")
 #: What a plugin may import from the package.
-PLUGIN_MAY_IMPORT = ("", "model", "policy", "hookspecs")
+PLUGIN_MAY_IMPORT = ("", "model", "policy", "hookspecs", "route", "routing")
 
 
 def _module_name(path: Path, root: Path) -> str:

@@ -221,8 +221,8 @@ def test_a_policy_naming_an_unknown_plugin_table_gets_the_clear_error(pm):
         parse_policy(doc, "playback.toml", plugin_settings_schemas(pm))
     assert [str(p) for p in info.value.problems] == [
         "playback.toml: plugins.duck_other: unknown key (allowed: "
-        "ask_microphone_on_activation, duck_others, interrupt_spoken_audio, mix_with_others, "
-        "record)"]
+        "ask_microphone_on_activation, call_route, duck_others, echo_cancel_for_chat, "
+        "interrupt_spoken_audio, mix_with_others, pause_on_route_disconnect, record)"]
 
 
 def test_a_plugin_declaring_two_tables_is_an_error():

@@ -25,7 +25,9 @@ def test_there_are_hookspecs():
                                            "decide_interaction", "mixes_with_others",
                                            "decide_session_interaction",
                                            "register_session_options",
-                                           "ask_microphone_on_activation"}
+                                           "ask_microphone_on_activation",
+                                           "choose_route", "react_to_route_change",
+                                           "propose_processing"}
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda f: f.__name__)

@@ -78,7 +78,7 @@ def test_every_problem_is_reported_in_one_pass():
         "direction, media_role, module, portal_app_id, process_binary)",
         "p.toml: colour: unknown key (allowed: activation, category, classify, default_for, "
         "description, mixes_with_others, modes, options, overrides, plays, plugins, priority, "
-        "records, schema)",
+        "records, route, schema)",
         "p.toml: priority: 101 is greater than the maximum of 100",
     ]
 
@@ -123,8 +123,9 @@ def test_plugin_settings_are_validated_by_the_plugin_schema():
     ok = with_(plugins={"record": {"keep_audible_roles": ["a11y"]}})
     assert parse_policy(ok, "p.toml", SCHEMAS).plugins["record"]["keep_audible_roles"] == ["a11y"]
     assert problems(with_(plugins={"record": {"keep": 1}, "nope": {}})) == [
-        "p.toml: plugins.nope: unknown key (allowed: ask_microphone_on_activation, duck_others, "
-        "interrupt_spoken_audio, mix_with_others, record)",
+        "p.toml: plugins.nope: unknown key (allowed: ask_microphone_on_activation, call_route, "
+        "duck_others, echo_cancel_for_chat, interrupt_spoken_audio, mix_with_others, "
+        "pause_on_route_disconnect, record)",
         "p.toml: plugins.record.keep: unknown key (allowed: keep_audible_roles)",
     ]
 
@@ -444,7 +445,7 @@ def test_keys_in_paths_are_quoted_so_they_cannot_forge_lines():
     assert problems(with_(**{"evil\nother.toml: x": 1})) == [
         'p.toml: "evil\\nother.toml: x": unknown key (allowed: activation, category, classify, '
         "default_for, description, mixes_with_others, modes, options, overrides, plays, plugins, "
-        "priority, records, schema)"]
+        "priority, records, route, schema)"]
 
 
 def test_policy_check_reports_deep_toml_without_a_traceback(tmp_path, capsys):
