@@ -44,7 +44,7 @@ def source(i, name, **kw):
 
 SPEAKER = sink(0, "builtin", form_factor="internal", active_port="analog-output-speaker")
 MIC = source(0, "builtin-mic", form_factor="internal", active_port="analog-input-internal-mic")
-MONITOR = Device("source", 9, "builtin.monitor", monitor_of=0, id="source:9")
+MONITOR = Device("source", 9, "builtin.monitor", monitor_of="sink:0", id="source:9")
 USB_OUT = sink(2, "usb-headset", bus="usb", description="USB Headset")
 USB_IN = source(2, "usb-headset-mic", bus="usb", description="USB Headset")
 HFP_IN = source(4, "bt.hfp-mic", api="bluez5", bluetooth_profile="headset-head-unit",
