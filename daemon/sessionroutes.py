@@ -74,6 +74,13 @@ class SessionRoutes:
         # what each session's listeners were last told: session id -> (route, inputs)
         self._announced: dict[str, tuple[Route, tuple[RoutePort, ...]]] = {}
 
+    def follow(self, router) -> None:
+        """Read the routes of ``router`` (:class:`~audiopolicyd.runtime.router.Router`: its
+        ``routes``) and hear its route changes (its ``on_route_change``). Call
+        :meth:`refresh` after every decision pass as well."""
+        self.routes = lambda: router.routes
+        router.on_route_change.append(self.route_changed)
+
     # -- what an app reads ----------------------------------------------------------------------
 
     def current_route(self, session: AppSession) -> Route:

@@ -363,3 +363,17 @@ async def test_a_playback_session_cannot_override_and_others_cannot_call(buses, 
         await apc.call(other, session.path, SESSION_IFACE, "OverrideOutputAudioPort", "s",
                        ["none"])
     await session.close()
+
+
+def test_follow_reads_the_routers_routes_and_hears_its_changes(core, policies, stand):
+    class Router:  # the interface of audiopolicyd.runtime.router.Router it uses
+        routes: dict = {}
+        on_route_change: list = []
+
+    router = Router()
+    routes = SessionRoutes(core, lambda: policies, lambda: stand.devices)
+    routes.follow(router)
+    call = app(core, "playAndRecord")
+    router.routes = {call.session_id: decision(USB_OUT, USB_IN)}
+    assert uids(routes.current_route(call).outputs) == ["usb-headset"]
+    assert router.on_route_change == [routes.route_changed]
