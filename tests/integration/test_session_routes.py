@@ -16,12 +16,11 @@ from the daemon's word; what the app is told is what its process received.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import DaemonProcess
+from tests.integration.test_sessions import Apps, apps  # noqa: F401 (the client apps)
 from tests.support.devices import LOUDSPEAKER, USB_HEADSET, USB_HEADSET_MIC, plugged
 from tests.support.processes import wait_for
 from tests.support.servers import MIC, AudioServer, pulse
@@ -33,24 +32,6 @@ logger = logging.getLogger(__name__)
 pytestmark = pytest.mark.integration
 
 WAIT = 10.0  # seconds: a bound on a wait, never an assertion on speed
-
-Apps = Callable[[str], SessionClient]
-
-
-@pytest.fixture
-def apps(server: AudioServer, daemon: DaemonProcess) -> Iterator[Apps]:
-    """Start client apps (each its own process and connection); all closed after the test,
-    before the daemon and the server stop."""
-    started: list[SessionClient] = []
-
-    def start(name: str) -> SessionClient:
-        client = SessionClient(server, name)
-        started.append(client)
-        return client
-
-    yield start
-    for client in started:
-        client.close()
 
 
 def device_of(server: AudioServer, proc, kind: str = "sink-input") -> str:

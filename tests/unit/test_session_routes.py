@@ -11,7 +11,6 @@ import itertools
 
 import pytest
 from dbus_fast import Variant
-from dbus_fast.aio import MessageBus
 
 from audiopolicyd import client as apc
 from audiopolicyd import errors
@@ -29,6 +28,8 @@ from audiopolicyd.route import (
 )
 from audiopolicyd.routing.ports import route_port
 from audiopolicyd.sessionroutes import SessionRoutes
+
+from .test_errors import NoDaemon, buses  # noqa: F401 (connections to the private bus)
 
 WAIT = 10.0  # seconds: an upper bound for a reply on the private bus, never a speed claim
 
@@ -270,25 +271,6 @@ def test_route_changed_carries_apples_name_and_number(reason, value):
 
 
 # -- through the adapter and the client, on a private bus -----------------------------------------
-
-class NoDaemon:
-    microphone = None
-
-
-@pytest.fixture
-async def buses(bus_address):
-    made: list[MessageBus] = []
-
-    async def connect() -> MessageBus:
-        made.append(await MessageBus(bus_address=bus_address).connect())
-        return made[-1]
-
-    yield connect
-    for bus in made:
-        if bus.connected:
-            bus.disconnect()
-            await bus.wait_for_disconnect()
-
 
 @pytest.fixture
 async def api(buses, core, routes):
