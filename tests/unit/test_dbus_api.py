@@ -199,8 +199,6 @@ def test_the_limits_table_in_the_docs_says_what_the_code_does():
                                           "`granted`, `denied` or `undetermined`)",
         "`RegisterPermissionAgent`, `UnregisterPermissionAgent` path":
             f"{limits.OBJECT_PATH_CHARS} characters",
-        "`SetPreferredInput` uid": f"{limits.PORT_UID_CHARS} characters",
-        "`OverrideOutputAudioPort` port": f"{limits.IDENTIFIER_CHARS} characters",
         "a prompt agent's `RequestRecordPermission` reply":
             f"decision {limits.IDENTIFIER_CHARS} characters; details "
             f"{limits.AGENT_DETAILS_ITEMS} entries",

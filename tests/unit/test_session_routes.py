@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 
 import pytest
 from dbus_fast import Variant
 
 from audiopolicyd import client as apc
-from audiopolicyd import errors
+from audiopolicyd import errors, limits
 from audiopolicyd.appsessions import AppSessions
 from audiopolicyd.dbus import DBusApi
 from audiopolicyd.dbus.convert import (
@@ -359,3 +360,13 @@ def test_follow_reads_the_routers_routes_and_hears_its_changes(core, policies, s
     router.routes = {call.session_id: decision(USB_OUT, USB_IN)}
     assert uids(routes.current_route(call).outputs) == ["usb-headset"]
     assert router.on_route_change == [routes.route_changed]
+
+
+def test_the_docs_give_the_bounds_the_code_checks():
+    doc = (Path(__file__).resolve().parents[2] / "docs/dbus-api.md").read_text()
+    limits_section = doc[doc.index("## Limits"):doc.index("## Errors")]
+    assert (f"`SetPreferredInput`'s uid {limits.PORT_UID_CHARS} characters, "
+            f"`OverrideOutputAudioPort`'s port {limits.IDENTIFIER_CHARS}.") in \
+        " ".join(limits_section.split())
+    assert f"longer than {limits.PORT_UID_CHARS} characters is `Error.InvalidArgument`" in \
+        " ".join(doc.split())
