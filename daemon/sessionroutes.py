@@ -74,6 +74,14 @@ class SessionRoutes:
         # what each session's listeners were last told: session id -> (route, inputs)
         self._announced: dict[str, tuple[Route, tuple[RoutePort, ...]]] = {}
 
+    def attach(self, runtime) -> None:
+        """Follow ``runtime`` (:class:`~audiopolicyd.runtime.Runtime`): its devices, its
+        router's routes and route changes (:meth:`follow`), and :meth:`refresh` after each of
+        its decision passes (``on_pass``)."""
+        self.devices = lambda: runtime.devices
+        self.follow(runtime.router)
+        runtime.on_pass.append(self.refresh)
+
     def follow(self, router) -> None:
         """Read the routes of ``router`` (:class:`~audiopolicyd.runtime.router.Router`: its
         ``routes``) and hear its route changes (its ``on_route_change``). Call
