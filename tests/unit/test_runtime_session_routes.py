@@ -6,6 +6,7 @@ and back; a preferred input moves its recording; ``AvailableInputs`` follows the
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 
@@ -132,22 +133,32 @@ async def test_the_speaker_override_moves_the_call_and_back(server, wired):
 
 async def test_a_preferred_input_moves_the_sessions_recording(server, wired):
     session = wired.call()
-    server.add(make_stream(2, StreamKind.SOURCE_OUTPUT, pid=os.getpid(), app="call"))
+    mic = server.device("mic")
+    server.add(dataclasses.replace(  # recording the fake's mic
+        make_stream(2, StreamKind.SOURCE_OUTPUT, pid=os.getpid(), app="call"), device=mic.id))
+    await until(lambda: RECORDING in wired.daemon.reconciler.router.reasons, "routed")
     plug(server, USB_MIC)
     usb = server.device(USB_MIC.name).id
     await until(lambda: on(server, RECORDING) == usb, "the recording on the USB mic")
     assert [p.uid for p in wired.routes.available_inputs(session)] == ["mic", "usb_mic"]
-    await until(lambda: [e for e in wired.events if "AvailableInputs" in e[2]],
-                "AvailableInputs announced")
+    await until(lambda: available(wired, session) == ["mic", "usb_mic"],
+                "AvailableInputs announced with the USB mic")
     wired.routes.set_preferred_input(session, "mic")
-    await until(lambda: on(server, RECORDING) == server.device("mic").id, "back on mic")
+    await until(lambda: on(server, RECORDING) == mic.id, "back on mic")
     await until(lambda: [p.uid for p in wired.routes.current_route(session).inputs] == ["mic"],
                 "the route's input")
+    wired.routes.set_preferred_input(session, "")
+    await until(lambda: on(server, RECORDING) == usb, "the policy's choice again")
     unplug(server, USB_MIC)
-    await wired.daemon.reconciler.answers(5.0)
-    assert [p.uid for p in wired.routes.available_inputs(session)] == ["mic"]
-    assert wired.events[-1][2].get("AvailableInputs") is not None or any(
-        "AvailableInputs" in p for _, what, p in wired.events[-3:])
+    await until(lambda: available(wired, session) == ["mic"], "AvailableInputs without it")
+    await until(lambda: on(server, RECORDING) == mic.id, "rescued to mic")
+
+
+def available(wired, session) -> list[str] | None:
+    """The uids of the last ``AvailableInputs`` announced to *session*, None before any."""
+    announced = [p["AvailableInputs"] for sid, what, p in wired.events
+                 if sid == session.id and what == "PropertiesChanged" and "AvailableInputs" in p]
+    return [port.uid for port in announced[-1]] if announced else None
 
 
 async def test_a_listener_that_raises_after_a_pass_does_not_stop_the_runtime(server, wired):
