@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_sessions import Apps, apps  # noqa: F401 (the client apps)
+from tests.support.daemon import DaemonProcess
 from tests.support.devices import LOUDSPEAKER, USB_HEADSET, USB_HEADSET_MIC, plugged
+from tests.support.microphone import ctl_ok, permissions
 from tests.support.processes import wait_for
 from tests.support.servers import MIC, AudioServer, pulse
 from tests.support.sessions import Pid, SessionClient
@@ -123,11 +125,22 @@ def test_override_to_the_speaker_and_back(server, apps, tone):
         assert app.call("get", "CurrentRoute") == before
 
 
-def test_a_preferred_input_takes_the_sessions_recording(server, apps, tmp_path):
+def granted_call(apps: Apps, daemon: DaemonProcess) -> SessionClient:
+    """An active ``playAndRecord`` session whose app the user allowed the microphone (it asks
+    on its first activation)."""
+    app = apps("call")
+    app.create("call", "playAndRecord")
+    assert app.call("active", "1") == "active"
+    asked = wait_for(lambda: [a for a, e in permissions(daemon).items() if e["Request"]], WAIT,
+                     "the session's request for the microphone")
+    ctl_ok(daemon, "grant", asked[0])
+    app.wait_property("RecordPermission", "granted")
+    return app
+
+
+def test_a_preferred_input_takes_the_sessions_recording(server, apps, daemon, tmp_path):
     with plugged(server, USB_HEADSET_MIC):
-        app = apps("call")
-        app.create("call", "playAndRecord")
-        assert app.call("active", "1") == "active"
+        app = granted_call(apps, daemon)
         recorder = Pid(app.call("record", str(tmp_path / "take.raw")), "parecord")
         wait_stream(server, recorder, "source-output")
         # playAndRecord prefers the USB microphone over the default (mic)
