@@ -301,8 +301,12 @@ async def test_a_client_reads_routes_sets_them_and_hears_route_changed(buses, ap
     assert app_session.preferred_input == ""
     with pytest.raises(apc.InputUnavailable):
         await session.set_preferred_input("bt.hfp-mic")
-    with pytest.raises(errors.InvalidArgument):
-        await session.set_preferred_input("x" * 1025)
+    with pytest.raises(errors.InvalidArgument) as info:
+        await session.set_preferred_input("x" * (1 << 20))  # 1 MiB: named, never echoed
+    assert "limit is 1024" in info.value.message and len(info.value.message) < 200
+    with pytest.raises(apc.InputUnavailable) as unavailable:
+        await session.set_preferred_input("y" * 1024)
+    assert "yyy\u2026" in unavailable.value.message and len(unavailable.value.message) < 250
     await session.override_output_audio_port("speaker")
     assert app_session.override == "speaker"
     with pytest.raises(apc.UnknownPortOverride):
