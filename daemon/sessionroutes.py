@@ -24,8 +24,8 @@ Semantics, Apple's where it speaks:
 * ``override_output``: ``overrideOutputAudioPort(_:)``: ``speaker`` or ``none``, for
   ``playAndRecord`` only (``IncompatibleCategoryOption`` for the others, as Apple); another
   value is ``UnknownPortOverride``. The override holds until ``none``, a change of category,
-  or the session's end. Apple also ends it at any other route change (a headset plugged in);
-  here the speaker stays until the app says ``none``.
+  or the session's end. Apple also ends it at any other route change (a headset plugged in)
+  and at an interruption; here the speaker stays until the app says ``none``.
 * ``RouteChanged`` (``AVAudioSession.routeChangeNotification``): sent when the router's
   decision for the session changes, with Apple's reason and the previous route; the new route
   is announced first (``PropertiesChanged`` of ``CurrentRoute``), so a client reading it on

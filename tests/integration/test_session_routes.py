@@ -151,7 +151,9 @@ def test_a_preferred_input_takes_the_sessions_recording(server, apps, daemon, tm
         mark = app.mark()
         app.call("prefer", MIC)
         wait_on(server, recorder, MIC, "source-output")
-        app.wait_signal("RouteChanged", after=mark)
+        changed = app.wait_signal("RouteChanged", after=mark)["body"][0]
+        assert (changed["reason"], changed["reason_value"]) == ("unknown", 0)
+        assert uids(changed["previous_route"], "inputs") == [USB_HEADSET_MIC.name]
         assert uids(app.call("get", "CurrentRoute"), "inputs") == [MIC]
         app.call("prefer", "-")  # cleared: the policy's choice again
         wait_on(server, recorder, USB_HEADSET_MIC.name, "source-output")
