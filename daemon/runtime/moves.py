@@ -89,9 +89,10 @@ class Moves:
         self.checking.clear()
 
     def devices_seen(self, before, after) -> None:
-        """Note the devices that appeared between two passes (``Snapshot.devices``)."""
+        """Note the devices that appeared between two passes (``Snapshot.devices``); the
+        first pass after a connection (``before`` empty) sees no device appear."""
         now = time.monotonic()
-        for key in set(after) - set(before):
+        for key in set(after) - set(before) if before else ():
             self.appeared[key] = now
         for key in [k for k, t in self.appeared.items() if now - t > HOTPLUG_WINDOW]:
             del self.appeared[key]

@@ -25,6 +25,14 @@ CREATE TABLE IF NOT EXISTS route_preferences (
 """
 
 
+def pin_key(app_key: str) -> str:
+    """The key an app's pins are remembered by: its :attr:`Stream.app_key
+    <audiopolicyd.model.Stream.app_key>` without the process id of an ``exe:`` key
+    (``exe:linphone:4242`` -> ``exe:linphone``), so that a pin outlives the app's process."""
+    kind, _, rest = app_key.partition(":")
+    return f"exe:{rest.rsplit(':', 1)[0]}" if kind == "exe" and ":" in rest else app_key
+
+
 class RouteStore:
     """Pins and preferences in SQLite (the journal's file: ``journal.sqlite3``; ``:memory:``
     for tests). Kept in memory as well; a write that fails is logged and kept in memory only
@@ -72,18 +80,19 @@ class RouteStore:
 
     def pin(self, app_key: str, category: str, direction: str, device: str) -> None:
         """Remember that ``app_key``'s ``category`` streams of ``direction`` (``output`` |
-        ``input``) stay on the device named ``device``."""
+        ``input``) stay on the device named ``device`` (by :func:`pin_key`)."""
+        app_key = pin_key(app_key)
         self.pins[(app_key, category, direction)] = device
         self._run("pin", "INSERT OR REPLACE INTO route_pins VALUES (?, ?, ?, ?)",
                   (app_key, category, direction, device))
 
     def pinned(self, app_key: str, category: str, direction: str) -> str | None:
         """The device name ``app_key``'s streams are pinned to, None when not pinned."""
-        return self.pins.get((app_key, category, direction))
+        return self.pins.get((pin_key(app_key), category, direction))
 
     def forget(self, app: str) -> int:
-        """Forget every pin of an app, named by its app key (``app:org.example.Call``) or by
-        that key without its kind (``org.example.Call``).
+        """Forget every pin of an app, named by its :func:`pin_key` (``app:org.example.Call``,
+        ``exe:linphone``) or by that key without its kind (``org.example.Call``, ``linphone``).
 
         :returns: how many pins were forgotten
         """

@@ -1,0 +1,192 @@
+"""The router on a scripted server (:mod:`tests.support.fake_backend`): a call moves to a USB
+headset that appears and the music does not; it comes back when the headset goes (the server's
+rescue is not the user's move); a stream the user moves stays there, across a route change and
+a new runtime on the same state; route changes reach the listeners with Apple's reason."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from audiopolicyd.model import Device, StreamKind
+from audiopolicyd.route import RouteChangeReason
+from audiopolicyd.runtime.routestore import RouteStore
+
+from ..support.fake_backend import FakeServer
+from .conftest import make_stream
+from .test_runtime import Daemon, until
+
+pytestmark = pytest.mark.usefixtures("collect_garbage")
+
+USB = Device("sink", 7, "usb_headset", "USB Headset", bus="usb", form_factor="headset")
+DESK = Device("sink", 8, "desk", "Desk speakers")
+CALL, MUSIC = "sink-input:1", "sink-input:2"
+
+
+def plug(server: FakeServer, device: Device) -> None:
+    server.devices.append(device)
+    server.device_event("new", device.kind, device.index)
+
+
+def unplug(server: FakeServer, device: Device) -> None:
+    """As PulseAudio: the streams are rescued to the default, then the device's remove."""
+    server.devices = [d for d in server.devices if d.name != device.name]
+    server._rescue(device)
+    server.device_event("remove", device.kind, device.index)
+
+
+def user_move(server: FakeServer, key: str, device: Device) -> None:
+    """The user moves a stream (pavucontrol, ``pactl move-sink-input``)."""
+    server._set(key, device=device.index)
+
+
+def on(server: FakeServer, key: str) -> int:
+    return server.state[key].device
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+    fake.devices.append(DESK)
+    return fake
+
+
+@pytest.fixture
+async def start(server, tmp_path, policies, pm):
+    daemons: list[Daemon] = []
+
+    async def start() -> Daemon:
+        daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
+        daemons.append(daemon)
+        await daemon.started()
+        await daemon.reconciler.answers(5.0)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        if not daemon.backend.severed:
+            daemon.kill()
+
+
+async def call_and_music(server, start):
+    daemon = await start()
+    server.add(make_stream(1, role="phone", app="linphone"))
+    server.add(make_stream(2, role="music", app="mpv"))
+    await until(lambda: {CALL, MUSIC} <= set(daemon.reconciler.router.reasons), "both routed")
+    return daemon
+
+
+async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(server, start):
+    daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
+    changes = []
+    router.on_route_change.append(lambda sid, change, streams: changes.append(
+        (sid, change, streams)))
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == USB.index, "the call on the headset")
+    await daemon.reconciler.answers(5.0)
+    assert on(server, MUSIC) == 0, "the music follows the default, not the headset"
+    sid, change, streams = next(c for c in changes if c[0].endswith(":playAndRecord"))
+    assert change.reason is RouteChangeReason.newDeviceAvailable
+    assert change.current.output.port.uid == "usb_headset"
+    assert [(s.key, s.device) for s in streams] == [(CALL, "sink:0")]
+    assert router.routes[sid].output.port.port_type == "usbAudio"
+    assert router.reasons[CALL].startswith("usbAudio")
+    unplug(server, USB)
+    await until(lambda: any(c[1].reason is RouteChangeReason.oldDeviceUnavailable
+                            for c in changes), "the headset's going reported")
+    await daemon.reconciler.answers(5.0)
+    assert on(server, CALL) == 0
+    assert router.store.pins == {}, "the server's rescue is not the user's move"
+    assert server.default.sink == "speaker"
+    assert not [w for w in server.writes if w[1] == "default"], "the default never changes"
+
+
+async def test_a_stream_the_user_moves_stays_across_route_changes_and_a_restart(server, start):
+    daemon = await call_and_music(server, start)
+    user_move(server, CALL, DESK)
+    await until(lambda: daemon.reconciler.router.store.pins, "the user's move remembered")
+    assert daemon.reconciler.router.store.pins == {
+        ("exe:linphone", "playAndRecord", "output"): "desk"}
+    plug(server, USB)
+    await until(lambda: "sink:7" in daemon.reconciler.devices, "the headset seen")
+    await daemon.reconciler.answers(5.0)
+    assert on(server, CALL) == DESK.index, "the user wins over a new device"
+    assert daemon.reconciler.router.reasons[CALL].startswith("pinned")
+    daemon.kill()
+    server.remove(CALL)  # the app calls again, with a new stream, under a new daemon
+    again = await start()
+    server.add(make_stream(3, role="phone", app="linphone"))
+    await until(lambda: "sink-input:3" in again.reconciler.router.reasons, "the call routed")
+    await until(lambda: on(server, "sink-input:3") == DESK.index, "the new call on the desk")
+    assert again.reconciler.router.store.forget("linphone") == 1
+    again.reconciler.request_reconcile()
+    await until(lambda: on(server, "sink-input:3") == USB.index, "reset: the headset's again")
+
+
+async def test_a_move_the_server_refuses_is_tried_once_more_then_left(server, start):
+    daemon = await call_and_music(server, start)
+    moves = []
+    backend = daemon.backend
+    real = backend.move_stream
+
+    async def stubborn(stream, device):
+        moves.append(device.name)  # pipewire-pulse's quirk: the answer, but no move
+
+    backend.move_stream = stubborn
+    plug(server, USB)
+    await until(lambda: len(moves) == 2, "the move sent twice")
+    for _ in range(3):
+        await daemon.reconciler.answers(5.0)
+    assert moves == ["usb_headset", "usb_headset"]
+    assert on(server, CALL) == 0
+    backend.move_stream = real
+
+
+async def test_a_recording_follows_the_input_and_a_monitor_recording_is_left(server, start,
+                                                                            policies):
+    daemon = await start()
+    mic = Device("source", 9, "usb_mic", "USB Mic", bus="usb", form_factor="headset")
+    plug(server, mic)
+    await until(lambda: "source:9" in daemon.reconciler.devices, "the microphone seen")
+    rec = dataclasses.replace(make_stream(4, StreamKind.SOURCE_OUTPUT, app="arecord",
+                                          role="phone"), device=1)
+    server.add(rec)
+    await until(lambda: on(server, "source-output:4") == 9, "the call's recording on the USB mic")
+
+
+def test_pins_and_preferences_survive_a_new_store(tmp_path):
+    path = tmp_path / "journal.sqlite3"
+    store = RouteStore(path)
+    store.pin("app:org.example.Call", "playAndRecord", "output", "desk")
+    store.prefer("playback", "usb_headset")
+    again = RouteStore(path)
+    assert again.pins == {("app:org.example.Call", "playAndRecord", "output"): "desk"}
+    assert again.preferences == {"playback": "usb_headset"}
+    assert again.forget("org.example.Call") == 1 and again.forget("nobody") == 0
+    again.prefer("playback", "")
+    assert RouteStore(path).pins == {} and RouteStore(path).preferences == {}
+
+
+async def test_the_users_preference_puts_a_category_on_a_port(server, start):
+    daemon = await call_and_music(server, start)
+    daemon.reconciler.router.store.prefer("playback", "desk")
+    daemon.reconciler.request_reconcile()
+    await until(lambda: on(server, MUSIC) == DESK.index, "the music on the preferred port")
+    assert "the user's preference" in daemon.reconciler.router.reasons[MUSIC]
+
+
+async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
+    daemon = await call_and_music(server, start)
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == USB.index, "the call on the headset")
+    # pipewire-pulse: the node goes first, WirePlumber moves the stream ~15 ms later
+    server.devices = [d for d in server.devices if d.name != USB.name]
+    server.device_event("remove", "sink", USB.index)
+    await until(lambda: "sink:7" not in daemon.reconciler.devices, "the headset gone")
+    await daemon.reconciler.answers(5.0)
+    server._rescue(USB)
+    await until(lambda: daemon.reconciler.router._seen.get(CALL) == "sink:0", "the rescue seen")
+    await daemon.reconciler.answers(5.0)
+    assert daemon.reconciler.router.store.pins == {}
