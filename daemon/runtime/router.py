@@ -34,6 +34,7 @@ import logging
 from typing import Callable, Mapping
 
 from ..backends.base import Backend, BackendError, DefaultDevices
+from ..errors import UnknownCategory
 from ..limits import quote
 from ..model import Device, Session, Snapshot, Stream, StreamKind
 from ..pluginmanager import PluginManager
@@ -89,6 +90,8 @@ class Router:
         self.processing: Callable[[Session], tuple[str, str] | None] | None = None
         #: The server's default sink and source, by name ('' until read).
         self.defaults = DefaultDevices("", "")
+        #: The graph as of the last pass (what the read side shows).
+        self.snapshot = Snapshot()
         self.moves = Moves(backend, tasks, schedule, self._user_moved)
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
@@ -115,7 +118,7 @@ class Router:
             self.defaults = defaults
             self.schedule()
 
-    def reset(self) -> None:
+    def lost(self) -> None:
         """The connection is gone: forget the graph (the routes stay shown as last decided)."""
         self.moves.reset()
         self._devices, self._seen, self._sessions = {}, {}, {}
@@ -126,10 +129,7 @@ class Router:
         """Route every session of a decision pass (see the module docstring). Moves are
         started, not awaited."""
         self.moves.devices_seen(self._devices, snap.devices)
-        by_name = {d.name: d for d in snap.devices.values()}
-        defaults = {k: by_name[n].id for k, n in (("sink", self.defaults.sink),
-                                                  ("source", self.defaults.source))
-                    if n in by_name}
+        defaults = self.default_ids(snap)
         routes, sessions_of = {}, {}
         for session in sessions:
             decision = self._decide(snap, session, defaults)
@@ -149,7 +149,21 @@ class Router:
         self.reasons = {k: v for k, v in self.reasons.items() if k in seen}
         self._seen = seen
         self._devices = snap.devices
+        self.snapshot = snap
         self._categories = {s.id: s.category for s in sessions}
+
+    def default_ids(self, snap: Snapshot) -> dict[str, str]:
+        """The ids of the server's default ``sink`` and ``source`` in ``snap`` (a kind is
+        missing while its default is unknown or not in the graph)."""
+        by_name = {d.name: d for d in snap.devices.values()}
+        return {k: by_name[n].id for k, n in (("sink", self.defaults.sink),
+                                              ("source", self.defaults.source))
+                if n in by_name}
+
+    def decide(self, snap: Snapshot, session: Session) -> RouteDecision | None:
+        """A session's route in ``snap`` (steps 1-3 of the module docstring), without moving
+        anything; None when no policy defines its category."""
+        return self._decide(snap, session, self.default_ids(snap))
 
     def _decide(self, snap: Snapshot, session: Session,
                 defaults: dict[str, str]) -> RouteDecision | None:
@@ -259,6 +273,32 @@ class Router:
         """A stream went."""
         self.moves.forget(key)
         self.reasons.pop(key, None)
+
+    # -- the user's say ---------------------------------------------------------------------------
+
+    def prefer(self, category: str, uid: str) -> None:
+        """``audiopolicyctl route CATEGORY PORT-UID``: put ``category``'s streams on the port
+        ``uid`` whenever it is present ('' forgets the preference); routes again.
+
+        :raises UnknownCategory: for a category no policy in force defines
+        """
+        if category not in self.policies().policies:
+            raise UnknownCategory(f"no policy defines the category {quote(category)}")
+        self.store.prefer(category, uid)
+        logger.info("the user routes %s to %s", category, quote(uid) if uid else "its default")
+        self.schedule()
+
+    def reset(self, app: str) -> int:
+        """``audiopolicyctl route reset APP``: forget where the user put ``app``'s streams
+        (see :meth:`RouteStore.forget <.routestore.RouteStore.forget>`); routes again.
+
+        :returns: how many pins were forgotten (0: none had that app)
+        """
+        forgotten = self.store.forget(app)
+        if forgotten:
+            logger.info("forgot %d route(s) the user chose for %s", forgotten, quote(app))
+            self.schedule()
+        return forgotten
 
 
 def _routable(stream: Stream) -> bool:

@@ -292,7 +292,7 @@ class Runtime:
             self.gate.lost()
         self.trust.reset()
         self.decisions.reset()
-        self.router.reset()
+        self.router.lost()
         self.backend.close()
         if gone:
             self.read.removed(gone)
