@@ -38,19 +38,6 @@ logger = logging.getLogger(__name__)
 HOTPLUG_WINDOW = 1.0
 
 
-def device_id(stream: Stream, devices) -> str:
-    """The id of the device ``stream`` is on, '' when unlinked or unknown.
-
-    :param devices: the devices by id (``Snapshot.devices``)
-    """
-    on = stream.device
-    if isinstance(on, str):
-        return on
-    # the server's index (before device ids): the device of the stream's direction at it
-    kind = "sink" if stream.kind.value == "sink-input" else "source"
-    return next((d.id for d in devices.values() if d.kind == kind and d.index == on), "")
-
-
 class Moves:
     """Moves in flight, the router's last target per stream, and user-move checks.
 
@@ -139,7 +126,7 @@ class Moves:
             for attempt in (1, 2):
                 await self.backend.move_stream(stream, device)
                 now = await self.backend.stream(key)
-                if now is None or device_id(now, {device.id: device}) == device.id:
+                if now is None or now.device == device.id:
                     break
                 if attempt == 2:
                     logger.warning("the server kept %s off %s after two moves; leaving it",

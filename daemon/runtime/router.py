@@ -45,7 +45,7 @@ from ..route import (
 from ..routing.choose import request, route_change
 from ..routing.decide import decide_route
 from ..routing.ports import route_port
-from .moves import Moves, device_id
+from .moves import Moves
 from .routestore import RouteStore
 from .tasks import Tasks
 
@@ -227,7 +227,7 @@ class Router:
                decision: RouteDecision) -> str:
         """Move one stream where its session's route (or its pin) says; returns the id of the
         device it is on."""
-        key, on = stream.key, device_id(stream, snap.devices)
+        key, on = stream.key, stream.device
         if on in snap.devices and snap.devices[on].monitor:
             return on  # it records a sink's monitor: not an input a route gives
         was = self._seen.get(key)

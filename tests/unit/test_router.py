@@ -38,10 +38,11 @@ def unplug(server: FakeServer, device: Device) -> None:
 
 def user_move(server: FakeServer, key: str, device: Device) -> None:
     """The user moves a stream (pavucontrol, ``pactl move-sink-input``)."""
-    server._set(key, device=device.index)
+    server._set(key, device=server.device(device.name).id)
 
 
-def on(server: FakeServer, key: str) -> int:
+def on(server: FakeServer, key: str) -> str:
+    """The id of the device a stream is on."""
     return server.state[key].device
 
 
@@ -84,9 +85,9 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     router.on_route_change.append(lambda sid, change, streams: changes.append(
         (sid, change, streams)))
     plug(server, USB)
-    await until(lambda: on(server, CALL) == USB.index, "the call on the headset")
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
     await daemon.reconciler.answers(5.0)
-    assert on(server, MUSIC) == 0, "the music follows the default, not the headset"
+    assert on(server, MUSIC) == "sink:0", "the music follows the default, not the headset"
     sid, change, streams = next(c for c in changes if c[0].endswith(":playAndRecord"))
     assert change.reason is RouteChangeReason.newDeviceAvailable
     assert change.current.output.port.uid == "usb_headset"
@@ -97,7 +98,7 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     await until(lambda: any(c[1].reason is RouteChangeReason.oldDeviceUnavailable
                             for c in changes), "the headset's going reported")
     await daemon.reconciler.answers(5.0)
-    assert on(server, CALL) == 0
+    assert on(server, CALL) == "sink:0"
     assert router.store.pins == {}, "the server's rescue is not the user's move"
     assert server.default.sink == "speaker"
     assert not [w for w in server.writes if w[1] == "default"], "the default never changes"
@@ -112,17 +113,17 @@ async def test_a_stream_the_user_moves_stays_across_route_changes_and_a_restart(
     plug(server, USB)
     await until(lambda: "sink:7" in daemon.reconciler.devices, "the headset seen")
     await daemon.reconciler.answers(5.0)
-    assert on(server, CALL) == DESK.index, "the user wins over a new device"
+    assert on(server, CALL) == "sink:8", "the user wins over a new device"
     assert daemon.reconciler.router.reasons[CALL].startswith("pinned")
     daemon.kill()
     server.remove(CALL)  # the app calls again, with a new stream, under a new daemon
     again = await start()
     server.add(make_stream(3, role="phone", app="linphone"))
     await until(lambda: "sink-input:3" in again.reconciler.router.reasons, "the call routed")
-    await until(lambda: on(server, "sink-input:3") == DESK.index, "the new call on the desk")
+    await until(lambda: on(server, "sink-input:3") == "sink:8", "the new call on the desk")
     assert again.reconciler.router.store.forget("linphone") == 1
     again.reconciler.request_reconcile()
-    await until(lambda: on(server, "sink-input:3") == USB.index, "reset: the headset's again")
+    await until(lambda: on(server, "sink-input:3") == "sink:7", "reset: the headset's again")
 
 
 async def test_a_move_the_server_refuses_is_tried_once_more_then_left(server, start):
@@ -140,7 +141,7 @@ async def test_a_move_the_server_refuses_is_tried_once_more_then_left(server, st
     for _ in range(3):
         await daemon.reconciler.answers(5.0)
     assert moves == ["usb_headset", "usb_headset"]
-    assert on(server, CALL) == 0
+    assert on(server, CALL) == "sink:0"
     backend.move_stream = real
 
 
@@ -151,9 +152,16 @@ async def test_a_recording_follows_the_input_and_a_monitor_recording_is_left(ser
     plug(server, mic)
     await until(lambda: "source:9" in daemon.reconciler.devices, "the microphone seen")
     rec = dataclasses.replace(make_stream(4, StreamKind.SOURCE_OUTPUT, app="arecord",
-                                          role="phone"), device=1)
+                                          role="phone"), device="source:1")
     server.add(rec)
-    await until(lambda: on(server, "source-output:4") == 9, "the call's recording on the USB mic")
+    monitor = dataclasses.replace(make_stream(5, StreamKind.SOURCE_OUTPUT, app="meter",
+                                              role="phone"), device="source:10")
+    server.devices.append(Device("source", 10, "desk.monitor", monitor_of="sink:8"))
+    server.add(monitor)
+    await until(lambda: on(server, "source-output:4") == "source:9",
+                "the call's recording on the USB mic")
+    await daemon.reconciler.answers(5.0)
+    assert on(server, "source-output:5") == "source:10", "a monitor's recording stays"
 
 
 def test_pins_and_preferences_survive_a_new_store(tmp_path):
@@ -173,14 +181,14 @@ async def test_the_users_preference_puts_a_category_on_a_port(server, start):
     daemon = await call_and_music(server, start)
     daemon.reconciler.router.store.prefer("playback", "desk")
     daemon.reconciler.request_reconcile()
-    await until(lambda: on(server, MUSIC) == DESK.index, "the music on the preferred port")
+    await until(lambda: on(server, MUSIC) == "sink:8", "the music on the preferred port")
     assert "the user's preference" in daemon.reconciler.router.reasons[MUSIC]
 
 
 async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     daemon = await call_and_music(server, start)
     plug(server, USB)
-    await until(lambda: on(server, CALL) == USB.index, "the call on the headset")
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
     # pipewire-pulse: the node goes first, WirePlumber moves the stream ~15 ms later
     server.devices = [d for d in server.devices if d.name != USB.name]
     server.device_event("remove", "sink", USB.index)
