@@ -63,7 +63,7 @@ class Router:
     :param backend: the connection moves and default-device reads go through
     :param tasks: where moves and reads run
     :param policies: returns the policy set in force
-    :param pm: the plugin manager (``choose_route`` hooks), None for none
+    :param pm: the plugin manager (``choose_route`` hooks); None: nothing is routed
     :param store: the pins and preferences (:class:`~.routestore.RouteStore`)
     :param schedule: asks for another pass soon
     :param app_sessions: returns the explicit sessions (:class:`~audiopolicyd.appsessions.
@@ -168,7 +168,7 @@ class Router:
     def _decide(self, snap: Snapshot, session: Session,
                 defaults: dict[str, str]) -> RouteDecision | None:
         policy = self.policies().policies.get(session.category)
-        if policy is None:
+        if policy is None or self.pm is None:
             return None
         app = self._app_session(session)
         override = getattr(app, "override", OVERRIDE_NONE)

@@ -9,9 +9,11 @@ import dataclasses
 
 import pytest
 
+from audiopolicyd.errors import UnknownCategory
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import RouteChangeReason
 from audiopolicyd.runtime.routestore import RouteStore
+from audiopolicyd.runtime.routeview import route_table
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
@@ -198,3 +200,34 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     await until(lambda: daemon.reconciler.router._seen.get(CALL) == "sink:0", "the rescue seen")
     await daemon.reconciler.answers(5.0)
     assert daemon.reconciler.router.store.pins == {}
+
+
+async def test_the_read_side_shows_devices_routes_reasons_and_pins(server, start):
+    daemon = await call_and_music(server, start)
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    user_move(server, MUSIC, DESK)
+    await until(lambda: daemon.reconciler.router.store.pins, "the music's move remembered")
+    table = route_table(daemon.reconciler.router)
+    usb = next(d for d in table["Devices"] if d["Name"] == "usb_headset")
+    assert (usb["PortType"], usb["Direction"], usb["Uid"], usb["Default"]) == (
+        "usbAudio", "output", "usb_headset", False)
+    assert next(d for d in table["Devices"] if d["Name"] == "speaker")["Default"] is True
+    call = next(c for c in table["Categories"] if c["Category"] == "playAndRecord")
+    assert (call["Output"], call["OutputType"]) == ("usb_headset", "usbAudio")
+    assert call["OutputReason"].startswith("usbAudio")
+    assert table["Pins"] == [{"Application": "exe:mpv", "Category": "playback",
+                              "Direction": "output", "Device": "desk"}]
+    explained = daemon.reconciler.explain(CALL)
+    assert explained["Route"] == call["OutputReason"]
+    assert daemon.reconciler.explain(MUSIC)["Route"].startswith("pinned")
+    session = daemon.reconciler.explain(explained["Session"])
+    assert session["Route"][0] == f"output: {call['OutputReason']}"
+
+
+async def test_a_preference_for_an_unknown_category_is_a_named_error(server, start):
+    daemon = await start()
+    with pytest.raises(UnknownCategory):
+        daemon.reconciler.router.prefer("karaoke", "desk")
+    assert daemon.reconciler.router.store.preferences == {}
+    assert daemon.reconciler.router.reset("nobody") == 0
