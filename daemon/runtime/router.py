@@ -96,6 +96,7 @@ class Router:
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
+        self._left: dict[str, str] = {}  # stream key -> the device it was last seen leaving
         self._categories: dict[str, str] = {}  # session id -> category as of the last pass
         self._overrides: dict[str, str] = {}  # session id -> override as of the last pass
         self._sessions: dict[str, Session] = {}  # stream key -> its session, last pass
@@ -121,7 +122,7 @@ class Router:
     def lost(self) -> None:
         """The connection is gone: forget the graph (the routes stay shown as last decided)."""
         self.moves.reset()
-        self._devices, self._seen, self._sessions = {}, {}, {}
+        self._devices, self._seen, self._sessions, self._left = {}, {}, {}, {}
 
     # -- the pass -------------------------------------------------------------------------------
 
@@ -147,6 +148,8 @@ class Router:
             if stream is not None and _routable(stream):
                 seen[key] = self._route(snap, stream, session, routes[session.id])
         self.reasons = {k: v for k, v in self.reasons.items() if k in seen}
+        self._left = {k: v for k, v in self._left.items() if k in seen}
+        self._overrides = {k: v for k, v in self._overrides.items() if k in routes}
         self._seen = seen
         self._devices = snap.devices
         self.snapshot = snap
@@ -172,7 +175,6 @@ class Router:
             return None
         app = self._app_session(session)
         override = getattr(app, "override", OVERRIDE_NONE)
-        self._overrides.setdefault(session.id, override)
         req = request(snap.devices, session.category, default_output=defaults.get("sink", ""),
                       default_input=defaults.get("source", ""),
                       session=session if session.explicit else None, override=override,
@@ -214,14 +216,19 @@ class Router:
         where = f"{port.port_type} {quote(port.port_name)}" if port else "nothing"
         logger.info("%s (%s) moves to %s: %s", _app_name(snap, session), session.id, where,
                     change.reason.name)
-        streams = tuple(RoutedStream(k, self._seen.get(k, ""),
-                                     snap.streams[k].playing)
+        # the device each was on before: on PulseAudio a stream rescued from a device that
+        # went was seen on the default one pass before the device's removal was
+        streams = tuple(RoutedStream(k, self._before(k, change), snap.streams[k].playing)
                         for k in session.streams if k in snap.streams)
         for listener in list(self.on_route_change):
             try:
                 listener(session.id, change, streams)
             except Exception:  # a listener's bug must not stop routing
                 logger.exception("a route-change listener failed for %s", session.id)
+
+    def _before(self, key: str, change: RouteChange) -> str:
+        left = self._left.pop(key, None)
+        return left if left in change.gone else self._seen.get(key, "")
 
     def _route(self, snap: Snapshot, stream: Stream, session: Session,
                decision: RouteDecision) -> str:
@@ -232,6 +239,7 @@ class Router:
             return on  # it records a sink's monitor: not an input a route gives
         was = self._seen.get(key)
         if was is not None and was != on and on:
+            self._left[key] = was
             self.moves.moved(stream, was, on, snap.devices)
         direction = OUTPUT if stream.kind is StreamKind.SINK_INPUT else INPUT
         choice = decision.choice(direction)

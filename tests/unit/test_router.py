@@ -99,6 +99,11 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     unplug(server, USB)
     await until(lambda: any(c[1].reason is RouteChangeReason.oldDeviceUnavailable
                             for c in changes), "the headset's going reported")
+    gone = next(c for c in changes if c[1].reason is RouteChangeReason.oldDeviceUnavailable)
+    assert gone[1].gone == {"sink:7"}
+    assert [(s.key, s.device) for s in gone[2]] == [(CALL, "sink:7")], \
+        "rescued before the removal was seen (PulseAudio's order), still named by the headset"
+
     await daemon.reconciler.answers(5.0)
     assert on(server, CALL) == "sink:0"
     assert router.store.pins == {}, "the server's rescue is not the user's move"
@@ -189,6 +194,9 @@ async def test_the_users_preference_puts_a_category_on_a_port(server, start):
 
 async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     daemon = await call_and_music(server, start)
+    changes = []
+    daemon.reconciler.router.on_route_change.append(
+        lambda sid, change, streams: changes.append((change, streams)))
     plug(server, USB)
     await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
     # pipewire-pulse: the node goes first, WirePlumber moves the stream ~15 ms later
@@ -200,6 +208,9 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     await until(lambda: daemon.reconciler.router._seen.get(CALL) == "sink:0", "the rescue seen")
     await daemon.reconciler.answers(5.0)
     assert daemon.reconciler.router.store.pins == {}
+    (change, streams), = [c for c in changes
+                          if c[0].reason is RouteChangeReason.oldDeviceUnavailable]
+    assert [(s.key, s.device) for s in streams] == [(CALL, "sink:7")]
 
 
 async def test_the_read_side_shows_devices_routes_reasons_and_pins(server, start):
