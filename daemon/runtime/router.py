@@ -97,6 +97,7 @@ class Router:
         self._devices: Mapping[str, Device] = {}  # as of the last pass
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
         self._left: dict[str, str] = {}  # stream key -> the device it was last seen leaving
+        self._decided: dict[str, tuple] = {}  # session id -> (what it depends on, decision)
         self._categories: dict[str, str] = {}  # session id -> category as of the last pass
         self._overrides: dict[str, str] = {}  # session id -> override as of the last pass
         self._sessions: dict[str, Session] = {}  # stream key -> its session, last pass
@@ -123,6 +124,7 @@ class Router:
         """The connection is gone: forget the graph (the routes stay shown as last decided)."""
         self.moves.reset()
         self._devices, self._seen, self._sessions, self._left = {}, {}, {}, {}
+        self._decided.clear()
 
     # -- the pass -------------------------------------------------------------------------------
 
@@ -130,6 +132,8 @@ class Router:
         """Route every session of a decision pass (see the module docstring). Moves are
         started, not awaited."""
         self.moves.devices_seen(self._devices, snap.devices)
+        if not _same(self._devices, snap.devices):
+            self._decided.clear()
         defaults = self.default_ids(snap)
         routes, sessions_of = {}, {}
         for session in sessions:
@@ -150,6 +154,7 @@ class Router:
         self.reasons = {k: v for k, v in self.reasons.items() if k in seen}
         self._left = {k: v for k, v in self._left.items() if k in seen}
         self._overrides = {k: v for k, v in self._overrides.items() if k in routes}
+        self._decided = {k: v for k, v in self._decided.items() if k in routes}
         self._seen = seen
         self._devices = snap.devices
         self.snapshot = snap
@@ -175,12 +180,21 @@ class Router:
             return None
         app = self._app_session(session)
         override = getattr(app, "override", OVERRIDE_NONE)
+        preferred = getattr(app, "preferred_input", "")
+        wanted = self.store.preferences.get(session.category)
+        through = self.processing(session) if self.processing is not None else None
+        # a pass runs on every change of any stream: decide again only when what the decision
+        # depends on changed (the devices: the cache is cleared when they change)
+        key = (policy, session.mode, session.options if session.explicit else None, override,
+               preferred, defaults.get("sink"), defaults.get("source"), wanted, through)
+        cached = self._decided.get(session.id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         req = request(snap.devices, session.category, default_output=defaults.get("sink", ""),
                       default_input=defaults.get("source", ""),
                       session=session if session.explicit else None, override=override,
-                      preferred_input=getattr(app, "preferred_input", ""))
+                      preferred_input=preferred)
         decision = decide_route(self.pm, req, policy)
-        wanted = self.store.preferences.get(session.category)
         if wanted:
             for direction in (OUTPUT, INPUT):
                 port = next((p for p in req.ports(direction) if p.uid == wanted), None)
@@ -188,7 +202,6 @@ class Router:
                     choice = PortChoice(port, f"{port.port_type}: the user's preference for "
                                               f"{session.category} ({quote(wanted)})")
                     decision = _with(decision, direction, choice)
-        through = self.processing(session) if self.processing is not None else None
         if through is not None:
             for direction, dev in zip((OUTPUT, INPUT), through):
                 device = snap.devices.get(dev)
@@ -196,6 +209,7 @@ class Router:
                 if port is not None and decision.choice(direction).port is not None:
                     decision = _with(decision, direction, PortChoice(
                         port, f"{port.port_type}: the session's processing ({port.port_name})"))
+        self._decided[session.id] = (key, decision)
         return decision
 
     def _changed(self, snap: Snapshot, session: Session, decision: RouteDecision) -> None:
@@ -205,7 +219,7 @@ class Router:
             session.category
         override_changed = self._overrides.get(session.id, override) != override
         self._overrides[session.id] = override
-        if previous is None:
+        if previous is None or previous is decision:
             return
         change = route_change(session.category, previous, decision, self._devices,
                               snap.devices, category_changed=category_changed,
@@ -227,8 +241,13 @@ class Router:
                 logger.exception("a route-change listener failed for %s", session.id)
 
     def _before(self, key: str, change: RouteChange) -> str:
-        left = self._left.pop(key, None)
-        return left if left in change.gone else self._seen.get(key, "")
+        """The device a stream was on before ``change``: one of the devices that went when it
+        was seen leaving it (a rescue seen first) or was being moved there by us (its device
+        went before the server's answer was read), else where it was last seen."""
+        for was in (self._left.pop(key, None), self.moves.target.get(key)):
+            if was in change.gone:
+                return was
+        return self._seen.get(key, "")
 
     def _route(self, snap: Snapshot, stream: Stream, session: Session,
                decision: RouteDecision) -> str:
@@ -307,6 +326,12 @@ class Router:
             logger.info("forgot %d route(s) the user chose for %s", forgotten, quote(app))
             self.schedule()
         return forgotten
+
+
+def _same(before: Mapping[str, Device], after: Mapping[str, Device]) -> bool:
+    """The same devices, as the same objects (the mirror replaces them all when it reads
+    them again)."""
+    return len(before) == len(after) and all(before.get(k) is v for k, v in after.items())
 
 
 def _routable(stream: Stream) -> bool:

@@ -219,6 +219,7 @@ async def test_the_read_side_shows_devices_routes_reasons_and_pins(server, start
     await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
     user_move(server, MUSIC, DESK)
     await until(lambda: daemon.reconciler.router.store.pins, "the music's move remembered")
+    await daemon.reconciler.answers(5.0)  # the pass after the pin
     table = route_table(daemon.reconciler.router)
     usb = next(d for d in table["Devices"] if d["Name"] == "usb_headset")
     assert (usb["PortType"], usb["Direction"], usb["Uid"], usb["Default"]) == (
