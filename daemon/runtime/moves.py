@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 #: A move onto a device that appeared less than this many seconds before is the server's
 #: (stream-restore's hotplug move), never taken for the user's.
-HOTPLUG_WINDOW = 0.5
+HOTPLUG_WINDOW = 0.1
 
 
 class Moves:
