@@ -145,9 +145,8 @@ class Daemon:
         self.runtime.app_sessions = self.app_sessions
         self.runtime.on_server.append(self.app_sessions.media_services)
         # what apps with sessions see of their routes (the router decides them)
-        self.session_routes = SessionRoutes(self.app_sessions, lambda: self.store.current,
-                                            lambda: self.runtime.devices)
-        self.runtime.on_pass.append(self.session_routes.refresh)
+        self.session_routes = SessionRoutes(self.app_sessions, lambda: self.store.current)
+        self.session_routes.attach(self.runtime)
         self.microphone: MicrophoneBroker | None = None
         if not args.no_microphone_permission:
             self.microphone = MicrophoneBroker(prompt_timeout=args.prompt_timeout)

@@ -42,14 +42,14 @@ HINT_KEY_CHARS = 64
 #: ``Explain``'s target: longer than any stream key, session id or session path the daemon
 #: gives (stream properties are cut to 1024 characters, so an implicit session id is shorter).
 TARGET_CHARS = 4096
-#: ``SetRecordPermission``'s app id.
+#: ``SetRecordPermission``'s and ``ResetRoutes``' app id.
 APP_ID_CHARS = 512
+#: ``SetCategoryRoute``'s and ``SetPreferredInput``'s port uid (a device's name and its port's
+#: name, as the server gives them: PulseAudio bounds a name to 128 bytes, ``PA_NAME_MAX``,
+#: ALSA's device names are far shorter).
+PORT_UID_CHARS = 1024
 #: ``RegisterPermissionAgent``'s and ``UnregisterPermissionAgent``'s object path.
 OBJECT_PATH_CHARS = 256
-#: ``SetPreferredInput``'s port uid: a device's name, ``/`` and its active port's name
-#: (PulseAudio caps a device's name at 128 characters, ``PA_NAME_MAX``; pipewire-pulse takes
-#: a node's name, which has no such cap).
-PORT_UID_CHARS = 1024
 #: Entries of the ``details`` a prompt agent returns (reserved, read as nothing).
 AGENT_DETAILS_ITEMS = 32
 

@@ -34,6 +34,8 @@ from .passes import DecisionPass
 from .pauses import Pauses
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
+from .router import Router
+from .routestore import RouteStore
 from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,9 @@ class Runtime:
         self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
+        self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
+                             self._schedule, lambda: self._app_sessions)
+        self.decisions.router = self.router
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
@@ -129,7 +134,7 @@ class Runtime:
 
     @policies.setter
     def policies(self, policies: Callable[[], PolicySet]) -> None:
-        self.decisions.policies = policies
+        self.decisions.policies = self.router.policies = policies
 
     # -- state, read only ---------------------------------------------------------------------
 
@@ -174,6 +179,7 @@ class Runtime:
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
+        await self.router.read_defaults()
         self.recovery.adopt_journal()
         self.pauses.recover()
         if self.gate is not None:
@@ -183,9 +189,12 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
-        if not self.mirror.handle(event) and event.facility == "module" \
-                and event.type in ("new", "remove"):
+        if self.mirror.handle(event):
+            return
+        if event.facility == "module" and event.type in ("new", "remove"):
             self.trust.module_event(event.index)
+        elif event.facility == "server":
+            self.router.server_changed()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -277,6 +286,7 @@ class Runtime:
         self.ownership.forget(key)
         self.actuator.forget(key)
         self.decisions.effects.pop(key, None)
+        self.router.forget(key)
         if self.gate is not None:
             self.gate.forget(key)
         self._schedule()
@@ -290,6 +300,7 @@ class Runtime:
             self.gate.lost()
         self.trust.reset()
         self.decisions.reset()
+        self.router.lost()
         self.backend.close()
         if gone:
             self.read.removed(gone)
