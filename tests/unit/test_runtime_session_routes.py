@@ -18,9 +18,8 @@ from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import Route, RouteChangeReason
 from audiopolicyd.sessionroutes import SessionRoutes
 
-from ..support.fake_backend import FakeServer
 from .conftest import make_stream
-from .test_router import USB, plug, unplug
+from .test_router import USB, on, plug, server, start, unplug  # noqa: F401 (fixtures)
 from .test_runtime import Daemon, until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -31,8 +30,8 @@ CALL, RECORDING = "sink-input:1", "source-output:2"
 
 
 class Wired:
-    """A runtime with explicit sessions and their routes, wired as app.py wires them; the
-    sessions' events in :attr:`events` as ``(session id, what, payload)``."""
+    """A started runtime given explicit sessions and their routes, wired as app.py wires them;
+    the sessions' events in :attr:`events` as ``(session id, what, payload)``."""
 
     def __init__(self, daemon: Daemon, policies, pm):
         self.daemon = daemon
@@ -59,24 +58,9 @@ class Wired:
 
 
 @pytest.fixture
-def server():
-    fake = FakeServer()
-    fake.devices.append(LAPTOP)
-    return fake
-
-
-@pytest.fixture
-async def wired(server, tmp_path, policies, pm):
-    daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
-    out = Wired(daemon, policies, pm)
-    await daemon.started()
-    yield out
-    if not daemon.backend.severed:
-        daemon.kill()
-
-
-def on(server: FakeServer, key: str) -> str:
-    return server.state[key].device
+async def wired(server, start, policies, pm):
+    server.devices.append(LAPTOP)
+    return Wired(await start(), policies, pm)
 
 
 async def a_call(server, wired):
