@@ -282,9 +282,11 @@ class Router:
         else:
             target, why = None, f"stays where it is: {choice.reason}"
         self.reasons[key] = why
-        # a stream on a device the mirror does not know (yet) is left alone until it does
-        if target is not None and target.id != on and on in snap.devices \
-                and not self.moves.busy(key):
+        # a stream on a device the mirror does not know (yet) is left alone until it does; one
+        # on a device that just went is moved at once (WirePlumber's own move comes ~15 ms
+        # after the removal, and to the default device)
+        if target is not None and target.id != on \
+                and (on in snap.devices or on in self._devices) and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on
 

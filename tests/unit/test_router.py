@@ -216,6 +216,20 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     assert [(s.key, s.device) for s in streams] == [(CALL, "sink:7")]
 
 
+async def test_a_stream_on_a_device_that_went_is_moved_without_waiting_for_a_rescue(server,
+                                                                                   start):
+    # pipewire-pulse: the node goes and WirePlumber moves its streams ~15 ms later, to the
+    # default device; the router moves a call at once to its route (here no rescue comes)
+    daemon = await call_and_music(server, start)
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    server.devices = [d for d in server.devices if d.name != USB.name]
+    server.device_event("remove", "sink", USB.index)
+    await until(lambda: on(server, CALL) == "sink:0", "the call moved off the gone headset")
+    await daemon.reconciler.answers(5.0)
+    assert daemon.reconciler.router.store.pins == {}
+
+
 async def test_the_read_side_shows_devices_routes_reasons_and_pins(server, start):
     daemon = await call_and_music(server, start)
     plug(server, USB)
