@@ -30,7 +30,7 @@ from audiopolicyd.route import (
 from audiopolicyd.routing.ports import route_port
 from audiopolicyd.sessionroutes import SessionRoutes
 
-from .test_errors import NoDaemon, buses  # noqa: F401 (connections to the private bus)
+from .test_errors import NoDaemon, buses, daemon_bus  # noqa: F401 (private-bus fixtures)
 
 WAIT = 10.0  # seconds: an upper bound for a reply on the private bus, never a speed claim
 
@@ -374,3 +374,14 @@ def test_the_docs_give_the_bounds_the_code_checks():
         " ".join(limits_section.split())
     assert f"longer than {limits.PORT_UID_CHARS} characters is `Error.InvalidArgument`" in \
         " ".join(doc.split())
+
+
+async def test_an_adapter_without_routes_shows_none_and_refuses_by_name(buses, daemon_bus):
+    bus = await buses()
+    session = await asyncio.wait_for(
+        apc.AudioSession.create("call", category="playAndRecord", bus=bus), WAIT)
+    assert await session.current_route() == {"inputs": [], "outputs": []}
+    assert await session.available_inputs() == []
+    with pytest.raises(errors.NotSupported):
+        await session.override_output_audio_port("speaker")
+    await session.close()
