@@ -171,3 +171,27 @@ def test_route_calls_a_category_does_not_take_are_named_errors(server, apps, dae
     assert app.error("override", "earpiece").name == "UnknownPortOverride"
     assert app.error("prefer", "x" * 1025).name == "InvalidArgument"
     daemon.assert_running()
+
+
+def test_a_silenced_recording_waits_for_permission_then_takes_its_route(
+        server, apps, daemon, tmp_path):
+    """The router leaves a recording the microphone gate holds where it is (a move gives a
+    PulseAudio recording its volume back, which the gate took for the app's fight and killed
+    the stream: found by these tests); once the app may record, it goes where the session's
+    route says (``record`` prefers the USB microphone), never killed."""
+    with plugged(server, USB_HEADSET_MIC):
+        app = apps("rec")
+        app.create("rec", "record")  # record asks on activation too; not answered yet
+        assert app.call("active", "1") == "active"
+        recorder = Pid(app.call("record", str(tmp_path / "take.raw")), "parecord")
+        wait_stream(server, recorder, "source-output")
+        asked = wait_for(lambda: [a for a, e in permissions(daemon).items() if e["Request"]],
+                         WAIT, "the session's request for the microphone")
+        app.call("ping")  # a round trip after the passes that saw the recording
+        assert device_of(server, recorder, "source-output") == MIC  # held where it is
+        assert uids(app.call("get", "CurrentRoute"), "inputs") == [USB_HEADSET_MIC.name]
+        ctl_ok(daemon, "grant", asked[0])
+        wait_on(server, recorder, USB_HEADSET_MIC.name, "source-output")
+        wait_for(lambda: stream_of(server, recorder, "source-output"), WAIT,
+                 "the recording audible", until=lambda info: info is not None and not info.mute)
+        assert recorder.poll() is None, "the recording was killed"
