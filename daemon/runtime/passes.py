@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
@@ -26,6 +26,9 @@ from .actuator import Actuator
 from .mirror import Mirror
 from .ownership import Ownership
 from .pauses import Pauses
+
+if TYPE_CHECKING:  # disconnect imports this module
+    from .disconnect import Disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class DecisionPass:
         self.schedule = schedule
         self.gate: MicrophoneGate | None = None
         self.app_sessions: AppSessions | None = None
+        #: Merges the route-disconnect mutes into the decision (:mod:`.disconnect`).
+        self.disconnect: Disconnect | None = None
         self.sessions: list[Session] = []
         self.classified: dict[str, tuple[str, str]] = {}  # key -> (category, rule)
         self.effects: dict[str, Effect] = {}  # what each stream is shown to get
@@ -86,6 +91,8 @@ class DecisionPass:
         snap = self.mirror.snapshot()
         self._sessions(snap, owned, policies)
         decided = decide(snap, self.sessions, policies, self.pm)
+        if self.disconnect is not None:
+            decided = self.disconnect.effects(decided)
         if gate is not None:
             gate.lift(decided)
         desired = self._apply(snap, decided)

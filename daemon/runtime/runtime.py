@@ -28,6 +28,7 @@ from ..model import Player, Stream, StreamKind
 from ..policy import PolicySet
 from .actuator import Actuator
 from .connection import Connection
+from .disconnect import Disconnect
 from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
@@ -77,6 +78,9 @@ class Runtime:
         self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
+        #: Pause on route disconnect; the router reads :meth:`Disconnect.rescued`.
+        self.disconnect = self.decisions.disconnect = Disconnect(
+            self.mirror, self.decisions, self.pauses, self._schedule)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
@@ -180,6 +184,8 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
+        if event.type == "remove" and event.facility in ("sink", "source"):
+            self.disconnect.device_removed(event.id)  # before the mirror forgets the device
         if not self.mirror.handle(event) and event.facility == "module" \
                 and event.type in ("new", "remove"):
             self.trust.module_event(event.index)
@@ -241,6 +247,7 @@ class Runtime:
     def _folded(self, old: Stream | None, stream: Stream, fresh: bool) -> None:
         """A read was folded into the mirror: holds, recovery, the user's changes, a pass."""
         key = stream.key
+        self.disconnect.folded(old, stream)
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self.ownership.hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -268,6 +275,7 @@ class Runtime:
     def _removed(self, key: str) -> None:
         self.ownership.forget(key)
         self.actuator.forget(key)
+        self.disconnect.forget(key)
         self.decisions.effects.pop(key, None)
         if self.gate is not None:
             self.gate.forget(key)
@@ -276,6 +284,7 @@ class Runtime:
 
     def _lost(self) -> None:
         self.actuator.lost()
+        self.disconnect.lost()
         gone = self.mirror.reset()
         self.ownership.lost()
         if self.gate is not None:
