@@ -47,6 +47,7 @@ import time
 from typing import Callable, Iterable
 
 from ..model import Action, Effect, Reason, Session, Stream
+from ..pluginmanager import PluginManager
 from ..policy import Policy
 from ..route import (
     INPUT, OUTPUT, PortChoice, RouteChange, RouteChangeReason, RouteDecision, RoutedStream,
@@ -221,7 +222,11 @@ class Disconnect:
         applied = self.decisions.actuator.applied
         for key, hold in list(self.holds.items()):
             row = applied.get(key)
-            if hold.applied and (row is None or not row.muted_by_us):
+            if row is None:
+                ended = hold.applied  # our mute was undone
+            else:  # the user unmuted: before or after we saw our mute in force
+                ended = row.mute_waived or (hold.applied and not row.muted_by_us)
+            if ended:
                 logger.info("the user unmuted %s after its device %s went; the mute ends",
                             key, hold.device)
                 del self.holds[key]
@@ -241,7 +246,7 @@ class Disconnect:
         """Ask the plugins, then mute, pause and interrupt as they say."""
         pm = self.decisions.pm
         streams = tuple(streams)
-        if pm is None or not streams:
+        if not isinstance(pm, PluginManager) or not streams:
             return
         reactions = react_to_route_change(pm, change, streams, policy)
         if not reactions:

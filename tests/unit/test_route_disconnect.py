@@ -93,7 +93,8 @@ async def test_music_on_a_device_that_goes_is_muted_on_its_remove_event(server, 
                                                                        rescue_after):
     daemon = await start()
     await playing(server, daemon, music(1))
-    await playing(server, daemon, music(5, device="sink:0"))  # on the speaker: not touched
+    game = make_stream(5, role="game")  # on the speaker: not touched
+    await playing(server, daemon, game)
     server.unplug("headphones", rescue_after=rescue_after)
     await until(lambda: muted(server), "the music muted")
     # WirePlumber's move comes later: muted while still on the gone device (its remove event)
@@ -186,6 +187,19 @@ async def test_a_crash_in_between_is_undone_by_recovery(server, start):
     daemon.kill()
     await start()  # a restarted daemon does not know the hold: what the journal says is ours
     await until(lambda: not muted(server), "the mute undone by recovery")
+
+
+async def test_a_rescue_move_read_before_the_remove_event_is_remembered(server, start):
+    """PulseAudio: the stream's move is seen (and read) before its sink's ``remove``."""
+    daemon = await start()
+    await playing(server, daemon, music(1))
+    server._set(KEY, device="sink:0")  # the server's rescue, inside the unload
+    await until(lambda: daemon.reconciler.streams[KEY].device == "sink:0", "the move read")
+    assert not daemon.reconciler.disconnect.rescued(KEY), "not known yet"
+    server.devices.remove(HEADPHONES)
+    server.device_event("remove", "sink", HEADPHONES.index)
+    await until(lambda: muted(server), "the music muted")
+    assert daemon.reconciler.disconnect.rescued(KEY)
 
 
 async def test_the_user_move_is_not_a_rescue(server, start):
