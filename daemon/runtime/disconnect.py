@@ -28,7 +28,7 @@ goes. It holds until:
 
 * the user unmutes the stream (the effects' ``mute_waived``: the user's act wins);
 * the app plays it again: the stream was corked (paused: the player we paused, or the app
-  itself) and is uncorked;
+  itself) for at least :data:`PAUSED_AT_LEAST` s and is uncorked;
 * the stream goes.
 
 A new stream of the same app is not muted: the app played again (the old stream keeps its mute
@@ -68,6 +68,10 @@ MOVE_MEMORY = 0.25
 #: Seconds after a device's ``remove`` during which a move of a stream that was on it is the
 #: server's (WirePlumber moves it 12-69 ms after; PulseAudio before: see :data:`MOVE_MEMORY`).
 RESCUE_WINDOW = 2.0
+#: Seconds a held stream must stay corked for its uncorking to be its app playing again:
+#: pipewire-pulse shows a stream corked for a moment while WirePlumber moves it (its node is not
+#: running), also on the new device (seen in 2 of 10 unplugs), and uncorks it after.
+PAUSED_AT_LEAST = 0.2
 #: The plugin table whose reactions this module applies (``Reason.rule``).
 RULE = "plugins.pause_on_route_disconnect"
 
@@ -79,14 +83,14 @@ class Hold:
     :param device: the id of the device that went
     :param reason: why, as the stream's effect shows it (``explain``)
     :param applied: True once our mute was seen in force (the effects' ``muted_by_us``)
-    :param corked: True once the stream was seen corked since (paused: uncorking is playing
-        again)
+    :param corked: when (monotonic s) the stream was seen corked since, None while it was not
+        (paused: uncorking after :data:`PAUSED_AT_LEAST` is playing again)
     """
 
     device: str
     reason: Reason
     applied: bool = False
-    corked: bool = False
+    corked: float | None = None
 
 
 class Disconnect:
@@ -191,8 +195,11 @@ class Disconnect:
         if hold is None:
             return
         if stream.corked:
-            hold.corked = True
-        elif hold.corked:
+            if hold.corked is None:
+                hold.corked = self.clock()
+        elif hold.corked is not None and self.clock() - hold.corked < PAUSED_AT_LEAST:
+            hold.corked = None  # the server's moment (see PAUSED_AT_LEAST), not a pause
+        elif hold.corked is not None:
             logger.info("%s (%s) plays again after its device %s went; unmuted", key,
                         stream.label, hold.device)
             del self.holds[key]

@@ -121,7 +121,7 @@ async def test_the_player_is_paused_without_a_claim_and_unmuted_when_played_agai
     paused = {MPV: Player(MPV, pid=4242, status="Paused")}
     daemon.reconciler.players_changed(paused, paused[MPV])
     server._set(KEY, corked=True)  # the player paused: its stream corks
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(disconnect.PAUSED_AT_LEAST + 0.05)
     assert muted(server), "muted while paused"
     server._set(KEY, corked=False)  # the user plays again, out of the speaker
     await until(lambda: not muted(server), "unmuted when played again")
@@ -145,6 +145,21 @@ async def test_a_legacy_stream_stays_muted_until_the_user_unmutes_it(server, sta
     await until(lambda: KEY not in daemon.journal.effects(), "the row forgotten")
     await asyncio.sleep(0.05)
     assert not muted(server), "the user's act wins: not muted again"
+
+
+async def test_the_servers_cork_during_its_move_is_no_play_again(server, start):
+    """pipewire-pulse shows a moved stream corked for a moment, on its new device too."""
+    daemon = await start()
+    await playing(server, daemon, music(1))
+    server.unplug("headphones", rescue_after=0.01)
+    await until(lambda: muted(server), "the music muted")
+    await until(lambda: server.state[KEY].device == "sink:0", "the server's move")
+    server._set(KEY, corked=True)
+    await until(lambda: daemon.reconciler.streams[KEY].corked, "the cork read")
+    server._set(KEY, corked=False)
+    await until(lambda: not daemon.reconciler.streams[KEY].corked, "the uncork read")
+    await asyncio.sleep(0.05)
+    assert muted(server) and KEY in daemon.reconciler.disconnect.holds
 
 
 async def test_a_new_stream_of_the_app_is_not_muted(server, start):
