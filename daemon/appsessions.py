@@ -19,6 +19,9 @@ Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where i
   ``should_resume`` is true only when every interrupter ended with notification (an explicit
   session deactivated with ``notifyOthersOnDeactivation``, or an app without a session whose
   streams stopped) and the interruption lasted at most :attr:`AppSessions.resume_limit` seconds.
+* The device a session played on went (:meth:`AppSessions.route_disconnected`, Apple's
+  ``prefersInterruptionOnRouteDisconnect``): ``InterruptionBegan`` with reason
+  ``routeDisconnected``, deactivated; no ``InterruptionEnded`` follows.
 """
 
 from __future__ import annotations

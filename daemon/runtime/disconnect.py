@@ -114,6 +114,10 @@ class Disconnect:
         self.clock = clock
         #: Streams muted because their device went, by stream id.
         self.holds: dict[str, Hold] = {}
+        #: Names of the cards whose profile the daemon is switching (a headset to HSP/HFP for
+        #: a call and back): their devices that go are a ``routeConfigurationChange``, not a
+        #: disconnect (a call's music, interrupted already, must be resumed after it).
+        self.switching: set[str] = set()
         self._moves: dict[str, tuple[str, float]] = {}  # stream -> (device it left, when)
         self._rescues: dict[str, float] = {}  # stream -> when its device went
 
@@ -150,6 +154,10 @@ class Disconnect:
         if not on_it:
             return
         gone = self.mirror.devices.get(device)
+        if gone is not None and gone.card is not None and gone.card in self.switching:
+            logger.debug("%s goes with the profile switch of card %s: no disconnect", device,
+                         gone.card)
+            return
         port = route_port(gone) if gone is not None else None
         way = INPUT if gone is not None and gone.kind == "source" else OUTPUT
         by_category: dict[str, list[Stream]] = {}

@@ -162,6 +162,18 @@ async def test_the_servers_cork_during_its_move_is_no_play_again(server, start):
     assert muted(server) and KEY in daemon.reconciler.disconnect.holds
 
 
+async def test_a_profile_switch_the_daemon_makes_is_no_disconnect(server, start):
+    """A headset's A2DP sink goes when the daemon switches its card to HSP/HFP for a call."""
+    server.devices[-1] = dataclasses.replace(HEADPHONES, card="bluez_card.00_11")
+    daemon = await start()
+    daemon.reconciler.disconnect.switching.add("bluez_card.00_11")
+    await playing(server, daemon, music(1))
+    server.unplug("headphones")
+    await until(lambda: daemon.reconciler.streams[KEY].device == "sink:0", "the server's move")
+    await asyncio.sleep(0.05)
+    assert not muted(server) and daemon.reconciler.disconnect.rescued(KEY)
+
+
 async def test_a_new_stream_of_the_app_is_not_muted(server, start):
     daemon = await start()
     await playing(server, daemon, music(1, app="player"))
