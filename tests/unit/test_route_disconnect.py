@@ -25,7 +25,11 @@ from audiopolicyd.runtime import disconnect
 
 from ..support.fake_backend import FakeServer
 from .conftest import make_stream
+from . import test_runtime
 from .test_runtime import Daemon, until
+
+#: The runtime tests' fixture: ``await start()``, a :class:`Daemon` on the scripted server.
+start = test_runtime.start
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
 
@@ -62,20 +66,22 @@ async def server():
 
 
 @pytest.fixture
-async def start(server, tmp_path, policies, pm):
-    """``await start(policies=None)``: a started :class:`Daemon` with an MPRIS pauser."""
-    daemons: list[Daemon] = []
-
-    async def start(with_policies=None) -> Daemon:
-        daemon = Daemon(server, tmp_path / "journal.sqlite3", with_policies or policies, pm)
+def starter(start):
+    """``await starter(policies=None)``: a started :class:`Daemon` (:data:`start`) with an
+    MPRIS pauser, and *policies* in force instead of the shipped ones."""
+    async def started(policies=None) -> Daemon:
+        daemon = await start()
         daemon.pauser = daemon.reconciler.pauser = Pauser()
-        daemons.append(daemon)
-        return await daemon.started()
+        if policies is not None:
+            daemon.reconciler.policies = lambda: policies
+            daemon.reconciler.policies_changed()
+        return daemon
+    return started
 
-    yield start
-    for daemon in daemons:
-        if not daemon.backend.severed:
-            daemon.kill()
+
+@pytest.fixture
+async def daemon(starter) -> Daemon:
+    return await starter()
 
 
 async def playing(server, daemon, stream) -> None:
@@ -89,9 +95,8 @@ def muted(server, key: str = KEY) -> bool:
 
 
 @pytest.mark.parametrize("rescue_after", [None, 0.3], ids=["pulseaudio", "wireplumber"])
-async def test_music_on_a_device_that_goes_is_muted_on_its_remove_event(server, start,
+async def test_music_on_a_device_that_goes_is_muted_on_its_remove_event(server, daemon,
                                                                        rescue_after):
-    daemon = await start()
     await playing(server, daemon, music(1))
     game = make_stream(5, role="game")  # on the speaker: not touched
     await playing(server, daemon, game)
@@ -109,9 +114,7 @@ async def test_music_on_a_device_that_goes_is_muted_on_its_remove_event(server, 
     assert muted(server)
 
 
-async def test_the_player_is_paused_without_a_claim_and_unmuted_when_played_again(server,
-                                                                                  start):
-    daemon = await start()
+async def test_the_player_is_paused_without_a_claim_and_unmuted_when_played_again(server, daemon):
     daemon.reconciler.players_changed({MPV: Player(MPV, pid=4242, status="Playing")}, None)
     await playing(server, daemon, music(1, pid=4242))
     server.unplug("headphones")
@@ -129,8 +132,7 @@ async def test_the_player_is_paused_without_a_claim_and_unmuted_when_played_agai
     assert daemon.pauser.calls == [("pause", MPV)], "never resumed by us"
 
 
-async def test_a_legacy_stream_stays_muted_until_the_user_unmutes_it(server, start):
-    daemon = await start()
+async def test_a_legacy_stream_stays_muted_until_the_user_unmutes_it(server, daemon):
     await playing(server, daemon, music(1))
     server.unplug("headphones")
     await until(lambda: muted(server), "the music muted")
@@ -147,9 +149,8 @@ async def test_a_legacy_stream_stays_muted_until_the_user_unmutes_it(server, sta
     assert not muted(server), "the user's act wins: not muted again"
 
 
-async def test_the_servers_cork_during_its_move_is_no_play_again(server, start):
+async def test_the_servers_cork_during_its_move_is_no_play_again(server, daemon):
     """pipewire-pulse shows a moved stream corked for a moment, on its new device too."""
-    daemon = await start()
     await playing(server, daemon, music(1))
     server.unplug("headphones", rescue_after=0.01)
     await until(lambda: muted(server), "the music muted")
@@ -162,10 +163,11 @@ async def test_the_servers_cork_during_its_move_is_no_play_again(server, start):
     assert muted(server) and KEY in daemon.reconciler.disconnect.holds
 
 
-async def test_a_profile_switch_the_daemon_makes_is_no_disconnect(server, start):
+async def test_a_profile_switch_the_daemon_makes_is_no_disconnect(server, daemon):
     """A headset's A2DP sink goes when the daemon switches its card to HSP/HFP for a call."""
     server.devices[-1] = dataclasses.replace(HEADPHONES, card="bluez_card.00_11")
-    daemon = await start()
+    server.device_event("change", "sink", HEADPHONES.index)
+    await until(lambda: daemon.reconciler.devices["sink:2"].card, "the card read")
     daemon.reconciler.disconnect.switching.add("bluez_card.00_11")
     await playing(server, daemon, music(1))
     server.unplug("headphones")
@@ -174,8 +176,7 @@ async def test_a_profile_switch_the_daemon_makes_is_no_disconnect(server, start)
     assert not muted(server) and daemon.reconciler.disconnect.rescued(KEY)
 
 
-async def test_a_new_stream_of_the_app_is_not_muted(server, start):
-    daemon = await start()
+async def test_a_new_stream_of_the_app_is_not_muted(server, daemon):
     await playing(server, daemon, music(1, app="player"))
     server.unplug("headphones")
     await until(lambda: muted(server), "the music muted")
@@ -184,20 +185,19 @@ async def test_a_new_stream_of_the_app_is_not_muted(server, start):
     assert not muted(server, "sink-input:2") and muted(server)
 
 
-async def test_a_stream_that_was_not_playing_is_left_alone(server, start):
-    daemon = await start()
+async def test_a_stream_that_was_not_playing_is_left_alone(server, daemon):
     await playing(server, daemon, music(1, corked=True))
     server.unplug("headphones")
     await asyncio.sleep(0.05)
     assert not muted(server) and not daemon.reconciler.disconnect.holds
 
 
-async def test_off_with_the_policy_key(server, start, policies):
+async def test_off_with_the_policy_key(server, starter, policies):
     playback = policies.policies["playback"]
     off = dataclasses.replace(playback, route=dataclasses.replace(
         playback.route, interrupt_on_disconnect=False))
-    daemon = await start(build_policy_set([*(p for c, p in policies.policies.items()
-                                             if c != "playback"), off]))
+    daemon = await starter(build_policy_set([*(p for c, p in policies.policies.items()
+                                               if c != "playback"), off]))
     daemon.reconciler.players_changed({MPV: Player(MPV, pid=4242, status="Playing")}, None)
     await playing(server, daemon, music(1, pid=4242))
     server.unplug("headphones")
@@ -206,19 +206,17 @@ async def test_off_with_the_policy_key(server, start, policies):
     assert not muted(server) and daemon.pauser.calls == []
 
 
-async def test_a_crash_in_between_is_undone_by_recovery(server, start):
-    daemon = await start()
+async def test_a_crash_in_between_is_undone_by_recovery(server, daemon, starter):
     await playing(server, daemon, music(1))
     server.unplug("headphones")
     await until(lambda: muted(server) and KEY in daemon.journal.effects(), "muted, journalled")
     daemon.kill()
-    await start()  # a restarted daemon does not know the hold: what the journal says is ours
+    await starter()  # a restarted daemon does not know the hold: the journal's row is ours
     await until(lambda: not muted(server), "the mute undone by recovery")
 
 
-async def test_a_rescue_move_read_before_the_remove_event_is_remembered(server, start):
+async def test_a_rescue_move_read_before_the_remove_event_is_remembered(server, daemon):
     """PulseAudio: the stream's move is seen (and read) before its sink's ``remove``."""
-    daemon = await start()
     await playing(server, daemon, music(1))
     server._set(KEY, device="sink:0")  # the server's rescue, inside the unload
     await until(lambda: daemon.reconciler.streams[KEY].device == "sink:0", "the move read")
@@ -229,8 +227,7 @@ async def test_a_rescue_move_read_before_the_remove_event_is_remembered(server, 
     assert daemon.reconciler.disconnect.rescued(KEY)
 
 
-async def test_the_user_move_is_not_a_rescue(server, start):
-    daemon = await start()
+async def test_the_user_move_is_not_a_rescue(server, daemon):
     gone = daemon.reconciler.disconnect
     now = [1000.0]
     gone.clock = lambda: now[0]
@@ -243,8 +240,7 @@ async def test_the_user_move_is_not_a_rescue(server, start):
     assert not muted(server) and not gone.rescued(KEY)
 
 
-async def test_a_stream_that_goes_meanwhile_leaves_nothing_muted(server, start):
-    daemon = await start()
+async def test_a_stream_that_goes_meanwhile_leaves_nothing_muted(server, daemon):
     await playing(server, daemon, music(1, app="player"))
     server.hold()  # the mute is sent, not answered
     server.unplug("headphones")
@@ -258,9 +254,8 @@ async def test_a_stream_that_goes_meanwhile_leaves_nothing_muted(server, start):
     assert not muted(server, "sink-input:3")
 
 
-async def test_a_device_gone_while_the_mute_is_held_then_the_stream_too(server, start):
+async def test_a_device_gone_while_the_mute_is_held_then_the_stream_too(server, daemon):
     """A device vanishing mid-switch (the server's answers held), and the stream with it."""
-    daemon = await start()
     await playing(server, daemon, music(1))
     server.hold()
     server.unplug("headphones", rescue_after=0.01)
@@ -271,9 +266,8 @@ async def test_a_device_gone_while_the_mute_is_held_then_the_stream_too(server, 
     assert not daemon.reconciler.disconnect.holds and not daemon.failures
 
 
-async def test_an_explicit_session_is_interrupted_with_route_disconnected(server, start,
+async def test_an_explicit_session_is_interrupted_with_route_disconnected(server, daemon,
                                                                           policies, pm):
-    daemon = await start()
     sessions = AppSessions(lambda: policies, itertools.count(100), pm=pm)
     events = []
     sessions.listeners.append(lambda s, what, payload: events.append((what, dict(payload))))
@@ -294,10 +288,9 @@ async def test_an_explicit_session_is_interrupted_with_route_disconnected(server
     assert not any(what == "InterruptionEnded" for what, _ in events)
 
 
-async def test_the_routers_old_device_unavailable_reacts_for_a_jack_unplugged(server, start):
+async def test_the_routers_old_device_unavailable_reacts_for_a_jack_unplugged(server, daemon):
     """A laptop's headphones jack: the sink stays, its port goes (no remove event); the
     router's route change (a stand-in here) makes the reaction."""
-    daemon = await start()
     await playing(server, daemon, music(1))
     was = RouteDecision(PortChoice(None, "headphones"), PortChoice(None, "none"))
     change = RouteChange("playback", RouteChangeReason.oldDeviceUnavailable, was, was,
