@@ -19,9 +19,11 @@ import pytest
 
 from tests.support.clients import playerctl, wait_player
 from tests.support.daemon import DaemonProcess
+from tests.support.devices import WIRED_HEADPHONES, plug, unplug
 from tests.support.processes import wait_for
 from tests.support.servers import AudioServer, pulse
-from tests.support.streams import stream_state
+from tests.support.sessions import SessionClient
+from tests.support.streams import stream_of, stream_state, wait_muted, wait_stream
 from tests.support.unplug import finish, unplug_while_playing
 
 logger = logging.getLogger(__name__)
@@ -71,3 +73,28 @@ def test_a_legacy_stream_on_unplugged_headphones_stays_muted_until_the_user_unmu
     time.sleep(0.3)
     assert _muted(server, unplugged.player) is False, "not muted again by us"
     finish(server, unplugged)
+
+
+def test_a_session_on_unplugged_headphones_is_interrupted_with_route_disconnected(
+        server: AudioServer, daemon: DaemonProcess, tone: Path) -> None:
+    app = SessionClient(server, "A")
+    try:
+        app.create("A", "playback")
+        assert app.call("active", 1) == "active"
+        loaded = plug(server, WIRED_HEADPHONES)
+        child = app.play(tone)
+        with pulse(server) as p:  # the user puts the music on the headphones
+            sink = p.get_sink_by_name(loaded.name)
+            p.sink_input_move(wait_stream(server, child).index, sink.index)
+        wait_for(lambda: stream_of(server, child), 10, "the music on the headphones",
+                 until=lambda info: info is not None and info.sink == sink.index)
+        mark = app.mark()
+        unplug(server, loaded)
+        began = app.wait_signal("InterruptionBegan", after=mark)["body"][0]
+        assert (began["reason"], began["interrupter"]) == ("routeDisconnected", "")
+        inactive = app.wait_signal("DidBecomeInactive", after=mark)["body"][0]
+        assert (inactive["source"], inactive["reason"]) == ("system", "interruption")
+        wait_muted(server, child, True)
+        assert (app.call("get", "Active"), app.call("get", "State")) == (False, "inactive")
+    finally:
+        app.close()
