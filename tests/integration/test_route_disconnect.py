@@ -23,8 +23,8 @@ from tests.support.devices import WIRED_HEADPHONES, plug, unplug
 from tests.support.processes import wait_for
 from tests.support.servers import AudioServer, pulse
 from tests.support.sessions import SessionClient
-from tests.support.streams import stream_of, stream_state, wait_muted, wait_stream
-from tests.support.unplug import finish, unplug_while_playing
+from tests.support.streams import stream_state, wait_muted
+from tests.support.unplug import finish, unplug_while_playing, user_moves
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +83,7 @@ def test_a_session_on_unplugged_headphones_is_interrupted_with_route_disconnecte
         assert app.call("active", 1) == "active"
         loaded = plug(server, WIRED_HEADPHONES)
         child = app.play(tone)
-        with pulse(server) as p:  # the user puts the music on the headphones
-            sink = p.get_sink_by_name(loaded.name)
-            p.sink_input_move(wait_stream(server, child).index, sink.index)
-        wait_for(lambda: stream_of(server, child), 10, "the music on the headphones",
-                 until=lambda info: info is not None and info.sink == sink.index)
+        user_moves(server, child, loaded.name)
         mark = app.mark()
         unplug(server, loaded)
         began = app.wait_signal("InterruptionBegan", after=mark)["body"][0]

@@ -98,8 +98,7 @@ def mpris_plugin() -> str:
     raise FileNotFoundError(f"mpv MPRIS plugin not found in {MPRIS_PLUGIN_PATHS}")
 
 
-def start_mpv(server: AudioServer, path: str | os.PathLike,
-              device: str | None = None) -> subprocess.Popen:
+def start_mpv(server: AudioServer, path: str | os.PathLike) -> subprocess.Popen:
     """Play *path* in a loop with mpv (no video, ``--ao=pulse``) and its MPRIS plugin.
 
     mpv runs with ``--no-config`` and loads the plugin with ``--script``:
@@ -107,12 +106,10 @@ def start_mpv(server: AudioServer, path: str | os.PathLike,
     and registers twice (``...mpv`` and ``...mpv.instance<pid>``).  It owns
     ``org.mpris.MediaPlayer2.mpv`` on the server's private bus.
 
-    :param device: sink name (``--audio-device=pulse/<name>``); the default sink when None
     :returns: the mpv process (stopped by ``server.close()``).
     """
-    sink = [f"--audio-device=pulse/{device}"] if device is not None else []
     return start_client(server, [
-        "mpv", "--no-config", "--no-video", "--ao=pulse", *sink, "--loop-file=inf",
+        "mpv", "--no-config", "--no-video", "--ao=pulse", "--loop-file=inf",
         "--no-terminal", f"--script={mpris_plugin()}",
         f"--log-file={server.dir / 'mpv.log'}", str(path)])
 
