@@ -3,7 +3,7 @@
 
 For each server and each player (mpv with MPRIS, a legacy ``paplay`` with
 ``media.role=music``), ``--unplugs`` times: fake wired headphones are plugged, the player plays
-the test tone on them, the daemon follows its stream, the headphones are unplugged (their
+the test tone and the user moves it onto them (a mixer's move), the daemon follows its stream, the headphones are unplugged (their
 module unloaded: the server moves the stream to the default sink ``speaker``), and the
 speaker's monitor is recorded; the leak is how long the tone is audible there after the unplug
 (:mod:`tests.support.unplug`, measured on content). Prints p50 and max per server and player;
