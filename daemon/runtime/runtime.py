@@ -35,6 +35,8 @@ from .passes import DecisionPass
 from .pauses import Pauses
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
+from .router import Router
+from .routestore import RouteStore
 from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
@@ -78,9 +80,14 @@ class Runtime:
         self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
-        #: Pause on route disconnect; the router reads :meth:`Disconnect.rescued`.
+        self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
+                             self._schedule, lambda: self._app_sessions)
+        self.decisions.router = self.router
+        #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
         self.disconnect = self.decisions.disconnect = Disconnect(
             self.mirror, self.decisions, self.pauses, self._schedule)
+        # a jack whose port was unplugged (no remove event) reacts on the router's change
+        self.router.on_route_change.append(self.disconnect.route_changed)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
@@ -130,7 +137,7 @@ class Runtime:
 
     @policies.setter
     def policies(self, policies: Callable[[], PolicySet]) -> None:
-        self.decisions.policies = policies
+        self.decisions.policies = self.router.policies = policies
 
     # -- state, read only ---------------------------------------------------------------------
 
@@ -175,6 +182,7 @@ class Runtime:
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
+        await self.router.read_defaults()
         self.recovery.adopt_journal()
         self.pauses.recover()
         if self.gate is not None:
@@ -186,9 +194,12 @@ class Runtime:
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
         if event.type == "remove" and event.facility in ("sink", "source"):
             self.disconnect.device_removed(event.id)  # before the mirror forgets the device
-        if not self.mirror.handle(event) and event.facility == "module" \
-                and event.type in ("new", "remove"):
+        if self.mirror.handle(event):
+            return
+        if event.facility == "module" and event.type in ("new", "remove"):
             self.trust.module_event(event.index)
+        elif event.facility == "server":
+            self.router.server_changed()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -277,6 +288,7 @@ class Runtime:
         self.actuator.forget(key)
         self.disconnect.forget(key)
         self.decisions.effects.pop(key, None)
+        self.router.forget(key)
         if self.gate is not None:
             self.gate.forget(key)
         self._schedule()
@@ -291,6 +303,7 @@ class Runtime:
             self.gate.lost()
         self.trust.reset()
         self.decisions.reset()
+        self.router.lost()
         self.backend.close()
         if gone:
             self.read.removed(gone)
