@@ -3,13 +3,13 @@
 
 For each server and each player (mpv with MPRIS, a legacy ``paplay`` with
 ``media.role=music``), ``--unplugs`` times: fake wired headphones are plugged, the player plays
-the test tone and the user moves it onto them (a mixer's move), the daemon follows its stream, the headphones are unplugged (their
-module unloaded: the server moves the stream to the default sink ``speaker``), and the
-speaker's monitor is recorded; the leak is how long the tone is audible there after the unplug
-(:mod:`tests.support.unplug`, measured on content). Prints p50 and max per server and player;
-asserts nothing (``tests/integration/test_route_disconnect.py`` asserts the bound, 50 ms).
-``--without-daemon`` measures the same with no daemon running: what the server's move alone
-lets through. Run from the repository root:
+the test tone and the user moves it onto them (a mixer's move), the daemon follows its stream,
+the headphones are unplugged (their module unloaded: the server moves the stream to the default
+sink ``speaker``), and the speaker's monitor is recorded; the leak is how long the tone is
+audible there after the unplug (:mod:`tests.support.unplug`, measured on content). Prints p50
+and max per server and player; asserts nothing (``tests/integration/test_route_disconnect.py``
+asserts the bound, 50 ms). ``--without-daemon`` measures the same with no daemon running: what
+the server's move alone lets through. Run from the repository root:
 
     .venv/bin/python -m bench.unplug_leak [--servers pulseaudio,pipewire] [--unplugs 10]
                                           [--players mpv,paplay] [--without-daemon]
