@@ -107,7 +107,8 @@ class DecisionPass:
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
         if self.router is not None:
-            self.router.run(snap, self.sessions)
+            self.router.run(snap, self.sessions, {k for k, g in self._gates().items()
+                                                  if g is Gate.BLOCKED})
         return changed
 
     def _sessions(self, snap: Snapshot, owned: dict[str, str], policies: PolicySet) -> None:
