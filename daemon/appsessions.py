@@ -19,6 +19,9 @@ Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where i
   ``should_resume`` is true only when every interrupter ended with notification (an explicit
   session deactivated with ``notifyOthersOnDeactivation``, or an app without a session whose
   streams stopped) and the interruption lasted at most :attr:`AppSessions.resume_limit` seconds.
+* The device a session played on went (:meth:`AppSessions.route_disconnected`, Apple's
+  ``prefersInterruptionOnRouteDisconnect``): ``InterruptionBegan`` with reason
+  ``routeDisconnected``, deactivated; no ``InterruptionEnded`` follows.
 """
 
 from __future__ import annotations
@@ -360,6 +363,24 @@ class AppSessions:
         # keep a closed interrupter's notice while a session it interrupted still waits
         self._notified &= ({s.session_id for s in self.sessions.values()}
                            | {t for s in self.sessions.values() for t in s.interrupted_by})
+
+    def route_disconnected(self, session_id: str) -> None:
+        """The device an active session played on went (Apple's
+        ``prefersInterruptionOnRouteDisconnect``): ``InterruptionBegan`` with reason
+        ``routeDisconnected``, and the session is deactivated, as iOS 17 interrupts the Now
+        Playing session. Nothing ends this interruption (no ``InterruptionEnded``): the app
+        activates again when its user plays.
+
+        :param session_id: the engine's id of the session (``session:s1``); an inactive or
+            unknown session is left alone
+        """
+        session = next((s for s in self.sessions.values() if s.session_id == session_id), None)
+        if session is None or not session.active:
+            return
+        self._emit(session, "InterruptionBegan", {"reason": "routeDisconnected",
+                                                  "interrupter": "", "interrupter_category": ""})
+        session.active = False
+        self._changed(session, "system", "interruption")
 
     def _end_interruption(self, session: AppSession, by_id: Mapping[str, Session],
                           now: float) -> None:

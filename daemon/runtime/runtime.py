@@ -28,6 +28,7 @@ from ..model import Player, Stream, StreamKind
 from ..policy import PolicySet
 from .actuator import Actuator
 from .connection import Connection
+from .disconnect import Disconnect
 from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
@@ -82,6 +83,11 @@ class Runtime:
         self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
                              self._schedule, lambda: self._app_sessions)
         self.decisions.router = self.router
+        #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
+        self.disconnect = self.decisions.disconnect = Disconnect(
+            self.mirror, self.decisions, self.pauses, self._schedule)
+        # a jack whose port was unplugged (no remove event) reacts on the router's change
+        self.router.on_route_change.append(self.disconnect.route_changed)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
@@ -189,6 +195,8 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
+        if event.type == "remove" and event.facility in ("sink", "source"):
+            self.disconnect.device_removed(event.id)  # before the mirror forgets the device
         if self.mirror.handle(event):
             return
         if event.facility == "module" and event.type in ("new", "remove"):
@@ -258,6 +266,7 @@ class Runtime:
     def _folded(self, old: Stream | None, stream: Stream, fresh: bool) -> None:
         """A read was folded into the mirror: holds, recovery, the user's changes, a pass."""
         key = stream.key
+        self.disconnect.folded(old, stream)
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self.ownership.hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -285,6 +294,7 @@ class Runtime:
     def _removed(self, key: str) -> None:
         self.ownership.forget(key)
         self.actuator.forget(key)
+        self.disconnect.forget(key)
         self.decisions.effects.pop(key, None)
         self.router.forget(key)
         if self.gate is not None:
@@ -294,6 +304,7 @@ class Runtime:
 
     def _lost(self) -> None:
         self.actuator.lost()
+        self.disconnect.lost()
         gone = self.mirror.reset()
         self.ownership.lost()
         if self.gate is not None:
