@@ -31,6 +31,7 @@ When a session's route changes, the :class:`~audiopolicyd.route.RouteChange` (Ap
 from __future__ import annotations
 
 import logging
+import time
 from typing import AbstractSet as Set, Callable, Mapping
 
 from ..backends.base import Backend, BackendError, DefaultDevices
@@ -48,6 +49,10 @@ from ..routing.ports import route_port
 from .moves import Moves
 from .routestore import RouteStore
 from .tasks import Tasks
+
+#: How long a device that went is remembered as gone, in seconds: a stream the mirror still
+#: shows on it (a read answered late) is moved to its route at once, not left there.
+GONE_SECONDS = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +100,8 @@ class Router:
         self.moves = Moves(backend, tasks, schedule, self._user_moved)
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
+        #: Ids of the devices that went lately -> when (monotonic): see GONE_SECONDS.
+        self._gone: dict[str, float] = {}
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
         self._left: dict[str, str] = {}  # stream key -> the device it was last seen leaving
         self._decided: dict[str, tuple] = {}  # session id -> (what it depends on, decision)
@@ -124,6 +131,7 @@ class Router:
         """The connection is gone: forget the graph (the routes stay shown as last decided)."""
         self.moves.reset()
         self._devices, self._seen, self._sessions, self._left = {}, {}, {}, {}
+        self._gone = {}
         self._decided.clear()
 
     # -- the pass -------------------------------------------------------------------------------
@@ -138,6 +146,11 @@ class Router:
             recording its volume back, which the gate would take for the app's fight)
         """
         self.moves.devices_seen(self._devices, snap.devices)
+        now = time.monotonic()
+        for gone in set(self._devices) - set(snap.devices):
+            self._gone[gone] = now
+        self._gone = {d: t for d, t in self._gone.items()
+                      if now - t < GONE_SECONDS and d not in snap.devices}
         if not _same(self._devices, snap.devices):
             self._decided.clear()
         defaults = self.default_ids(snap)
@@ -286,7 +299,7 @@ class Router:
         # on a device that just went is moved at once (WirePlumber's own move comes ~15 ms
         # after the removal, and to the default device)
         if target is not None and target.id != on \
-                and (on in snap.devices or on in self._devices) and not self.moves.busy(key):
+                and (on in snap.devices or on in self._gone) and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on
 
