@@ -32,6 +32,7 @@ from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
 from .pauses import Pauses
+from .processing import EchoCancel, route_masters, wants_echo_cancel
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
 from .tasks import Tasks
@@ -78,6 +79,12 @@ class Runtime:
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
+        self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
+                               self._schedule, lambda: getattr(self.server, "cookie", 0))
+        self.mirror.annotate = self.echo.annotate
+        self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
+        self.echo.masters = route_masters(pm, lambda: self.decisions.policies(), self.mirror,
+                                          lambda: self.connection.server)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
         self.on_effects = self.read.on_effects
@@ -162,12 +169,14 @@ class Runtime:
     async def restore_all(self) -> None:
         """Undo every effect and resume every player we paused (daemon shutdown); see
         :meth:`Recovery.restore_all <audiopolicyd.runtime.recovery.Recovery.restore_all>`."""
+        await self.echo.stop()
         await self.recovery.restore_all(self.tasks, self.pauses)
 
     async def resync(self) -> None:
         """Re-read the whole graph, adopt the journal, and reconcile."""
         server = self.connection.server
         self.trust.load(server.cookie if server is not None else 0, await self.backend.modules())
+        await self.echo.recover(server.cookie if server is not None else 0)
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
@@ -182,7 +191,7 @@ class Runtime:
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
         if not self.mirror.handle(event) and event.facility == "module" \
                 and event.type in ("new", "remove"):
-            self.trust.module_event(event.index)
+            self.trust.module_event(event.index, event.type)
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -206,6 +215,7 @@ class Runtime:
     def reconcile(self) -> None:
         """Decide, journal, then send every write at once."""
         self.read.changed(self.decisions.run())
+        self.echo.update(self.decisions.sessions)
 
     async def answers(self, timeout: float) -> bool:
         """Whether a decision pass runs, and succeeds, within ``timeout`` seconds: the
@@ -281,6 +291,7 @@ class Runtime:
         if self.gate is not None:
             self.gate.lost()
         self.trust.reset()
+        self.echo.lost()
         self.decisions.reset()
         self.backend.close()
         if gone:
