@@ -194,7 +194,9 @@ class FakeServer:
     def module_devices(self, module: Module, loaded: bool) -> None:
         """The devices a module makes appear (*loaded*) or go, as the servers'
         ``module-echo-cancel`` does: a sink ``sink_name=`` and a source ``source_name=``, each
-        with its event; streams on them are rescued to the default devices when they go."""
+        with its event; streams on them are rescued to the default devices when they go. As
+        pipewire-pulse (:attr:`name`), the devices carry the ``client.id`` of the PipeWire
+        client the module runs on (``1000 + index``)."""
         if module.name != "module-echo-cancel":
             return
         args = dict(a.split("=", 1) for a in module.argument.split() if "=" in a)
@@ -202,8 +204,9 @@ class FakeServer:
             name = args.get(f"{kind}_name", "")
             if loaded:
                 index = max((d.index for d in self.devices), default=0) + 1
-                self.devices.append(Device(kind, index, name, "Echo-Cancel", freeze(
-                    {"device.class": "filter"})))
+                props = {"client.id": str(1000 + module.index)} if "PipeWire" in self.name \
+                    else {"device.class": "filter"}
+                self.devices.append(Device(kind, index, name, "Echo-Cancel", freeze(props)))
                 self.device_event("new", kind, index)
             else:
                 gone = next((d for d in self.devices if d.name == name), None)
