@@ -273,9 +273,15 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
     def _owner(self, info) -> tuple[str, int]:
         """The owning server module's name and index, ``('', -1)`` for a client's stream.
         PulseAudio names the native-protocol module as the owner of every client stream;
-        pipewire-pulse none."""
+        pipewire-pulse none, but it takes a stream's ``owner_module`` from the node's
+        ``pulse.module.id`` property, which a client may set on its own stream (verified on
+        0.3.65: ``parecord --property=pulse.module.id=<a module's index>`` shows that
+        module as its owner). A module's stream has no client on either server, so a
+        stream with a client is a client's, whatever owner it shows."""
         index = getattr(info, "owner_module", INVALID_INDEX)
         name = self._modules.get(index, "")
+        if getattr(info, "client", INVALID_INDEX) not in (None, INVALID_INDEX):
+            return "", -1
         if not name or name.startswith("module-native-protocol"):
             return "", -1
         return name, index

@@ -83,6 +83,7 @@ class ModuleTrust:
         # own modules whose ``new`` event may still come (PulseAudio sends it after
         # load_module has returned, 0.4-2.4 ms later: docs/routing.md)
         self._own_unseen: set[int] = set()
+        self._own: set[int] = set()  # the trusted modules the daemon loaded itself
         self._cookie = 0
 
     def reset(self) -> None:
@@ -90,6 +91,7 @@ class ModuleTrust:
         self.trusted.clear()
         self._logged.clear()
         self._own_unseen.clear()
+        self._own.clear()
 
     def load(self, cookie: int, modules: list[Module]) -> None:
         """Decide which modules are trusted at a (re)connection, recorded per server instance:
@@ -145,6 +147,7 @@ class ModuleTrust:
         side of the reply it arrives on (PulseAudio 16: 0.4-2.4 ms after it; pipewire-pulse:
         before it), and ends with its ``remove`` event."""
         self.trusted.add(module.index)
+        self._own.add(module.index)
         self._own_unseen.add(module.index)
         self.journal.trust_module(self._cookie, module.index, module.name, module.argument)
 
@@ -159,6 +162,7 @@ class ModuleTrust:
             self._own_unseen.discard(index)
             return
         self._own_unseen.discard(index)
+        self._own.discard(index)
         if index in self.trusted:
             self.trusted.discard(index)
             self.journal.forget_trusted_module(self._cookie, index)
@@ -174,8 +178,9 @@ class ModuleTrust:
         if self._logged.get(index) is not trusted and stream.linked:
             self._logged[index] = trusted
             if trusted:
-                logger.info("%s #%d (a module of the server's own configuration) captures %s: "
-                            "trusted, not gated", stream.module, index, source)
+                logger.info("%s #%d (%s) captures %s: trusted, not gated", stream.module,
+                            index, "loaded by the daemon" if index in self._own
+                            else "a module of the server's own configuration", source)
             else:
                 logger.warning("%s #%d loaded at run time captures %s: gated as module:%s",
                                stream.module, index, source, stream.module)

@@ -300,6 +300,12 @@ class EchoCancel:
                 stream = self.mirror.streams.get(key)
                 if stream is None or stream.module:
                     continue
+                guard = self.mirror.guard
+                if guard is not None and guard.holds(key):
+                    # a recording the gate holds is moved once its app may record: PulseAudio
+                    # gives a moved recording its volume back, which the gate would take for
+                    # the app fighting its hold (seen: the call's parecord killed)
+                    continue
                 target = devices[0] if stream.kind is StreamKind.SINK_INPUT else devices[1]
                 if stream.device == target or self._moved.get(key) == target:
                     continue
