@@ -95,7 +95,10 @@ class Stream:
     :param volume: raw per-channel volume on the model's scale (:data:`VOLUME_NORM`)
     :param muted: the server's mute flag
     :param corked: True while the client has paused (corked) the stream
-    :param device: index of the sink or source the stream is connected to
+    :param device: the :attr:`Device.id` of the sink (playback) or source (recording) the
+        stream is connected to, as the backend minted it (a key of :attr:`Snapshot.devices`
+        once the device list is read); '' while the stream is not linked to any (pipewire-pulse
+        announces a new stream before linking it). Opaque: the core compares it, never parses it
     :param monitor: True for a source-output connected to a sink's monitor, as the server's
         source list says (``monitor_of_sink``), never as the client claims
         (``stream.capture.sink``); whether that monitor carries a microphone is
@@ -129,7 +132,7 @@ class Stream:
     volume: tuple[int, ...] = (VOLUME_NORM, VOLUME_NORM)
     muted: bool = False
     corked: bool = False
-    device: int = -1
+    device: str = ""
     monitor: bool = False
     module: str = ""
     owner_module: int = -1
@@ -144,10 +147,10 @@ class Stream:
         """True once the stream is connected to a sink or source.
 
         pipewire-pulse announces a new stream before linking it (device ``PA_INVALID_INDEX``,
-        volume 0, corked) and links it a few ms later with its restored volume; until then its
-        volume is not the user's.
+        which the backend gives as :attr:`device` '', volume 0, corked) and links it a few ms
+        later with its restored volume; until then its volume is not the user's.
         """
-        return 0 <= self.device < 0xFFFFFFFF
+        return bool(self.device)
 
     @property
     def settled(self) -> bool:
@@ -300,9 +303,10 @@ class Device:
     :param name: server name (``alsa_output...``, ``speaker``)
     :param description: human name
     :param properties: the device's property list (``device.form_factor``, ``device.bus``...)
-    :param monitor_of: for a sink's monitor source, the index of that sink (the server's
-        ``monitor_of_sink``); -1 for a sink and for any other source. On pipewire-pulse a
-        sink and its monitor share one index.
+    :param monitor_of: for a sink's monitor source, the :attr:`id` of that sink (from the
+        server's ``monitor_of_sink``); '' for a sink and for any other source. Opaque, as
+        :attr:`id` (on pipewire-pulse a sink and its monitor share one server index; their ids
+        differ: ``sink:57``, ``source:57``)
     :param id: the backend's opaque id, unique among devices while the server runs (PulseAudio
         backend: ``sink:3``, ``source:5``); '' only for a device no backend made
     :param card: the name of the device's :class:`Card`, None for a device without one (a
@@ -325,7 +329,7 @@ class Device:
     name: str
     description: str = ""
     properties: Mapping[str, str] = field(default_factory=lambda: freeze({}))
-    monitor_of: int = -1
+    monitor_of: str = ""
     id: str = field(default="", kw_only=True)
     card: str | None = field(default=None, kw_only=True)
     ports: tuple[Port, ...] = field(default=(), kw_only=True)
@@ -340,7 +344,7 @@ class Device:
         """True for a sink's monitor source, as the server's graph says: never from a name
         or a ``device.class`` property, which whoever loads a module may set
         (``module-remap-source source_properties=device.class=monitor``)."""
-        return self.kind == "source" and self.monitor_of >= 0
+        return self.kind == "source" and bool(self.monitor_of)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,10 @@ MAX_PASSES = 16
 
 _KINDS = {"playback": (StreamKind.SINK_INPUT, False), "record": (StreamKind.SOURCE_OUTPUT, False),
           "monitor": (StreamKind.SOURCE_OUTPUT, True)}
+#: The device a simulated stream is linked to, by kind: devices are not simulated, so every
+#: playback stream is on one sink and every recording on one source, with the ids the
+#: PulseAudio backend gives a server's first sink and source.
+_LINKED_TO = {StreamKind.SINK_INPUT: "sink:0", StreamKind.SOURCE_OUTPUT: "source:0"}
 _NAMES = {"type": "string", "minLength": 1, "maxLength": 64}
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -334,11 +338,11 @@ def _build(file: str, doc: Mapping[str, Any]) -> Scenario:
         kind, monitor = _KINDS[table.get("kind", "playback")]
         module = table.get("module", "")
         properties = freeze(table.get("properties", {}))
-        # corked and linked (device 0): present, not playing until `activate` starts it. The
-        # id has the shape the PulseAudio backend gives (simulated output reads as live
-        # output does); no server remembers a simulated stream's volume: no restore key
-        stream = Stream(kind, index, properties, corked=True, device=0, monitor=monitor,
-                        module=module, owner_module=index if module else -1,
+        # corked and linked (to _LINKED_TO's device): present, not playing until `activate`
+        # starts it. The id has the shape the PulseAudio backend gives (simulated output reads
+        # as live output does); no server remembers a simulated stream's volume: no restore key
+        stream = Stream(kind, index, properties, corked=True, device=_LINKED_TO[kind],
+                        monitor=monitor, module=module, owner_module=index if module else -1,
                         id=f"{kind.value}:{index}", restore_key="")
         player = None
         if table.get("player"):

@@ -183,11 +183,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def streams(self) -> list[Stream]:
-        """Every sink-input and source-output now, but the :attr:`unreadable` ones."""
+        """Every sink-input and source-output now, but the :attr:`unreadable` ones; a
+        stream's :attr:`~audiopolicyd.model.Stream.device` is the id its device has in
+        :meth:`devices` ('' while not linked)."""
 
     @abc.abstractmethod
     async def devices(self) -> list[Device]:
-        """Every sink and source now, with their ports and cards."""
+        """Every sink and source now, with their ports and cards; a monitor's
+        :attr:`~audiopolicyd.model.Device.monitor_of` is its sink's id."""
 
     @abc.abstractmethod
     async def modules(self) -> list[Module]:

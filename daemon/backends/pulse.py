@@ -34,7 +34,8 @@ from .base import Backend, Capability, Event, Module, ServerGone, ServerInfo
 from .coalesce import Coalescer
 from .pulse_clients import ClientVouching
 from .pulse_convert import (
-    INVALID_INDEX, card, device, object_id, parse_stream_id, props, restore_key, stream_id,
+    INVALID_INDEX, card, device, device_id, object_id, parse_stream_id, props, restore_key,
+    stream_id,
 )
 from .pulse_routing import PulseRouting
 
@@ -257,14 +258,15 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
                 self._list_broken.discard(kind)
 
     def _stream(self, kind: StreamKind, info) -> Stream:
-        device = info.sink if kind is StreamKind.SINK_INPUT else info.source
+        on = info.sink if kind is StreamKind.SINK_INPUT else info.source  # a server index
         properties = props(info.proplist)
         # from the server's source list only: stream.capture.sink is the client's claim
         # (pipewire-pulse honours it by linking the stream to a monitor; PulseAudio ignores it)
-        monitor = kind is StreamKind.SOURCE_OUTPUT and device in self._monitors
+        monitor = kind is StreamKind.SOURCE_OUTPUT and on in self._monitors
         module, owner = self._owner(info)
         client = getattr(info, "client", INVALID_INDEX)
         own = client == self._own_client and client != INVALID_INDEX
+        device = device_id("sink" if kind is StreamKind.SINK_INPUT else "source", on)
         return Stream(kind, info.index, freeze(properties), _volume(info), bool(info.mute),
                       bool(getattr(info, "corked", False)), device, monitor, module, owner,
                       id=stream_id(kind, info.index), restore_key=restore_key(kind, properties),
@@ -339,12 +341,10 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         sources = await self._call(self._p.source_list())
         cards = {c.index: c for c in await self.cards()}
         self._highest = max([self._highest, *(d.index for d in (*sinks, *sources))])
-        monitor_of = {s.index: getattr(s, "monitor_of_sink", INVALID_INDEX) for s in sources}
-        monitor_of = {i: sink for i, sink in monitor_of.items() if sink != INVALID_INDEX}
-        self._monitors = set(monitor_of)
-        self._sources = {s.index for s in sources}
-        return ([device("sink", s, cards) for s in sinks]
-                + [device("source", s, cards, monitor_of.get(s.index, -1)) for s in sources])
+        found = [device("source", s, cards) for s in sources]
+        self._monitors = {d.index for d in found if d.monitor}
+        self._sources = {d.index for d in found}
+        return [device("sink", s, cards) for s in sinks] + found
 
     async def cards(self) -> list[Card]:
         return [card(info) for info in await self._call(self._p.card_list())]

@@ -53,6 +53,13 @@ def object_id(facility: str, index: int) -> str:
     return f"{facility}:{index}"
 
 
+def device_id(kind: str, index: int) -> str:
+    """The id of the sink or source at *index* (a stream's ``sink`` / ``source``, a monitor's
+    ``monitor_of_sink``), '' for ``PA_INVALID_INDEX``: no device (a stream not linked yet, a
+    source that is no sink's monitor)."""
+    return "" if index == INVALID_INDEX else object_id(kind, index)
+
+
 def restore_key(kind: StreamKind, properties: Mapping[str, str]) -> str:
     """The key under which the server remembers a stream's volume and mute.
 
@@ -119,9 +126,11 @@ def card(info: Any) -> Card:
                 freeze(props(info.proplist)))
 
 
-def device(kind: str, info: Any, cards: Mapping[int, Card], monitor_of: int = -1) -> Device:
+def device(kind: str, info: Any, cards: Mapping[int, Card]) -> Device:
     """A sink or source (pulsectl's ``PulseSinkInfo`` / ``PulseSourceInfo``); *cards* by
-    index give the device's card name and its ports' profiles and properties."""
+    index give the device's card name and its ports' profiles and properties; a source's
+    ``monitor_of_sink`` becomes :attr:`Device.monitor_of <audiopolicyd.model.Device.monitor_of>`
+    (the sink's id)."""
     properties = props(info.proplist)
     owner = cards.get(getattr(info, "card", INVALID_INDEX))
     card_ports = {p.name: p for p in owner.ports} if owner is not None else {}
@@ -130,6 +139,8 @@ def device(kind: str, info: Any, cards: Mapping[int, Card], monitor_of: int = -1
                   for p in getattr(info, "port_list", ()) or ())
     active = getattr(info, "port_active", None)
     bluetooth = next((properties[k] for k in BLUETOOTH_PROFILE_KEYS if properties.get(k)), "")
+    monitor_of = device_id("sink", getattr(info, "monitor_of_sink", INVALID_INDEX)) \
+        if kind == "source" else ""
     return Device(kind, info.index, info.name, info.description, freeze(properties), monitor_of,
                   id=object_id(kind, info.index), card=owner.name if owner is not None else None,
                   ports=ports, active_port=_text(active.name) if active is not None else None,

@@ -87,9 +87,9 @@ class NotGrantable(NotAllowed, ValueError):
     """A grant for an app id that cannot be granted (:func:`grantable`)."""
 
 
-def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
-    """The sources of the graph that are not a *microphone path*: the indices of the monitors
-    of sinks that no microphone path feeds.
+def quiet_monitors(snapshot: Snapshot) -> frozenset[str]:
+    """The sources of the graph that are not a *microphone path*: the ids of the monitors of
+    sinks that no microphone path feeds.
 
     A microphone path is a source that is not a sink's monitor (a capture device, a
     ``module-remap-source``, an echo canceller's source...), or the monitor of a sink fed by
@@ -97,21 +97,22 @@ def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
     has a source-output connected to a microphone path (``module-loopback source=mic
     sink=trap`` makes ``trap.monitor`` one). Computed to a fixed point, so chains of loopbacks
     through null sinks count. Only the server's graph is used (``monitor_of_sink``, each
-    stream's source or sink, ``owner_module``): no property a client sets.
+    stream's source or sink, ``owner_module``): no property a client sets. Devices are
+    compared by their opaque ids (:attr:`Device.id`, :attr:`Stream.device`), never parsed.
 
     Fail closed: a source-output not linked yet, or connected to a source the mirror does not
     know yet, captures a microphone path; so does every source not in the result.
 
     :param snapshot: the mirror: :attr:`Device.monitor_of`, :attr:`Stream.device` and
         :attr:`Stream.owner_module` are read
-    :returns: source indices
+    :returns: source ids (:attr:`Device.id`); never '' (a stream not linked is no monitor's)
     """
-    monitors = {d.index: d.monitor_of for d in snapshot.devices.values() if d.monitor}
+    monitors = {d.id: d.monitor_of for d in snapshot.devices.values() if d.monitor and d.id}
     modules: dict[int, list[Stream]] = {}
     for stream in snapshot.streams.values():
         if stream.owner_module >= 0:
             modules.setdefault(stream.owner_module, []).append(stream)
-    fed: set[int] = set()  # sinks fed by a microphone path
+    fed: set[str] = set()  # sinks fed by a microphone path
     while True:
         quiet = frozenset(i for i, sink in monitors.items() if sink not in fed)
         feeding = {s.device for streams in modules.values()
@@ -123,16 +124,18 @@ def quiet_monitors(snapshot: Snapshot) -> frozenset[int]:
         fed |= feeding
 
 
-def is_microphone(stream: Stream, quiet: frozenset[int]) -> bool:
+def is_microphone(stream: Stream, quiet: frozenset[str]) -> bool:
     """Whether permission applies to *stream*: a source-output that records a microphone path
-    (not connected to one of the *quiet* monitors, :func:`quiet_monitors`), and is not the
-    audio server's own: not one whose client is the PipeWire daemon's own process
-    (``libpipewire-module-echo-cancel`` loaded in ``pipewire.conf``), as the server vouches
-    (:attr:`Stream.vouched` ``pipewire.sec.pid``) and /proc confirms
-    (:func:`~audiopolicyd.identity.audio_server_process`). A stream not linked yet counts (fail
-    closed). Whether a pulse module's stream is trusted is the caller's question (the
-    gate's :class:`~audiopolicyd.microphone.gate.ModuleTrust` keeps the trusted modules)."""
-    return (stream.kind is StreamKind.SOURCE_OUTPUT and stream.device not in quiet
+    (its :attr:`Stream.device` is not the id of one of the *quiet* monitors,
+    :func:`quiet_monitors`), and is not the audio server's own: not one whose client is the
+    PipeWire daemon's own process (``libpipewire-module-echo-cancel`` loaded in
+    ``pipewire.conf``), as the server vouches (:attr:`Stream.vouched` ``pipewire.sec.pid``)
+    and /proc confirms (:func:`~audiopolicyd.identity.audio_server_process`). A stream not
+    linked yet counts (fail closed). Whether a pulse module's stream is trusted is the
+    caller's question (the gate's :class:`~audiopolicyd.microphone.gate.ModuleTrust` keeps the
+    trusted modules)."""
+    return (stream.kind is StreamKind.SOURCE_OUTPUT
+            and (not stream.linked or stream.device not in quiet)
             and not server_stream(stream))
 
 

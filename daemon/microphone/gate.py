@@ -525,9 +525,8 @@ class MicrophoneGate:
         logger.info("%s (%s) gets its volume back: %s", stream.key, stream.label, volume)
 
     def _source_name(self, stream: Stream) -> str:
-        device = next((d for d in self.mirror.devices.values()
-                       if d.kind == "source" and d.index == stream.device), None)
-        return device.name if device is not None else f"source #{stream.device}"
+        device = self.mirror.devices.get(stream.device)
+        return device.name if device is not None else f"source {stream.device or '(none yet)'}"
 
     def _gated_app(self, stream: Stream, session_id: str | None) -> RecordingApp:
         """The app the gate decides for: ``module:<name>`` for a server module's stream that

@@ -196,7 +196,7 @@ class Mirror:
                 if stream is None:
                     logger.debug("read %s: no such stream", key)
                 else:
-                    logger.debug("read %s: volume %s, muted %s, corked %s, device %d", key,
+                    logger.debug("read %s: volume %s, muted %s, corked %s, device %r", key,
                                  stream.volume, stream.muted, stream.corked, stream.device)
         finally:
             timer.cancel()

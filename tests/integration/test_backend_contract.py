@@ -87,6 +87,25 @@ async def test_streams_and_devices_carry_the_ids_and_restore_keys_of_today(
         n: f"source:{i}" for n, i in sources.items()}
 
 
+async def test_a_streams_device_and_a_monitors_sink_are_device_ids(
+        server: AudioServer, backend: PulseBackend, tone: Path):
+    """Where a stream is and which sink a monitor carries leave the backend as the ids its
+    devices have, never the server's indices (on pipewire-pulse a sink and its monitor share
+    one index: their ids differ)."""
+    player = play(server, tone, device="speaker")
+    wait_stream(server, player)
+    recorder = record(server, "speaker.monitor", latency_ms=20)
+    wait_stream(server, recorder, kind="source-output")
+    speaker, monitor, mic = [await device(backend, n) for n in ("speaker", "speaker.monitor",
+                                                                 MIC)]
+    assert (monitor.monitor, monitor.monitor_of) == (True, speaker.id)
+    assert (mic.monitor, mic.monitor_of, speaker.monitor_of) == (False, "", "")
+    streams = {s.kind: s for s in await backend.streams() if not s.own}
+    assert streams[StreamKind.SINK_INPUT].device == speaker.id
+    assert streams[StreamKind.SOURCE_OUTPUT].device == monitor.id
+    assert streams[StreamKind.SOURCE_OUTPUT].monitor
+
+
 async def test_cards_and_ports_read_as_the_server_lists_them(server: AudioServer,
                                                              backend: PulseBackend):
     with pulse(server) as p:

@@ -154,9 +154,9 @@ async def test_the_echo_canceller_on_the_test_beds_devices_comes_and_goes_whole(
             "the echo canceller's sink and source")
         by_name = {d.name: d for d in devices}
         ec_sink, ec_source = by_name["ec_sink"], by_name["ec_source"]
-        assert (ec_sink.kind, ec_source.kind, ec_source.monitor_of) == ("sink", "source", -1)
+        assert (ec_sink.kind, ec_source.kind, ec_source.monitor_of) == ("sink", "source", "")
         # its own two streams, one on each master; who owns them differs (docs/routing.md)
-        masters = {d.name: d.index for d in devices}
+        masters = {d.name: d.id for d in devices}  # a stream's device is a device id
         expected = [("sink-input", masters[USB_HEADSET.name]),
                     ("source-output", masters[USB_HEADSET_MIC.name])]
 

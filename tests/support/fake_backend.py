@@ -54,8 +54,15 @@ def fake_ids(kind: StreamKind, index: int, properties: Mapping[str, str]) -> dic
     return {"id": stream_id(kind, index), "restore_key": restore_key(kind, properties)}
 
 
-#: The device of a stream not linked yet (``PA_INVALID_INDEX``).
-UNLINKED = 0xFFFFFFFF
+def _listed(device: Device) -> Device:
+    """*device* as a backend lists it: with the id the PulseAudio backend gives it, unless the
+    test gave it one."""
+    return device if device.id else dataclasses.replace(
+        device, id=object_id(device.kind, device.index))
+
+
+#: The device of a stream not linked yet (the backend's '' for ``PA_INVALID_INDEX``).
+UNLINKED = ""
 
 
 class FakeServer:
@@ -188,8 +195,8 @@ class FakeServer:
         default = self.device(self.default.sink if gone.kind == "sink" else self.default.source)
         for key, stream in list(self.state.items()):
             on_kind = (stream.kind is StreamKind.SINK_INPUT) == (gone.kind == "sink")
-            if on_kind and stream.device == gone.index and default is not None:
-                self._set(key, device=default.index)
+            if on_kind and stream.device == _listed(gone).id and default is not None:
+                self._set(key, device=default.id)
 
     def module_devices(self, module: Module, loaded: bool) -> None:
         """The devices a module makes appear (*loaded*) or go, as the servers'
@@ -218,8 +225,7 @@ class FakeServer:
     def device(self, name: str) -> Device | None:
         """The device called *name* as a backend lists it (with its id), None if none."""
         found = next((d for d in self.devices if d.name == name), None)
-        return found if found is None or found.id else dataclasses.replace(
-            found, id=object_id(found.kind, found.index))
+        return found if found is None else _listed(found)
 
     def device_event(self, etype: str, facility: str, index: int) -> None:
         """The server reports a device's or card's ``new``, ``change`` or ``remove``."""
@@ -355,7 +361,7 @@ class FakeBackend(Backend):
 
     async def devices(self) -> list[Device]:
         self._check()
-        return [self.server.device(d.name) or d for d in self.server.devices]
+        return [_listed(d) for d in self.server.devices]
 
     async def modules(self) -> list[Module]:
         self._check()
@@ -418,7 +424,7 @@ class FakeBackend(Backend):
         if device.kind != want:
             raise ValueError(f"a {stream.kind.value} moves to a {want}, not to a {device.kind}")
         self._device(device)
-        await self.server._write(stream.id, "device", device.index)
+        await self.server._write(stream.id, "device", self.server.device(device.name).id)
 
     async def default_devices(self) -> DefaultDevices:
         self._check()

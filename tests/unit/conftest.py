@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from audiopolicyd.backends.pulse_convert import object_id
 from audiopolicyd.model import Stream, StreamKind, freeze
 from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_schemas
 from audiopolicyd.policystore import PolicyStore, shipped_dir
@@ -34,7 +35,9 @@ def make_stream(index: int, kind: StreamKind = StreamKind.SINK_INPUT, *, role: s
         p.setdefault("application.process.binary", app)
     if pid is not None:
         p["application.process.id"] = str(pid)
-    return Stream(kind, index, freeze(p), tuple(volume), muted, corked, 0, monitor,
+    # linked to the device at index 0 of its direction, by the id a backend gives it
+    device = object_id("sink" if kind is StreamKind.SINK_INPUT else "source", 0)
+    return Stream(kind, index, freeze(p), tuple(volume), muted, corked, device, monitor,
                   **fake_ids(kind, index, p))
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import ctypes
 
 import pytest
-from pulsectl import PulseCardInfo, PulseSinkInfo
+from pulsectl import (
+    PulseCardInfo, PulseSinkInfo, PulseSinkInputInfo, PulseSourceInfo, PulseSourceOutputInfo,
+)
 from pulsectl import _pulsectl as c
 
 from audiopolicyd import backends
@@ -169,6 +171,44 @@ def test_a_card_and_its_sinks_ports_read_from_libpulses_structures(proplists):
         None, (), None, "a2dp_sink")
 
 
+def test_the_pulse_backend_gives_device_ids_never_indices(proplists):
+    """A stream's device and a monitor's sink leave the Pulse backend as device ids, the ids
+    its devices carry (issue 10); ``PA_INVALID_INDEX`` (a stream not linked yet, a source that
+    is no sink's monitor) as ''. On pipewire-pulse a sink and its monitor share an index."""
+    def source(name, index, monitor_of_sink):
+        return device("source", PulseSourceInfo(c.PA_SOURCE_INFO(
+            name=name, index=index, description=name, monitor_of_sink=monitor_of_sink,
+            card=c.PA_INVALID, proplist=proplists(""))), {})
+
+    monitor, mic = source(b"trap.monitor", 57, 57), source(b"mic", 30, c.PA_INVALID)
+    assert (monitor.id, monitor.monitor_of, monitor.monitor) == ("source:57", "sink:57", True)
+    assert (mic.id, mic.monitor_of, mic.monitor) == ("source:30", "", False)
+    trap = device("sink", PulseSinkInfo(c.PA_SINK_INFO(
+        name=b"trap", index=57, description=b"trap", card=c.PA_INVALID,
+        proplist=proplists(""))), {})
+    assert (trap.id, trap.monitor_of, trap.monitor) == ("sink:57", "", False)
+
+    backend = PulseBackend()
+    backend._monitors = {monitor.index}  # what its devices() read keeps (the backend's own)
+
+    def stream(kind, index, on):
+        struct = c.PA_SINK_INPUT_INFO if kind is StreamKind.SINK_INPUT \
+            else c.PA_SOURCE_OUTPUT_INFO
+        info_type = PulseSinkInputInfo if kind is StreamKind.SINK_INPUT \
+            else PulseSourceOutputInfo
+        where = {"sink" if kind is StreamKind.SINK_INPUT else "source": on}
+        return backend._stream(kind, info_type(struct(
+            index=index, client=c.PA_INVALID, owner_module=c.PA_INVALID,
+            proplist=proplists(""), **where)))
+
+    recording = stream(StreamKind.SOURCE_OUTPUT, 3, 57)
+    assert (recording.device, recording.monitor, recording.linked) == (monitor.id, True, True)
+    assert stream(StreamKind.SOURCE_OUTPUT, 4, 30).device == mic.id
+    assert stream(StreamKind.SINK_INPUT, 5, 57).device == trap.id
+    unlinked = stream(StreamKind.SOURCE_OUTPUT, 6, c.PA_INVALID)
+    assert (unlinked.device, unlinked.monitor, unlinked.linked) == ("", False, False)
+
+
 def test_the_restore_key_is_the_servers_rule():
     # role first, then application id, then application name, then media name
     assert restore_key(StreamKind.SINK_INPUT, {"media.role": "music", "application.id": "x"}) \
@@ -212,7 +252,7 @@ async def test_the_fake_moves_sets_defaults_loads_modules_and_captures():
     headphones = fake.device("headphones")
     assert headphones.id == "sink:2"
     await backend.move_stream(stream, headphones)
-    assert fake.state[stream.id].device == 2
+    assert fake.state[stream.id].device == headphones.id  # the device's id, no more its index
     with pytest.raises(ValueError):
         await backend.move_stream(stream, fake.device("mic"))
     with pytest.raises(NoSuchDevice):

@@ -235,9 +235,9 @@ def test_implicit_sessions_group_by_app_and_category_and_order_activations(polic
 
 def test_playing_rules_for_streams_being_set_up():
     unlinked = dict(corked=True)
-    out = dataclasses.replace(make_stream(1, **unlinked), device=0xFFFFFFFF)
+    out = dataclasses.replace(make_stream(1, **unlinked), device="")
     rec = dataclasses.replace(make_stream(2, StreamKind.SOURCE_OUTPUT, **unlinked),
-                              device=0xFFFFFFFF, corked=False)
+                              device="", corked=False)
     assert out.playing and not out.linked  # pipewire-pulse's new stream: react at once
     assert not rec.playing  # a recording counts once we know what it records
     assert not make_stream(3, corked=True).playing

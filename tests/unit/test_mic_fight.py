@@ -16,7 +16,7 @@ from audiopolicyd.identity import recording_app
 from audiopolicyd.model import StreamKind
 from audiopolicyd.microphone.stores import Decision
 
-from ..support.fake_backend import FakeServer
+from ..support.fake_backend import UNLINKED, FakeServer
 from .conftest import VERIFIED, make_stream
 from .test_runtime import server, start, until  # noqa: F401 (fixtures)
 
@@ -97,10 +97,10 @@ async def test_a_server_that_restores_the_volume_after_linking_is_no_fight(serve
     """pipewire-pulse shows a new stream unlinked at volume 0, then linked at the volume
     WirePlumber restores: the hold (volume 0) starts only then."""
     daemon = await start(microphone=True)
-    server.add(dataclasses.replace(recorder(), device=0xFFFFFFFF, volume=ZERO, corked=True))
+    server.add(dataclasses.replace(recorder(), device=UNLINKED, volume=ZERO, corked=True))
     await until(lambda: server.state[KEY].muted, "the mute on new")
     await asyncio.sleep(0.01)
-    server._set(KEY, device=1, volume=FULL, corked=False)  # linked, restored
+    server._set(KEY, device="source:1", volume=FULL, corked=False)  # linked, restored
     await until(lambda: held(server), "the stream held")
     await asyncio.sleep(0.05)
     assert server.killed == [] and daemon.reconciler.microphone.fought == {}

@@ -248,40 +248,56 @@ def test_before_the_store_is_read_nobody_may_record():
 
 # -- microphone paths (the server's graph) ------------------------------------------------------
 
+def sink(index: int) -> str:
+    """The id the PulseAudio backend gives the sink at *index*, '' for -1 (not linked)."""
+    return f"sink:{index}" if index >= 0 else ""
+
+
+def source(index: int) -> str:
+    """The id the PulseAudio backend gives the source at *index*, '' for -1 (not linked)."""
+    return f"source:{index}" if index >= 0 else ""
+
+
 # A PulseAudio-like graph: sinks speaker (0) and trap (2), trap2 (4); sources speaker.monitor
 # (0), mic (2), trap.monitor (3), a remapped mic (5), trap2.monitor (6), and a source whose
 # loader set device.class=monitor on a remapped mic (7): only monitor_of_sink makes a monitor.
-DEVICES = [Device("sink", 0, "speaker"), Device("sink", 2, "trap"), Device("sink", 4, "trap2"),
-           Device("source", 0, "speaker.monitor", monitor_of=0), Device("source", 2, "mic"),
-           Device("source", 3, "trap.monitor", monitor_of=2), Device("source", 5, "remapped"),
-           Device("source", 6, "trap2.monitor", monitor_of=4),
-           Device("source", 7, "fake.monitor", freeze({"device.class": "monitor"}))]
-MIC, SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR = 2, 0, 3, 6
+DEVICES = [Device("sink", 0, "speaker", id=sink(0)), Device("sink", 2, "trap", id=sink(2)),
+           Device("sink", 4, "trap2", id=sink(4)),
+           Device("source", 0, "speaker.monitor", monitor_of=sink(0), id=source(0)),
+           Device("source", 2, "mic", id=source(2)),
+           Device("source", 3, "trap.monitor", monitor_of=sink(2), id=source(3)),
+           Device("source", 5, "remapped", id=source(5)),
+           Device("source", 6, "trap2.monitor", monitor_of=sink(4), id=source(6)),
+           Device("source", 7, "fake.monitor", freeze({"device.class": "monitor"}),
+                  id=source(7))]
+MIC, SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR = source(2), source(0), source(3), source(6)
 
 
 def rec(index, device, module=-1, **props):
-    """A source-output on source *device*, owned by module index *module* (-1: a client)."""
+    """A source-output on the source of id *device*, owned by module index *module* (-1: a
+    client)."""
     return replace(make_stream(index, StreamKind.SOURCE_OUTPUT, extra=props), device=device,
                    owner_module=module, module="module-loopback" if module >= 0 else "")
 
 
-def out(index, sink, module=-1):
-    """A sink-input into sink *sink*, owned by module index *module* (-1: a client)."""
-    return replace(make_stream(index, StreamKind.SINK_INPUT), device=sink, owner_module=module,
+def out(index, into, module=-1):
+    """A sink-input into the sink of id *into*, owned by module index *module* (-1: a
+    client)."""
+    return replace(make_stream(index, StreamKind.SINK_INPUT), device=into, owner_module=module,
                    module="module-loopback" if module >= 0 else "")
 
 
 def graph(*streams, devices=DEVICES) -> Snapshot:
-    return Snapshot(freeze({s.key: s for s in streams}),
-                    freeze({f"{d.kind}:{d.index}": d for d in devices}))
+    """The mirror's snapshot: devices by their id, as the mirror keys them."""
+    return Snapshot(freeze({s.key: s for s in streams}), freeze({d.id: d for d in devices}))
 
 
 def test_only_monitors_of_sinks_no_microphone_feeds_are_quiet():
     assert quiet_monitors(graph()) == {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
     quiet = quiet_monitors(graph())
     assert is_microphone(rec(1, MIC), quiet)
-    assert is_microphone(rec(1, 5), quiet)  # a remapped mic is a source, not a monitor
-    assert is_microphone(rec(1, 7), quiet)  # device.class=monitor is the loader's word
+    assert is_microphone(rec(1, source(5)), quiet)  # a remapped mic is a source, not a monitor
+    assert is_microphone(rec(1, source(7)), quiet)  # device.class=monitor is the loader's word
     assert not is_microphone(rec(1, SPEAKER_MONITOR), quiet)
     assert not is_microphone(make_stream(1, StreamKind.SINK_INPUT), quiet)
     assert Gate.BLOCKED.value == "blocked"
@@ -295,14 +311,14 @@ def test_a_self_declared_monitor_records_the_microphone():
 
 def test_fail_closed_a_stream_not_linked_or_on_a_source_not_known_yet():
     quiet = quiet_monitors(graph())
-    assert is_microphone(rec(1, -1), quiet)
-    assert is_microphone(rec(1, 0xFFFFFFFF), quiet)
-    assert is_microphone(rec(1, 42), quiet)  # a new source: the device list comes later
+    assert is_microphone(rec(1, source(-1)), quiet)
+    assert is_microphone(rec(1, ""), quiet)  # PA_INVALID_INDEX: the backend's '' too
+    assert is_microphone(rec(1, source(42)), quiet)  # a new source: the device list comes later
 
 
 def test_a_loopback_into_a_null_sink_makes_its_monitor_a_microphone_path():
     # issue 9 item 2: module-loopback source=mic sink=trap, then record trap.monitor
-    loopback = (rec(1, MIC, module=6), out(1, 2, module=6))
+    loopback = (rec(1, MIC, module=6), out(1, sink(2), module=6))
     quiet = quiet_monitors(graph(*loopback))
     assert quiet == {SPEAKER_MONITOR, TRAP2_MONITOR}
     assert is_microphone(rec(2, TRAP_MONITOR), quiet)
@@ -310,8 +326,8 @@ def test_a_loopback_into_a_null_sink_makes_its_monitor_a_microphone_path():
 
 def test_chains_of_loopbacks_are_followed_to_a_fixed_point():
     # mic -> trap (module 6), trap.monitor -> trap2 (module 7), listed in either order
-    first = (rec(1, MIC, module=6), out(1, 2, module=6))
-    second = (rec(2, TRAP_MONITOR, module=7), out(2, 4, module=7))
+    first = (rec(1, MIC, module=6), out(1, sink(2), module=6))
+    second = (rec(2, TRAP_MONITOR, module=7), out(2, sink(4), module=7))
     for streams in (first + second, second + first):
         assert quiet_monitors(graph(*streams)) == {SPEAKER_MONITOR}
     # without the first link, the second carries a quiet monitor
@@ -319,35 +335,58 @@ def test_chains_of_loopbacks_are_followed_to_a_fixed_point():
 
 
 def test_a_module_capturing_a_quiet_monitor_feeds_no_microphone():
-    streams = (rec(1, SPEAKER_MONITOR, module=6), out(1, 2, module=6))
+    streams = (rec(1, SPEAKER_MONITOR, module=6), out(1, sink(2), module=6))
     assert quiet_monitors(graph(*streams)) == {SPEAKER_MONITOR, TRAP_MONITOR, TRAP2_MONITOR}
 
 
 def test_a_module_recording_not_linked_yet_feeds_a_microphone():
-    streams = (rec(1, -1, module=6), out(1, 2, module=6))
+    streams = (rec(1, source(-1), module=6), out(1, sink(2), module=6))
     assert TRAP_MONITOR not in quiet_monitors(graph(*streams))
 
 
 def test_a_clients_own_forwarding_is_its_own_microphone_stream():
     # a client recording mic and playing into trap is gated itself (its recording is a
     # microphone stream of its app): the rule follows modules only
-    streams = (rec(1, MIC), out(1, 2))
+    streams = (rec(1, MIC), out(1, sink(2)))
     assert is_microphone(streams[0], quiet_monitors(graph(*streams)))
     assert TRAP_MONITOR in quiet_monitors(graph(*streams))
 
 
 def test_pipewire_pulse_sinks_and_monitors_share_an_index():
-    devices = [Device("sink", 57, "trap"), Device("source", 57, "trap.monitor", monitor_of=57),
-               Device("source", 30, "mic")]
-    streams = (rec(64, 30, module=0x20000004), out(63, 57, module=0x20000004))
-    assert quiet_monitors(graph(devices=devices)) == {57}
+    devices = [Device("sink", 57, "trap", id=sink(57)),
+               Device("source", 57, "trap.monitor", monitor_of=sink(57), id=source(57)),
+               Device("source", 30, "mic", id=source(30))]
+    streams = (rec(64, source(30), module=0x20000004), out(63, sink(57), module=0x20000004))
+    assert quiet_monitors(graph(devices=devices)) == {source(57)}
     assert quiet_monitors(graph(*streams, devices=devices)) == frozenset()
+
+
+def test_device_ids_are_opaque_to_the_microphone_paths():
+    """The core compares device ids, never parses them (issue 10): ids of another shape than
+    the PulseAudio backend's, on devices that all share one server index, make the same
+    paths; a stream on no device ('') is not linked and records the microphone (fail closed)."""
+    devices = [Device("sink", 1, "trap", id="dev-A"),
+               Device("source", 1, "trap.monitor", monitor_of="dev-A", id="dev-B"),
+               Device("source", 1, "mic", id="dev-C")]
+    quiet = quiet_monitors(graph(devices=devices))
+    assert quiet == {"dev-B"}
+    assert not is_microphone(rec(1, "dev-B"), quiet)  # on the monitor
+    assert is_microphone(rec(2, "dev-C"), quiet)  # on the plain source
+    assert is_microphone(rec(3, "dev-Z"), quiet)  # on a source not listed yet
+    unlinked = rec(4, "")
+    assert rec(5, "dev-C").linked and not unlinked.linked and not unlinked.playing
+    assert is_microphone(unlinked, quiet)
+    # a module's loopback from the plain source into the sink: its monitor is a microphone path
+    loopback = (rec(6, "dev-C", module=3), out(6, "dev-A", module=3))
+    assert quiet_monitors(graph(*loopback, devices=devices)) == frozenset()
+    # and a quiet set holding '' (no backend's) still leaves an unlinked stream a microphone's
+    assert is_microphone(unlinked, frozenset({""}))
 
 
 @given(st.lists(st.tuples(st.sampled_from(["rec", "out"]), st.integers(-1, 8),
                           st.integers(-1, 3)), max_size=12), st.randoms())
 def test_paths_do_not_depend_on_order_and_more_modules_never_quiet_a_source(streams, rnd):
-    made = [(rec if kind == "rec" else out)(i, device, module)
+    made = [rec(i, source(device), module) if kind == "rec" else out(i, sink(device), module)
             for i, (kind, device, module) in enumerate(streams)]
     quiet = quiet_monitors(graph(*made))
     shuffled = list(made)

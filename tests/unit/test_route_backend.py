@@ -104,7 +104,7 @@ async def test_switching_to_the_headset_profile_replaces_the_a2dp_sink_with_even
     (card,) = await backend.cards()
     assert _drain(backend)[:2] == [Event("new", "card", card.index, card.id),
                                    Event("new", "sink", a2dp.index, a2dp.id)]
-    music = dataclasses.replace(make_stream(7), device=a2dp.index)
+    music = dataclasses.replace(make_stream(7), device=a2dp.id)
     fake.add(music)
     _drain(backend)
     await backend.set_card_profile(card, hfp_name)
@@ -118,7 +118,7 @@ async def test_switching_to_the_headset_profile_replaces_the_a2dp_sink_with_even
     assert gone in events and events[-1] == card_change
     assert {(e.type, e.facility) for e in events} >= {("new", "sink"), ("new", "source")}
     # the server moved the music off the gone sink, to the default one
-    assert fake.state[music.id].device == fake.device("speaker").index
+    assert fake.state[music.id].device == fake.device("speaker").id  # its id, no more its index
     assert (await backend.cards())[0].active_profile == hfp_name
     assert (card.id, "profile", hfp_name) in fake.writes
 

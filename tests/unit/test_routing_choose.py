@@ -30,7 +30,7 @@ def source(i, name, **kw):
 SPEAKER = sink(0, "builtin", form_factor="internal", active_port="analog-output-speaker",
                card="alsa_card.pci")
 MIC = source(0, "builtin-mic", form_factor="internal", active_port="analog-input-internal-mic")
-MONITOR = Device("source", 9, "builtin.monitor", monitor_of=0, id="source:9")
+MONITOR = Device("source", 9, "builtin.monitor", monitor_of="sink:0", id="source:9")
 USB_OUT, USB_IN = sink(2, "usb-headset", bus="usb"), source(2, "usb-headset-mic", bus="usb")
 A2DP = sink(3, "bt.a2dp", api="bluez5", bluetooth_profile="a2dp-sink", card="bluez_card.X")
 HFP_OUT = sink(4, "bt.hfp", api="bluez5", bluetooth_profile="headset-head-unit",

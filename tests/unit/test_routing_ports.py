@@ -38,7 +38,7 @@ def test_recorded_devices_get_their_port_type(entry):
 def dev(kind="sink", **kw) -> Device:
     props = kw.pop("properties", {})
     return Device(kind, 1, kw.pop("name", "d"), kw.pop("description", ""), freeze(props),
-                  kw.pop("monitor_of", -1), id=f"{kind}:1", **kw)
+                  kw.pop("monitor_of", ""), id=f"{kind}:1", **kw)
 
 
 RULES = [
@@ -144,7 +144,7 @@ def test_a_port_names_its_device_and_its_active_port():
 
 
 def test_a_monitor_is_not_an_input_a_route_offers():
-    monitor = dev("source", name="speaker.monitor", monitor_of=3)
+    monitor = dev("source", name="speaker.monitor", monitor_of="sink:3")
     assert direction(monitor) is None and route_port(monitor) is None
     assert direction(dev("source")) == "input" and direction(dev("sink")) == "output"
     assert route_port(Device("card", 1, "odd", id="x")) is None

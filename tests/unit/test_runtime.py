@@ -21,7 +21,7 @@ from audiopolicyd.microphone.stores import SqlitePermissionStore
 from audiopolicyd.runtime import Runtime
 from audiopolicyd.runtime.connection import BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff
 
-from ..support.fake_backend import FakeServer
+from ..support.fake_backend import UNLINKED, FakeServer
 from .conftest import make_stream
 
 # a connection a test leaves open fails that test (Python 3.13 warns when one is freed open)
@@ -209,9 +209,9 @@ async def test_a_stream_the_server_hands_our_value_again_on_relinking_gets_the_u
                     f"sink-input:{index} at the user's volume")
     server.add(game(13, (50000, 50000)))  # the server remembers another value now
     await until(lambda: server.volume("sink-input:13") == (50000, 50000), "13 as it started")
-    server._set("sink-input:11", device=0xFFFFFFFF, corked=True)  # unlinked for a moment
+    server._set("sink-input:11", device=UNLINKED, corked=True)  # unlinked for a moment
     await asyncio.sleep(0.02)
-    server._set("sink-input:11", device=0, corked=False, volume=ducked)  # relinked at ours
+    server._set("sink-input:11", device="sink:0", corked=False, volume=ducked)  # relinked at ours
     await until(lambda: server.volume("sink-input:11") == USER, "the user's volume again")
 
 
@@ -304,30 +304,68 @@ async def test_modules_are_trusted_as_the_server_instance_had_them_first(server,
     assert daemon.reconciler.trusted_modules == {1, 9}
 
 
+async def test_the_gate_works_on_opaque_device_ids(server, start, caplog):
+    """The mirror, the gate and the microphone paths take a backend's device ids as they come
+    (issue 10): ids of another shape than ``sink:N``, a sink and its monitor at one index (as
+    on pipewire-pulse). A recording of the monitor is exempt, one of the microphone is held;
+    a loopback loaded at run time from the microphone into the sink makes the monitor's
+    recording a microphone stream, and the gate names the source it captures."""
+    server.devices = [Device("sink", 0, "speaker", id="dev-speaker"),
+                      Device("source", 1, "mic", id="dev-mic"),
+                      Device("sink", 4, "trap", id="dev-trap"),
+                      Device("source", 4, "trap.monitor", monitor_of="dev-trap",
+                             id="dev-trap-monitor")]
+    daemon = await start(microphone=True)
+    assert set(daemon.reconciler.devices) == {"dev-speaker", "dev-mic", "dev-trap",
+                                              "dev-trap-monitor"}
+    gates = daemon.reconciler.gates
+
+    def on(index, kind, device, module=-1, **kw):
+        return dataclasses.replace(make_stream(index, kind, **kw), device=device,
+                                   owner_module=module,
+                                   module="module-loopback" if module >= 0 else "")
+
+    server.add(on(1, StreamKind.SOURCE_OUTPUT, "dev-trap-monitor", app="rec"))
+    server.add(on(2, StreamKind.SOURCE_OUTPUT, "dev-mic", app="rec2"))
+    await until(lambda: gates.get("source-output:1") is Gate.EXEMPT
+                and gates.get("source-output:2") is Gate.BLOCKED, "the two recordings gated")
+    # muted on `new` until known (fail closed), then lifted for the monitor's
+    await until(lambda: not server.state["source-output:1"].muted, "the monitor's unmuted")
+    assert server.state["source-output:2"].muted
+    server.modules.append(Module(5, "module-loopback", "source=mic sink=trap"))
+    with caplog.at_level("WARNING", logger="audiopolicyd.microphone.gate"):
+        server.add(on(3, StreamKind.SOURCE_OUTPUT, "dev-mic", module=5))
+        server.add(on(3, StreamKind.SINK_INPUT, "dev-trap", module=5))
+        await until(lambda: gates.get("source-output:1") is Gate.BLOCKED,
+                    "the monitor's recording gated once the microphone feeds the sink")
+    assert server.state["source-output:1"].muted
+    assert "module-loopback #5 loaded at run time captures mic: gated" in caplog.text
+
+
 async def test_an_untrusted_modules_microphone_stream_is_gated_as_the_module(server, tmp_path,
                                                                           policies, pm):
     # the graph of issue 9 item 2: a trusted loopback (module 2) from mic into speaker, one
     # loaded later (module 5) from mic into trap, and a client recording trap.monitor
     server.devices += [Device("sink", 4, "trap"), Device("source", 6, "trap.monitor",
-                                                         monitor_of=4)]
+                                                         monitor_of="sink:4")]
     server.modules = [NULL_SINK, LOOPBACK]
 
     def module_stream(index, kind, device, module, name="module-loopback"):
         return dataclasses.replace(make_stream(index, kind), device=device, owner_module=module,
                                    module=name)
 
-    server.add(module_stream(1, StreamKind.SOURCE_OUTPUT, 1, 2))
-    server.add(module_stream(1, StreamKind.SINK_INPUT, 0, 2))
+    server.add(module_stream(1, StreamKind.SOURCE_OUTPUT, "source:1", 2))
+    server.add(module_stream(1, StreamKind.SINK_INPUT, "sink:0", 2))
     daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
     daemon.reconciler.microphone = broker = MicrophoneBroker()  # no store read: all blocked
     await daemon.started()
     await until(lambda: daemon.reconciler.gates.get("source-output:1") is Gate.EXEMPT,
                 "the trusted loopback's recording exempt")
     server.modules.append(Module(5, "module-loopback", "source=mic sink=trap"))
-    server.add(module_stream(2, StreamKind.SOURCE_OUTPUT, 1, 5))
-    server.add(module_stream(2, StreamKind.SINK_INPUT, 4, 5))
+    server.add(module_stream(2, StreamKind.SOURCE_OUTPUT, "source:1", 5))
+    server.add(module_stream(2, StreamKind.SINK_INPUT, "sink:4", 5))
     recorder = dataclasses.replace(make_stream(3, StreamKind.SOURCE_OUTPUT, app="rec"),
-                                   device=6)
+                                   device="source:6")
     server.add(recorder)
     await until(lambda: {r.app_id for r in broker.recording} >= {"module:module-loopback"}
                 and len(broker.recording) == 2, "the module and the recorder recording")
