@@ -234,11 +234,11 @@ async def test_pipewire_pulse_canceller_streams_are_ours_by_client_and_a_claim_i
     capture = dataclasses.replace(
         make_stream(40, StreamKind.SOURCE_OUTPUT, extra={
             **group, "client.id": client, "node.name": "echo-cancel-capture",
-            "media.name": "Echo-Cancel Capture"}), device=1)
+            "media.name": "Echo-Cancel Capture"}), device="source:1")
     claimer = dataclasses.replace(
         make_stream(41, StreamKind.SOURCE_OUTPUT, app="parecord", extra={
             **group, "client.id": "77", "node.name": "echo-cancel-capture",
-            "media.name": "Echo-Cancel Capture"}), device=1)
+            "media.name": "Echo-Cancel Capture"}), device="source:1")
     server.add(capture)
     server.add(claimer)
     await until(lambda: runtime.gates.get("source-output:40") is Gate.EXEMPT,
