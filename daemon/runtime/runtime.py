@@ -32,6 +32,7 @@ from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
 from .pauses import Pauses
+from .headsets import HeadsetProfiles
 from .processing import EchoCancel, route_masters, wants_echo_cancel
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
@@ -85,6 +86,8 @@ class Runtime:
         self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
         self.echo.masters = route_masters(pm, lambda: self.decisions.policies(), self.mirror,
                                           lambda: self.connection.server)
+        self.headsets = HeadsetProfiles(backend, self.mirror, self.tasks,
+                                        lambda: self.connection.server)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
         self.on_effects = self.read.on_effects
@@ -170,6 +173,7 @@ class Runtime:
         """Undo every effect and resume every player we paused (daemon shutdown); see
         :meth:`Recovery.restore_all <audiopolicyd.runtime.recovery.Recovery.restore_all>`."""
         await self.echo.stop()
+        await self.headsets.stop()
         await self.recovery.restore_all(self.tasks, self.pauses)
 
     async def resync(self) -> None:
@@ -192,6 +196,8 @@ class Runtime:
         if not self.mirror.handle(event) and event.facility == "module" \
                 and event.type in ("new", "remove"):
             self.trust.module_event(event.index, event.type)
+        elif event.facility == "card":
+            self.headsets.card_event()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -216,6 +222,7 @@ class Runtime:
         """Decide, journal, then send every write at once."""
         self.read.changed(self.decisions.run())
         self.echo.update(self.decisions.sessions)
+        self.headsets.update(self.decisions.sessions)
 
     async def answers(self, timeout: float) -> bool:
         """Whether a decision pass runs, and succeeds, within ``timeout`` seconds: the
@@ -292,6 +299,7 @@ class Runtime:
             self.gate.lost()
         self.trust.reset()
         self.echo.lost()
+        self.headsets.lost()
         self.decisions.reset()
         self.backend.close()
         if gone:
