@@ -106,6 +106,7 @@ class HeadsetProfiles:
         self._calls: frozenset[str] = frozenset()  # sessions recording with allowBluetooth
         self._running = False
         self._again = False
+        self._stopping = False  # the daemon stops: no more switching to HSP/HFP
 
     def calls(self, sessions: list[Session]) -> frozenset[str]:
         """The ids of the sessions that want a headset's microphone now."""
@@ -123,7 +124,7 @@ class HeadsetProfiles:
     def update(self, sessions: list[Session]) -> None:
         """After each decision pass: switch when the set of calls that want a headset's
         microphone starts or ends."""
-        if Capability.CARD_PROFILES not in self.backend.capabilities:
+        if self._stopping or Capability.CARD_PROFILES not in self.backend.capabilities:
             return
         calls = self.calls(sessions)
         if bool(calls) != bool(self._calls):
@@ -196,7 +197,9 @@ class HeadsetProfiles:
                     "a call records" if before else "no call records any more")
 
     async def stop(self) -> None:
-        """The daemon is stopping: give every switched card its profile back."""
+        """The daemon is stopping: give every switched card its profile back, and switch no
+        more."""
+        self._stopping = True
         self._calls = frozenset()
         if self.switched:
             try:

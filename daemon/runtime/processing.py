@@ -50,7 +50,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..backends.base import (
     Backend, Module, ModuleLoadFailed, NoSuchDevice, ServerInfo, Unsupported,
@@ -148,6 +148,7 @@ class EchoCancel:
         self.move_streams = True
         self._failed: dict[str, tuple] = {}  # session -> (masters) a load failed for
         self._moved: dict[str, str] = {}  # stream key -> device id we moved it to
+        self._stopping = False  # the daemon stops: nothing is loaded any more
 
     # -- what the rest of the daemon asks ------------------------------------------------------
 
@@ -184,6 +185,8 @@ class EchoCancel:
 
         :param sessions: every session of the pass (implicit ones never get processing)
         """
+        if self._stopping:
+            return
         wanted: dict[str, tuple[str, str]] = {}
         for session in sessions:
             if session.explicit and session.active and self.wants(session):
@@ -239,7 +242,11 @@ class EchoCancel:
             canceller.busy = False
         if self.cancellers.get(canceller.session) is not canceller:  # stopped meanwhile
             await self._unload(canceller)
-        self._pin()
+            return
+        # pipewire-pulse announces the canceller's streams before the reply: read its devices
+        # now rather than wait for the mirror's next read of them, so that its capture is
+        # held (as any new recording) for one round trip at most
+        self._pin(await self.backend.devices())
         self.schedule()
 
     def _give_up(self, canceller: Canceller) -> None:
@@ -263,11 +270,14 @@ class EchoCancel:
                 del self.cancellers[canceller.session]
             self.schedule()
 
-    def _device(self, name: str) -> Device | None:
-        found = [d for d in self.mirror.devices.values() if d.name == name]
+    def _device(self, name: str, devices: Iterable[Device] | None = None) -> Device | None:
+        """The device called *name* (in *devices*, else in the mirror), None unless exactly
+        one has that name."""
+        found = [d for d in (self.mirror.devices.values() if devices is None else devices)
+                 if d.name == name]
         return found[0] if len(found) == 1 else None
 
-    def _pin(self) -> None:
+    def _pin(self, devices: list[Device] | None = None) -> None:
         """Pin the ``client.id`` of each loaded canceller's devices the first time both are
         seen, alone under their names and of one client (pipewire-pulse; PulseAudio's carry
         none), and show the streams already read with it as our module's."""
@@ -275,10 +285,10 @@ class EchoCancel:
         for canceller in self.cancellers.values():
             if canceller.client or canceller.module is None:
                 continue
-            devices = [self._device(n) for n in canceller.device_names()]
-            if any(d is None for d in devices):
+            found = [self._device(n, devices) for n in canceller.device_names()]
+            if any(d is None for d in found):
                 continue
-            clients = {d.properties.get("client.id", "") for d in devices if d is not None}
+            clients = {d.properties.get("client.id", "") for d in found if d is not None}
             if len(clients) == 1 and "" not in clients:
                 canceller.client = clients.pop()
                 pinned = True
@@ -345,7 +355,10 @@ class EchoCancel:
             self.journal.forget_own_module(argument)
 
     async def stop(self) -> None:
-        """The daemon is stopping: unload every canceller (the server rescues the streams)."""
+        """The daemon is stopping: unload every canceller (the server rescues the streams);
+        none is loaded any more, and one whose load is under way is unloaded when it
+        returns."""
+        self._stopping = True
         for canceller in list(self.cancellers.values()):
             if canceller.module is not None:
                 await self._unload(canceller)
