@@ -31,8 +31,9 @@ pytestmark = pytest.mark.usefixtures("collect_garbage")
 ME = Identity(pid=os.getpid(), exe=os.readlink("/proc/self/exe"))
 
 
-def profile(server: FakeServer) -> str:
-    return server.cards[0].active_profile
+def profile(fake: FakeServer) -> str:
+    """The active profile of the fake server's (only) card."""
+    return fake.cards[0].active_profile
 
 
 def call(daemon, options=("allowBluetooth",), category="playAndRecord"):
