@@ -194,6 +194,9 @@ class Observer:
     costs enough per stream to delay the timestamps of later events with 200 victims.
     """
 
+    #: The event facilities it subscribes to.
+    FACILITIES: tuple[str, ...] = ("sink_input",)
+
     def __init__(self, server: AudioServer):
         self.pulse = pulsectl_asyncio.PulseAsync("audiopolicyd-bench-observer",
                                                  server=server.pulse_server)
@@ -213,25 +216,31 @@ class Observer:
     async def connect(self) -> None:
         await self.pulse.connect()
         self.pulse.event_callback = self._on_event
-        await self.pulse._event_mask_set("sink_input")  # noqa: SLF001 (callback API, no queue)
+        # the callback API, no queue: timestamps taken inside libpulse's dispatch
+        await self.pulse._event_mask_set(*self.FACILITIES)  # noqa: SLF001
 
     def close(self) -> None:
         self.pulse.close()
 
-    # the cheap volume read
+    # the cheap reads
     def raw_volume(self, index: int) -> asyncio.Future:
         """Future of the per-channel raw volume of sink-input *index* (None if it is gone)."""
+        return self.raw_sink_input(
+            index, lambda info: tuple(info.volume.values[:info.volume.channels]))
+
+    def raw_sink_input(self, index: int, pick: Callable[[Any], Any]) -> asyncio.Future:
+        """Future of ``pick(pa_sink_input_info)`` for sink-input *index* (None if it is gone),
+        without pulsectl's object parsing."""
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        result: list[tuple[int, ...]] = []
+        result: list[Any] = []
 
         def cb(ctx, info, eof, userdata):
             if eof:
                 if not fut.done():
                     fut.set_result(result[0] if result else None)
             elif info:
-                cv = info[0].volume
-                result.append(tuple(cv.values[:cv.channels]))
+                result.append(pick(info[0]))
 
         cb_c = c.PA_SINK_INPUT_INFO_CB_T(cb)
         self._keep[id(cb_c)] = cb_c
@@ -307,6 +316,8 @@ class Reactor:
 
 class ReferenceReactor(Reactor):
     name = "reference"
+    #: The reference client's program, in bench/.
+    script = "reference_reactor.py"
 
     def __init__(self, server: AudioServer, workdir: Path):
         self.server = server
@@ -314,7 +325,7 @@ class ReferenceReactor(Reactor):
 
     async def start(self) -> None:
         with open(self.log, "ab") as err:
-            self.proc = PROCS.spawn([sys.executable, str(HERE / "reference_reactor.py")],
+            self.proc = PROCS.spawn([sys.executable, str(HERE / self.script)],
                                     child_env(self.server.env), stdout=subprocess.PIPE,
                                     stderr=err)
         deadline = time.monotonic() + 15
@@ -413,6 +424,10 @@ def write_override(config_home: Path) -> Path:
 # -- victims and trials -----------------------------------------------------------------------
 
 class Bench:
+    #: The victims' media.role, and the sinks their processes take in turn.
+    role: str = VICTIM_ROLE
+    sinks: tuple[str, ...] = tuple(SINKS)
+
     def __init__(self, server: AudioServer, args: argparse.Namespace, workdir: Path):
         self.server = server
         self.args = args
@@ -443,9 +458,9 @@ class Bench:
             while self.victim_streams < count:
                 n = min(self.args.streams_per_process, count - self.victim_streams)
                 # alternate sinks: PipeWire 0.3's mixer takes at most 128 inputs per sink port
-                sink = SINKS[len(self.victim_procs) % len(SINKS)]
+                sink = self.sinks[len(self.victim_procs) % len(self.sinks)]
                 self.victim_procs.append(PROCS.spawn(
-                    [sys.executable, str(HERE / "victims.py"), str(n), "--role", VICTIM_ROLE,
+                    [sys.executable, str(HERE / "victims.py"), str(n), "--role", self.role,
                      "--name", f"bench-victim-{len(self.victim_procs) + 1}", *self.spec,
                      f"--device={sink}"],
                     self.env, stdout=log, stderr=log))

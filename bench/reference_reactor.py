@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
-import signal
-import sys
 from typing import Awaitable, Sequence
 
 import pulsectl
 import pulsectl_asyncio
 from pulsectl import _pulsectl as c
+
+from reference_client import serve  # a sibling module: run as a script from bench/
 
 #: Raw volume of 100 % (``PA_VOLUME_NORM``).
 VOLUME_NORM = 0x10000
@@ -141,6 +140,10 @@ class Reactor:
                 if self._writing[i] <= 0:
                     del self._writing[i]
 
+    async def finish(self) -> None:
+        """Restore what is ducked (on SIGTERM)."""
+        await self.restore_all()
+
     async def restore_all(self) -> None:
         saved: dict[int, tuple[int, ...]] = {}
         for duck in self.ducks.values():
@@ -150,37 +153,8 @@ class Reactor:
 
 
 async def main() -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    pulse = pulsectl_asyncio.PulseAsync("audiopolicyd-bench-reference",
-                                        server=os.environ.get("PULSE_SERVER"))
-    await pulse.connect()
-    reactor = Reactor(pulse)
-    events = pulse.subscribe_events("sink_input")
-    first = asyncio.ensure_future(events.__anext__())  # subscribes before the graph is read
-    await asyncio.sleep(0)
-    await reactor.read_all()
-    print("ready", flush=True)
-
-    async def follow() -> None:
-        reactor.handle(await first)
-        async for ev in events:
-            reactor.handle(ev)
-
-    follower = asyncio.ensure_future(follow())
-    stopper = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    follower.cancel()
-    stopper.cancel()
-    if follower.done() and not follower.cancelled() and follower.exception() is not None:
-        print(f"reference reactor: {follower.exception()!r}", file=sys.stderr)
-        return 1
-    await reactor.restore_all()
-    pulse.close()
-    return 0
+    return await serve("audiopolicyd-bench-reference", ("sink_input",), Reactor)
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    raise SystemExit(asyncio.run(main()))
