@@ -368,11 +368,23 @@ class EchoCancel:
 def wants_echo_cancel(pm: PluginManager | None,
                       policies: Callable[[], PolicySet]) -> Callable[[Session], bool]:
     """:attr:`EchoCancel.wants` from the ``propose_processing`` plugins each category's policy
-    enables (none without a plugin manager)."""
+    enables (none without a plugin manager). The plugins are asked when a session is first
+    seen active, or its category, mode or options changed, or the policies did (the hook's
+    contract), not on every pass."""
+    asked: dict[tuple, bool] = {}
+    seen: list[PolicySet | None] = [None]  # the policy set the answers are of
+
     def wants(session: Session) -> bool:
-        policy = policies().policies.get(session.category)
-        return pm is not None and policy is not None and \
-            ECHO_CANCEL in propose_processing(pm, session, policy)
+        current = policies()
+        if current is not seen[0] or len(asked) > 256:  # bounded: sessions come and go
+            asked.clear()
+            seen[0] = current
+        key = (session.id, session.category, session.mode, session.options)
+        if key not in asked:
+            policy = current.policies.get(session.category)
+            asked[key] = pm is not None and policy is not None and \
+                ECHO_CANCEL in propose_processing(pm, session, policy)
+        return asked[key]
     return wants
 
 
