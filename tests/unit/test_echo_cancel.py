@@ -138,6 +138,22 @@ async def test_no_echo_canceller_outside_the_chat_modes(server, daemons, mode):
             ] == ["videoChat"]
 
 
+async def test_a_server_restart_during_the_call_leaves_one_canceller_on_the_new_instance(
+        server, daemons):
+    daemon = await daemons()
+    call(daemon)
+    first = await loaded(server)
+    server.die()  # the module dies with the server
+    server.modules = []
+    server.devices = [d for d in server.devices if not d.name.startswith(NAME_PREFIX)]
+    server.start()  # a new instance: the daemon reconnects, the call is still active
+    await until(lambda: daemon.reconciler.connected.is_set() and cancellers(server),
+                "a canceller on the new instance", timeout=10.0)
+    assert len(cancellers(server)) == 1 and cancellers(server)[0].argument != first.argument
+    assert [(c, a) for c, _, a in daemon.journal.own_modules()] == \
+        [(server.cookie, cancellers(server)[0].argument)], "the dead instance's record dropped"
+
+
 async def test_a_canceller_left_by_a_killed_daemon_is_unloaded_at_the_next_start(
         server, daemons):
     daemon = await daemons()
