@@ -193,11 +193,11 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
+        if event.facility == "card":
+            self.headsets.card_event()  # a headset that connects during a call
         if not self.mirror.handle(event) and event.facility == "module" \
                 and event.type in ("new", "remove"):
             self.trust.module_event(event.index, event.type)
-        elif event.facility == "card":
-            self.headsets.card_event()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
