@@ -146,3 +146,16 @@ def test_a_route_onto_a_switched_headset_is_a_configuration_change():
     assert configuration_change(change, set(), hfp) is change  # not switched by us
     back = RouteChange("playAndRecord", RouteChangeReason.unknown, after, before)
     assert configuration_change(back, {headset.card.name}, hfp) is back
+
+
+@pytest.mark.parametrize("which", ["pulseaudio", "pipewire"])
+async def test_a_headset_that_connects_during_a_call_is_switched(server, daemons,  # noqa: F811
+                                                                 which):
+    daemon = await daemons()
+    call(daemon)
+    server.add(recording())
+    await until(lambda: any(s.explicit and s.streams for s in daemon.reconciler.sessions),
+                "the call records")
+    recorded = recorded_headset(which)
+    server.add_card(recorded.card, recorded.devices)  # its card's new event
+    await until(lambda: head_unit(profile(server)), "the new headset switched to HSP/HFP")
