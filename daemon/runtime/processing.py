@@ -302,6 +302,7 @@ class EchoCancel:
     def _move(self, sessions: list[Session]) -> None:
         """Stand-in for the router: move each stream of a session with a canceller onto the
         canceller's sink or source (each move sent once per target)."""
+        self._moved = {k: v for k, v in self._moved.items() if k in self.mirror.streams}
         for session in sessions:
             devices = self.processing(session)
             if devices is None:
