@@ -157,3 +157,23 @@ def p_client(server: AudioServer, source: int) -> str:
 def p_link_group(server: AudioServer, source: int) -> str:
     with pulse(server) as p:
         return p.source_info(source).proplist.get("node.link-group", "")
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "kill -9"])
+def test_a_daemon_that_stops_or_dies_during_a_call_leaves_no_echo_canceller(
+        server: AudioServer, daemon: DaemonProcess, tone: Path, tmp_path: Path,
+        how: str) -> None:
+    client = call(server, tone, tmp_path / "take.raw", "voiceChat")
+    (module,) = wait_for(lambda: cancellers(server) or None, WAIT, "the echo canceller")
+    if how == "SIGTERM":
+        assert daemon.stop() == 0
+        assert not cancellers(server), "unloaded before the daemon exited"
+    else:
+        daemon.kill()
+        assert [(m.index, m.argument) for m in cancellers(server)] == \
+            [(module.index, module.argument)], "killed: nothing unloaded it"
+        daemon.start()  # the same server instance: the journal names what it left
+        wait_for(lambda: not cancellers(server) and not ours(server), WAIT,
+                 "the canceller a killed daemon left unloaded by the next start")
+        assert "left behind" in daemon.log_text()
+    client.close()
