@@ -83,6 +83,12 @@ class Runtime:
         self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
                                self._schedule, lambda: getattr(self.server, "cookie", 0))
         self.mirror.annotate = self.echo.annotate
+        # the router (issue 11, merged separately) moves a call's streams through its
+        # canceller; until it is here, EchoCancel moves them itself
+        router = getattr(self, "router", None)
+        if router is not None:
+            router.processing = self.echo.processing
+            self.echo.move_streams = False
         self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
         self.echo.masters = route_masters(pm, lambda: self.decisions.policies(), self.mirror,
                                           lambda: self.connection.server)
