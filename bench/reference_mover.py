@@ -6,11 +6,13 @@ It does the least a correct call router can do with pulsectl-asyncio, for the ca
 * one connection, subscribed to sink and sink-input events, never polling;
 * a mirror of the sink-inputs whose ``media.role`` is ``phone`` (the calls), kept by reading a
   stream on its ``new`` event;
-* on a sink's ``new`` event: read it; if its ``device.bus`` is ``usb``, every call is moved to it,
-  all requests issued at once (``asyncio.gather``: pipelined), and a call that starts later is
-  moved on its ``new`` event;
-* on that sink's ``remove`` event: every call is moved to the server's default sink, pipelined
-  (the server may have moved them there already: PulseAudio's rescue).
+* the sinks' ``device.bus`` and ``device.form_factor``, read at the start and on a sink's ``new``
+  event;
+* a call's sink: a USB one if there is one (``device.bus=usb``), else headphones
+  (``device.form_factor`` ``headphone`` or ``headset``), else the server's default sink: the
+  daemon's shipped ``playAndRecord`` route on the test servers' devices;
+* on a sink's ``new`` or ``remove`` event, and on a call's ``new`` event, every call not on the
+  call sink is moved there, all requests issued at once (``asyncio.gather``: pipelined).
 
 No policies, port types, user preferences, journal or D-Bus: what is left is the protocol's
 cost and pulsectl-asyncio's. ``bench/routing.py`` runs it as a separate process and compares the
@@ -31,6 +33,7 @@ from reference_client import serve  # a sibling module: run as a script from ben
 
 CALL_ROLE = "phone"
 HEADSET_BUS = "usb"
+HEADPHONES = ("headphone", "headset")
 
 
 class Mover:
@@ -38,8 +41,8 @@ class Mover:
 
     def __init__(self, pulse: pulsectl_asyncio.PulseAsync):
         self.pulse = pulse
-        self.calls: set[int] = set()
-        self.headset: int | None = None
+        self.calls: dict[int, int] = {}  # call sink-input -> its sink
+        self.sinks: dict[int, tuple[str, str]] = {}  # sink -> (device.bus, device.form_factor)
         self._tasks: set[asyncio.Task] = set()
 
     def spawn(self, coro) -> None:
@@ -48,31 +51,35 @@ class Mover:
         task.add_done_callback(self._tasks.discard)
 
     async def read_all(self) -> None:
+        for sink in await self.pulse.sink_list():
+            self.sinks[sink.index] = self._kind(sink)
         for info in await self.pulse.sink_input_list():
             if info.proplist.get("media.role") == CALL_ROLE:
-                self.calls.add(info.index)
+                self.calls[info.index] = info.sink
+
+    @staticmethod
+    def _kind(sink) -> tuple[str, str]:
+        return sink.proplist.get("device.bus", ""), sink.proplist.get("device.form_factor", "")
 
     def handle(self, ev) -> None:
         if ev.facility == "sink":
             if ev.t == "new":
                 self.spawn(self.sink_new(ev.index))
-            elif ev.t == "remove" and ev.index == self.headset:
-                self.headset = None
-                self.spawn(self.to_default())
+            elif ev.t == "remove":
+                self.sinks.pop(ev.index, None)
+                self.spawn(self.route())
         elif ev.facility == "sink_input":
             if ev.t == "new":
                 self.spawn(self.stream_new(ev.index))
             elif ev.t == "remove":
-                self.calls.discard(ev.index)
+                self.calls.pop(ev.index, None)
 
     async def sink_new(self, index: int) -> None:
         try:
-            info = await self.pulse.sink_info(index)
+            self.sinks[index] = self._kind(await self.pulse.sink_info(index))
         except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
             return
-        if info.proplist.get("device.bus") == HEADSET_BUS:
-            self.headset = index
-            await self.move(self.calls, index)
+        await self.route()
 
     async def stream_new(self, index: int) -> None:
         try:
@@ -80,22 +87,35 @@ class Mover:
         except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
             return
         if info.proplist.get("media.role") == CALL_ROLE:
-            self.calls.add(index)
-            if self.headset is not None and info.sink != self.headset:
-                await self.move({index}, self.headset)
+            self.calls[index] = info.sink
+            await self.route()
 
-    async def to_default(self) -> None:
-        server = await self.pulse.server_info()
-        sink = await self.pulse.get_sink_by_name(server.default_sink_name)
-        await self.move(self.calls, sink.index)
+    async def call_sink(self) -> int | None:
+        """Where calls go: USB, else headphones, else the default sink."""
+        for wanted in (lambda bus, ff: bus == HEADSET_BUS, lambda bus, ff: ff in HEADPHONES):
+            found = [i for i, (bus, ff) in self.sinks.items() if wanted(bus, ff)]
+            if found:
+                return found[-1]  # the newest
+        try:
+            server = await self.pulse.server_info()
+            return (await self.pulse.get_sink_by_name(server.default_sink_name)).index
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return None
+
+    async def route(self) -> None:
+        """Move every call that is not on the call sink there: all requests sent before any
+        reply. (A call the server moved meanwhile, its rescue, is moved again: harmless.)"""
+        sink = await self.call_sink()
+        if sink is None:
+            return
+        moving = [i for i, on in self.calls.items() if on != sink]
+        for i in moving:
+            self.calls[i] = sink
+        await asyncio.gather(*(self.pulse.sink_input_move(i, sink) for i in moving),
+                             return_exceptions=True)
 
     async def finish(self) -> None:
         """Nothing to undo: moves are left where they are, as the user's routing would be."""
-
-    async def move(self, streams, sink: int) -> None:
-        """Move every stream of *streams* to *sink*: all requests sent before any reply."""
-        await asyncio.gather(*(self.pulse.sink_input_move(i, sink) for i in list(streams)),
-                             return_exceptions=True)
 
 
 async def main() -> int:

@@ -42,8 +42,11 @@ HINT_KEY_CHARS = 64
 #: ``Explain``'s target: longer than any stream key, session id or session path the daemon
 #: gives (stream properties are cut to 1024 characters, so an implicit session id is shorter).
 TARGET_CHARS = 4096
-#: ``SetRecordPermission``'s app id.
+#: ``SetRecordPermission``'s and ``ResetRoutes``' app id.
 APP_ID_CHARS = 512
+#: ``SetCategoryRoute``'s port uid (a device's name and its port's name, as the server gives
+#: them: PulseAudio bounds a name to 128 bytes, ALSA's device names are far shorter).
+PORT_UID_CHARS = 1024
 #: ``RegisterPermissionAgent``'s and ``UnregisterPermissionAgent``'s object path.
 OBJECT_PATH_CHARS = 256
 #: Entries of the ``details`` a prompt agent returns (reserved, read as nothing).

@@ -126,6 +126,30 @@ class DaemonClient:
                 for path, interfaces in objects.items()
                 if SESSION_IFACE in interfaces and path.startswith(SESSION_PATH_PREFIX)]
 
+    async def routes(self) -> dict[str, list[dict]]:
+        """``GetRoutes``: ``{"Devices", "Categories", "Sessions", "Pins"}``, each a list of
+        dictionaries (docs/dbus-api.md, "Routing")."""
+        (table,) = await self.call("GetRoutes")
+        return table
+
+    async def set_category_route(self, category: str, port_uid: str) -> None:
+        """``SetCategoryRoute``: put ``category``'s streams on the port ``port_uid`` when
+        present; '' forgets the preference.
+
+        :raises UnknownCategory: no policy defines ``category``
+        :raises NotAllowed: the caller is sandboxed or another user
+        """
+        await self.call("SetCategoryRoute", "ss", [category, port_uid])
+
+    async def reset_routes(self, app: str) -> int:
+        """``ResetRoutes``: forget where the user moved ``app``'s streams.
+
+        :returns: how many remembered routes were forgotten
+        :raises InvalidArgument: an empty ``app``
+        """
+        (forgotten,) = await self.call("ResetRoutes", "s", [app])
+        return forgotten
+
     async def follow(self, on_signal: Callable[[Message], None]) -> None:
         """Call ``on_signal(msg)`` for the Manager's signals and for ``NameOwnerChanged`` of
         the daemon's name (the daemon left or came)."""

@@ -1,8 +1,8 @@
 """``audiopolicyctl``: the command-line client of audiopolicyd.
 
-Read commands (``status``, ``streams``, ``sessions``, ``explain``, ``monitor``,
-``policy check``) take ``--json``. ``policy check`` works offline; everything else talks to the
-daemon over D-Bus.
+Read commands (``status``, ``streams``, ``sessions``, ``explain``, ``monitor``, ``routes``,
+``policy check``) take ``--json``; so does ``route`` (:mod:`.routes`). ``policy check``
+works offline; everything else talks to the daemon over D-Bus.
 
 ``run`` gives a program an audio session, as an iOS app has one::
 
@@ -46,6 +46,7 @@ from ..names import BUS_NAME, MANAGER_IFACE
 from ..pluginmanager import make_plugin_manager, plugin_settings_schemas, unenabled_options
 from ..policy import PolicyError
 from ..policystore import check_policies, default_dirs, find_files, load_files, print_check
+from . import routes
 from .common import CtlError, console
 from .run import _exit_code, cmd_run  # noqa: F401  (_exit_code: part of the surface tests use)
 
@@ -421,6 +422,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "until interrupted.")
     agent.add_argument("--notify", action="store_true",
                        help="ask through desktop notifications (org.freedesktop.Notifications)")
+    routes.add_parsers(sub, common, reads)
     policy = sub.add_parser("policy", help="policy files")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = psub.add_parser("check", parents=[common, reads],
@@ -452,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
         handler = {"status": cmd_status, "streams": cmd_streams, "reload": cmd_reload,
                    "monitor": cmd_monitor, "sessions": cmd_sessions, "explain": cmd_explain,
                    "run": cmd_run, "permissions": cmd_permissions, "grant": cmd_decide,
-                   "deny": cmd_decide, "reset": cmd_decide, "agent": cmd_agent}[args.command]
+                   "deny": cmd_decide, "reset": cmd_decide, "agent": cmd_agent,
+                   **routes.HANDLERS}[args.command]
         return asyncio.run(handler(args))
     except CtlError as exc:
         print(f"audiopolicyctl: {exc}", file=sys.stderr)

@@ -1,5 +1,5 @@
-"""``io.github.audiopolicyd.AudioPolicy1.Manager``: the daemon's read side, reload, sessions
-and microphone permission.
+"""``io.github.audiopolicyd.AudioPolicy1.Manager``: the daemon's read side, reload, sessions,
+and microphone permission and routing (the user's routes).
 
 (No ``from __future__ import annotations`` here: dbus-fast reads D-Bus signatures from the
 annotations at run time.)
@@ -8,12 +8,17 @@ annotations at run time.)
 import logging
 from typing import Any
 
+from dbus_fast import Variant
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
 
 from .. import __version__
-from ..limits import APP_ID_CHARS, IDENTIFIER_CHARS, OBJECT_PATH_CHARS, TARGET_CHARS, check_text
+from ..errors import InvalidArgument, NotAllowed
+from ..limits import (
+    APP_ID_CHARS, IDENTIFIER_CHARS, OBJECT_PATH_CHARS, PORT_UID_CHARS, TARGET_CHARS, check_text,
+)
 from ..names import MANAGER_IFACE
 from .convert import plain_dict, session_hints, stream_dict, typed_dict
+from ..runtime.routeview import route_table
 from .service import caller_method, guarded
 
 logger = logging.getLogger(__name__)
@@ -77,6 +82,37 @@ class ManagerInterface(ServiceInterface):
     async def unregister_permission_agent(self, caller, path: "o"):
         check_text("UnregisterPermissionAgent path", path, OBJECT_PATH_CHARS)
         await self._api.access.unregister_agent(caller, path)
+
+    @method(name="GetRoutes")
+    @guarded
+    def get_routes(self) -> "a{sv}":
+        table = route_table(self._daemon.runtime.router)
+        return {key: Variant("aa{sv}", [plain_dict(row) for row in rows])
+                for key, rows in table.items()}
+
+    @caller_method("SetCategoryRoute")
+    async def set_category_route(self, caller, category: "s", port_uid: "s"):
+        check_text("SetCategoryRoute category", category, IDENTIFIER_CHARS)
+        check_text("SetCategoryRoute port_uid", port_uid, PORT_UID_CHARS)
+        await self._users_own(caller, "SetCategoryRoute")
+        self._daemon.runtime.router.prefer(category, port_uid)
+
+    @caller_method("ResetRoutes")
+    async def reset_routes(self, caller, app: "s") -> "u":
+        check_text("ResetRoutes app", app, APP_ID_CHARS)
+        if not app:
+            raise InvalidArgument("ResetRoutes app must not be empty")
+        await self._users_own(caller, "ResetRoutes")
+        return self._daemon.runtime.router.reset(app)
+
+    async def _users_own(self, caller, what: str) -> None:
+        """Routes are the user's: refuse sandboxed callers and other users (as microphone
+        decisions are refused them), with a message about routes."""
+        try:
+            await self._api.access.trusted(caller, what)
+        except NotAllowed:
+            raise NotAllowed(f"{what}: only the user's own unsandboxed processes may choose "
+                             "routes") from None
 
     @dbus_property(access=PropertyAccess.READ, name="Recording")
     def recording(self) -> "a(ssbu)":

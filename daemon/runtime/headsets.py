@@ -19,8 +19,9 @@ The server replaces the card's devices on a switch (the A2DP sink goes, the head
 source come; docs/routing.md); the session's route changes with reason
 ``routeConfigurationChange`` (Apple's: "the configuration for a set of I/O ports has changed"):
 :func:`configuration_change` makes the router's :class:`~audiopolicyd.route.RouteChange` say so
-when the new route uses a card this switched (the pure core's rule 1 already says it for a
-route whose device went while a device of its card appeared: the switch back).
+when the new route uses a card this switched (the runtime gives it to the router as
+``Router.revise``; the pure core's rule 1 already says it for a route whose device went while a
+device of its card appeared: the switch back).
 
 No Bluetooth adapter exists where this was written: it is tested on the fake backend with the
 recorded headsets of both servers (tests/support/bluetooth.py), docs/routing.md says so.
@@ -185,14 +186,14 @@ class HeadsetProfiles:
     async def _set(self, card: Card, profile: str, before: str) -> None:
         """Switch *card* to *profile*; *before*: the profile to give back later ('' when this
         is the giving back)."""
+        if before:  # before the server's events: the route change they cause is ours
+            self.switched[card.name] = before
         try:
             await self.backend.set_card_profile(card, profile)
         except (NoSuchDevice, ProfileUnavailable) as exc:
             logger.warning("Bluetooth card %s not switched to %s: %s", card.name, profile, exc)
             self.switched.pop(card.name, None)
             return
-        if before:
-            self.switched[card.name] = before
         logger.info("Bluetooth card %s switched to %s (%s)", card.name, profile,
                     "a call records" if before else "no call records any more")
 

@@ -26,6 +26,7 @@ from .actuator import Actuator
 from .mirror import Mirror
 from .ownership import Ownership
 from .pauses import Pauses
+from .router import Router
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class DecisionPass:
         self.schedule = schedule
         self.gate: MicrophoneGate | None = None
         self.app_sessions: AppSessions | None = None
+        #: Routes every session after the decisions (:class:`~.router.Router`), if set.
+        self.router: Router | None = None
         self.sessions: list[Session] = []
         self.classified: dict[str, tuple[str, str]] = {}  # key -> (category, rule)
         self.effects: dict[str, Effect] = {}  # what each stream is shown to get
@@ -96,6 +99,8 @@ class DecisionPass:
         self.pauses.apply(snap, desired, self.sessions)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
+        if self.router is not None:
+            self.router.run(snap, self.sessions)
         return changed
 
     def _sessions(self, snap: Snapshot, owned: dict[str, str], policies: PolicySet) -> None:

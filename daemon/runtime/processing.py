@@ -52,18 +52,16 @@ import logging
 import secrets
 from typing import Callable, Iterable
 
-from ..backends.base import (
-    Backend, Module, ModuleLoadFailed, NoSuchDevice, ServerInfo, Unsupported,
-)
+from ..backends.base import Backend, Module, ModuleLoadFailed, NoSuchDevice, Unsupported
 from ..journal import Journal
 from ..microphone.gate import ModuleTrust
-from ..model import Device, Session, Stream, StreamKind
+from ..model import Device, Session, Stream, freeze
 from ..pluginmanager import PluginManager
 from ..policy import PolicySet
 from ..route import ECHO_CANCEL
-from ..routing.choose import request
-from ..routing.decide import decide_route, propose_processing
+from ..routing.decide import propose_processing
 from .mirror import Mirror
+from .router import Router
 from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
@@ -117,7 +115,7 @@ class EchoCancel:
     """Loads, routes through and unloads the echo canceller of each session that wants one
     (see the module docstring).
 
-    :param backend: the connection (``load_module``, ``unload_module``, ``move_stream``)
+    :param backend: the connection (``load_module``, ``unload_module``, ``devices``)
     :param mirror: the graph as read (devices, streams)
     :param trust: the microphone gate's module trust (our module is trusted as our own)
     :param journal: where every load is recorded before it is sent
@@ -143,11 +141,7 @@ class EchoCancel:
         #: ``masters(session) -> (sink id, source id) | None``: the session's route without
         #: processing (set by the runtime); None when it has no output or no input.
         self.masters: Callable[[Session], tuple[str, str] | None] = lambda session: None
-        #: Move a session's streams onto its canceller here (a stand-in for the router, which
-        #: reads :meth:`processing` instead and clears this).
-        self.move_streams = True
         self._failed: dict[str, tuple] = {}  # session -> (masters) a load failed for
-        self._moved: dict[str, str] = {}  # stream key -> device id we moved it to
         self._stopping = False  # the daemon stops: nothing is loaded any more
 
     # -- what the rest of the daemon asks ------------------------------------------------------
@@ -180,8 +174,8 @@ class EchoCancel:
 
     def update(self, sessions: list[Session]) -> None:
         """Load a canceller for each active explicit session that wants one (on its route),
-        unload the ones no session wants any more; pin our devices' client; move the
-        sessions' streams onto their cancellers (the stand-in for the router).
+        unload the ones no session wants any more; pin our devices' client. The router moves
+        the sessions' streams onto their cancellers (:meth:`processing`).
 
         :param sessions: every session of the pass (implicit ones never get processing)
         """
@@ -203,8 +197,6 @@ class EchoCancel:
             if session_id not in self.cancellers:
                 self._load(session_id, masters)
         self._pin()
-        if self.move_streams:
-            self._move(sessions)
 
     def _spawn(self, coro) -> None:
         self.tasks.spawn(coro)
@@ -299,43 +291,12 @@ class EchoCancel:
                 self.mirror.streams[key] = self.annotate(stream)
             self.schedule()
 
-    def _move(self, sessions: list[Session]) -> None:
-        """Stand-in for the router: move each stream of a session with a canceller onto the
-        canceller's sink or source (each move sent once per target)."""
-        self._moved = {k: v for k, v in self._moved.items() if k in self.mirror.streams}
-        for session in sessions:
-            devices = self.processing(session)
-            if devices is None:
-                continue
-            for key in session.streams:
-                stream = self.mirror.streams.get(key)
-                if stream is None or stream.module:
-                    continue
-                guard = self.mirror.guard
-                if guard is not None and guard.holds(key):
-                    # a recording the gate holds is moved once its app may record: PulseAudio
-                    # gives a moved recording its volume back, which the gate would take for
-                    # the app fighting its hold (seen: the call's parecord killed)
-                    continue
-                target = devices[0] if stream.kind is StreamKind.SINK_INPUT else devices[1]
-                if stream.device == target or self._moved.get(key) == target:
-                    continue
-                self._moved[key] = target
-                self._spawn(self._move_one(stream, self.mirror.devices[target]))
-
-    async def _move_one(self, stream: Stream, device: Device) -> None:
-        try:
-            await self.backend.move_stream(stream, device)
-        except NoSuchDevice:
-            self._moved.pop(stream.key, None)
-
     # -- connection, start and stop ------------------------------------------------------------
 
     def lost(self) -> None:
         """The connection is gone: what is loaded is left to :meth:`recover` at the next
         connection (the module died with the server, or is found and unloaded)."""
         self.cancellers.clear()
-        self._moved.clear()
 
     async def recover(self, cookie: int) -> None:
         """At a (re)connection: unload every module a previous run (or connection) of the
@@ -389,24 +350,17 @@ def wants_echo_cancel(pm: PluginManager | None,
     return wants
 
 
-def route_masters(pm: PluginManager | None, policies: Callable[[], PolicySet], mirror: Mirror,
-                  server: Callable[[], ServerInfo | None]) -> Callable[[Session],
-                                                                       tuple[str, str] | None]:
-    """:attr:`EchoCancel.masters`: the session's route as :mod:`audiopolicyd.routing.decide`
-    decides it (the server's default devices by the names it reported at the connection), our
-    cancellers' devices left out. A stand-in until the router's decisions are read."""
+def route_masters(router: Router) -> Callable[[Session], tuple[str, str] | None]:
+    """:attr:`EchoCancel.masters`: the session's route as the router decides it without its
+    processing (:meth:`Router.decide <audiopolicyd.runtime.router.Router.decide>` on the last
+    pass's graph: the user's preference, override and preferred input count), our cancellers'
+    devices left out."""
     def masters(session: Session) -> tuple[str, str] | None:
-        policy = policies().policies.get(session.category)
-        info = server()
-        if pm is None or policy is None or info is None:
-            return None
-        devices = [d for d in mirror.devices.values() if not d.name.startswith(NAME_PREFIX)]
-        ids = {(d.kind, d.name): d.id for d in devices}
-        decision = decide_route(pm, request(
-            devices, session.category, default_output=ids.get(("sink", info.default_sink), ""),
-            default_input=ids.get(("source", info.default_source), ""), session=session),
-            policy)
-        if decision.output.device is None or decision.input.device is None:
+        snap = router.snapshot
+        devices = {i: d for i, d in snap.devices.items() if not d.name.startswith(NAME_PREFIX)}
+        decision = router.decide(dataclasses.replace(snap, devices=freeze(devices)), session,
+                                 processing=False)
+        if decision is None or decision.output.device is None or decision.input.device is None:
             return None
         return decision.output.device, decision.input.device
     return masters

@@ -14,6 +14,7 @@ from ..logsetup import log_effect
 from ..model import NEUTRAL, Effect, Stream
 from .mirror import Mirror
 from .passes import DecisionPass
+from .routeview import session_route, stream_route
 
 logger = logging.getLogger(__name__)
 
@@ -121,15 +122,18 @@ class ReadModel:
         :param target: a stream key (``sink-input:12``), a session id (``s1``,
             ``session:s1``, ``implicit:...``) or a session object path
         :returns: a flat dictionary: what it is, its category and the rule or session that chose
-            it, its effect, and every reason (session, policy file, key)
+            it, its effect, and every reason (session, policy file, key); ``Route``: for a
+            stream why it is on its device, for a session ``output: ...`` and ``input: ...``
+            (the router's reasons, empty when not routed)
         :raises KeyError: when nothing has that name
         """
         d = self.decisions
         policies = d.policies().policies
         if target in self.mirror.streams:
             view = self.view(target)
-            return stream_explanation(target, view.stream, view.category, view.rule,
-                                      view.session, view.effect, policies)
+            return {**stream_explanation(target, view.stream, view.category, view.rule,
+                                         view.session, view.effect, policies),
+                    "Route": stream_route(d.router, target) if d.router else ""}
         sid = target.rsplit("/", 1)[-1]
         sid = sid if sid.startswith(("implicit:", "session:")) else f"session:{sid}"
         session = next((s for s in d.sessions if s.id == sid), None)
@@ -138,6 +142,7 @@ class ReadModel:
         sessions = self.app_sessions()
         app = (sessions.sessions.get(sid.split(":", 1)[1])
                if sessions is not None and session.explicit else None)
-        return session_explanation(target, session, d.effects, policies,
-                                   app.state if app else None,
-                                   app.interrupted_by if app else ())
+        return {**session_explanation(target, session, d.effects, policies,
+                                      app.state if app else None,
+                                      app.interrupted_by if app else ()),
+                "Route": session_route(d.router, sid) if d.router else []}

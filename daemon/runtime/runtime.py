@@ -32,10 +32,12 @@ from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
 from .pauses import Pauses
-from .headsets import HeadsetProfiles
+from .headsets import HeadsetProfiles, configuration_change
 from .processing import EchoCancel, route_masters, wants_echo_cancel
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
+from .router import Router
+from .routestore import RouteStore
 from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
@@ -79,21 +81,20 @@ class Runtime:
         self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
+        self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
+                             self._schedule, lambda: self._app_sessions)
+        self.decisions.router = self.router
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
                                self._schedule, lambda: getattr(self.server, "cookie", 0))
         self.mirror.annotate = self.echo.annotate
-        # the router (issue 11, merged separately) moves a call's streams through its
-        # canceller; until it is here, EchoCancel moves them itself
-        router = getattr(self, "router", None)
-        if router is not None:
-            router.processing = self.echo.processing
-            self.echo.move_streams = False
+        self.router.processing = self.echo.processing  # the router moves a call's streams
         self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
-        self.echo.masters = route_masters(pm, lambda: self.decisions.policies(), self.mirror,
-                                          lambda: self.connection.server)
+        self.echo.masters = route_masters(self.router)
         self.headsets = HeadsetProfiles(backend, self.mirror, self.tasks,
                                         lambda: self.connection.server)
+        self.router.revise = lambda change, devices: configuration_change(
+            change, self.headsets.switched, devices)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
         self.on_effects = self.read.on_effects
@@ -142,7 +143,7 @@ class Runtime:
 
     @policies.setter
     def policies(self, policies: Callable[[], PolicySet]) -> None:
-        self.decisions.policies = policies
+        self.decisions.policies = self.router.policies = policies
 
     # -- state, read only ---------------------------------------------------------------------
 
@@ -190,6 +191,7 @@ class Runtime:
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
+        await self.router.read_defaults()
         self.recovery.adopt_journal()
         self.pauses.recover()
         if self.gate is not None:
@@ -201,9 +203,12 @@ class Runtime:
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
         if event.facility == "card":
             self.headsets.card_event()  # a headset that connects during a call
-        if not self.mirror.handle(event) and event.facility == "module" \
-                and event.type in ("new", "remove"):
+        if self.mirror.handle(event):
+            return
+        if event.facility == "module" and event.type in ("new", "remove"):
             self.trust.module_event(event.index, event.type)
+        elif event.facility == "server":
+            self.router.server_changed()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -292,6 +297,7 @@ class Runtime:
         self.ownership.forget(key)
         self.actuator.forget(key)
         self.decisions.effects.pop(key, None)
+        self.router.forget(key)
         if self.gate is not None:
             self.gate.forget(key)
         self._schedule()
@@ -307,6 +313,7 @@ class Runtime:
         self.echo.lost()
         self.headsets.lost()
         self.decisions.reset()
+        self.router.lost()
         self.backend.close()
         if gone:
             self.read.removed(gone)

@@ -159,3 +159,24 @@ async def test_a_headset_that_connects_during_a_call_is_switched(server, daemons
     recorded = recorded_headset(which)
     server.add_card(recorded.card, recorded.devices)  # its card's new event
     await until(lambda: head_unit(profile(server)), "the new headset switched to HSP/HFP")
+
+
+@pytest.mark.parametrize("which", ["pulseaudio", "pipewire"])
+async def test_the_call_is_told_routeConfigurationChange_when_its_headset_switches(
+        server, daemons, which):  # noqa: F811
+    recorded = recorded_headset(which)
+    server.add_card(recorded.card, recorded.devices)
+    daemon = await daemons()
+    changes = []
+    daemon.reconciler.router.on_route_change.append(
+        lambda session, change, streams: changes.append((session, change)))
+    session = call(daemon)
+    server.add(recording())
+    await until(lambda: head_unit(profile(server)), "the headset switched to HSP/HFP")
+    await until(lambda: changes, "the call's route change")
+    sid, change = changes[-1]
+    assert sid == f"session:{session.id}"
+    assert change.reason is RouteChangeReason.routeConfigurationChange
+    hfp = {d.name for d in recorded.devices[profile(server)]}
+    assert {change.current.output.port.uid.split("/")[0],
+            change.current.input.port.uid.split("/")[0]} <= hfp
