@@ -286,17 +286,21 @@ def test_a_stream_of_no_client_id_or_with_an_owner_is_never_annotated(tmp_path):
         (ECHO_CANCEL_MODULE, 9)
 
 
-@pytest.mark.parametrize("client, owner", [(78, ("", -1)), (0xFFFFFFFF, (ECHO_CANCEL_MODULE,
-                                                                         536870918))])
-def test_a_stream_with_a_client_is_the_clients_whatever_owner_it_shows(client, owner):
+@pytest.mark.parametrize("pipewire, client, owner", [
+    (True, 78, ("", -1)), (True, 0xFFFFFFFF, (ECHO_CANCEL_MODULE, 536870918)),
+    # PulseAudio sets the owner itself; module-simple-protocol-tcp's stream has a client too
+    (False, 78, (ECHO_CANCEL_MODULE, 536870918))])
+def test_a_stream_with_a_client_is_the_clients_whatever_owner_it_shows(pipewire, client,
+                                                                       owner):
     """pipewire-pulse takes ``owner_module`` from a node's ``pulse.module.id``, which a client
-    may set on its own stream (``parecord --property=pulse.module.id=N``, 0.3.65): a stream
-    with a client is never a module's, on either server (a module's stream has none)."""
+    may set on its own stream (``parecord --property=pulse.module.id=N``, 0.3.65): there a
+    stream with a client is never a module's (a module's stream has none)."""
     from types import SimpleNamespace
 
     from audiopolicyd.backends.pulse import PulseBackend
 
     backend = PulseBackend()
+    backend._reset_clients(pipewire)
     backend._modules = {536870918: ECHO_CANCEL_MODULE}
     info = SimpleNamespace(client=client, owner_module=536870918,
                            proplist={"pulse.module.id": "536870918"})
