@@ -51,6 +51,7 @@ from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
 from .runtime import Runtime
+from .sessionroutes import SessionRoutes
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,9 @@ class Daemon:
         self.app_sessions.resume_limit = args.resume_limit
         self.runtime.app_sessions = self.app_sessions
         self.runtime.on_server.append(self.app_sessions.media_services)
+        # what apps with sessions see of their routes (the router decides them)
+        self.session_routes = SessionRoutes(self.app_sessions, lambda: self.store.current)
+        self.session_routes.attach(self.runtime)
         self.microphone: MicrophoneBroker | None = None
         if not args.no_microphone_permission:
             self.microphone = MicrophoneBroker(prompt_timeout=args.prompt_timeout)
@@ -271,7 +275,8 @@ class Daemon:
             logger.error("no D-Bus connection (%s): running without the D-Bus API and without "
                          "MPRIS pausing (interrupted streams are muted)", exc)
             return
-        api = DBusApi(self.bus, self, self.app_sessions, self.access, identify)
+        api = DBusApi(self.bus, self, self.app_sessions, self.access, identify,
+                      self.session_routes)
         self.manager = api.manager
         api.export()
         reply = await self.bus.request_name(BUS_NAME)

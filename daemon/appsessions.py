@@ -19,6 +19,9 @@ Semantics (Apple's AVAudioSession where it speaks; Android's audio focus where i
   ``should_resume`` is true only when every interrupter ended with notification (an explicit
   session deactivated with ``notifyOthersOnDeactivation``, or an app without a session whose
   streams stopped) and the interruption lasted at most :attr:`AppSessions.resume_limit` seconds.
+* The device a session played on went (:meth:`AppSessions.route_disconnected`, Apple's
+  ``prefersInterruptionOnRouteDisconnect``): ``InterruptionBegan`` with reason
+  ``routeDisconnected``, deactivated; no ``InterruptionEnded`` follows.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .limits import quote
 from .model import CATEGORIES, MODES, OPTIONS, Session
 from .pluginmanager import PluginManager
 from .policy import PolicySet
+from .route import OVERRIDE_NONE
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +52,9 @@ ACTIVE_OPTIONS = ("notifyOthersOnDeactivation", "delayIfBusy")
 MAX_SESSIONS_PER_CLIENT = 16
 #: Interruptions longer than this end with ``should_resume`` false, in seconds.
 RESUME_LIMIT = 600.0
+#: Categories that take an output override (``OverrideOutputAudioPort``): Apple's
+#: ``overrideOutputAudioPort(_:)`` acts on ``playAndRecord`` alone.
+OVERRIDE_CATEGORIES = ("playAndRecord",)
 
 
 @dataclass(eq=False)
@@ -58,6 +65,11 @@ class AppSession:
     :param owner: the D-Bus unique name of the connection that created it
     :param identity: the owner's process identity (from the bus and /proc)
     :param name: a human name from the creation hints
+    :param override: the output override the router applies, ``none`` or ``speaker``
+        (``OverrideOutputAudioPort``; :mod:`audiopolicyd.sessionroutes`); back to ``none`` when
+        the category changes
+    :param preferred_input: the uid of the input port the router prefers for the session's
+        recordings, '' for none (``SetPreferredInput``)
     """
 
     id: str
@@ -74,6 +86,8 @@ class AppSession:
     interrupted_at: float = 0.0
     other_audio_playing: bool = False
     secondary_hint: bool = False
+    override: str = OVERRIDE_NONE
+    preferred_input: str = ""
 
     @property
     def session_id(self) -> str:
@@ -226,6 +240,11 @@ class AppSessions:
             logger.info("session %s: mode %s does not suit %s; using default, as Apple does",
                         session.id, mode, category)
             mode = "default"
+        if category != session.category and session.override != OVERRIDE_NONE:
+            # a category change is a route change: Apple's override lasts until the next one
+            logger.info("session %s: output override %s ends with the category change",
+                        session.id, session.override)
+            session.override = OVERRIDE_NONE
         session.category, session.mode, session.options = category, mode, frozenset(options)
 
     def set_active(self, session: AppSession, active: bool, options: Iterable[str]) -> str:
@@ -345,6 +364,24 @@ class AppSessions:
         self._notified &= ({s.session_id for s in self.sessions.values()}
                            | {t for s in self.sessions.values() for t in s.interrupted_by})
 
+    def route_disconnected(self, session_id: str) -> None:
+        """The device an active session played on went (Apple's
+        ``prefersInterruptionOnRouteDisconnect``): ``InterruptionBegan`` with reason
+        ``routeDisconnected``, and the session is deactivated, as iOS 17 interrupts the Now
+        Playing session. Nothing ends this interruption (no ``InterruptionEnded``): the app
+        activates again when its user plays.
+
+        :param session_id: the engine's id of the session (``session:s1``); an inactive or
+            unknown session is left alone
+        """
+        session = next((s for s in self.sessions.values() if s.session_id == session_id), None)
+        if session is None or not session.active:
+            return
+        self._emit(session, "InterruptionBegan", {"reason": "routeDisconnected",
+                                                  "interrupter": "", "interrupter_category": ""})
+        session.active = False
+        self._changed(session, "system", "interruption")
+
     def _end_interruption(self, session: AppSession, by_id: Mapping[str, Session],
                           now: float) -> None:
         def ended_with_notice(trigger_id: str) -> bool:
@@ -367,6 +404,11 @@ class AppSessions:
         for session in self.sessions.values():
             self._emit(session, "MediaServicesWereReset" if available
                        else "MediaServicesWereLost", {})
+
+    def emit(self, session: AppSession, what: str, payload: Mapping[str, Any]) -> None:
+        """Tell the listeners of an event of the session raised beside this module (its route:
+        :mod:`audiopolicyd.sessionroutes`)."""
+        self._emit(session, what, payload)
 
     def _emit(self, session: AppSession, what: str, payload: Mapping[str, Any]) -> None:
         for listener in self.listeners:

@@ -30,8 +30,10 @@ the client (:mod:`audiopolicyd.client`) raises the same leaf for an error reply 
     │   │                              (AVAudioSession's cannotInterruptOthers)
     │   ├── TooManySessions            the connection holds as many sessions as allowed
     │   ├── NoSuchSession              the session was removed
-    │   └── NotOwner                   only the connection that created a session may
-    │                                  change it
+    │   ├── NotOwner                   only the connection that created a session may
+    │   │                              change it
+    │   ├── UnknownPortOverride        OverrideOutputAudioPort: neither speaker nor none
+    │   └── InputUnavailable           SetPreferredInput: no such port in AvailableInputs
     └── DaemonNotRunning               (client side) nobody owns the bus name, or no bus
 
 An error reply whose name the tree does not know (a newer daemon's, or the bus's own,
@@ -181,6 +183,18 @@ class NotOwner(SessionError):
     name = "NotOwner"
 
 
+class UnknownPortOverride(SessionError):
+    """``OverrideOutputAudioPort``: the value is not one of Apple's ``AVAudioSession.
+    PortOverride`` (``speaker``, ``none``)."""
+    name = "UnknownPortOverride"
+
+
+class InputUnavailable(SessionError):
+    """``SetPreferredInput``: no port of that uid is among the session's ``AvailableInputs``
+    now (Apple's ``setPreferredInput(_:)`` rejects a port not in ``availableInputs``)."""
+    name = "InputUnavailable"
+
+
 class DaemonNotRunning(AudioPolicyError):
     """Nobody owns ``io.github.audiopolicyd.AudioPolicy1`` on the bus, or no bus (raised by
     the client, never sent by the daemon)."""
@@ -193,7 +207,7 @@ DAEMON_ERRORS: dict[str, type[AudioPolicyError]] = {
         InvalidArgument, NotAllowed, NotSupported, StoreFailed, AgentExists, NoSuchAgent,
         UnknownTarget, Internal, UnknownCategory, UnknownMode, UnknownOption,
         IncompatibleCategoryOption, InsufficientPriority, CannotInterruptOthers,
-        TooManySessions, NoSuchSession, NotOwner)}
+        TooManySessions, NoSuchSession, NotOwner, UnknownPortOverride, InputUnavailable)}
 
 
 def from_dbus(dbus_name: str, message: str) -> AudioPolicyError:
@@ -221,6 +235,7 @@ __all__ = [
     "CannotInterruptOthers",
     "DaemonNotRunning",
     "IncompatibleCategoryOption",
+    "InputUnavailable",
     "InsufficientPriority",
     "Internal",
     "InvalidArgument",
@@ -235,6 +250,7 @@ __all__ = [
     "UnknownCategory",
     "UnknownMode",
     "UnknownOption",
+    "UnknownPortOverride",
     "UnknownTarget",
     "from_dbus",
 ]

@@ -44,8 +44,9 @@ HINT_KEY_CHARS = 64
 TARGET_CHARS = 4096
 #: ``SetRecordPermission``'s and ``ResetRoutes``' app id.
 APP_ID_CHARS = 512
-#: ``SetCategoryRoute``'s port uid (a device's name and its port's name, as the server gives
-#: them: PulseAudio bounds a name to 128 bytes, ALSA's device names are far shorter).
+#: ``SetCategoryRoute``'s and ``SetPreferredInput``'s port uid (a device's name and its port's
+#: name, as the server gives them: PulseAudio bounds a name to 128 bytes, ``PA_NAME_MAX``,
+#: ALSA's device names are far shorter).
 PORT_UID_CHARS = 1024
 #: ``RegisterPermissionAgent``'s and ``UnregisterPermissionAgent``'s object path.
 OBJECT_PATH_CHARS = 256

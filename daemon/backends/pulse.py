@@ -340,9 +340,11 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             return None
 
     async def devices(self) -> list[Device]:
-        sinks = await self._call(self._p.sink_list())
-        sources = await self._call(self._p.source_list())
-        cards = {c.index: c for c in await self.cards()}
+        # the three lists pipelined: one round trip, not three (a device that appears is
+        # routed after this read)
+        sinks, sources, card_list = await asyncio.gather(
+            self._call(self._p.sink_list()), self._call(self._p.source_list()), self.cards())
+        cards = {c.index: c for c in card_list}
         self._highest = max([self._highest, *(d.index for d in (*sinks, *sources))])
         found = [device("source", s, cards) for s in sources]
         self._monitors = {d.index for d in found if d.monitor}

@@ -51,6 +51,13 @@ Rules worth knowing:
   resume (call ``set_active(True)`` again) only when its ``should_resume`` is true.
 * Deactivate with ``options=["notifyOthersOnDeactivation"]`` when you are done, so the apps you
   interrupted are told they may resume.
+* The daemon routes the session's streams (the policy of its category); the app sees where
+  (:meth:`AudioSession.current_route`, Apple's port types), is told why it changed (the
+  ``RouteChanged`` event: ``reason`` ``newDeviceAvailable``, ``oldDeviceUnavailable``,
+  ``override``..., and ``previous_route``), may prefer one of
+  :meth:`AudioSession.available_inputs` (:meth:`AudioSession.set_preferred_input`) and, in
+  ``playAndRecord``, put a call on the speaker
+  (:meth:`AudioSession.override_output_audio_port`).
 
 Every refused call raises a leaf of :mod:`audiopolicyd.errors` named as the D-Bus error
 (``io.github.audiopolicyd.AudioPolicy1.Error.InsufficientPriority`` raises
@@ -58,9 +65,9 @@ Every refused call raises a leaf of :mod:`audiopolicyd.errors` named as the D-Bu
 :class:`AudioSessionError` (:class:`audiopolicyd.errors.AudioPolicyError` under the name this
 client has always given it).
 
-The package: :mod:`.session` (:class:`AudioSession`, its events), :mod:`.bus` (connecting,
-calling, :class:`DaemonClient` for tools). It is the project's only D-Bus client code:
-``audiopolicyctl`` and the prompt agents use it too.
+The package: :mod:`.session` (:class:`AudioSession`, its events), :mod:`.routes` (its route
+calls), :mod:`.bus` (connecting, calling, :class:`DaemonClient` for tools). It is the
+project's only D-Bus client code: ``audiopolicyctl`` and the prompt agents use it too.
 """
 
 from __future__ import annotations
@@ -69,8 +76,8 @@ import logging
 
 from ..errors import (
     AudioPolicyError, CannotInterruptOthers, DaemonNotRunning, IncompatibleCategoryOption,
-    InsufficientPriority, Internal, NoSuchSession, NotOwner, TooManySessions, UnknownCategory,
-    UnknownMode, UnknownOption,
+    InputUnavailable, InsufficientPriority, Internal, NoSuchSession, NotOwner, TooManySessions,
+    UnknownCategory, UnknownMode, UnknownOption, UnknownPortOverride,
 )
 from ..names import BUS_NAME, ERROR_PREFIX, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE
 from .bus import DaemonClient, call, connect, error_from_reply, plain
@@ -94,6 +101,7 @@ __all__ = [
     "DaemonClient",
     "DaemonNotRunning",
     "IncompatibleCategoryOption",
+    "InputUnavailable",
     "InsufficientPriority",
     "Internal",
     "NoSuchSession",
@@ -102,6 +110,7 @@ __all__ = [
     "UnknownCategory",
     "UnknownMode",
     "UnknownOption",
+    "UnknownPortOverride",
     "call",
     "connect",
     "error_from_reply",

@@ -16,6 +16,7 @@ from ..names import (
     BUS_DAEMON, BUS_NAME, MANAGER_IFACE, OBJECT_PATH, PROPERTIES_IFACE, SESSION_IFACE,
 )
 from .bus import add_match, call, connect, plain
+from .routes import RouteMethods
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,9 @@ EVENTS = (
     "SilenceSecondaryAudioHint",  # {"type": "begin" | "end"}
     "MediaServicesWereLost",  # {}
     "MediaServicesWereReset",  # {}
+    # {"reason": s (Apple's name), "reason_value": int (Apple's number),
+    #  "previous_route": {"inputs": [port], "outputs": [port]}} (see .routes)
+    "RouteChanged",
     "PropertiesChanged",  # {property name: new value}
     "SessionLost",  # {"reason": s}: the daemon left the bus; the session is gone
 )
@@ -37,8 +41,8 @@ Callback = Callable[[dict], Any]
 
 # -- sessions ------------------------------------------------------------------------------------
 
-class AudioSession:
-    """One audio session of this app: AVAudioSession.
+class AudioSession(RouteMethods):
+    """One audio session of this app: AVAudioSession (its route: :class:`RouteMethods`).
 
     Make one with :meth:`create`; the constructor is internal. ``path`` is the session's object
     path, ``id`` its short id (``s3``, as ``audiopolicyctl sessions`` shows it).

@@ -44,12 +44,15 @@ class DBusApi:
     :param sessions: the :class:`~audiopolicyd.appsessions.AppSessions`
     :param access: the :class:`~audiopolicyd.microphone.access.MicrophoneAccess`
     :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
+    :param routes: the sessions' routes (:class:`~audiopolicyd.sessionroutes.SessionRoutes`);
+        None: sessions show an empty route and refuse route calls with ``Error.NotSupported``
     """
 
-    def __init__(self, bus, daemon: Any, sessions, access, identify: Callable):
+    def __init__(self, bus, daemon: Any, sessions, access, identify: Callable, routes=None):
         self.bus = bus
         self.sessions = sessions
         self.access = access
+        self.routes = routes
         self.manager = ManagerInterface(daemon, self)
         self.objects: dict[str, SessionInterface] = {}
         self.dispatch = CallerDispatch(bus, identify)

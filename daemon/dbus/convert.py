@@ -18,6 +18,7 @@ from ..limits import (
     check_texts, quote,
 )
 from ..names import ERROR_PREFIX
+from ..route import Route, RouteChangeReason, RoutePort
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,49 @@ def stream_dict(view) -> dict[str, Variant]:
         "Volume": Variant("au", list(s.volume)),
         "Reasons": Variant("as", [str(r) for r in e.reasons]),
     }
+
+
+def port_dict(port: RoutePort) -> dict[str, Variant]:
+    """A :class:`~audiopolicyd.route.RoutePort` as ``a{sv}``: Apple's
+    ``AVAudioSessionPortDescription`` with snake_case keys: ``port_type`` s (Apple's port type,
+    ``usbAudio``), ``port_name`` s (the device's description), ``uid`` s (device name ``/``
+    active port name). The device's id stays inside the daemon."""
+    return {"port_type": Variant("s", port.port_type), "port_name": Variant("s", port.port_name),
+            "uid": Variant("s", port.uid)}
+
+
+def ports_list(ports) -> list[dict[str, Variant]]:
+    """Ports as ``aa{sv}`` (:func:`port_dict` each), in their order (``AvailableInputs``)."""
+    return [port_dict(p) for p in ports]
+
+
+def route_dict(route: Route) -> dict[str, Variant]:
+    """A :class:`~audiopolicyd.route.Route` as ``a{sv}``: Apple's
+    ``AVAudioSessionRouteDescription``: ``inputs`` and ``outputs``, each ``aa{sv}`` of ports
+    (:func:`port_dict`), empty when the route has none (``CurrentRoute``)."""
+    return {"inputs": Variant("aa{sv}", ports_list(route.inputs)),
+            "outputs": Variant("aa{sv}", ports_list(route.outputs))}
+
+
+def route_change_dict(reason: RouteChangeReason, previous: Route) -> dict[str, Variant]:
+    """``RouteChanged``'s ``a{sv}``: ``reason`` s (Apple's name, ``newDeviceAvailable``),
+    ``reason_value`` u (Apple's number, 1), ``previous_route`` a{sv} (:func:`route_dict`):
+    ``AVAudioSession.routeChangeNotification``'s userInfo, keys in snake_case as
+    ``InterruptionEnded``'s."""
+    return {"reason": Variant("s", reason.name), "reason_value": Variant("u", int(reason)),
+            "previous_route": Variant("a{sv}", route_dict(previous))}
+
+
+#: Session properties whose core value is converted before ``PropertiesChanged``.
+_SESSION_PROPERTIES = {"CurrentRoute": route_dict, "AvailableInputs": ports_list}
+
+
+def session_properties(changed) -> dict:
+    """A session's changed properties (:mod:`audiopolicyd.appsessions`,
+    :mod:`audiopolicyd.sessionroutes`) as dbus-fast's ``emit_properties_changed`` takes them:
+    a route and ports as their D-Bus values, the rest as they are."""
+    return {k: _SESSION_PROPERTIES[k](v) if k in _SESSION_PROPERTIES else v
+            for k, v in changed.items()}
 
 
 def typed_dict(payload: dict[str, tuple[str, object]]) -> dict[str, Variant]:

@@ -13,9 +13,14 @@ from typing import Any
 
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, signal
 
-from ..limits import IDENTIFIER_CHARS, OPTIONS_ITEMS, check_texts
+from ..errors import NotSupported
+from ..limits import IDENTIFIER_CHARS, OPTIONS_ITEMS, PORT_UID_CHARS, check_text, check_texts
 from ..names import SESSION_IFACE
-from .convert import category_arguments, plain_dict
+from ..route import Route
+from .convert import (
+    category_arguments, plain_dict, ports_list, route_change_dict, route_dict,
+    session_properties,
+)
 from .service import caller_method
 
 logger = logging.getLogger(__name__)
@@ -26,8 +31,9 @@ class SessionInterface(ServiceInterface):
 
     :param session: the :class:`~audiopolicyd.appsessions.AppSession` (None only to
         introspect)
-    :param api: the :class:`~audiopolicyd.dbus.DBusApi`: the session layer and microphone
-        access
+    :param api: the :class:`~audiopolicyd.dbus.DBusApi`: the session layer, the sessions'
+        routes (:class:`~audiopolicyd.sessionroutes.SessionRoutes`, None: no routing) and
+        microphone access
     """
 
     def __init__(self, session, api: Any = None):
@@ -56,6 +62,22 @@ class SessionInterface(ServiceInterface):
     @caller_method("Close")
     def close(self, caller):
         self._api.sessions.remove(self.session, "closed by its owner")
+
+    @caller_method("SetPreferredInput")
+    def set_preferred_input(self, caller, uid: "s"):
+        check_text("SetPreferredInput uid", uid, PORT_UID_CHARS)
+        self._routes().set_preferred_input(self.session, uid)
+
+    @caller_method("OverrideOutputAudioPort")
+    def override_output_audio_port(self, caller, port: "s"):
+        check_text("OverrideOutputAudioPort port", port, IDENTIFIER_CHARS)
+        self._routes().override_output(self.session, port)
+
+    def _routes(self):
+        routes = self._api.routes
+        if routes is None:
+            raise NotSupported("this daemon does not route (no router)")
+        return routes
 
     @caller_method("RequestRecordPermission")
     async def request_record_permission(self, caller) -> "b":
@@ -116,6 +138,20 @@ class SessionInterface(ServiceInterface):
     def secondary_hint(self) -> "b":
         return self.session.secondary_hint
 
+    @dbus_property(access=PropertyAccess.READ, name="CurrentRoute")
+    def current_route(self) -> "a{sv}":
+        routes = self._api.routes if self._api is not None else None
+        return route_dict(routes.current_route(self.session) if routes is not None else Route())
+
+    @dbus_property(access=PropertyAccess.READ, name="AvailableInputs")
+    def available_inputs(self) -> "aa{sv}":
+        routes = self._api.routes if self._api is not None else None
+        return ports_list(routes.available_inputs(self.session) if routes is not None else ())
+
+    @signal(name="RouteChanged")
+    def route_changed(self, info) -> "a{sv}":
+        return info
+
     @signal(name="InterruptionBegan")
     def interruption_began(self, info) -> "a{sv}":
         return info
@@ -148,9 +184,11 @@ class SessionInterface(ServiceInterface):
         """Send a core event (:mod:`audiopolicyd.appsessions`) as its D-Bus signal, or as
         ``PropertiesChanged``."""
         if what == "PropertiesChanged":
-            self.emit_properties_changed(dict(payload))
+            self.emit_properties_changed(session_properties(payload))
             return
         send = {
+            "RouteChanged": lambda: self.route_changed(route_change_dict(
+                payload["reason"], payload["previous_route"])),
             "InterruptionBegan": lambda: self.interruption_began(plain_dict(payload)),
             "InterruptionEnded": lambda: self.interruption_ended(plain_dict(payload)),
             "DidBecomeActive": lambda: self.did_become_active(plain_dict(payload)),

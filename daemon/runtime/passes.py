@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import itertools
 import logging
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
@@ -27,6 +27,9 @@ from .mirror import Mirror
 from .ownership import Ownership
 from .pauses import Pauses
 from .router import Router
+
+if TYPE_CHECKING:  # disconnect imports this module
+    from .disconnect import Disconnect
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,8 @@ class DecisionPass:
         self.schedule = schedule
         self.gate: MicrophoneGate | None = None
         self.app_sessions: AppSessions | None = None
+        #: Merges the route-disconnect mutes into the decision (:mod:`.disconnect`).
+        self.disconnect: Disconnect | None = None
         #: Routes every session after the decisions (:class:`~.router.Router`), if set.
         self.router: Router | None = None
         self.sessions: list[Session] = []
@@ -89,6 +94,8 @@ class DecisionPass:
         snap = self.mirror.snapshot()
         self._sessions(snap, owned, policies)
         decided = decide(snap, self.sessions, policies, self.pm)
+        if self.disconnect is not None:
+            decided = self.disconnect.effects(decided)
         if gate is not None:
             gate.lift(decided)
         desired = self._apply(snap, decided)
@@ -100,7 +107,8 @@ class DecisionPass:
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
         if self.router is not None:
-            self.router.run(snap, self.sessions)
+            self.router.run(snap, self.sessions, {k for k, g in self._gates().items()
+                                                  if g is Gate.BLOCKED})
         return changed
 
     def _sessions(self, snap: Snapshot, owned: dict[str, str], policies: PolicySet) -> None:

@@ -3,6 +3,7 @@ user taking a player back, and resuming at the end (as Android's audio focus los
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Callable
 
@@ -71,6 +72,19 @@ class Pauses:
             self.tasks.spawn(self.pauser.pause(bus))
         for bus in plan.resume:
             self.tasks.spawn(self.pauser.play(bus))
+
+    def pause_for_good(self, bus: str) -> None:
+        """Pause a player that nothing of ours will resume (the device it played on went:
+        Apple's ``prefersInterruptionOnRouteDisconnect``, see :mod:`.disconnect`). No claim is
+        taken; a claim held on it is waived, so that no interruption's end resumes it out of
+        another device."""
+        if self.pauser is None:
+            return
+        claim = self.claims.get(bus)
+        if claim is not None and not claim.waived:
+            self.claims = {**self.claims, bus: dataclasses.replace(claim, waived=True)}
+            self.journal.write_pauses(self.claims)
+        self.tasks.spawn(self.pauser.pause(bus))
 
     def resumes(self) -> list:
         """The play calls (coroutines, not started) that give back every player we paused

@@ -31,7 +31,7 @@ When a session's route changes, the :class:`~audiopolicyd.route.RouteChange` (Ap
 from __future__ import annotations
 
 import logging
-from typing import Callable, Mapping
+from typing import AbstractSet as Set, Callable, Mapping
 
 from ..backends.base import Backend, BackendError, DefaultDevices
 from ..errors import UnknownCategory
@@ -132,9 +132,15 @@ class Router:
 
     # -- the pass -------------------------------------------------------------------------------
 
-    def run(self, snap: Snapshot, sessions: list[Session]) -> None:
+    def run(self, snap: Snapshot, sessions: list[Session],
+            held: Set[str] = frozenset()) -> None:
         """Route every session of a decision pass (see the module docstring). Moves are
-        started, not awaited."""
+        started, not awaited.
+
+        :param held: keys of the recordings the microphone gate holds (muted, at volume 0):
+            left where they are until their app may record (PulseAudio gives a moved
+            recording its volume back, which the gate would take for the app's fight)
+        """
         self.moves.devices_seen(self._devices, snap.devices)
         if not _same(self._devices, snap.devices):
             self._decided.clear()
@@ -154,8 +160,11 @@ class Router:
         for key, session in sessions_of.items():
             stream = snap.streams.get(key)
             if stream is not None and _routable(stream):
+                if key in held:
+                    self.reasons[key] = "stays where it is: the microphone gate holds it"
+                    continue
                 seen[key] = self._route(snap, stream, session, routes[session.id])
-        self.reasons = {k: v for k, v in self.reasons.items() if k in seen}
+        self.reasons = {k: v for k, v in self.reasons.items() if k in seen or k in held}
         self._left = {k: v for k, v in self._left.items() if k in seen}
         self._overrides = {k: v for k, v in self._overrides.items() if k in routes}
         self._decided = {k: v for k, v in self._decided.items() if k in routes}
@@ -286,9 +295,11 @@ class Router:
         else:
             target, why = None, f"stays where it is: {choice.reason}"
         self.reasons[key] = why
-        # a stream on a device the mirror does not know (yet) is left alone until it does
-        if target is not None and target.id != on and on in snap.devices \
-                and not self.moves.busy(key):
+        # a stream on a device the mirror does not know (yet) is left alone until it does; one
+        # on a device that just went is moved at once (WirePlumber's own move comes ~15 ms
+        # after the removal, and to the default device)
+        if target is not None and target.id != on \
+                and (on in snap.devices or on in self._devices) and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on
 

@@ -28,6 +28,7 @@ from ..model import Player, Stream, StreamKind
 from ..policy import PolicySet
 from .actuator import Actuator
 from .connection import Connection
+from .disconnect import Disconnect
 from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
@@ -84,6 +85,11 @@ class Runtime:
         self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
                              self._schedule, lambda: self._app_sessions)
         self.decisions.router = self.router
+        #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
+        self.disconnect = self.decisions.disconnect = Disconnect(
+            self.mirror, self.decisions, self.pauses, self._schedule)
+        # a jack whose port was unplugged (no remove event) reacts on the router's change
+        self.router.on_route_change.append(self.disconnect.route_changed)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
         self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
                                self._schedule, lambda: getattr(self.server, "cookie", 0))
@@ -100,6 +106,9 @@ class Runtime:
         self.on_effects = self.read.on_effects
         self.on_streams = self.read.on_streams
         self.on_server = self.connection.on_server
+        #: ``on_pass()`` after every decision pass (effects and routes decided), on the event
+        #: loop; must not block. A listener that raises is logged, never stops enforcement.
+        self.on_pass: list[Callable[[], None]] = []
         self.connected = self.mirror.connected
         self._scheduled = False
         self._probes: list[asyncio.Future] = []  # answers() waiting for the next pass
@@ -203,6 +212,8 @@ class Runtime:
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
         if event.facility == "card":
             self.headsets.card_event()  # a headset that connects during a call
+        if event.type == "remove" and event.facility in ("sink", "source"):
+            self.disconnect.device_removed(event.id)  # before the mirror forgets the device
         if self.mirror.handle(event):
             return
         if event.facility == "module" and event.type in ("new", "remove"):
@@ -234,6 +245,11 @@ class Runtime:
         self.read.changed(self.decisions.run())
         self.echo.update(self.decisions.sessions)
         self.headsets.update(self.decisions.sessions)
+        for listener in list(self.on_pass):
+            try:
+                listener()
+            except Exception:  # what a listener tells is not enforcement
+                logger.exception("a decision-pass listener failed")
 
     async def answers(self, timeout: float) -> bool:
         """Whether a decision pass runs, and succeeds, within ``timeout`` seconds: the
@@ -269,6 +285,7 @@ class Runtime:
     def _folded(self, old: Stream | None, stream: Stream, fresh: bool) -> None:
         """A read was folded into the mirror: holds, recovery, the user's changes, a pass."""
         key = stream.key
+        self.disconnect.folded(old, stream)
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self.ownership.hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -296,6 +313,7 @@ class Runtime:
     def _removed(self, key: str) -> None:
         self.ownership.forget(key)
         self.actuator.forget(key)
+        self.disconnect.forget(key)
         self.decisions.effects.pop(key, None)
         self.router.forget(key)
         if self.gate is not None:
@@ -305,6 +323,7 @@ class Runtime:
 
     def _lost(self) -> None:
         self.actuator.lost()
+        self.disconnect.lost()
         gone = self.mirror.reset()
         self.ownership.lost()
         if self.gate is not None:

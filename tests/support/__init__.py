@@ -22,6 +22,8 @@ never by name.
   server modules loaded as a client would).
 * :mod:`.devices`: fake devices with a real device's properties (headsets, USB, Bluetooth),
   plugged in and out of a real server as modules.
+* :mod:`.unplug`: headphones unplugged while music plays on them, and how much of it reaches
+  the speaker (pause on route disconnect's leak, for its test and ``bench/unplug_leak.py``).
 * :mod:`.bluetooth`: a Bluetooth headset's card and devices as each server shows them
   (recorded in tests/data/bluetooth/), converted as the PulseAudio backend does.
 * ``programs/``: the programs those clients run (``session_client.py``, ``mic_feeder.py``,
@@ -29,5 +31,5 @@ never by name.
 
 Imports among them point one way: ``processes <- bus <- servers <- streams <- clients``;
 ``audio``, ``daemon``, ``sessions``, ``portal``, ``microphone`` and ``devices`` build on
-those; ``bluetooth`` needs only the backend's conversion.
+those, ``unplug`` on them; ``bluetooth`` needs only the backend's conversion.
 """

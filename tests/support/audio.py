@@ -62,6 +62,28 @@ def audible_until_ms(path: str | os.PathLike) -> float:
     return frames * 1000 / RAW_RATE
 
 
+#: A sample above this (absolute) is sound: the test tone peaks near 9800, the servers add
+#: no dither to silence.
+AUDIBLE = 64
+
+
+def audible_ms(path: str | os.PathLike, start: int = 0) -> float:
+    """How long bytes ``[start:]`` of a raw recording (:func:`~.clients.record`) are audible:
+    from the first frame with a sample above :data:`AUDIBLE` to the end of the last one, in
+    ms; 0.0 when none is."""
+    import array
+    with open(path, "rb") as f:
+        f.seek(start - start % RAW_FRAME_BYTES)
+        data = f.read()
+    samples = array.array("h", data[:len(data) - len(data) % RAW_FRAME_BYTES])
+    loud = [i for i, v in enumerate(samples) if abs(v) > AUDIBLE]
+    if not loud:
+        return 0.0
+    per_frame = RAW_FRAME_BYTES // 2
+    frames = loud[-1] // per_frame - loud[0] // per_frame + 1
+    return frames * 1000 / RAW_RATE
+
+
 def assert_silenced_from_start(server: AudioServer, path: str | os.PathLike) -> None:
     """A recording of an app that may not record is silence, but for at most
     :data:`START_LEAK_MS` of the server at its very start."""

@@ -189,6 +189,21 @@ class FakeServer:
         self.cards[position] = dataclasses.replace(card, active_profile=profile)
         self.device_event("change", "card", card.index)
 
+    def unplug(self, name: str, rescue_after: float | None = None) -> None:
+        """The device called *name* goes (headphones pulled, a module unloaded), and its
+        streams move to the default device: as PulseAudio by default (moved first, then the
+        device's ``remove``), or as WirePlumber with *rescue_after* (the ``remove``, then the
+        move that many seconds later)."""
+        gone = self.device(name)
+        if gone is None:
+            raise ValueError(f"no device {name!r}")
+        self.devices = [d for d in self.devices if d.name != name]
+        if rescue_after is None:
+            self._rescue(gone)
+        self.device_event("remove", gone.kind, gone.index)
+        if rescue_after is not None:
+            asyncio.get_running_loop().call_later(rescue_after, self._rescue, gone)
+
     def _rescue(self, gone: Device) -> None:
         """Move the streams on *gone* to the default device of its kind (PulseAudio's rescue;
         WirePlumber moves them a moment later)."""

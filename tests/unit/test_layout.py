@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "routing.decide"),
     # 4: the domain beside the runtime: app sessions, the microphone gate, backends, MPRIS,
     #    and the offline simulation (which runs app sessions as the daemon does)
-    ("appsessions", "microphone", "backends", "mpris", "simulate"),
+    ("appsessions", "sessionroutes", "microphone", "backends", "mpris", "simulate"),
     # 5: the runtime, and the microphone gate's enforcement, which it builds (kept beside the
     #    microphone code: it reads the runtime's mirror and writes through its actuator)
     ("runtime", "microphone.gate"),
@@ -42,7 +42,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: Programs beside the daemon, and what of the daemon they must not import.
 PROGRAMS = ("client", "agents", "ctl")
 DAEMON_ONLY = ("runtime", "dbus", "app", "backends", "microphone.gate", "microphone.access",
-               "microphone.broker", "appsessions", "mpris")
+               "microphone.broker", "appsessions", "sessionroutes", "mpris")
 #: What a plugin may import from the package.
 PLUGIN_MAY_IMPORT = ("", "model", "policy", "hookspecs", "route", "routing")
 

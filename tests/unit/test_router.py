@@ -10,13 +10,16 @@ import dataclasses
 import pytest
 
 from audiopolicyd.errors import UnknownCategory
+from audiopolicyd.identity import recording_app
+from audiopolicyd.microphone.broker import Gate, MicrophoneBroker
+from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import RouteChangeReason
 from audiopolicyd.runtime.routestore import RouteStore
 from audiopolicyd.runtime.routeview import route_table
 
 from ..support.fake_backend import FakeServer
-from .conftest import make_stream
+from .conftest import VERIFIED, make_stream
 from .test_runtime import Daemon, until
 
 pytestmark = pytest.mark.usefixtures("collect_garbage")
@@ -213,6 +216,20 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     assert [(s.key, s.device) for s in streams] == [(CALL, "sink:7")]
 
 
+async def test_a_stream_on_a_device_that_went_is_moved_without_waiting_for_a_rescue(server,
+                                                                                   start):
+    # pipewire-pulse: the node goes and WirePlumber moves its streams ~15 ms later, to the
+    # default device; the router moves a call at once to its route (here no rescue comes)
+    daemon = await call_and_music(server, start)
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    server.devices = [d for d in server.devices if d.name != USB.name]
+    server.device_event("remove", "sink", USB.index)
+    await until(lambda: on(server, CALL) == "sink:0", "the call moved off the gone headset")
+    await daemon.reconciler.answers(5.0)
+    assert daemon.reconciler.router.store.pins == {}
+
+
 async def test_the_read_side_shows_devices_routes_reasons_and_pins(server, start):
     daemon = await call_and_music(server, start)
     plug(server, USB)
@@ -243,3 +260,34 @@ async def test_a_preference_for_an_unknown_category_is_a_named_error(server, sta
         daemon.reconciler.router.prefer("karaoke", "desk")
     assert daemon.reconciler.router.store.preferences == {}
     assert daemon.reconciler.router.reset("nobody") == 0
+
+
+async def test_a_recording_the_microphone_gate_holds_is_moved_only_once_granted(
+        server, tmp_path, policies, pm):
+    # PulseAudio gives a moved recording its volume back: moving a held one would undo the
+    # gate's volume 0, which the gate takes for the app's fight (and kills the stream)
+    broker = MicrophoneBroker()
+    await broker.start(SqlitePermissionStore(":memory:"))
+    daemon = Daemon(server, tmp_path / "journal.sqlite3", policies, pm)
+    daemon.reconciler.microphone = broker
+    broker.on_decisions.append(daemon.reconciler.request_reconcile)
+    try:
+        await daemon.started()
+        mic = Device("source", 9, "usb_mic", "USB Mic", bus="usb", form_factor="headset")
+        plug(server, mic)
+        await until(lambda: "source:9" in daemon.reconciler.devices, "the microphone seen")
+        recording = dataclasses.replace(make_stream(
+            4, StreamKind.SOURCE_OUTPUT, app="arecord", role="phone", extra=VERIFIED),
+            device="source:1")
+        server.add(recording)
+        key = "source-output:4"
+        await until(lambda: daemon.reconciler.gates.get(key) is Gate.BLOCKED, "held")
+        await daemon.reconciler.answers(5.0)
+        assert on(server, key) == "source:1", "a held recording stays where it is"
+        assert "microphone gate" in daemon.reconciler.router.reasons[key]
+        await broker.decide(recording_app(recording.properties).app_id, Decision.GRANTED,
+                            "test")
+        await until(lambda: on(server, key) == "source:9", "moved to the USB mic once granted")
+    finally:
+        daemon.kill()
+        await broker.store.close()

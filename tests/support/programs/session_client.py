@@ -26,6 +26,9 @@ Commands (``-`` stands for an empty list, lists are comma-separated)::
                                 a child, like play -> its pid
     askmic                      RequestRecordPermission on the target -> true | false (the
                                 reply waits for the user's answer; later commands wait too)
+    prefer UID                  SetPreferredInput on the target (``-``: the empty uid, which
+                                clears)
+    override PORT               OverrideOutputAudioPort on the target (``speaker``, ``none``)
     stop                        stop the children started by play
     ping                        round trip to the daemon (Peer.Ping)
     quit                        stop the children, disconnect, exit
@@ -169,6 +172,14 @@ class Client:
             return child.pid
         if cmd == "askmic":
             return await self.call(self.target, SESSION_IFACE, "RequestRecordPermission")
+        if cmd == "prefer":
+            await self.call(self.target, SESSION_IFACE, "SetPreferredInput", "s",
+                            ["" if args[0] == "-" else args[0]])
+            return None
+        if cmd == "override":
+            await self.call(self.target, SESSION_IFACE, "OverrideOutputAudioPort", "s",
+                            [args[0]])
+            return None
         if cmd == "stop":
             self.stop_children()
             return None
