@@ -52,9 +52,8 @@ def streams_on(server: AudioServer, kind: str, device: int) -> list:
 
 def call(server: AudioServer, daemon: DaemonProcess, tone: Path, take: Path,
          mode: str) -> SessionClient:
-    """A call in *mode* that plays and records; its app is granted before it records: the
-    router moves a recording the gate holds, and the gate kills it (an open problem, see
-    docs/routing.md, "Processing and Bluetooth in the runtime")."""
+    """A call in *mode* that plays and records, its app granted before it records (so its
+    recording is routed from its start; a held one waits for the grant, docs/routing.md)."""
     ctl_ok(daemon, "grant", SESSION_APP)
     client = SessionClient(server, f"talk-{mode}")
     client.create("call", "playAndRecord", mode)
