@@ -49,6 +49,8 @@ CREATE TABLE IF NOT EXISTS servers (cookie INTEGER PRIMARY KEY, first_seen REAL 
 CREATE TABLE IF NOT EXISTS trusted_modules (
     cookie INTEGER NOT NULL, idx INTEGER NOT NULL, name TEXT NOT NULL, argument TEXT NOT NULL,
     PRIMARY KEY (cookie, idx));
+CREATE TABLE IF NOT EXISTS own_modules (
+    argument TEXT PRIMARY KEY, cookie INTEGER NOT NULL, name TEXT NOT NULL);
 """
 #: Columns added after the first release, added to a journal written by it.
 _ADDED_COLUMNS = {"effects": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0"),
@@ -266,3 +268,26 @@ class Journal:
         return self._transaction("trust module", lambda db: db.execute(
             "INSERT OR REPLACE INTO trusted_modules VALUES (?,?,?,?)",
             (cookie, index, name, argument)))
+
+    # -- modules the daemon loads itself ------------------------------------------------------
+
+    def record_own_module(self, cookie: int, name: str, argument: str) -> bool:
+        """Record a module the daemon is about to load into the server instance *cookie*,
+        **before** loading it: a daemon killed after the load finds it at its next start
+        (:meth:`own_modules`) and unloads it. *argument* must be unique to this load (it
+        carries device names made for it).
+
+        :returns: False when nothing could be written (do not load it then)
+        """
+        return self._transaction("record own module", lambda db: db.execute(
+            "INSERT OR REPLACE INTO own_modules VALUES (?,?,?)", (argument, cookie, name)))
+
+    def forget_own_module(self, argument: str) -> bool:
+        """The module loaded with *argument* is unloaded (or was never loaded)."""
+        return self._transaction("forget own module", lambda db: db.execute(
+            "DELETE FROM own_modules WHERE argument = ?", (argument,)))
+
+    def own_modules(self) -> list[tuple[int, str, str]]:
+        """The modules the daemon loaded and has not unloaded: ``(cookie, name, argument)``."""
+        return [(c, n, a) for a, c, n in self._read(
+            "SELECT argument, cookie, name FROM own_modules")]

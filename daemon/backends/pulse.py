@@ -275,9 +275,18 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
     def _owner(self, info) -> tuple[str, int]:
         """The owning server module's name and index, ``('', -1)`` for a client's stream.
         PulseAudio names the native-protocol module as the owner of every client stream;
-        pipewire-pulse none."""
+        pipewire-pulse none, but it takes a stream's ``owner_module`` from the node's
+        ``pulse.module.id`` property, which a client may set on its own stream (verified on
+        0.3.65: ``parecord --property=pulse.module.id=<a module's index>`` shows that
+        module as its owner). A pipewire-pulse module's stream has no client, so there a
+        stream with a client is a client's, whatever owner it shows. (PulseAudio sets the
+        owner itself, and a protocol module's streams, ``module-simple-protocol-tcp``'s,
+        have both the module and the client it made.)"""
         index = getattr(info, "owner_module", INVALID_INDEX)
         name = self._modules.get(index, "")
+        if getattr(self, "_pipewire", False) \
+                and getattr(info, "client", INVALID_INDEX) not in (None, INVALID_INDEX):
+            return "", -1
         if not name or name.startswith("module-native-protocol"):
             return "", -1
         return name, index

@@ -80,12 +80,18 @@ class ModuleTrust:
         #: Indices of the server's trusted modules.
         self.trusted: set[int] = set()
         self._logged: dict[int, bool] = {}  # module index -> trusted, once logged
+        # own modules whose ``new`` event may still come (PulseAudio sends it after
+        # load_module has returned, 0.4-2.4 ms later: docs/routing.md)
+        self._own_unseen: set[int] = set()
+        self._own: set[int] = set()  # the trusted modules the daemon loaded itself
         self._cookie = 0
 
     def reset(self) -> None:
         """The connection is gone."""
         self.trusted.clear()
         self._logged.clear()
+        self._own_unseen.clear()
+        self._own.clear()
 
     def load(self, cookie: int, modules: list[Module]) -> None:
         """Decide which modules are trusted at a (re)connection, recorded per server instance:
@@ -134,16 +140,29 @@ class ModuleTrust:
                     f"; loaded since, not trusted: {', '.join(later)}" if later else "")
 
     def trust_own_module(self, module: Module) -> None:
-        """Trust a module the daemon loaded itself (none yet: for routing), for this server
-        instance, also after a restart of the daemon. Call it with the index the server
-        returned, before the module's streams are read."""
+        """Trust a module the daemon loaded itself (the echo canceller of a call,
+        :mod:`audiopolicyd.runtime.processing`), for this server instance, also after a
+        restart of the daemon. Call it with the index the server returned, before the module's
+        streams are read. The trust holds across the module's own ``new`` event, whichever
+        side of the reply it arrives on (PulseAudio 16: 0.4-2.4 ms after it; pipewire-pulse:
+        before it), and ends with its ``remove`` event."""
         self.trusted.add(module.index)
+        self._own.add(module.index)
+        self._own_unseen.add(module.index)
         self.journal.trust_module(self._cookie, module.index, module.name, module.argument)
 
-    def module_event(self, index: int) -> None:
-        """A module was loaded or unloaded at *index*: pipewire-pulse gives a new module an
-        unloaded one's index, which is never trusted."""
+    def module_event(self, index: int, etype: str = "remove") -> None:
+        """A module was loaded (*etype* ``new``) or unloaded (``remove``) at *index*:
+        pipewire-pulse gives a new module an unloaded one's index, which is never trusted. The
+        first ``new`` event of a module the daemon trusted as its own
+        (:meth:`trust_own_module`) is that module's own and keeps the trust; a later ``new``
+        at its index can only follow its ``remove``."""
         self._logged.pop(index, None)
+        if etype == "new" and index in self._own_unseen:
+            self._own_unseen.discard(index)
+            return
+        self._own_unseen.discard(index)
+        self._own.discard(index)
         if index in self.trusted:
             self.trusted.discard(index)
             self.journal.forget_trusted_module(self._cookie, index)
@@ -159,8 +178,9 @@ class ModuleTrust:
         if self._logged.get(index) is not trusted and stream.linked:
             self._logged[index] = trusted
             if trusted:
-                logger.info("%s #%d (a module of the server's own configuration) captures %s: "
-                            "trusted, not gated", stream.module, index, source)
+                logger.info("%s #%d (%s) captures %s: trusted, not gated", stream.module,
+                            index, "loaded by the daemon" if index in self._own
+                            else "a module of the server's own configuration", source)
             else:
                 logger.warning("%s #%d loaded at run time captures %s: gated as module:%s",
                                stream.module, index, source, stream.module)

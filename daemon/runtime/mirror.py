@@ -77,6 +77,10 @@ class Mirror:
         self.on_remove = on_remove
         self.on_devices = on_devices
         self.guard: Guard | None = None
+        #: ``annotate(stream) -> stream``: what the runtime knows of a stream beyond the read
+        #: (the echo canceller's streams on pipewire-pulse, :mod:`.processing`), applied to
+        #: every read before it is folded in; None: none.
+        self.annotate: Callable[[Stream], Stream] | None = None
         self.streams: dict[str, Stream] = {}
         self.devices: dict[str, Device] = {}
         self.players: dict[str, Player] = {}
@@ -93,7 +97,8 @@ class Mirror:
     def load(self, devices: list[Device], streams: list[Stream]) -> None:
         """Take the whole graph as read at a (re)connection."""
         self.devices = {d.id: d for d in devices}
-        self.streams = {s.key: s for s in streams}
+        annotate = self.annotate or (lambda s: s)
+        self.streams = {s.key: annotate(s) for s in streams}
 
     def reset(self) -> list[str]:
         """The connection is gone: forget the graph; returns the keys of the streams dropped."""
@@ -220,6 +225,8 @@ class Mirror:
         :param gen: the stream's write count when the read was scheduled
         """
         key = stream.key
+        if self.annotate is not None:
+            stream = self.annotate(stream)
         if self.guard is not None and self.guard.screen(stream, fresh, gen):
             return
         old = self.streams.get(key)

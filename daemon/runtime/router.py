@@ -93,6 +93,10 @@ class Router:
         #: ``processing(session)`` -> (sink id, source id) the session's audio goes through
         #: (an echo canceller), or None; set by the processing part. None: no processing.
         self.processing: Callable[[Session], tuple[str, str] | None] | None = None
+        #: ``revise(change, devices) -> change``: what the processing part knows of a route
+        #: change that the devices do not show (a headset it switched to HFP for the call:
+        #: ``routeConfigurationChange``, :mod:`~.headsets`); None: the change as decided.
+        self.revise: Callable[[RouteChange, Mapping[str, Device]], RouteChange] | None = None
         #: The server's default sink and source, by name ('' until read).
         self.defaults = DefaultDevices("", "")
         #: The graph as of the last pass (what the read side shows).
@@ -190,13 +194,18 @@ class Router:
                                               ("source", self.defaults.source))
                 if n in by_name}
 
-    def decide(self, snap: Snapshot, session: Session) -> RouteDecision | None:
+    def decide(self, snap: Snapshot, session: Session, *,
+               processing: bool = True) -> RouteDecision | None:
         """A session's route in ``snap`` (steps 1-3 of the module docstring), without moving
-        anything; None when no policy defines its category."""
-        return self._decide(snap, session, self.default_ids(snap))
+        anything; None when no policy defines its category.
 
-    def _decide(self, snap: Snapshot, session: Session,
-                defaults: dict[str, str]) -> RouteDecision | None:
+        :param processing: False: the route without the session's processing (where its echo
+            canceller's masters go, :mod:`~.processing`); not kept for the next pass
+        """
+        return self._decide(snap, session, self.default_ids(snap), processing)
+
+    def _decide(self, snap: Snapshot, session: Session, defaults: dict[str, str],
+                processing: bool = True) -> RouteDecision | None:
         policy = self.policies().policies.get(session.category)
         if policy is None or self.pm is None:
             return None
@@ -204,7 +213,8 @@ class Router:
         override = getattr(app, "override", OVERRIDE_NONE)
         preferred = getattr(app, "preferred_input", "")
         wanted = self.store.preferences.get(session.category)
-        through = self.processing(session) if self.processing is not None else None
+        through = self.processing(session) if processing and self.processing is not None \
+            else None
         # a pass runs on every change of any stream: decide again only when what the decision
         # depends on changed (the devices: the cache is cleared when they change)
         key = (policy, session.mode, session.options if session.explicit else None, override,
@@ -231,7 +241,8 @@ class Router:
                 if port is not None and decision.choice(direction).port is not None:
                     decision = _with(decision, direction, PortChoice(
                         port, f"{port.port_type}: the session's processing ({port.port_name})"))
-        self._decided[session.id] = (key, decision)
+        if processing:
+            self._decided[session.id] = (key, decision)
         return decision
 
     def _changed(self, snap: Snapshot, session: Session, decision: RouteDecision) -> None:
@@ -248,6 +259,8 @@ class Router:
                               override_changed=override_changed)
         if change is None:
             return
+        if self.revise is not None:
+            change = self.revise(change, snap.devices)
         port = decision.output.port or decision.input.port
         where = f"{port.port_type} {quote(port.port_name)}" if port else "nothing"
         logger.info("%s (%s) moves to %s: %s", _app_name(snap, session), session.id, where,

@@ -33,6 +33,8 @@ from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
 from .pauses import Pauses
+from .headsets import HeadsetProfiles, configuration_change
+from .processing import EchoCancel, route_masters, wants_echo_cancel
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
 from .router import Router
@@ -89,6 +91,16 @@ class Runtime:
         # a jack whose port was unplugged (no remove event) reacts on the router's change
         self.router.on_route_change.append(self.disconnect.route_changed)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
+        self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
+                               self._schedule, lambda: getattr(self.server, "cookie", 0))
+        self.mirror.annotate = self.echo.annotate
+        self.router.processing = self.echo.processing  # the router moves a call's streams
+        self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
+        self.echo.masters = route_masters(self.router)
+        self.headsets = HeadsetProfiles(backend, self.mirror, self.tasks,
+                                        lambda: self.connection.server)
+        self.router.revise = lambda change, devices: configuration_change(
+            change, self.headsets.switched, devices)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
         self.on_effects = self.read.on_effects
@@ -176,12 +188,15 @@ class Runtime:
     async def restore_all(self) -> None:
         """Undo every effect and resume every player we paused (daemon shutdown); see
         :meth:`Recovery.restore_all <audiopolicyd.runtime.recovery.Recovery.restore_all>`."""
+        await self.echo.stop()
+        await self.headsets.stop()
         await self.recovery.restore_all(self.tasks, self.pauses)
 
     async def resync(self) -> None:
         """Re-read the whole graph, adopt the journal, and reconcile."""
         server = self.connection.server
         self.trust.load(server.cookie if server is not None else 0, await self.backend.modules())
+        await self.echo.recover(server.cookie if server is not None else 0)
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
@@ -195,12 +210,14 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
+        if event.facility == "card":
+            self.headsets.card_event()  # a headset that connects during a call
         if event.type == "remove" and event.facility in ("sink", "source"):
             self.disconnect.device_removed(event.id)  # before the mirror forgets the device
         if self.mirror.handle(event):
             return
         if event.facility == "module" and event.type in ("new", "remove"):
-            self.trust.module_event(event.index)
+            self.trust.module_event(event.index, event.type)
         elif event.facility == "server":
             self.router.server_changed()
 
@@ -226,6 +243,8 @@ class Runtime:
     def reconcile(self) -> None:
         """Decide, journal, then send every write at once."""
         self.read.changed(self.decisions.run())
+        self.echo.update(self.decisions.sessions)
+        self.headsets.update(self.decisions.sessions)
         for listener in list(self.on_pass):
             try:
                 listener()
@@ -310,6 +329,8 @@ class Runtime:
         if self.gate is not None:
             self.gate.lost()
         self.trust.reset()
+        self.echo.lost()
+        self.headsets.lost()
         self.decisions.reset()
         self.router.lost()
         self.backend.close()

@@ -45,7 +45,7 @@ from audiopolicyd.backends.base import (
     ProfileUnavailable, ServerGone, ServerInfo,
 )
 from audiopolicyd.backends.pulse_convert import object_id, restore_key, stream_id
-from audiopolicyd.model import Card, Device, Stream, StreamKind
+from audiopolicyd.model import Card, Device, Stream, StreamKind, freeze
 
 
 def fake_ids(kind: StreamKind, index: int, properties: Mapping[str, str]) -> dict[str, str]:
@@ -212,6 +212,30 @@ class FakeServer:
             on_kind = (stream.kind is StreamKind.SINK_INPUT) == (gone.kind == "sink")
             if on_kind and stream.device == _listed(gone).id and default is not None:
                 self._set(key, device=default.id)
+
+    def module_devices(self, module: Module, loaded: bool) -> None:
+        """The devices a module makes appear (*loaded*) or go, as the servers'
+        ``module-echo-cancel`` does: a sink ``sink_name=`` and a source ``source_name=``, each
+        with its event; streams on them are rescued to the default devices when they go. As
+        pipewire-pulse (:attr:`name`), the devices carry the ``client.id`` of the PipeWire
+        client the module runs on (``1000 + index``)."""
+        if module.name != "module-echo-cancel":
+            return
+        args = dict(a.split("=", 1) for a in module.argument.split() if "=" in a)
+        for kind in ("sink", "source"):
+            name = args.get(f"{kind}_name", "")
+            if loaded:
+                index = max((d.index for d in self.devices), default=0) + 1
+                props = {"client.id": str(1000 + module.index)} if "PipeWire" in self.name \
+                    else {"device.class": "filter"}
+                self.devices.append(Device(kind, index, name, "Echo-Cancel", freeze(props)))
+                self.device_event("new", kind, index)
+            else:
+                gone = next((d for d in self.devices if d.name == name), None)
+                if gone is not None:
+                    self.devices.remove(gone)
+                    self._rescue(gone)
+                    self.device_event("remove", kind, gone.index)
 
     def device(self, name: str) -> Device | None:
         """The device called *name* as a backend lists it (with its id), None if none."""
@@ -434,10 +458,13 @@ class FakeBackend(Backend):
             raise ModuleLoadFailed(f"the audio server refused to load {name!r}")
         module = Module(max((m.index for m in self.server.modules), default=0) + 1, name, args)
         self.server.modules.append(module)
+        self.server.module_devices(module, True)
         return module
 
     async def unload_module(self, module: Module) -> None:
         self._check()
+        if any(m.index == module.index for m in self.server.modules):
+            self.server.module_devices(module, False)
         self.server.modules = [m for m in self.server.modules if m.index != module.index]
 
     async def capture(self, device: Device, *, rate: int = 48000, channels: int = 1,
