@@ -5,7 +5,9 @@ Each part has one job: :class:`~.connection.Connection` (connect, backoff, recon
 (session owners, deactivation holds), :class:`~.passes.DecisionPass` (decide and apply),
 :class:`~.actuator.Actuator` (journal and write), :class:`~.recovery.Recovery` (journal rows,
 lingering values, restore at shutdown), :class:`~.pauses.Pauses` (MPRIS), the microphone gate
-(:mod:`audiopolicyd.microphone.gate`) and :class:`~.readmodel.ReadModel` (what D-Bus shows).
+(:mod:`audiopolicyd.microphone.gate`), :class:`~.routes.Routing` (the router, pause on route
+disconnect, echo cancellation, headset profiles) and :class:`~.readmodel.ReadModel` (what D-Bus
+shows).
 The runtime folds events in, runs a decision pass once per loop turn whatever the number of
 changes, and reports an internal error (a bug) instead of enforcing half.
 """
@@ -28,17 +30,13 @@ from ..model import Player, Stream, StreamKind
 from ..policy import PolicySet
 from .actuator import Actuator
 from .connection import Connection
-from .disconnect import Disconnect
 from .mirror import Mirror
 from .ownership import Ownership
 from .passes import DecisionPass
 from .pauses import Pauses
-from .headsets import HeadsetProfiles, configuration_change
-from .processing import EchoCancel, route_masters, wants_echo_cancel
 from .readmodel import ReadModel, StreamView
 from .recovery import Recovery
-from .router import Router
-from .routestore import RouteStore
+from .routes import Routing
 from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
@@ -82,25 +80,13 @@ class Runtime:
         self.decisions = DecisionPass(policies, pm, seq or itertools.count(1), self.mirror,
                                       self.ownership, self.actuator, self.pauses, journal,
                                       self._schedule)
-        self.router = Router(backend, self.tasks, policies, pm, RouteStore(journal.path),
-                             self._schedule, lambda: self._app_sessions)
-        self.decisions.router = self.router
-        #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
-        self.disconnect = self.decisions.disconnect = Disconnect(
-            self.mirror, self.decisions, self.pauses, self._schedule)
-        # a jack whose port was unplugged (no remove event) reacts on the router's change
-        self.router.on_route_change.append(self.disconnect.route_changed)
+        self.routing = Routing(backend, journal, self.tasks, self.mirror, self.trust,
+                               self.decisions, self.pauses, policies, pm, self._schedule,
+                               lambda: self._app_sessions, lambda: self.connection.server)
+        r = self.routing
+        self.router, self.disconnect, self.echo, self.headsets = (
+            r.router, r.disconnect, r.echo, r.headsets)
         self.read = ReadModel(self.mirror, self.decisions, lambda: self._app_sessions)
-        self.echo = EchoCancel(backend, self.mirror, self.trust, journal, self.tasks,
-                               self._schedule, lambda: getattr(self.server, "cookie", 0))
-        self.mirror.annotate = self.echo.annotate
-        self.router.processing = self.echo.processing  # the router moves a call's streams
-        self.echo.wants = wants_echo_cancel(pm, lambda: self.decisions.policies())
-        self.echo.masters = route_masters(self.router)
-        self.headsets = HeadsetProfiles(backend, self.mirror, self.tasks,
-                                        lambda: self.connection.server)
-        self.router.revise = lambda change, devices: configuration_change(
-            change, self.headsets.switched, devices)
         #: Listeners: ``on_effects(changed: list[StreamView])``, ``on_streams(added, removed)``,
         #: ``on_server(connected: bool)``. Called on the event loop; must not block.
         self.on_effects = self.read.on_effects
@@ -188,19 +174,18 @@ class Runtime:
     async def restore_all(self) -> None:
         """Undo every effect and resume every player we paused (daemon shutdown); see
         :meth:`Recovery.restore_all <audiopolicyd.runtime.recovery.Recovery.restore_all>`."""
-        await self.echo.stop()
-        await self.headsets.stop()
+        await self.routing.stop()
         await self.recovery.restore_all(self.tasks, self.pauses)
 
     async def resync(self) -> None:
         """Re-read the whole graph, adopt the journal, and reconcile."""
         server = self.connection.server
         self.trust.load(server.cookie if server is not None else 0, await self.backend.modules())
-        await self.echo.recover(server.cookie if server is not None else 0)
+        await self.routing.resync(server.cookie if server is not None else 0)
         devices = await self.backend.devices()
         streams = await self.backend.streams()
         self.mirror.load(devices, streams)
-        await self.router.read_defaults()
+        await self.routing.read_defaults()
         self.recovery.adopt_journal()
         self.pauses.recover()
         if self.gate is not None:
@@ -210,16 +195,10 @@ class Runtime:
     def handle(self, event: Event) -> None:
         """Fold one server event into the mirror (fetching what it names, concurrently)."""
         logger.debug("event %s %s %d", event.type, event.facility, event.index)
-        if event.facility == "card":
-            self.headsets.card_event()  # a headset that connects during a call
-        if event.type == "remove" and event.facility in ("sink", "source"):
-            self.disconnect.device_removed(event.id)  # before the mirror forgets the device
-        if self.mirror.handle(event):
-            return
-        if event.facility == "module" and event.type in ("new", "remove"):
+        self.routing.event(event)  # before the mirror forgets a removed device
+        if not self.mirror.handle(event) and event.facility == "module" \
+                and event.type in ("new", "remove"):
             self.trust.module_event(event.index, event.type)
-        elif event.facility == "server":
-            self.router.server_changed()
 
     def trust_own_module(self, module: Module) -> None:
         """See :meth:`ModuleTrust.trust_own_module
@@ -243,8 +222,7 @@ class Runtime:
     def reconcile(self) -> None:
         """Decide, journal, then send every write at once."""
         self.read.changed(self.decisions.run())
-        self.echo.update(self.decisions.sessions)
-        self.headsets.update(self.decisions.sessions)
+        self.routing.passed(self.decisions.sessions)
         for listener in list(self.on_pass):
             try:
                 listener()
@@ -285,7 +263,7 @@ class Runtime:
     def _folded(self, old: Stream | None, stream: Stream, fresh: bool) -> None:
         """A read was folded into the mirror: holds, recovery, the user's changes, a pass."""
         key = stream.key
-        self.disconnect.folded(old, stream)
+        self.routing.folded(old, stream)
         if old is None:
             if stream.kind is StreamKind.SINK_INPUT and stream.linked and not stream.settled:
                 self.ownership.hold(key)  # pipewire-pulse: linked, not started yet; react now
@@ -313,9 +291,8 @@ class Runtime:
     def _removed(self, key: str) -> None:
         self.ownership.forget(key)
         self.actuator.forget(key)
-        self.disconnect.forget(key)
+        self.routing.forget(key)
         self.decisions.effects.pop(key, None)
-        self.router.forget(key)
         if self.gate is not None:
             self.gate.forget(key)
         self._schedule()
@@ -323,16 +300,13 @@ class Runtime:
 
     def _lost(self) -> None:
         self.actuator.lost()
-        self.disconnect.lost()
+        self.routing.lost()
         gone = self.mirror.reset()
         self.ownership.lost()
         if self.gate is not None:
             self.gate.lost()
         self.trust.reset()
-        self.echo.lost()
-        self.headsets.lost()
         self.decisions.reset()
-        self.router.lost()
         self.backend.close()
         if gone:
             self.read.removed(gone)
