@@ -11,8 +11,10 @@ It does the least a correct call router can do with pulsectl-asyncio, for the ca
 * a call's sink: a USB one if there is one (``device.bus=usb``), else headphones
   (``device.form_factor`` ``headphone`` or ``headset``), else the server's default sink: the
   daemon's shipped ``playAndRecord`` route on the test servers' devices;
-* on a sink's ``new`` or ``remove`` event, and on a call's ``new`` event, every call not on the
-  call sink is moved there, all requests issued at once (``asyncio.gather``: pipelined).
+* on a sink's ``new`` or ``remove`` event, and on a call's ``new`` or ``change`` event (read to
+  see where the call is: WirePlumber moves the streams of a vanished sink to the default sink
+  some 15 ms after its removal, after the mover's own move), every call not on the call sink is
+  moved there, all requests issued at once (``asyncio.gather``: pipelined).
 
 No policies, port types, user preferences, journal or D-Bus: what is left is the protocol's
 cost and pulsectl-asyncio's. ``bench/routing.py`` runs it as a separate process and compares the
@@ -69,8 +71,8 @@ class Mover:
                 self.sinks.pop(ev.index, None)
                 self.spawn(self.route())
         elif ev.facility == "sink_input":
-            if ev.t == "new":
-                self.spawn(self.stream_new(ev.index))
+            if ev.t == "new" or (ev.t == "change" and ev.index in self.calls):
+                self.spawn(self.stream_seen(ev.index))
             elif ev.t == "remove":
                 self.calls.pop(ev.index, None)
 
@@ -81,7 +83,7 @@ class Mover:
             return
         await self.route()
 
-    async def stream_new(self, index: int) -> None:
+    async def stream_seen(self, index: int) -> None:
         try:
             info = await self.pulse.sink_input_info(index)
         except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
