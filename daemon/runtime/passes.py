@@ -106,10 +106,14 @@ class DecisionPass:
         self.pauses.apply(snap, desired, self.sessions)
         if self.app_sessions is not None:
             self.app_sessions.update(self.sessions)
-        if self.router is not None:
-            self.router.run(snap, self.sessions, {k for k, g in self._gates().items()
-                                                  if g is Gate.BLOCKED})
         return changed
+
+    def route(self) -> None:
+        """Route the sessions of the last pass (:class:`~.router.Router`), on the graph as it
+        is now; the recordings the microphone gate holds stay where they are."""
+        if self.router is not None:
+            self.router.run(self.mirror.snapshot(), self.sessions,
+                            {k for k, g in self._gates().items() if g is Gate.BLOCKED})
 
     def _sessions(self, snap: Snapshot, owned: dict[str, str], policies: PolicySet) -> None:
         """Classify the streams of no explicit session into implicit sessions; add the

@@ -97,6 +97,7 @@ class Runtime:
         self.on_pass: list[Callable[[], None]] = []
         self.connected = self.mirror.connected
         self._scheduled = False
+        self._routing = False  # a route() is scheduled
         self._probes: list[asyncio.Future] = []  # answers() waiting for the next pass
 
     # -- wiring (set before run) --------------------------------------------------------------
@@ -220,8 +221,19 @@ class Runtime:
         self._schedule()
 
     def reconcile(self) -> None:
-        """Decide, journal, then send every write at once."""
+        """Decide, journal, then send every write at once; route once the writes are out."""
         self.read.changed(self.decisions.run())
+        if not self._routing:
+            # Two loop turns later, as the read model's signals: the write tasks the pass
+            # created run on the next turn and libpulse flushes their requests on the turn
+            # after; routing (a few hundred µs) must not hold up a duck.
+            self._routing = True
+            loop = asyncio.get_running_loop()
+            loop.call_soon(loop.call_soon, self._scheduled_route)
+
+    def route(self) -> None:
+        """Route every session of the last decision pass, and tell the pass listeners."""
+        self.decisions.route()
         self.routing.passed(self.decisions.sessions)
         for listener in list(self.on_pass):
             try:
@@ -330,7 +342,21 @@ class Runtime:
                 self.reconcile()
             except Exception as exc:  # a bug: never go on half-enforcing
                 self._fail(exc)
-                return
+            return  # the probes are answered once the pass has routed
+        self._answer_probes()
+
+    def _scheduled_route(self) -> None:
+        self._routing = False
+        if self.failed is not None:
+            return
+        try:
+            self.route()
+        except Exception as exc:  # a bug: never go on half-enforcing
+            self._fail(exc)
+            return
+        self._answer_probes()
+
+    def _answer_probes(self) -> None:
         probes, self._probes = self._probes, []
         for probe in probes:
             if not probe.done():
