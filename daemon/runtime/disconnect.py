@@ -66,8 +66,10 @@ logger = logging.getLogger(__name__)
 #: ``remove``; generous for a loaded machine, short beside a user's move then unplug).
 MOVE_MEMORY = 0.25
 #: Seconds after a device's ``remove`` during which a move of a stream that was on it is the
-#: server's (WirePlumber moves it 12-69 ms after; PulseAudio before: see :data:`MOVE_MEMORY`).
-RESCUE_WINDOW = 2.0
+#: server's (WirePlumber moves it 12-69 ms after; PulseAudio before: see :data:`MOVE_MEMORY`;
+#: with 50 streams WirePlumber moves them to the default device again, after the router's own
+#: move, for up to ~3.5 s: bench/routing.py).
+RESCUE_WINDOW = 5.0
 #: Seconds a held stream must stay corked for its uncorking to be its app playing again:
 #: pipewire-pulse shows a stream corked for a moment while WirePlumber moves it (its node is not
 #: running), also on the new device (seen in 2 of 10 unplugs), and uncorks it after.

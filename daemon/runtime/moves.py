@@ -54,6 +54,10 @@ class Moves:
         self.tasks = tasks
         self.schedule = schedule
         self.on_user_move = on_user_move
+        #: ``server_moved(key)``: True when the stream's latest move is known to be the
+        #: server's (a rescue off a device that went: :meth:`Disconnect.rescued
+        #: <audiopolicyd.runtime.disconnect.Disconnect.rescued>`); never the user's then.
+        self.server_moved: Callable[[str], bool] = lambda key: False
         self.moving: dict[str, str] = {}  # stream key -> device id being moved to
         self.target: dict[str, str] = {}  # stream key -> the last device id we moved it to
         self.failed: dict[str, str] = {}  # stream key -> target the server kept refusing
@@ -92,6 +96,9 @@ class Moves:
             return  # ours
         self.target.pop(key, None)
         self.failed.pop(key, None)
+        if self.server_moved(key):
+            logger.debug("%s onto %s: the server's move off a device that went", key, now)
+            return
         if now in self.appeared or now not in devices:
             logger.debug("%s onto %s: a device that just appeared; the server's move", key, now)
             return

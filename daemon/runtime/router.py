@@ -31,7 +31,6 @@ When a session's route changes, the :class:`~audiopolicyd.route.RouteChange` (Ap
 from __future__ import annotations
 
 import logging
-import time
 from typing import AbstractSet as Set, Callable, Mapping
 
 from ..backends.base import Backend, BackendError, DefaultDevices
@@ -49,10 +48,6 @@ from ..routing.ports import route_port
 from .moves import Moves
 from .routestore import RouteStore
 from .tasks import Tasks
-
-#: How long a device that went is remembered as gone, in seconds: a stream the mirror still
-#: shows on it (a read answered late) is moved to its route at once, not left there.
-GONE_SECONDS = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +99,6 @@ class Router:
         self.moves = Moves(backend, tasks, schedule, self._user_moved)
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
-        #: Ids of the devices that went lately -> when (monotonic): see GONE_SECONDS.
-        self._gone: dict[str, float] = {}
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
         self._left: dict[str, str] = {}  # stream key -> the device it was last seen leaving
         self._decided: dict[str, tuple] = {}  # session id -> (what it depends on, decision)
@@ -135,7 +128,6 @@ class Router:
         """The connection is gone: forget the graph (the routes stay shown as last decided)."""
         self.moves.reset()
         self._devices, self._seen, self._sessions, self._left = {}, {}, {}, {}
-        self._gone = {}
         self._decided.clear()
 
     # -- the pass -------------------------------------------------------------------------------
@@ -150,11 +142,6 @@ class Router:
             recording its volume back, which the gate would take for the app's fight)
         """
         self.moves.devices_seen(self._devices, snap.devices)
-        now = time.monotonic()
-        for gone in set(self._devices) - set(snap.devices):
-            self._gone[gone] = now
-        self._gone = {d: t for d, t in self._gone.items()
-                      if now - t < GONE_SECONDS and d not in snap.devices}
         if not _same(self._devices, snap.devices):
             self._decided.clear()
         defaults = self.default_ids(snap)
@@ -308,11 +295,12 @@ class Router:
         else:
             target, why = None, f"stays where it is: {choice.reason}"
         self.reasons[key] = why
-        # a stream on a device the mirror does not know (yet) is left alone until it does; one
-        # on a device that just went is moved at once (WirePlumber's own move comes ~15 ms
-        # after the removal, and to the default device)
-        if target is not None and target.id != on \
-                and (on in snap.devices or on in self._gone) and not self.moves.busy(key):
+        # a stream on a device the mirror does not know is left alone until it does: one on a
+        # device that just went waits for the server's rescue (WirePlumber's comes ~15 ms after
+        # the removal): moved before it, the rescue lands after the move and looks like the
+        # user's (found by bench/routing.py with 50 calls on pipewire-pulse: all pinned)
+        if target is not None and target.id != on and on in snap.devices \
+                and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on
 

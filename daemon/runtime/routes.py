@@ -58,6 +58,8 @@ class Routing:
         self.disconnect = decisions.disconnect = Disconnect(mirror, decisions, pauses, schedule)
         # a jack whose port was unplugged (no remove event) reacts on the router's change
         self.router.on_route_change.append(self.disconnect.route_changed)
+        # WirePlumber moves a vanished device's streams again after the router's own move
+        self.router.moves.server_moved = self.disconnect.rescued
         self.echo = EchoCancel(backend, mirror, trust, journal, tasks, schedule,
                                lambda: getattr(server(), "cookie", 0))
         mirror.annotate = self.echo.annotate
