@@ -349,6 +349,9 @@ class Runtime:
         self._routing = False
         if self.failed is not None:
             return
+        if not self.connected.is_set():
+            self._answer_probes()  # the pass itself ran; there is no graph to route now
+            return
         try:
             self.route()
         except Exception as exc:  # a bug: never go on half-enforcing

@@ -230,8 +230,9 @@ async def test_wireplumbers_second_move_after_the_routers_is_not_the_users(serve
     server.device_event("remove", "sink", USB.index)
     await until(lambda: "sink:7" not in daemon.reconciler.devices, "the headset gone")
     server._rescue(USB)  # to the default sink
-    await until(lambda: on(server, CALL) == "sink:9", "the call back on the headphones")
-    await daemon.reconciler.answers(5.0)
+    await until(lambda: daemon.reconciler.router._seen.get(CALL) == "sink:9"
+                and not daemon.reconciler.router.moves.busy(CALL),
+                "the call seen back on the headphones")
     user_move(server, CALL, server.device("speaker"))  # WirePlumber, again
     await until(lambda: on(server, CALL) == "sink:9", "the call on its route again")
     await daemon.reconciler.answers(5.0)
