@@ -3,9 +3,8 @@ pulsectl-asyncio connection subscribed to some event facilities, the graph read 
 subscribing, ``ready`` printed on stdout, events handed to the client until SIGTERM or SIGINT,
 then the client's own ending (a reactor restores what it ducked).
 
-A client is an object with ``read_all()`` (a coroutine: read the graph), ``handle(event)``
-(called for every event, in order) and ``finish()`` (a coroutine, run before the connection
-closes).
+A client is a :class:`Client` with ``read_all()`` (a coroutine: read the graph) and
+``handle(event)`` (called for every event, in order).
 """
 
 from __future__ import annotations
@@ -17,6 +16,22 @@ import sys
 from typing import Any, Callable
 
 import pulsectl_asyncio
+
+
+class Client:
+    """The base of a reference client: its connection, and tasks kept alive until done."""
+
+    def __init__(self, pulse: pulsectl_asyncio.PulseAsync):
+        self.pulse = pulse
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def finish(self) -> None:
+        """Run before the connection closes (on SIGTERM): nothing to undo by default."""
 
 
 async def serve(name: str, facilities: tuple[str, ...], make: Callable[[Any], Any]) -> int:

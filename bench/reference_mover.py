@@ -31,26 +31,20 @@ import asyncio
 import pulsectl
 import pulsectl_asyncio
 
-from reference_client import serve  # a sibling module: run as a script from bench/
+from reference_client import Client, serve  # a sibling module: run as a script from bench/
 
 CALL_ROLE = "phone"
 HEADSET_BUS = "usb"
 HEADPHONES = ("headphone", "headset")
 
 
-class Mover:
+class Mover(Client):
     """The reference mover's state and event handling."""
 
     def __init__(self, pulse: pulsectl_asyncio.PulseAsync):
-        self.pulse = pulse
+        super().__init__(pulse)
         self.calls: dict[int, int] = {}  # call sink-input -> its sink
         self.sinks: dict[int, tuple[str, str]] = {}  # sink -> (device.bus, device.form_factor)
-        self._tasks: set[asyncio.Task] = set()
-
-    def spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def read_all(self) -> None:
         for sink in await self.pulse.sink_list():
@@ -116,8 +110,6 @@ class Mover:
         await asyncio.gather(*(self.pulse.sink_input_move(i, sink) for i in moving),
                              return_exceptions=True)
 
-    async def finish(self) -> None:
-        """Nothing to undo: moves are left where they are, as the user's routing would be."""
 
 
 async def main() -> int:

@@ -31,7 +31,7 @@ import pulsectl
 import pulsectl_asyncio
 from pulsectl import _pulsectl as c
 
-from reference_client import serve  # a sibling module: run as a script from bench/
+from reference_client import Client, serve  # a sibling module: run as a script from bench/
 
 #: Raw volume of 100 % (``PA_VOLUME_NORM``).
 VOLUME_NORM = 0x10000
@@ -56,11 +56,11 @@ def raw_volume(info) -> tuple[int, ...]:
     return tuple(int(round(v * VOLUME_NORM)) for v in info.volume.values)
 
 
-class Reactor:
+class Reactor(Client):
     """The reference reactor's state and event handling."""
 
     def __init__(self, pulse: pulsectl_asyncio.PulseAsync):
-        self.pulse = pulse
+        super().__init__(pulse)
         self.volumes: dict[int, tuple[int, ...]] = {}
         #: index of the phone stream in force -> {victim index: volume before the duck}
         self.ducks: dict[int, dict[int, tuple[int, ...]]] = {}
@@ -69,12 +69,6 @@ class Reactor:
         self._known: set[int] = set()
         #: volume writes not answered yet, per sink-input
         self._writing: collections.Counter[int] = collections.Counter()
-        self._tasks: set[asyncio.Task] = set()
-
-    def spawn(self, coro) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def read_all(self) -> None:
         for info in await self.pulse.sink_input_list():
