@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = sorted(p.stem for p in (ROOT / "tests" / "support").glob("*.py")
                  if p.stem != "__init__")
-BENCHMARKS = ("reaction", "churn", "mic_race")
+BENCHMARKS = ("reaction", "churn", "mic_race", "routing", "unplug_leak")
 #: Seconds a fresh interpreter gets to import one module (an upper bound, never a speed claim).
 TIMEOUT = 60
 
