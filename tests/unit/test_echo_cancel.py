@@ -57,6 +57,15 @@ def daemons(server, tmp_path, policies, pm):
             daemon.kill()
 
 
+def own_modules(path) -> list:
+    """The own-module records of the journal at *path* (a connection of its own, closed)."""
+    journal = Journal(path)
+    try:
+        return journal.own_modules()
+    finally:
+        journal.close()
+
+
 def cancellers(server: FakeServer) -> list[Module]:
     return [m for m in server.modules if m.name == ECHO_CANCEL_MODULE]
 
@@ -163,7 +172,7 @@ async def test_a_canceller_left_by_a_killed_daemon_is_unloaded_at_the_next_start
     assert cancellers(server) == [module], "killed: nothing unloaded it"
     await daemons()  # the same server instance
     await unloaded(server)
-    assert Journal(daemon.journal.path).own_modules() == []
+    assert own_modules(daemon.journal.path) == []
 
 
 async def test_a_canceller_record_of_another_server_instance_is_forgotten(server, daemons):
@@ -176,7 +185,7 @@ async def test_a_canceller_record_of_another_server_instance_is_forgotten(server
     survivor = dataclasses.replace(module, index=module.index + 5)
     server.modules = [survivor]  # ...and another instance happens to have one with its args
     await daemons()
-    await until(lambda: Journal(daemon.journal.path).own_modules() == [], "the record dropped")
+    await until(lambda: own_modules(daemon.journal.path) == [], "the record dropped")
     assert server.modules == [survivor], "not ours: that instance's own module is left alone"
 
 

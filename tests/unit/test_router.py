@@ -225,7 +225,9 @@ async def test_wireplumbers_second_move_after_the_routers_is_not_the_users(serve
     daemon = await call_and_music(server, start)
     await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
     plug(server, USB)
-    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    await until(lambda: daemon.reconciler.streams[CALL].device == "sink:7"
+                and not daemon.reconciler.router.moves.busy(CALL),
+                "the call seen on the headset")
     server.devices = [d for d in server.devices if d.name != USB.name]
     server.device_event("remove", "sink", USB.index)
     await until(lambda: "sink:7" not in daemon.reconciler.devices, "the headset gone")
