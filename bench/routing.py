@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support.devices import USB_HEADSET, LoadedDevice, plug, unplug
+from tests.support.devices import USB_HEADSET, plug, unplug
 from tests.support.servers import SERVERS, AudioServer
 
 from .reaction import (
@@ -172,7 +172,11 @@ class RoutingBench(Bench):
                 deadline = time.monotonic() + BACK_TIMEOUT
             await asyncio.sleep(0.02)
 
-    async def phase(self, phase: str, action, **arm) -> tuple[float | None, float | None]:
+    async def phase(self, phase: str, action, **arm):
+        """Arm the observer, run *action* (blocking: in a thread), wait for the moves.
+
+        :returns: ((ms to the first call moved, ms to the last), what *action* returned)
+        """
         await asyncio.sleep(SETTLE)
         done = self.observer.arm_phase(phase, self.victims, **arm)
         result = await asyncio.get_running_loop().run_in_executor(None, action)
@@ -182,17 +186,16 @@ class RoutingBench(Bench):
             pass
         finally:
             self.observer.disarm()
-        self.last_result = result
-        return self.observer.latencies()
+        return self.observer.latencies(), result
 
     async def trial(self) -> dict[str, tuple[float | None, float | None]]:
         """Plug a new USB headset, then unplug it: the latencies of each phase."""
         self.check_victims()
         self.plugs += 1
         device = dataclasses.replace(USB_HEADSET, name=f"{USB_HEADSET.name}_{self.plugs}")
-        out = {"plug": await self.phase("plug", lambda: plug(self.server, device))}
-        loaded: LoadedDevice = self.last_result
-        out["unplug"] = await self.phase(
+        out: dict[str, tuple[float | None, float | None]] = {}
+        out["plug"], loaded = await self.phase("plug", lambda: plug(self.server, device))
+        out["unplug"], _ = await self.phase(
             "unplug", lambda: unplug(self.server, loaded), headset=self.observer.headset,
             target=self.home)
         if not await self.wait_back():

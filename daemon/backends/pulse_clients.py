@@ -80,7 +80,7 @@ class ClientVouching:
         self._client_reads.pop(index, None)
         if etype != "remove" and self._pipewire:
             read = asyncio.ensure_future(self._read_client(index))
-            read.add_done_callback(lambda t: t.cancelled() or t.exception())
+            read.add_done_callback(_log_failure)
             self._client_reads[index] = read
 
     async def _read_client(self, index: int) -> None:
@@ -188,3 +188,10 @@ class ClientVouching:
         index = self._client_index(info)
         vouched = self._clients.get(index) if index is not None else None
         return dataclasses.replace(stream, vouched=vouched) if vouched else stream
+
+
+def _log_failure(read: asyncio.Future) -> None:
+    """A client read that failed otherwise than by the client or the server going is a bug:
+    logged here (a stream's read that waits for it gets the error too)."""
+    if not read.cancelled() and read.exception() is not None:
+        logger.error("reading a client failed", exc_info=read.exception())
