@@ -95,6 +95,12 @@ class ServerInfo:
     default_source: str = ""
     cookie: int = 0
 
+    @property
+    def pipewire(self) -> bool:
+        """Whether this is pipewire-pulse (PipeWire's PulseAudio server; WirePlumber, not the
+        server, links and moves its streams) rather than PulseAudio itself."""
+        return "PipeWire" in self.server_name
+
 
 @dataclass(frozen=True)
 class Module:
@@ -191,6 +197,17 @@ class Backend(abc.ABC):
     async def devices(self) -> list[Device]:
         """Every sink and source now, with their ports and cards; a monitor's
         :attr:`~audiopolicyd.model.Device.monitor_of` is its sink's id."""
+
+    @abc.abstractmethod
+    async def device(self, device_id: str) -> Device | None:
+        """One sink or source by its id (:attr:`Device.id <audiopolicyd.model.Device.id>`, the
+        :attr:`Event.id` of its ``sink`` or ``source`` event), as :meth:`devices` would list
+        it, or None when it no longer exists. The mirror reads a device this way on each of
+        its events: one server round trip (two for a device with a card), where the lists of
+        every sink, source and card take several on a busy server.
+
+        :raises ValueError: for an id this backend did not mint
+        """
 
     @abc.abstractmethod
     async def modules(self) -> list[Module]:

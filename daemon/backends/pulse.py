@@ -34,7 +34,8 @@ from .base import Backend, Capability, Event, Module, ServerGone, ServerInfo
 from .coalesce import Coalescer
 from .pulse_clients import ClientVouching
 from .pulse_convert import (
-    INVALID_INDEX, card, device, device_id, object_id, parse_stream_id, props, restore_key,
+    INVALID_INDEX, card, device, device_id, object_id, parse_device_id, parse_stream_id, props,
+    restore_key,
     stream_id,
 )
 from .pulse_routing import PulseRouting
@@ -195,6 +196,10 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             return None
         if etype == "remove" and facility in _KINDS:
             self._forget_unreadable(_KINDS[facility], ev.index)
+        if etype == "remove" and facility == "source":
+            # pipewire-pulse gives a new source the index of a removed one
+            self._sources.discard(ev.index)
+            self._monitors.discard(ev.index)
         if facility == "module":
             # pipewire-pulse gives a new module the index of an unloaded one
             self._modules.pop(ev.index, None)
@@ -351,6 +356,26 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         self._sources = {d.index for d in found}
         return [device("sink", s, cards) for s in sinks] + found
 
+    async def device(self, device_id: str) -> Device | None:
+        kind, index = parse_device_id(device_id)
+        getter = self._p.sink_info if kind == "sink" else self._p.source_info
+        try:
+            info = await self._call(getter(index))
+            cards = {}
+            if info.card != INVALID_INDEX:
+                cards[info.card] = card(await self._call(self._p.card_info(info.card)))
+        except (pulsectl.PulseIndexError, pulsectl.PulseOperationFailed):
+            return None  # gone meanwhile (its card too)
+        found = device(kind, info, cards)
+        self._highest = max(self._highest, index)
+        if kind == "source":
+            self._sources.add(index)
+            if found.monitor:
+                self._monitors.add(index)
+            else:
+                self._monitors.discard(index)
+        return found
+
     async def cards(self) -> list[Card]:
         return [card(info) for info in await self._call(self._p.card_list())]
 
@@ -372,7 +397,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         await self._learn_module(info)
         if kind is StreamKind.SOURCE_OUTPUT and info.source not in self._sources \
                 and info.source != INVALID_INDEX:
-            await self.devices()  # a source newer than our list: is it a monitor?
+            await self.device(device_id("source", info.source))  # is it a monitor?
         await self._learn_client(info)
         return self._vouched(self._stream(kind, info), info)
 

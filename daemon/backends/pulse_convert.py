@@ -53,6 +53,18 @@ def object_id(facility: str, index: int) -> str:
     return f"{facility}:{index}"
 
 
+def parse_device_id(device_id: str) -> tuple[str, int]:
+    """The kind (``sink`` or ``source``) and server index of a device id :func:`object_id`
+    minted.
+
+    :raises ValueError: for any other string
+    """
+    kind, sep, index = device_id.partition(":")
+    if kind in ("sink", "source") and sep and index.isdigit():
+        return kind, int(index)
+    raise ValueError(f"not a device id of this backend: {device_id[:64]!r}")
+
+
 def device_id(kind: str, index: int) -> str:
     """The id of the sink or source at *index* (a stream's ``sink`` / ``source``, a monitor's
     ``monitor_of_sink``), '' for ``PA_INVALID_INDEX``: no device (a stream not linked yet, a

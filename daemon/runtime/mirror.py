@@ -14,6 +14,12 @@ the written values) and the stream is read again once the writes are answered. A
 written before its first read (the microphone gate's mute on ``new``) keeps those values too
 when that read is stale.
 
+A sink's or source's ``new`` or ``change`` event reads that device (one read in flight per
+device, and one more once it is answered when events came meanwhile); its ``remove`` drops it
+at once, without a read. A card's event reads every device again (a profile switch replaces a
+card's devices and changes its ports). A device read answered after the device's ``remove``
+is dropped.
+
 A :class:`Guard` (the microphone gate) may watch streams: it sees each read before it is
 folded in, and each write, and may ask to read a held stream on every change.
 """
@@ -65,7 +71,7 @@ class Mirror:
     :param on_fold: ``on_fold(old, stream, fresh)``: a read was folded in (*old* is None for a
         stream new to the mirror)
     :param on_remove: ``on_remove(key)``: a stream left the mirror
-    :param on_devices: called after the device list was read again
+    :param on_devices: called when a device came, changed or went (after its read)
     """
 
     def __init__(self, backend: Backend, tasks: Tasks,
@@ -93,6 +99,8 @@ class Mirror:
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
         self._reread: set[str] = set()  # held streams to read again once their read answers
+        self._device_reads: dict[str, bool] = {}  # device id -> read again once answered
+        self._device_removals: collections.Counter[str] = collections.Counter()  # meanwhile
 
     def load(self, devices: list[Device], streams: list[Stream]) -> None:
         """Take the whole graph as read at a (re)connection."""
@@ -110,6 +118,8 @@ class Mirror:
         self._stale.clear()
         self._unread.clear()
         self._reread.clear()
+        self._device_reads.clear()
+        self._device_removals.clear()
         self.devices.clear()
         return gone
 
@@ -127,7 +137,20 @@ class Mirror:
         Reads what it names, concurrently."""
         kind = KINDS.get(event.facility)
         if kind is None:
-            if event.facility in ("sink", "source", "card"):  # changes come coalesced
+            # a device's or card's changes come coalesced (Backend.events)
+            if event.facility in ("sink", "source"):
+                if event.type == "remove":
+                    if event.id in self._device_reads:
+                        self._device_removals[event.id] += 1
+                    gone = self.devices.pop(event.id, None)
+                    # a monitor is no route's port, and a recording of it has events of its
+                    # own: its removal (just before its sink's) asks for no pass
+                    if gone is not None and not gone.monitor:
+                        self.on_devices()
+                else:
+                    self.read_device(event.id)
+                return True
+            if event.facility == "card":
                 self.tasks.spawn(self._refresh_devices())
                 return True
             return False
@@ -162,6 +185,40 @@ class Mirror:
     def read(self, key: str) -> asyncio.Task:
         """Read one stream by its id (as of the writes scheduled so far) and fold it in."""
         return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0)))
+
+    async def reread(self, key: str) -> Stream | None:
+        """Read one stream now, fold it in, and return it as the mirror then has it (None
+        when it is gone)."""
+        await self.read(key)
+        return self.streams.get(key)
+
+    def read_device(self, device_id: str) -> None:
+        """Read one device by its id and fold it in (or drop it when it is gone)."""
+        if device_id in self._device_reads:
+            self._device_reads[device_id] = True  # once this read is answered
+            return
+        self._device_reads[device_id] = False
+        self.tasks.spawn(self._refresh_device(device_id))
+
+    async def _refresh_device(self, device_id: str) -> None:
+        try:
+            found = await self.backend.device(device_id)
+        finally:
+            again = self._device_reads.pop(device_id, False)
+            removed = self._device_removals.pop(device_id, 0)
+        # else it went after the read went out: dropped already. A device read again unchanged
+        # (a sink's change event is mostly its volume, which a Device does not hold) asks
+        # for no pass.
+        if not removed and found != self.devices.get(device_id):
+            if found is not None:
+                self.devices[device_id] = found
+            else:
+                del self.devices[device_id]
+            self.on_devices()
+        if again and self.connected.is_set():
+            # an event came meanwhile: read again, after the pass this read asked for (its
+            # moves go out first: a plugged headset's sink has a new and a change event)
+            asyncio.get_running_loop().call_soon(self.read_device, device_id)
 
     async def _refresh_devices(self) -> None:
         devices = await self.backend.devices()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable
+from typing import Awaitable, Callable
 
 from ..backends.base import Backend, BackendError
 from ..model import Device, Stream
@@ -54,6 +54,12 @@ class Moves:
         self.tasks = tasks
         self.schedule = schedule
         self.on_user_move = on_user_move
+        #: ``read(key)``: how a move is checked, the stream read again after it; the runtime
+        #: reads into its mirror (:meth:`Mirror.reread <.mirror.Mirror.reread>`), so that the
+        #: pass the move's end asks for sees the stream where the move put it, not where the
+        #: last event's read did (moved again, a call was moved up to six times per plug:
+        #: bench/routing.py, 50 calls on pipewire-pulse).
+        self.read: Callable[[str], Awaitable[Stream | None]] = backend.stream
         #: ``server_moved(key)``: True when the stream's latest move is known to be the
         #: server's (a rescue off a device that went: :meth:`Disconnect.rescued
         #: <audiopolicyd.runtime.disconnect.Disconnect.rescued>`); never the user's then.
@@ -132,7 +138,7 @@ class Moves:
         try:
             for attempt in (1, 2):
                 await self.backend.move_stream(stream, device)
-                now = await self.backend.stream(key)
+                now = await self.read(key)
                 if now is None or now.device == device.id:
                     break
                 if attempt == 2:

@@ -97,6 +97,11 @@ class Router:
         #: The graph as of the last pass (what the read side shows).
         self.snapshot = Snapshot()
         self.moves = Moves(backend, tasks, schedule, self._user_moved)
+        #: Whether the server moves a vanished device's streams before it reports the
+        #: device's ``remove`` (PulseAudio, inside the unload): a stream on a device that just
+        #: went is elsewhere already and is routed at once. False (pipewire-pulse: WirePlumber
+        #: moves it ~15 ms after the ``remove``): it is left alone until that move is seen.
+        self.rescue_first = False
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
@@ -298,9 +303,10 @@ class Router:
         # a stream on a device the mirror does not know is left alone until it does: one on a
         # device that just went waits for the server's rescue (WirePlumber's comes ~15 ms after
         # the removal): moved before it, the rescue lands after the move and looks like the
-        # user's (found by bench/routing.py with 50 calls on pipewire-pulse: all pinned)
-        if target is not None and target.id != on and on in snap.devices \
-                and not self.moves.busy(key):
+        # user's (found by bench/routing.py with 50 calls on pipewire-pulse: all pinned); on
+        # PulseAudio it came before the removal: the stream is routed at once
+        known = on in snap.devices or (self.rescue_first and on in self._devices)
+        if target is not None and target.id != on and known and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on
 

@@ -52,6 +52,7 @@ class Routing:
                  policies: Callable[[], PolicySet], pm: pluggy.PluginManager | None,
                  schedule: Callable[[], None], app_sessions: Callable,
                  server: Callable[[], ServerInfo | None]):
+        self.server = server
         self.router = decisions.router = Router(backend, tasks, policies, pm,
                                                 RouteStore(journal.path), schedule, app_sessions)
         #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
@@ -60,6 +61,7 @@ class Routing:
         self.router.on_route_change.append(self.disconnect.route_changed)
         # WirePlumber moves a vanished device's streams again after the router's own move
         self.router.moves.server_moved = self.disconnect.rescued
+        self.router.moves.read = mirror.reread  # a move's check read lands in the mirror
         self.echo = EchoCancel(backend, mirror, trust, journal, tasks, schedule,
                                lambda: getattr(server(), "cookie", 0))
         mirror.annotate = self.echo.annotate
@@ -73,6 +75,8 @@ class Routing:
     async def resync(self, cookie: int) -> None:
         """A new connection, before the graph is read: unload a canceller a crash left."""
         await self.echo.recover(cookie)
+        server = self.server()
+        self.router.rescue_first = server is not None and not server.pipewire
 
     async def read_defaults(self) -> None:
         """After the graph is read: the server's default devices."""

@@ -41,6 +41,10 @@ from .tasks import Tasks
 
 logger = logging.getLogger(__name__)
 
+#: Seconds: a decision pass (with its routing) that took this long or longer delays the next
+#: one by as long (:meth:`Runtime._schedule`); a quicker one never does.
+THROTTLE_FROM = 0.001
+
 
 class Runtime:
     """The daemon's runtime state and the loop that enforces it.
@@ -98,6 +102,8 @@ class Runtime:
         self.connected = self.mirror.connected
         self._scheduled = False
         self._routing = False  # a route() is scheduled
+        self._pass_cost = 0.0  # seconds the last pass and its routing took (loop time)
+        self._pass_end = 0.0  # when they ended (loop time)
         self._probes: list[asyncio.Future] = []  # answers() waiting for the next pass
 
     # -- wiring (set before run) --------------------------------------------------------------
@@ -221,15 +227,21 @@ class Runtime:
         self._schedule()
 
     def reconcile(self) -> None:
-        """Decide, journal, then send every write at once; route once the writes are out."""
+        """Decide, journal, then send every write at once; route once the writes are out (at
+        once when the pass wrote nothing; a resync's pass routes once connected)."""
+        spawned = self.tasks.spawned
         self.read.changed(self.decisions.run())
-        if not self._routing:
-            # Two loop turns later, as the read model's signals: the write tasks the pass
-            # created run on the next turn and libpulse flushes their requests on the turn
-            # after; routing (a few hundred µs) must not hold up a duck.
-            self._routing = True
-            loop = asyncio.get_running_loop()
-            loop.call_soon(loop.call_soon, self._scheduled_route)
+        if self._routing:
+            return
+        self._routing = True
+        if self.tasks.spawned == spawned and self.connected.is_set():
+            self._scheduled_route()
+            return
+        # Two loop turns later, as the read model's signals: the write tasks the pass created
+        # run on the next turn and libpulse flushes their requests on the turn after; routing
+        # (a few hundred µs) must not hold up a duck.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(loop.call_soon, self._scheduled_route)
 
     def route(self) -> None:
         """Route every session of the last decision pass, and tell the pass listeners."""
@@ -327,21 +339,37 @@ class Runtime:
         """Whether the server links a new stream at volume 0 before its restored volume
         arrives (pipewire-pulse with WirePlumber; PulseAudio restores before announcing)."""
         server: ServerInfo | None = self.connection.server
-        return "PipeWire" in (server.server_name if server else "")
+        return server is not None and server.pipewire
 
     def _schedule(self) -> None:
-        """Reconcile once on the next loop iteration, however many changes come before it."""
+        """Reconcile once on the next loop iteration, however many changes come before it.
+
+        When the last pass and its routing took :data:`THROTTLE_FROM` or more, not before as
+        long again has gone by since they ended: in a burst of changes passes take at most half
+        the loop's time. 50 calls moved at once bring one read, and so one pass, each: 1.7 ms
+        apiece, back to back, they held up the reads and moves they were waiting for
+        (bench/routing.py). A change after a quiet moment is decided on the next iteration."""
         if not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._scheduled_reconcile)
+            loop = asyncio.get_running_loop()
+            wait = self._pass_cost - (loop.time() - self._pass_end) \
+                if self._pass_cost >= THROTTLE_FROM else 0
+            if wait > 0:
+                loop.call_later(wait, self._scheduled_reconcile)
+            else:
+                loop.call_soon(self._scheduled_reconcile)
 
     def _scheduled_reconcile(self) -> None:
         self._scheduled = False
         if self.connected.is_set() or self.mirror.streams:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
             try:
                 self.reconcile()
             except Exception as exc:  # a bug: never go on half-enforcing
                 self._fail(exc)
+            self._pass_end = loop.time()
+            self._pass_cost = self._pass_end - start
             return  # the probes are answered once the pass has routed
         self._answer_probes()
 
@@ -352,11 +380,15 @@ class Runtime:
         if not self.connected.is_set():
             self._answer_probes()  # the pass itself ran; there is no graph to route now
             return
+        loop = asyncio.get_running_loop()
+        start = loop.time()
         try:
             self.route()
         except Exception as exc:  # a bug: never go on half-enforcing
             self._fail(exc)
             return
+        self._pass_end = loop.time()
+        self._pass_cost += self._pass_end - start
         self._answer_probes()
 
     def _answer_probes(self) -> None:

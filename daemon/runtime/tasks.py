@@ -24,10 +24,13 @@ class Tasks:
         self.on_error = on_error
         #: The tasks not done yet (a daemon killed in a test cancels them all).
         self.pending: set[asyncio.Task] = set()
+        #: How many tasks were spawned so far.
+        self.spawned = 0
 
     def spawn(self, coro: Awaitable) -> asyncio.Task:
         """Run *coro* as a task on the running loop; returns the task."""
         task = asyncio.ensure_future(coro)
+        self.spawned += 1
         self.pending.add(task)
         task.add_done_callback(self._done)
         return task

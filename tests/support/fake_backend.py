@@ -378,6 +378,12 @@ class FakeBackend(Backend):
         self._check()
         return [_listed(d) for d in self.server.devices]
 
+    async def device(self, device_id: str) -> Device | None:
+        self._check()
+        await asyncio.sleep(0)  # an answer takes a loop turn, as a real reply does
+        self._check()
+        return next((d for d in map(_listed, self.server.devices) if d.id == device_id), None)
+
     async def modules(self) -> list[Module]:
         self._check()
         return list(self.server.modules)

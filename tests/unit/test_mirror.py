@@ -135,6 +135,67 @@ async def test_device_events_refresh_the_devices(server, bare):
     assert not folds.mirror.handle(Event("new", "module", 3)), "not the mirror's"
 
 
+class ListsCounted:
+    """Counts the backend's list reads of every device (a card's event needs one)."""
+
+    def __init__(self, folds: Folds):
+        self.lists = 0
+        listing = folds.backend.devices
+
+        async def devices():
+            self.lists += 1
+            return await listing()
+        folds.backend.devices = devices  # type: ignore[method-assign]
+
+
+async def test_a_devices_event_reads_that_device_alone(server, bare):
+    """A sink's or source's event reads that device (one round trip), never every device and
+    card (several, on every event of a plug: routing 4x slower than a reference mover);
+    a read that finds the device unchanged (a sink's volume) asks for no pass."""
+    folds = await bare()
+    counted = ListsCounted(folds)
+    server.devices.append(Device("sink", 4, "headset"))
+    folds.mirror.handle(Event("new", "sink", 4, "sink:4"))
+    folds.mirror.handle(Event("change", "sink", 4, "sink:4"))  # while the read is in flight
+    await until(lambda: "sink:4" in folds.mirror.devices, "the headset read")
+    await asyncio.sleep(0.02)  # the second read, for the change
+    assert counted.lists == 0 and folds.device_reads == 1, "read again, unchanged: no pass"
+    server.devices[-1] = Device("sink", 4, "headset", "USB Headset")
+    folds.mirror.handle(Event("change", "sink", 4, "sink:4"))
+    await until(lambda: folds.mirror.devices["sink:4"].description == "USB Headset",
+                "the change read")
+    assert counted.lists == 0 and folds.device_reads == 2
+    folds.mirror.handle(Event("change", "card", 2, "card:2"))
+    await until(lambda: counted.lists == 1, "a card's event reads every device")
+
+
+async def test_a_device_removed_while_its_read_is_in_flight_stays_removed(server, bare):
+    """A device's ``remove`` drops it at once, without a read; the answer of a read that was in
+    flight then (it still shows the device) does not bring it back."""
+    headset = Device("sink", 4, "headset")
+    server.devices.append(headset)
+    folds = await bare()
+    assert "sink:4" in folds.mirror.devices
+    folds.mirror.handle(Event("change", "sink", 4, "sink:4"))
+    await asyncio.sleep(0)  # the read is sent, and answered on the next turn
+    folds.mirror.handle(Event("remove", "sink", 4, "sink:4"))
+    assert "sink:4" not in folds.mirror.devices and folds.device_reads == 1
+    await asyncio.sleep(0.02)
+    assert "sink:4" not in folds.mirror.devices and folds.device_reads == 1
+
+
+async def test_a_monitors_removal_asks_for_no_pass(server, bare):
+    """A sink's monitor goes just before its sink: it is no route's port, and a recording of
+    it has events of its own; only the sink's removal asks for a pass."""
+    server.devices += [Device("sink", 4, "headset"),
+                       Device("source", 5, "headset.monitor", monitor_of="sink:4")]
+    folds = await bare()
+    folds.mirror.handle(Event("remove", "source", 5, "source:5"))
+    assert "source:5" not in folds.mirror.devices and folds.device_reads == 0
+    folds.mirror.handle(Event("remove", "sink", 4, "sink:4"))
+    assert "sink:4" not in folds.mirror.devices and folds.device_reads == 1
+
+
 async def test_a_stale_read_of_a_new_stream_keeps_what_we_wrote_before_it(server, start):
     """The gate mutes a new recording on its ``new`` event, ahead of the first read, which
     pipewire-pulse answers with the stream as it was before the mute (unmuted): the mirror

@@ -216,6 +216,33 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
     assert [(s.key, s.device) for s in streams] == [(CALL, "sink:7")]
 
 
+@pytest.mark.parametrize("pipewire", [False, True], ids=["pulseaudio", "pipewire-pulse"])
+async def test_a_call_on_a_device_that_went_is_routed_once_the_server_rescued_it(
+        server, start, pipewire):
+    """PulseAudio moves a vanished device's streams inside the unload, before its ``remove``:
+    the router routes them on the ``remove`` itself, without waiting to read the rescue.
+    WirePlumber moves them ~15 ms after: the router waits for that move (a move before it
+    would be taken for the user's)."""
+    if pipewire:
+        server.name = "PulseAudio (on PipeWire 0.3.65)"
+    headphones = Device("sink", 9, "hp", "Headphones", form_factor="headphone")
+    plug(server, headphones)
+    daemon = await call_and_music(server, start)
+    plug(server, USB)
+    await until(lambda: daemon.reconciler.streams[CALL].device == "sink:7"
+                and not daemon.reconciler.router.moves.busy(CALL), "the call on the headset")
+    server.devices = [d for d in server.devices if d.name != USB.name]
+    server.device_event("remove", "sink", USB.index)  # the rescue's read not answered yet
+    await until(lambda: "sink:7" not in daemon.reconciler.devices, "the headset gone")
+    await daemon.reconciler.answers(5.0)
+    if pipewire:
+        assert on(server, CALL) == "sink:7", "left for WirePlumber's move"
+        server._rescue(USB)
+    await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
+    await daemon.reconciler.answers(5.0)
+    assert daemon.reconciler.router.store.pins == {}
+
+
 async def test_wireplumbers_second_move_after_the_routers_is_not_the_users(server, start):
     # pipewire-pulse with many streams: WirePlumber moves a vanished headset's streams to the
     # default sink, the router moves them to their route, and WirePlumber moves them to the

@@ -20,6 +20,7 @@ from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.microphone.stores import SqlitePermissionStore
 from audiopolicyd.runtime import Runtime
 from audiopolicyd.runtime.connection import BACKOFF_FIRST, BACKOFF_MAX, STABLE_SECONDS, Backoff
+from audiopolicyd.runtime.runtime import THROTTLE_FROM
 
 from ..support.fake_backend import UNLINKED, FakeServer
 from .conftest import make_stream
@@ -338,7 +339,7 @@ async def test_the_gate_works_on_opaque_device_ids(server, start, caplog):
         server.add(on(3, StreamKind.SINK_INPUT, "dev-trap", module=5))
         await until(lambda: gates.get("source-output:1") is Gate.BLOCKED,
                     "the monitor's recording gated once the microphone feeds the sink")
-    assert server.state["source-output:1"].muted
+        await until(lambda: server.state["source-output:1"].muted, "the monitor's muted")
     assert "module-loopback #5 loaded at run time captures mic: gated" in caplog.text
 
 
@@ -379,3 +380,23 @@ async def test_an_untrusted_modules_microphone_stream_is_gated_as_the_module(ser
                 "the recorder of a quiet monitor exempt")
     await until(lambda: not server.state["source-output:3"].muted, "the recorder unmuted")
     daemon.kill()
+
+
+async def test_a_slow_pass_delays_the_next_by_as_long(server, start):
+    """A pass (with its routing) that took THROTTLE_FROM or more delays the next by as long
+    again since it ended (in a burst of changes, passes take at most half the loop's time); a
+    quick one never does."""
+    daemon = await start()
+    runtime, loop = daemon.reconciler, asyncio.get_running_loop()
+    passes: list[float] = []
+    runtime.on_pass.append(lambda: passes.append(loop.time()))
+    runtime._pass_cost, runtime._pass_end = 0.3, loop.time()  # as if it just took 300 ms
+    runtime.request_reconcile()
+    await asyncio.sleep(0.05)
+    assert passes == [], "not before 300 ms have gone by since the last pass"
+    await until(lambda: passes, "the delayed pass")
+    runtime._pass_cost, runtime._pass_end = THROTTLE_FROM / 2, loop.time()
+    runtime.request_reconcile()
+    for _ in range(5):  # the pass, and its routing two turns later if it wrote
+        await asyncio.sleep(0)
+    assert len(passes) == 2, "a quick pass: the next runs on the next loop turns"
