@@ -106,6 +106,24 @@ async def test_a_streams_device_and_a_monitors_sink_are_device_ids(
     assert streams[StreamKind.SOURCE_OUTPUT].monitor
 
 
+async def test_one_device_reads_as_the_device_list_shows_it(server: AudioServer,
+                                                           backend: PulseBackend):
+    """``Backend.device(id)`` (the mirror's read on a device's event) gives what
+    ``devices()`` lists for that id, sinks and monitors alike; None once it is gone;
+    ValueError for an id that is not a device's."""
+    listed = await backend.devices()
+    assert listed
+    for want in listed:
+        assert await backend.device(want.id) == want
+    module = await backend.load_module("module-null-sink", "sink_name=contract_gone")
+    gone = await device(backend, "contract_gone")
+    await backend.unload_module(module)
+    await eventually(lambda: backend.device(gone.id), lambda d: d is None, "the sink gone")
+    for foreign in ("sink-input:1", "card:0", "sink:", "speaker"):
+        with pytest.raises(ValueError):
+            await backend.device(foreign)
+
+
 async def test_cards_and_ports_read_as_the_server_lists_them(server: AudioServer,
                                                              backend: PulseBackend):
     with pulse(server) as p:
