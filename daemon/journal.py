@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS trusted_modules (
     PRIMARY KEY (cookie, idx));
 CREATE TABLE IF NOT EXISTS own_modules (
     argument TEXT PRIMARY KEY, cookie INTEGER NOT NULL, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS switched_cards (
+    card TEXT PRIMARY KEY, cookie INTEGER NOT NULL, profile TEXT NOT NULL);
 """
 #: Columns added after the first release, added to a journal written by it.
 _ADDED_COLUMNS = {"effects": ("ramp_from TEXT", "ramp_ms INTEGER NOT NULL DEFAULT 0"),
@@ -291,3 +293,26 @@ class Journal:
         """The modules the daemon loaded and has not unloaded: ``(cookie, name, argument)``."""
         return [(c, n, a) for a, c, n in self._read(
             "SELECT argument, cookie, name FROM own_modules")]
+
+    # -- cards the daemon switched to another profile -------------------------------------------
+
+    def record_switched_card(self, cookie: int, card: str, profile: str) -> bool:
+        """Record, **before** switching it, that the daemon switches card *card* of the server
+        instance *cookie* away from *profile* (a headset to HSP/HFP for a call): a daemon
+        killed meanwhile gives *profile* back at its next start (:meth:`switched_cards`).
+
+        :returns: False when nothing could be written
+        """
+        return self._transaction("record switched card", lambda db: db.execute(
+            "INSERT OR REPLACE INTO switched_cards VALUES (?,?,?)", (card, cookie, profile)))
+
+    def forget_switched_card(self, card: str) -> bool:
+        """Card *card* has its profile back (or is gone)."""
+        return self._transaction("forget switched card", lambda db: db.execute(
+            "DELETE FROM switched_cards WHERE card = ?", (card,)))
+
+    def switched_cards(self) -> list[tuple[int, str, str]]:
+        """The cards the daemon switched and has not given back: ``(cookie, card, profile
+        to give back)``."""
+        return [(c, n, p) for n, c, p in self._read(
+            "SELECT card, cookie, profile FROM switched_cards")]

@@ -38,6 +38,7 @@ from ..backends.base import (
 )
 from ..model import Card, Device, Session, StreamKind
 from ..route import RouteChange, RouteChangeReason
+from ..journal import Journal
 from .mirror import Mirror
 from .tasks import Tasks
 
@@ -94,14 +95,18 @@ class HeadsetProfiles:
     :param mirror: the streams and devices as read
     :param tasks: where the switches run
     :param server: returns the server's info (its default sink's name), None when unknown
+    :param journal: where each switch is recorded before it is made, and forgotten once the
+        profile is given back: a daemon killed during a call gives it back at its next start
+        (:meth:`recover`); None: not recorded
     """
 
     def __init__(self, backend: Backend, mirror: Mirror, tasks: Tasks,
-                 server: Callable[[], ServerInfo | None]):
+                 server: Callable[[], ServerInfo | None], journal: Journal | None = None):
         self.backend = backend
         self.mirror = mirror
         self.tasks = tasks
         self.server = server
+        self.journal = journal
         #: The cards switched for calls: name -> the profile they had (given back after).
         self.switched: dict[str, str] = {}
         self._calls: frozenset[str] = frozenset()  # sessions recording with allowBluetooth
@@ -188,14 +193,48 @@ class HeadsetProfiles:
         is the giving back)."""
         if before:  # before the server's events: the route change they cause is ours
             self.switched[card.name] = before
+            if self.journal is not None:
+                info = self.server()
+                self.journal.record_switched_card(info.cookie if info else 0, card.name, before)
         try:
             await self.backend.set_card_profile(card, profile)
-        except (NoSuchDevice, ProfileUnavailable) as exc:
+        except NoSuchDevice as exc:
             logger.warning("Bluetooth card %s not switched to %s: %s", card.name, profile, exc)
             self.switched.pop(card.name, None)
+            self._forget(card.name)
             return
+        except ProfileUnavailable as exc:
+            logger.warning("Bluetooth card %s not switched to %s: %s", card.name, profile, exc)
+            self.switched.pop(card.name, None)
+            if before:
+                self._forget(card.name)  # still in its own profile
+            return
+        if not before:
+            self._forget(card.name)
         logger.info("Bluetooth card %s switched to %s (%s)", card.name, profile,
                     "a call records" if before else "no call records any more")
+
+    def _forget(self, card: str) -> None:
+        if self.journal is not None:
+            self.journal.forget_switched_card(card)
+
+    def recover(self, cookie: int) -> None:
+        """At a (re)connection: the cards a killed run of the daemon switched on this server
+        instance are given back their profile once no call records (the next pass, unless a
+        call that wants the headset records by then); the records of another instance are
+        forgotten (its cards started afresh)."""
+        if self.journal is None:
+            return
+        for record_cookie, card, profile in self.journal.switched_cards():
+            if record_cookie != cookie:
+                self._forget(card)
+            elif card not in self.switched:
+                logger.warning("Bluetooth card %s was switched for a call by an earlier run of "
+                               "the daemon: %s is given back once no call records", card,
+                               profile)
+                self.switched[card] = profile
+        if self.switched:
+            self._calls = frozenset({"(recovered)"})
 
     async def stop(self) -> None:
         """The daemon is stopping: give every switched card its profile back, and switch no

@@ -68,13 +68,15 @@ class Routing:
         self.router.processing = self.echo.processing  # the router moves a call's streams
         self.echo.wants = wants_echo_cancel(pm, lambda: decisions.policies())
         self.echo.masters = route_masters(self.router)
-        self.headsets = HeadsetProfiles(backend, mirror, tasks, server)
+        self.headsets = HeadsetProfiles(backend, mirror, tasks, server, journal)
         self.router.revise = lambda change, devices: configuration_change(
             change, self.headsets.switched, devices)
 
     async def resync(self, cookie: int) -> None:
-        """A new connection, before the graph is read: unload a canceller a crash left."""
+        """A new connection, before the graph is read: unload a canceller a crash left, give
+        back a headset's profile a crash left switched (once no call records)."""
         await self.echo.recover(cookie)
+        self.headsets.recover(cookie)
         server = self.server()
         self.router.rescue_first = server is not None and not server.pipewire
 

@@ -180,3 +180,36 @@ async def test_the_call_is_told_routeConfigurationChange_when_its_headset_switch
     hfp = {d.name for d in recorded.devices[profile(server)]}
     assert {change.current.output.port.uid.split("/")[0],
             change.current.input.port.uid.split("/")[0]} <= hfp
+
+
+async def test_a_headset_a_killed_daemon_left_in_hfp_gets_its_profile_back_at_the_next_start(
+        server, daemons, headset):  # noqa: F811
+    """The switch is journalled before it is made: a daemon killed during the call (its
+    session dies with it) leaves the card in HSP/HFP; the next start on the same server
+    instance gives A2DP back and forgets the record."""
+    a2dp = headset.card.active_profile
+    daemon = await daemons()
+    call(daemon)
+    server.add(recording())
+    await until(lambda: head_unit(profile(server)), "the headset switched")
+    assert [(c, p) for _, c, p in daemon.journal.switched_cards()] == [
+        (headset.card.name, a2dp)]
+    daemon.kill()
+    assert head_unit(profile(server)), "killed: nothing gave it back"
+    restarted = await daemons()
+    await until(lambda: profile(server) == a2dp, "A2DP given back at the next start")
+    await until(lambda: restarted.journal.switched_cards() == [], "the record forgotten")
+
+
+async def test_a_switch_recorded_on_another_server_instance_is_forgotten(
+        server, daemons, headset):  # noqa: F811
+    daemon = await daemons()
+    call(daemon)
+    server.add(recording())
+    await until(lambda: head_unit(profile(server)), "the headset switched")
+    daemon.kill()
+    server.die()
+    server.start()  # a new instance: its cards start afresh
+    restarted = await daemons()
+    await until(lambda: restarted.journal.switched_cards() == [], "the record forgotten")
+    assert not [w for w in server.writes if w[1] == "profile"][1:], "nothing switched back"
