@@ -36,6 +36,14 @@ logger = logging.getLogger(__name__)
 #: A move onto a device that appeared less than this many seconds before is the server's
 #: (stream-restore's hotplug move), never taken for the user's.
 HOTPLUG_WINDOW = 0.1
+#: A stream moved off the device a move of ours put it on less than this many seconds after
+#: that move landed was moved back by the server, not by the user: WirePlumber, with 50 calls
+#: rescued off a headset, moves each one to the default sink again about 1 s after every move
+#: of ours, for as long as we move it (bench/routing.py, pipewire-pulse 0.3.65).
+UNDO_WINDOW = 2.5
+#: After this many such undoings in a row, the router leaves the stream where the server keeps
+#: it (until its route changes).
+MAX_UNDOS = 3
 
 
 class Moves:
@@ -68,6 +76,8 @@ class Moves:
         self.target: dict[str, str] = {}  # stream key -> the last device id we moved it to
         self.failed: dict[str, str] = {}  # stream key -> target the server kept refusing
         self.checking: set[str] = set()  # stream keys whose device change is being checked
+        self._landed: dict[str, tuple[str, float]] = {}  # key -> (device, when our move landed)
+        self._undos: dict[str, int] = {}  # key -> our moves the server undid in a row
         self.appeared: dict[str, float] = {}  # device id -> when it appeared (monotonic)
 
     def busy(self, key: str) -> bool:
@@ -75,13 +85,14 @@ class Moves:
         return key in self.moving or key in self.checking
 
     def forget(self, key: str) -> None:
-        for table in (self.moving, self.target, self.failed):
+        for table in (self.moving, self.target, self.failed, self._landed, self._undos):
             table.pop(key, None)
         self.checking.discard(key)
 
     def reset(self) -> None:
         """The connection is gone."""
-        for table in (self.moving, self.target, self.failed, self.appeared):
+        for table in (self.moving, self.target, self.failed, self.appeared, self._landed,
+                      self._undos):
             table.clear()
         self.checking.clear()
 
@@ -101,6 +112,8 @@ class Moves:
         if key in self.moving or now == self.target.get(key):
             return  # ours
         self.target.pop(key, None)
+        if self._undone(key, was, now):
+            return
         self.failed.pop(key, None)
         if self.server_moved(key):
             logger.debug("%s onto %s: the server's move off a device that went", key, now)
@@ -110,6 +123,24 @@ class Moves:
             return
         self.checking.add(key)
         self.tasks.spawn(self._check(stream, was, devices[now]))
+
+    def _undone(self, key: str, was: str, now: str) -> bool:
+        """Whether ``key`` left ``was`` soon after a move of ours landed it there: the server's
+        undoing (see :data:`UNDO_WINDOW`), counted; after :data:`MAX_UNDOS` the router stops
+        moving it there."""
+        device, when = self._landed.pop(key, ("", 0.0))
+        if device != was or time.monotonic() - when > UNDO_WINDOW:
+            self._undos.pop(key, None)
+            return False
+        undos = self._undos[key] = self._undos.get(key, 0) + 1
+        if undos >= MAX_UNDOS:
+            self.failed[key] = was
+            logger.warning("the server moved %s off %s right after each of our last %d moves, "
+                           "to %s; it stays there until its route changes", key, was, undos, now)
+        else:
+            logger.debug("%s moved off %s onto %s right after our move landed: the server's",
+                         key, was, now)
+        return True
 
     async def _check(self, stream: Stream, was: str, now: Device) -> None:
         try:
@@ -131,6 +162,7 @@ class Moves:
         if self.failed.get(key) == device.id:
             return
         self.moving[key] = self.target[key] = device.id
+        logger.debug("moving %s from %s to %s", key, stream.device or "nowhere", device.id)
         self.tasks.spawn(self._move(stream, device))
 
     async def _move(self, stream: Stream, device: Device) -> None:
@@ -140,6 +172,9 @@ class Moves:
                 await self.backend.move_stream(stream, device)
                 now = await self.read(key)
                 if now is None or now.device == device.id:
+                    self._landed[key] = (device.id, time.monotonic())
+                    if self.failed.get(key) != device.id:
+                        self.failed.pop(key, None)
                     break
                 if attempt == 2:
                     logger.warning("the server kept %s off %s after two moves; leaving it",

@@ -315,6 +315,15 @@ class Router:
         if session is None:
             return
         direction = OUTPUT if stream.kind is StreamKind.SINK_INPUT else INPUT
+        route = self.routes.get(session.id)
+        if route is not None and route.choice(direction).port is not None \
+                and route.choice(direction).port.device == device.id \
+                and self.store.pinned(stream.app_key, session.category, direction) is None:
+            # where its route puts it anyway: no preference to remember (WirePlumber moves a
+            # stream back onto it after the router gave up a fight, moves.MAX_UNDOS)
+            logger.debug("%s onto %s, its route's own device: not pinned", stream.key,
+                         device.id)
+            return
         logger.info("the user moved %s's %s stream %s to %s; it stays there",
                     stream.app_key, session.category, stream.key, quote(device.name))
         self.store.pin(stream.app_key, session.category, direction, device.name)

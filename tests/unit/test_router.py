@@ -15,6 +15,7 @@ from audiopolicyd.microphone.broker import Gate, MicrophoneBroker
 from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import RouteChangeReason
+from audiopolicyd.runtime.moves import MAX_UNDOS
 from audiopolicyd.runtime.routestore import RouteStore
 from audiopolicyd.runtime.routeview import route_table
 
@@ -241,6 +242,37 @@ async def test_a_call_on_a_device_that_went_is_routed_once_the_server_rescued_it
     await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
     await daemon.reconciler.answers(5.0)
     assert daemon.reconciler.router.store.pins == {}
+
+
+async def test_a_server_that_undoes_every_move_is_fought_three_times_and_never_pinned(
+        server, start, caplog):
+    """WirePlumber (pipewire-pulse, 50 calls rescued off a headset) moves a call back to the
+    default sink about 1 s after each move of the router, for as long as it moves it: a move
+    off the device less than UNDO_WINDOW after ours landed is the server's, never the user's;
+    after MAX_UNDOS the router leaves the call there, and moves it again once its route
+    changes. WirePlumber's own move back onto the route's device is no pin either."""
+    headphones = Device("sink", 9, "hp", "Headphones", form_factor="headphone")
+    plug(server, headphones)
+    daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
+    await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
+    with caplog.at_level("WARNING", logger="audiopolicyd.runtime.moves"):
+        for undo in range(1, MAX_UNDOS + 1):
+            await until(lambda: on(server, CALL) == "sink:9" and CALL in router.moves._landed,
+                        "the router's move landed")
+            user_move(server, CALL, server.device("speaker"))  # WirePlumber undoes it
+            await until(lambda undo=undo: router.moves._undos.get(CALL) == undo,
+                        f"undo {undo} counted")
+        await daemon.reconciler.answers(5.0)
+    assert "right after each of our last 3 moves" in caplog.text
+    assert on(server, CALL) == "sink:0" and router.store.pins == {}
+    user_move(server, CALL, headphones)  # WirePlumber's own way back onto the route's device
+    await until(lambda: router._seen.get(CALL) == "sink:9" and not router.moves.busy(CALL),
+                "the move back seen and checked")
+    await daemon.reconciler.answers(5.0)
+    assert router.store.pins == {}
+    plug(server, USB)  # the route changes: the call is moved again
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
 
 
 async def test_wireplumbers_second_move_after_the_routers_is_not_the_users(server, start):
