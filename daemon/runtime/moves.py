@@ -36,10 +36,11 @@ logger = logging.getLogger(__name__)
 #: A move onto a device that appeared less than this many seconds before is the server's
 #: (stream-restore's hotplug move), never taken for the user's.
 HOTPLUG_WINDOW = 0.1
-#: A stream moved off the device a move of ours put it on less than this many seconds after
-#: that move landed was moved back by the server, not by the user: WirePlumber, with 50 calls
-#: rescued off a headset, moves each one to the default sink again about 1 s after every move
-#: of ours, for as long as we move it (bench/routing.py, pipewire-pulse 0.3.65).
+#: A stream moved onto the server's default device, off the device a move of ours put it on,
+#: less than this many seconds after that move landed was moved back by the server, not by the
+#: user: WirePlumber, with 50 calls rescued off a headset, moves each one to the default sink
+#: again about 1 s after every move of ours, for as long as we move it (bench/routing.py,
+#: pipewire-pulse 0.3.65). A user's move elsewhere is the user's at once.
 UNDO_WINDOW = 2.5
 #: After this many such undoings in a row, the router leaves the stream where the server keeps
 #: it (until its route changes).
@@ -105,14 +106,18 @@ class Moves:
         for key in [k for k, t in self.appeared.items() if now - t > HOTPLUG_WINDOW]:
             del self.appeared[key]
 
-    def moved(self, stream: Stream, was: str, now: str, devices) -> None:
+    def moved(self, stream: Stream, was: str, now: str, devices, default: str = "") -> None:
         """The mirror shows ``stream`` moved from device ``was`` to ``now`` (ids): check
-        whether it was the user (see the module docstring)."""
+        whether it was the user (see the module docstring).
+
+        :param default: the id of the server's default device of the stream's kind ('' when
+            unknown): where WirePlumber moves the streams it takes off their device
+        """
         key = stream.key
         if key in self.moving or now == self.target.get(key):
             return  # ours
         self.target.pop(key, None)
-        if self._undone(key, was, now):
+        if self._undone(key, was, now, default):
             return
         self.failed.pop(key, None)
         if self.server_moved(key):
@@ -124,12 +129,12 @@ class Moves:
         self.checking.add(key)
         self.tasks.spawn(self._check(stream, was, devices[now]))
 
-    def _undone(self, key: str, was: str, now: str) -> bool:
-        """Whether ``key`` left ``was`` soon after a move of ours landed it there: the server's
-        undoing (see :data:`UNDO_WINDOW`), counted; after :data:`MAX_UNDOS` the router stops
-        moving it there."""
+    def _undone(self, key: str, was: str, now: str, default: str) -> bool:
+        """Whether ``key`` left ``was`` for the default device soon after a move of ours landed
+        it there: the server's undoing (see :data:`UNDO_WINDOW`), counted; after
+        :data:`MAX_UNDOS` the router stops moving it there."""
         device, when = self._landed.pop(key, ("", 0.0))
-        if device != was or time.monotonic() - when > UNDO_WINDOW:
+        if device != was or now != default or time.monotonic() - when > UNDO_WINDOW:
             self._undos.pop(key, None)
             return False
         undos = self._undos[key] = self._undos.get(key, 0) + 1

@@ -168,7 +168,11 @@ class Router:
                 if key in held:
                     self.reasons[key] = "stays where it is: the microphone gate holds it"
                     continue
-                seen[key] = self._route(snap, stream, session, routes[session.id])
+                seen[key] = self._route(snap, stream, session, routes[session.id], defaults)
+            elif stream is not None and not stream.linked and key in self._seen:
+                # unlinked for a moment (pipewire-pulse relinks a stream that is moved): the
+                # device it left is still the one a move is told from
+                seen[key] = self._seen[key]
         self.reasons = {k: v for k, v in self.reasons.items() if k in seen or k in held}
         self._left = {k: v for k, v in self._left.items() if k in seen}
         self._overrides = {k: v for k, v in self._overrides.items() if k in routes}
@@ -277,7 +281,7 @@ class Router:
         return self._seen.get(key, "")
 
     def _route(self, snap: Snapshot, stream: Stream, session: Session,
-               decision: RouteDecision) -> str:
+               decision: RouteDecision, defaults: Mapping[str, str]) -> str:
         """Move one stream where its session's route (or its pin) says; returns the id of the
         device it is on."""
         key, on = stream.key, stream.device
@@ -286,7 +290,8 @@ class Router:
         was = self._seen.get(key)
         if was is not None and was != on and on:
             self._left[key] = was
-            self.moves.moved(stream, was, on, snap.devices)
+            kind = "sink" if stream.kind is StreamKind.SINK_INPUT else "source"
+            self.moves.moved(stream, was, on, snap.devices, defaults.get(kind, ""))
         direction = OUTPUT if stream.kind is StreamKind.SINK_INPUT else INPUT
         choice = decision.choice(direction)
         pin = self.store.pinned(stream.app_key, session.category, direction)

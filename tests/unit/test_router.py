@@ -137,6 +137,20 @@ async def test_a_stream_the_user_moves_stays_across_route_changes_and_a_restart(
     await until(lambda: on(server, "sink-input:3") == "sink:7", "reset: the headset's again")
 
 
+async def test_a_users_move_through_an_unlinked_moment_is_the_users(server, start):
+    """pipewire-pulse unlinks a stream the user moves (no device) before linking it to the
+    new one: a pass in between must not forget where it was, or the move is not told apart
+    and the router moves the stream back (seen in tests/integration/test_routing.py)."""
+    daemon = await call_and_music(server, start)
+    await until(lambda: daemon.reconciler.router._seen.get(CALL) == "sink:0", "the call seen")
+    server._set(CALL, device="")
+    await until(lambda: daemon.reconciler.streams[CALL].device == "", "the unlinked moment")
+    await daemon.reconciler.answers(5.0)  # a pass sees it unlinked
+    user_move(server, CALL, DESK)
+    await until(lambda: daemon.reconciler.router.store.pins, "the user's move remembered")
+    assert on(server, CALL) == "sink:8"
+
+
 async def test_a_move_the_server_refuses_is_tried_once_more_then_left(server, start):
     daemon = await call_and_music(server, start)
     moves = []
