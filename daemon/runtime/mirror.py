@@ -3,7 +3,8 @@
 
 Every stream event starts a read of that stream (its reply is folded in, in order: one
 connection answers in order, and during a burst of events, pipewire-pulse announcing, linking
-and starting a new stream within ~7 ms, the first answer already lets a policy act). A write
+and starting a new stream within ~7 ms, the first answer already lets a policy act); events
+that come while a read of the stream is in flight make one more read once it is answered. A write
 (:meth:`Mirror.send`) counts in the stream's write generation and puts the written values in
 the mirror at once, so a decision taken before the server echoes it starts from it.
 
@@ -176,6 +177,11 @@ class Mirror:
                 # but a fight shows in any read (see the gate): read now too; a server
                 # flooded by the fighter can take 0.5 s to answer our writes
                 self.read(key)
+        elif self._reads[key]:
+            # one read of a stream at a time, and one more once it is answered: a stream
+            # moved on pipewire-pulse makes four change events in a few ms (unlinked, corked,
+            # linked, running); a read each, for 50 calls, slowed the server for every client
+            self._reread.add(key)
         else:
             if event.type == "new" and self.guard is not None:
                 self.guard.new_stream(kind, key)
@@ -184,7 +190,9 @@ class Mirror:
 
     def read(self, key: str) -> asyncio.Task:
         """Read one stream by its id (as of the writes scheduled so far) and fold it in."""
-        return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0)))
+        removals = self._removals.get(key, 0)
+        self._reads[key] += 1  # in flight from now: events meanwhile ask for one more
+        return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0), removals))
 
     async def reread(self, key: str) -> Stream | None:
         """Read one stream now, fold it in, and return it as the mirror then has it (None
@@ -225,15 +233,14 @@ class Mirror:
         self.devices = {d.id: d for d in devices}
         self.on_devices()
 
-    async def _refresh(self, key: str, gen: int) -> None:
+    async def _refresh(self, key: str, gen: int, removals: int) -> None:
         """Read one stream and fold it into the mirror (see the module docstring). An answer
         for a stream removed meanwhile is dropped.
 
         :param gen: the stream's write count when the read was scheduled (tasks start in the
             order they are created, so a read goes out after the writes scheduled before it)
+        :param removals: the stream's removals seen while reads were in flight, then
         """
-        removals = self._removals.get(key, 0)
-        self._reads[key] += 1
         writes_answered = not self._inflight[key]
         overdue: list[bool] = []
 

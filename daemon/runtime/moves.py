@@ -39,12 +39,13 @@ HOTPLUG_WINDOW = 0.1
 #: A stream moved onto the server's default device, off the device a move of ours put it on,
 #: less than this many seconds after that move landed was moved back by the server, not by the
 #: user: WirePlumber, with 50 calls rescued off a headset, moves each one to the default sink
-#: again about 1 s after every move of ours, for as long as we move it (bench/routing.py,
-#: pipewire-pulse 0.3.65). A user's move elsewhere is the user's at once.
+#: again about 1 s after every move of ours, for 2-4 s (bench/routing.py, pipewire-pulse
+#: 0.3.65, WirePlumber 0.4.13); it also rescues a vanished device's streams ~15 ms after the
+#: router routed them. A user's move elsewhere is the user's at once.
 UNDO_WINDOW = 2.5
 #: After this many such undoings in a row, the router leaves the stream where the server keeps
 #: it (until its route changes).
-MAX_UNDOS = 3
+MAX_UNDOS = 5
 
 
 class Moves:

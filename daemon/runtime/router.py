@@ -97,11 +97,6 @@ class Router:
         #: The graph as of the last pass (what the read side shows).
         self.snapshot = Snapshot()
         self.moves = Moves(backend, tasks, schedule, self._user_moved)
-        #: Whether the server moves a vanished device's streams before it reports the
-        #: device's ``remove`` (PulseAudio, inside the unload): a stream on a device that just
-        #: went is elsewhere already and is routed at once. False (pipewire-pulse: WirePlumber
-        #: moves it ~15 ms after the ``remove``): it is left alone until that move is seen.
-        self.rescue_first = False
         self._tasks = tasks
         self._devices: Mapping[str, Device] = {}  # as of the last pass
         self._seen: dict[str, str] = {}  # stream key -> device id as of the last pass
@@ -305,12 +300,11 @@ class Router:
         else:
             target, why = None, f"stays where it is: {choice.reason}"
         self.reasons[key] = why
-        # a stream on a device the mirror does not know is left alone until it does: one on a
-        # device that just went waits for the server's rescue (WirePlumber's comes ~15 ms after
-        # the removal): moved before it, the rescue lands after the move and looks like the
-        # user's (found by bench/routing.py with 50 calls on pipewire-pulse: all pinned); on
-        # PulseAudio it came before the removal: the stream is routed at once
-        known = on in snap.devices or (self.rescue_first and on in self._devices)
+        # a stream on a device the mirror has not read yet is left alone until it has; one on
+        # a device that just went is routed at once: PulseAudio rescued it before the removal,
+        # WirePlumber does ~15 ms after it (to the default, and a move of ours before that is
+        # seen as undone by the server, not moved by the user: moves.UNDO_WINDOW)
+        known = on in snap.devices or on in self._devices
         if target is not None and target.id != on and known and not self.moves.busy(key):
             self.moves.move(stream, target)
         return on

@@ -52,7 +52,6 @@ class Routing:
                  policies: Callable[[], PolicySet], pm: pluggy.PluginManager | None,
                  schedule: Callable[[], None], app_sessions: Callable,
                  server: Callable[[], ServerInfo | None]):
-        self.server = server
         self.router = decisions.router = Router(backend, tasks, policies, pm,
                                                 RouteStore(journal.path), schedule, app_sessions)
         #: Pause on route disconnect; :meth:`Disconnect.rescued` tells a server's move.
@@ -77,8 +76,6 @@ class Routing:
         back a headset's profile a crash left switched (once no call records)."""
         await self.echo.recover(cookie)
         self.headsets.recover(cookie)
-        server = self.server()
-        self.router.rescue_first = server is not None and not server.pipewire
 
     async def read_defaults(self) -> None:
         """After the graph is read: the server's default devices."""

@@ -225,3 +225,24 @@ async def test_volume_0_before_the_restore_is_not_the_users_volume(server, start
     assert daemon.reconciler.applied[KEY].base == USER
     server.remove("sink-input:2")
     await until(lambda: server.volume(KEY) == USER, "the user's volume back, not 0")
+
+
+async def test_one_read_of_a_stream_at_a_time_and_one_more_after(server, bare):
+    """Change events that come while a stream's read is in flight make one more read once it
+    is answered, not one each (pipewire-pulse sends four for a move: with 50 calls moved, a
+    read each slowed the server for every client); the last read sees the last change."""
+    server.add(game(1))
+    folds = await bare()
+    reads = []
+    reading = folds.backend.stream
+
+    async def stream(key):
+        reads.append(key)
+        return await reading(key)
+    folds.backend.stream = stream  # type: ignore[method-assign]
+    for volume in (1000, 2000, 3000, 4000):
+        server._set(KEY, volume=(volume, volume))
+        folds.mirror.handle(Event("change", "sink-input", 1, KEY))
+    await until(lambda: folds.mirror.streams[KEY].volume == (4000, 4000), "the last change")
+    await asyncio.sleep(0.02)
+    assert reads == [KEY, KEY]

@@ -232,30 +232,28 @@ async def test_wireplumbers_late_rescue_is_not_the_users_move(server, start):
 
 
 @pytest.mark.parametrize("pipewire", [False, True], ids=["pulseaudio", "pipewire-pulse"])
-async def test_a_call_on_a_device_that_went_is_routed_once_the_server_rescued_it(
-        server, start, pipewire):
-    """PulseAudio moves a vanished device's streams inside the unload, before its ``remove``:
-    the router routes them on the ``remove`` itself, without waiting to read the rescue.
-    WirePlumber moves them ~15 ms after: the router waits for that move (a move before it
-    would be taken for the user's)."""
-    if pipewire:
-        server.name = "PulseAudio (on PipeWire 0.3.65)"
+async def test_a_call_on_a_device_that_went_is_routed_on_the_remove(server, start, pipewire):
+    """A stream on a device that goes is routed on the device's ``remove``, without waiting
+    to read the server's rescue: PulseAudio moved it inside the unload, before the
+    ``remove``; WirePlumber moves it to the default sink ~15 ms after, over the router's
+    move: the server's undoing, not the user's move (no pin), and the router moves it back."""
     headphones = Device("sink", 9, "hp", "Headphones", form_factor="headphone")
     plug(server, headphones)
     daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
     plug(server, USB)
     await until(lambda: daemon.reconciler.streams[CALL].device == "sink:7"
-                and not daemon.reconciler.router.moves.busy(CALL), "the call on the headset")
+                and not router.moves.busy(CALL), "the call on the headset")
     server.devices = [d for d in server.devices if d.name != USB.name]
-    server.device_event("remove", "sink", USB.index)  # the rescue's read not answered yet
-    await until(lambda: "sink:7" not in daemon.reconciler.devices, "the headset gone")
-    await daemon.reconciler.answers(5.0)
-    if pipewire:
-        assert on(server, CALL) == "sink:7", "left for WirePlumber's move"
-        server._rescue(USB)
+    server.device_event("remove", "sink", USB.index)  # no rescue read yet
     await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
+    if pipewire:
+        await until(lambda: CALL in router.moves._landed, "the move landed")
+        user_move(server, CALL, server.device("speaker"))  # WirePlumber's rescue, late
+        await until(lambda: router.moves._undos.get(CALL) == 1, "the server's undoing")
+        await until(lambda: on(server, CALL) == "sink:9", "the call back on the headphones")
     await daemon.reconciler.answers(5.0)
-    assert daemon.reconciler.router.store.pins == {}
+    assert router.store.pins == {}
 
 
 async def test_a_server_that_undoes_every_move_is_fought_three_times_and_never_pinned(
@@ -278,7 +276,7 @@ async def test_a_server_that_undoes_every_move_is_fought_three_times_and_never_p
             await until(lambda undo=undo: router.moves._undos.get(CALL) == undo,
                         f"undo {undo} counted")
         await daemon.reconciler.answers(5.0)
-    assert "right after each of our last 3 moves" in caplog.text
+    assert f"right after each of our last {MAX_UNDOS} moves" in caplog.text
     assert on(server, CALL) == "sink:0" and router.store.pins == {}
     user_move(server, CALL, headphones)  # WirePlumber's own way back onto the route's device
     await until(lambda: router._seen.get(CALL) == "sink:9" and not router.moves.busy(CALL),
