@@ -3,8 +3,9 @@
 
 Every stream event starts a read of that stream (its reply is folded in, in order: one
 connection answers in order, and during a burst of events, pipewire-pulse announcing, linking
-and starting a new stream within ~7 ms, the first answer already lets a policy act); events
-that come while a read of the stream is in flight make one more read once it is answered. A write
+and starting a new stream within ~7 ms, the first answer already lets a policy act); change
+events that come while a read of the stream is in flight make one more read once it is
+answered. A write
 (:meth:`Mirror.send`) counts in the stream's write generation and puts the written values in
 the mirror at once, so a decision taken before the server echoes it starts from it.
 
@@ -177,10 +178,12 @@ class Mirror:
                 # but a fight shows in any read (see the gate): read now too; a server
                 # flooded by the fighter can take 0.5 s to answer our writes
                 self.read(key)
-        elif self._reads[key]:
+        elif self._reads[key] and event.type != "new":
             # one read of a stream at a time, and one more once it is answered: a stream
             # moved on pipewire-pulse makes four change events in a few ms (unlinked, corked,
-            # linked, running); a read each, for 50 calls, slowed the server for every client
+            # linked, running); a read each, for 50 calls, slowed the server for every client.
+            # (A `new` is always read at once, and shown to the gate: pipewire-pulse reuses
+            # the index of a removed stream, whose read may still be in flight.)
             self._reread.add(key)
         else:
             if event.type == "new" and self.guard is not None:

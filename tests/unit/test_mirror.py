@@ -246,3 +246,43 @@ async def test_one_read_of_a_stream_at_a_time_and_one_more_after(server, bare):
     await until(lambda: folds.mirror.streams[KEY].volume == (4000, 4000), "the last change")
     await asyncio.sleep(0.02)
     assert reads == [KEY, KEY]
+
+
+class NewStreams:
+    """A guard that only notes the streams announced to it."""
+
+    def __init__(self):
+        self.announced: list[str] = []
+
+    def holds(self, key):
+        return False
+
+    def flooded(self, key):
+        return False
+
+    def new_stream(self, kind, key):
+        self.announced.append(key)
+
+    def screen(self, stream, fresh, gen):
+        return False
+
+    def written(self, key, gen, values):
+        pass
+
+
+async def test_a_new_stream_at_a_reused_index_is_announced_while_the_old_ones_read_flies(
+        server, bare):
+    """pipewire-pulse gives a new stream the index of a removed one: its ``new`` is shown to
+    the gate (which mutes a new recording at once) and read, even while a read of the removed
+    stream is still in flight."""
+    server.add(game(1))
+    folds = await bare()
+    folds.mirror.guard = guard = NewStreams()
+    folds.mirror.handle(Event("change", "sink-input", 1, KEY))  # a read in flight
+    server.remove(KEY)
+    folds.mirror.handle(Event("remove", "sink-input", 1, KEY))
+    server.add(game(1, volume=(1234, 1234)))
+    folds.mirror.handle(Event("new", "sink-input", 1, KEY))
+    assert guard.announced == [KEY]
+    await until(lambda: KEY in folds.mirror.streams
+                and folds.mirror.streams[KEY].volume == (1234, 1234), "the new stream read")
