@@ -248,7 +248,8 @@ async def test_a_call_on_a_device_that_went_is_routed_on_the_remove(server, star
     server.device_event("remove", "sink", USB.index)  # no rescue read yet
     await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
     if pipewire:
-        await until(lambda: CALL in router.moves._landed, "the move landed")
+        await until(lambda: CALL in router.moves._landed and router._seen.get(CALL) == "sink:9",
+                    "the move landed, and seen by a pass")
         user_move(server, CALL, server.device("speaker"))  # WirePlumber's rescue, late
         await until(lambda: router.moves._undos.get(CALL) == 1, "the server's undoing")
         await until(lambda: on(server, CALL) == "sink:9", "the call back on the headphones")
@@ -270,8 +271,9 @@ async def test_a_server_that_undoes_every_move_is_fought_three_times_and_never_p
     await until(lambda: on(server, CALL) == "sink:9", "the call on the headphones")
     with caplog.at_level("WARNING", logger="audiopolicyd.runtime.moves"):
         for undo in range(1, MAX_UNDOS + 1):
-            await until(lambda: on(server, CALL) == "sink:9" and CALL in router.moves._landed,
-                        "the router's move landed")
+            await until(lambda: on(server, CALL) == "sink:9" and CALL in router.moves._landed
+                        and router._seen.get(CALL) == "sink:9",
+                        "the router's move landed, and seen by a pass")
             user_move(server, CALL, server.device("speaker"))  # WirePlumber undoes it
             await until(lambda undo=undo: router.moves._undos.get(CALL) == undo,
                         f"undo {undo} counted")
