@@ -101,6 +101,7 @@ class Mirror:
         self._reads: collections.Counter[str] = collections.Counter()  # reads in flight
         self._removals: dict[str, int] = {}  # key -> removals seen while reads were in flight
         self._reread: set[str] = set()  # held streams to read again once their read answers
+        self._epoch = 0  # connections reset so far: a read counts in _reads of its own only
         self._device_reads: dict[str, bool] = {}  # device id -> read again once answered
         self._device_removals: collections.Counter[str] = collections.Counter()  # meanwhile
 
@@ -113,6 +114,7 @@ class Mirror:
     def reset(self) -> list[str]:
         """The connection is gone: forget the graph; returns the keys of the streams dropped."""
         gone = list(self.streams)
+        self._epoch += 1  # reads spawned before this are the old connection's
         self._reads.clear()
         self._removals.clear()
         self.streams.clear()
@@ -195,7 +197,8 @@ class Mirror:
         """Read one stream by its id (as of the writes scheduled so far) and fold it in."""
         removals = self._removals.get(key, 0)
         self._reads[key] += 1  # in flight from now: events meanwhile ask for one more
-        return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0), removals))
+        return self.tasks.spawn(self._refresh(key, self._wgen.get(key, 0), removals,
+                                              self._epoch))
 
     async def reread(self, key: str) -> Stream | None:
         """Read one stream now, fold it in, and return it as the mirror then has it (None
@@ -236,13 +239,16 @@ class Mirror:
         self.devices = {d.id: d for d in devices}
         self.on_devices()
 
-    async def _refresh(self, key: str, gen: int, removals: int) -> None:
+    async def _refresh(self, key: str, gen: int, removals: int, epoch: int) -> None:
         """Read one stream and fold it into the mirror (see the module docstring). An answer
         for a stream removed meanwhile is dropped.
 
         :param gen: the stream's write count when the read was scheduled (tasks start in the
             order they are created, so a read goes out after the writes scheduled before it)
         :param removals: the stream's removals seen while reads were in flight, then
+        :param epoch: the mirror's resets then: a read spawned before a reset (the connection
+            went) is dropped and no longer counted in flight (counted, it would leave the
+            count at -1 and every later change event of a stream at that index unread)
         """
         writes_answered = not self._inflight[key]
         overdue: list[bool] = []
@@ -267,11 +273,14 @@ class Mirror:
                                  stream.volume, stream.muted, stream.corked, stream.device)
         finally:
             timer.cancel()
-            self._reads[key] -= 1
-            removed = self._removals.get(key, 0) != removals
-            if not self._reads[key]:
-                del self._reads[key]
-                self._removals.pop(key, None)
+            if epoch != self._epoch:
+                removed = True  # the old connection's
+            else:
+                self._reads[key] -= 1
+                removed = self._removals.get(key, 0) != removals
+                if not self._reads[key]:
+                    del self._reads[key]
+                    self._removals.pop(key, None)
         if removed:
             return
         if stream is None:
