@@ -198,16 +198,11 @@ class HeadsetProfiles:
                 self.journal.record_switched_card(info.cookie if info else 0, card.name, before)
         try:
             await self.backend.set_card_profile(card, profile)
-        except NoSuchDevice as exc:
+        except (NoSuchDevice, ProfileUnavailable) as exc:
             logger.warning("Bluetooth card %s not switched to %s: %s", card.name, profile, exc)
             self.switched.pop(card.name, None)
-            self._forget(card.name)
-            return
-        except ProfileUnavailable as exc:
-            logger.warning("Bluetooth card %s not switched to %s: %s", card.name, profile, exc)
-            self.switched.pop(card.name, None)
-            if before:
-                self._forget(card.name)  # still in its own profile
+            if before or isinstance(exc, NoSuchDevice):  # still in its own profile, or gone
+                self._forget(card.name)
             return
         if not before:
             self._forget(card.name)

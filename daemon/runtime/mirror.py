@@ -212,14 +212,15 @@ class Mirror:
             self._device_reads[device_id] = True  # once this read is answered
             return
         self._device_reads[device_id] = False
-        self.tasks.spawn(self._refresh_device(device_id))
+        self.tasks.spawn(self._refresh_device(device_id, self._epoch))
 
-    async def _refresh_device(self, device_id: str) -> None:
+    async def _refresh_device(self, device_id: str, epoch: int) -> None:
         try:
             found = await self.backend.device(device_id)
         finally:
-            again = self._device_reads.pop(device_id, False)
-            removed = self._device_removals.pop(device_id, 0)
+            old = epoch != self._epoch  # the connection went meanwhile: not this one's read
+            again = not old and self._device_reads.pop(device_id, False)
+            removed = old or self._device_removals.pop(device_id, 0)
         # else it went after the read went out: dropped already. A device read again unchanged
         # (a sink's change event is mostly its volume, which a Device does not hold) asks
         # for no pass.
