@@ -51,6 +51,7 @@ from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
 from .runtime import Runtime
+from .recorder.recorders import Recorders
 from .sessionroutes import SessionRoutes
 
 logger = logging.getLogger(__name__)
@@ -156,6 +157,10 @@ class Daemon:
         self.access = MicrophoneAccess(self.microphone, self._asks_on_activation)
         self.app_sessions.on_app_activated.append(self.access.activated)
         self.app_sessions.listeners.append(self.access.session_event)
+        # recordings (SWML's record verb): in sessions of their own, on the sessions' routes
+        self.recorders = Recorders(self.backend, self.app_sessions, self.access,
+                                   lambda: self.runtime.devices, self.session_routes,
+                                   server=args.server)
         self.switch: MicrophoneSwitch | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()
@@ -203,7 +208,8 @@ class Daemon:
     async def _shutdown(self) -> None:
         """Restore every effect, then close everything; a step that fails does not stop the
         next (and makes the exit status 1)."""
-        steps = [("restore every effect", self._restore)]
+        steps = [("end every recording", self.recorders.close),
+                 ("restore every effect", self._restore)]
         if self.mpris is not None:
             steps.append(("stop following players", self.mpris.stop))
         if self.switch is not None:
@@ -270,13 +276,15 @@ class Daemon:
     async def _connect_bus(self) -> None:
         bus_type = BusType.SYSTEM if self.args.system else BusType.SESSION
         try:
-            self.bus = await MessageBus(bus_address=self.args.bus, bus_type=bus_type).connect()
+            # file descriptors: RecordToFile's (every one a message brings is closed after it)
+            self.bus = await MessageBus(bus_address=self.args.bus, bus_type=bus_type,
+                                        negotiate_unix_fd=True).connect()
         except Exception as exc:  # no bus: enforce policies anyway, say what is missing
             logger.error("no D-Bus connection (%s): running without the D-Bus API and without "
                          "MPRIS pausing (interrupted streams are muted)", exc)
             return
         api = DBusApi(self.bus, self, self.app_sessions, self.access, identify,
-                      self.session_routes)
+                      self.session_routes, self.recorders)
         self.manager = api.manager
         api.export()
         reply = await self.bus.request_name(BUS_NAME)

@@ -24,7 +24,9 @@ Rules, in AVAudioSession terms (see docs/policies.md):
   microphone input (monitor recordings excepted).
 * A server module's stream (``module-loopback``, ``module-echo-cancel``) is infrastructure: it
   is in no session, so it neither acts nor is acted on, unless a ``[[classify]]`` rule names
-  its module (``module = [...]``). Plugins do not classify module streams.
+  its module (``module = [...]``). Plugins do not classify module streams. Nor is the
+  daemon's own stream (:attr:`~audiopolicyd.model.Stream.own`: the recorder's capture): the
+  recording's explicit session acts for it (:mod:`audiopolicyd.recorder`).
 
 Every function takes the plugin manager as ``pm``; without one (None) no plugin is called and
 the policies alone decide.
@@ -38,7 +40,7 @@ from typing import Iterable, Mapping
 
 from .model import NEUTRAL, Action, Effect, Reason, Session, Snapshot, Stream, StreamKind
 from .pluginmanager import PluginManager, call_for, classify_with_plugins
-from .policy import Interaction, Policy, PolicySet, direction_of
+from .policy import INFRASTRUCTURE, Interaction, Policy, PolicySet, direction_of
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,9 @@ def classify(snapshot: Snapshot, policies: PolicySet,
             out[key] = hit[1]
             continue
         result = None
+        if stream.own:
+            out[key] = (INFRASTRUCTURE, "the daemon's own stream (a recorder's capture)")
+            continue
         if pm is not None and not stream.module:
             result = classify_with_plugins(pm, stream, policies)
             if result is not None and result[0] not in policies.policies:

@@ -21,12 +21,16 @@ BUS_NAME = "io.github.audiopolicyd.AudioPolicy1"
 OBJECT_PATH = "/io/github/audiopolicyd/AudioPolicy1"
 MANAGER_IFACE = BUS_NAME + ".Manager"
 SESSION_IFACE = BUS_NAME + ".Session"
+#: One recording (``Manager.Record``); ``Recording`` is the Manager's who-is-recording property.
+RECORDER_IFACE = BUS_NAME + ".Recorder"
 #: Implemented by prompt agents, called by the daemon.
 AGENT_IFACE = BUS_NAME + ".PermissionAgent"
 #: Where ``audiopolicyctl agent`` exports :data:`AGENT_IFACE` on its own connection.
 AGENT_PATH = "/io/github/audiopolicyd/PermissionAgent"
 #: A session's object path is this prefix and its id (``s3``).
 SESSION_PATH_PREFIX = OBJECT_PATH + "/session/"
+#: A recording's object path is this prefix and its control id (32 hex digits).
+RECORDER_PATH_PREFIX = OBJECT_PATH + "/recorder/"
 #: Prefix of the daemon's D-Bus error names (``...Error.NotAllowed``).
 ERROR_PREFIX = BUS_NAME + ".Error."
 

@@ -127,12 +127,19 @@ class Event:
     :param id: the object's opaque id, as :attr:`Stream.id <audiopolicyd.model.Stream.id>`,
         :attr:`Device.id <audiopolicyd.model.Device.id>` and :attr:`Card.id
         <audiopolicyd.model.Card.id>` carry it; '' for a module or the server
+    :param maybe_own: a ``new`` source-output that may be the backend's own capture, starting
+        (:meth:`Backend.capture`; which one is ours shows only in its first read): it must not
+        be written to before that read. pipewire-pulse 0.3.65 never starts a record stream
+        whose own client sets its mute before the stream is ready: its format negotiation
+        stays at ``negotiating`` (seen: ``pw-dump`` shows the links stuck there, no audio ever
+        comes); a write from another client does no harm.
     """
 
     type: str
     facility: str
     index: int
     id: str = ""
+    maybe_own: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         self._cookie: int | None = None  # the server instance the indices above belong to
         self._reset_clients(pipewire=False)
         self._own_client = INVALID_INDEX  # our connection's client index (own streams)
+        self._starting_captures = 0  # captures of ours not yet giving blocks (Event.maybe_own)
 
     async def connect(self) -> ServerInfo:
         self.close()
@@ -207,7 +208,9 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
             oid = stream_id(_KINDS[facility], ev.index)
         else:
             oid = object_id(facility, ev.index) if facility in ("sink", "source", "card") else ""
-        return Event(etype, facility, ev.index, oid)
+        maybe_own = etype == "new" and facility == "source-output" \
+            and self._starting_captures > 0
+        return Event(etype, facility, ev.index, oid, maybe_own)
 
     async def _call(self, coro):
         try:

@@ -121,8 +121,16 @@ class PulseRouting:
         info = await self._device_info(device)
         source = info.monitor_source_name if device.kind == "sink" else info.name
         blocks = pulse_capture.record(self._p, source, rate, channels, block_ms)
+        # until its first block, a new source-output may be this capture (Event.maybe_own)
+        self._starting_captures += 1
+        starting = True
         try:
             async for block in blocks:
+                if starting:
+                    starting = False
+                    self._starting_captures -= 1
                 yield block
         finally:
+            if starting:
+                self._starting_captures -= 1
             await blocks.aclose()

@@ -45,14 +45,17 @@ def bus_kind(system: bool) -> str:
     return "system" if system else "session"
 
 
-async def connect(bus_address: str | None = None, system: bool = False) -> MessageBus:
+async def connect(bus_address: str | None = None, system: bool = False,
+                  negotiate_unix_fd: bool = False) -> MessageBus:
     """A new connection to the session bus (or ``bus_address``, or the system bus).
 
+    :param negotiate_unix_fd: able to pass file descriptors (``RecordToFile``)
     :raises DaemonNotRunning: when no bus answers
     """
     try:
         return await MessageBus(bus_address=bus_address,
-                                bus_type=BusType.SYSTEM if system else BusType.SESSION).connect()
+                                bus_type=BusType.SYSTEM if system else BusType.SESSION,
+                                negotiate_unix_fd=negotiate_unix_fd).connect()
     except Exception as exc:
         raise DaemonNotRunning(f"cannot connect to the {bus_kind(system)} bus: {exc}") from None
 

@@ -46,7 +46,7 @@ from ..names import BUS_NAME, MANAGER_IFACE
 from ..pluginmanager import make_plugin_manager, plugin_settings_schemas, unenabled_options
 from ..policy import PolicyError
 from ..policystore import check_policies, default_dirs, find_files, load_files, print_check
-from . import routes
+from . import record, routes, swml
 from .common import CtlError, console
 from .run import _exit_code, cmd_run  # noqa: F401  (_exit_code: part of the surface tests use)
 
@@ -423,6 +423,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     agent.add_argument("--notify", action="store_true",
                        help="ask through desktop notifications (org.freedesktop.Notifications)")
     routes.add_parsers(sub, common, reads)
+    record.add_parser(sub, common)
+    swml.add_parser(sub, common)
     policy = sub.add_parser("policy", help="policy files")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
     check = psub.add_parser("check", parents=[common, reads],
@@ -455,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
                    "monitor": cmd_monitor, "sessions": cmd_sessions, "explain": cmd_explain,
                    "run": cmd_run, "permissions": cmd_permissions, "grant": cmd_decide,
                    "deny": cmd_decide, "reset": cmd_decide, "agent": cmd_agent,
-                   **routes.HANDLERS}[args.command]
+                   **routes.HANDLERS, **record.HANDLERS,
+                   **swml.HANDLERS}[args.command]
         return asyncio.run(handler(args))
     except CtlError as exc:
         print(f"audiopolicyctl: {exc}", file=sys.stderr)

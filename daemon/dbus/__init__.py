@@ -2,15 +2,17 @@
 
 Bus name ``io.github.audiopolicyd.AudioPolicy1``; the Manager lives at
 ``/io/github/audiopolicyd/AudioPolicy1``, one Session object per explicit session under
-``.../session/``; errors are ``io.github.audiopolicyd.AudioPolicy1.Error.<Name>``
-(:mod:`audiopolicyd.names`, :mod:`audiopolicyd.errors`). Every member is documented in
+``.../session/``, one Recorder object per recording under ``.../recorder/``; errors are
+``io.github.audiopolicyd.AudioPolicy1.Error.<Name>`` (:mod:`audiopolicyd.names`,
+:mod:`audiopolicyd.errors`). Every member is documented in
 docs/dbus-api.md and frozen in docs/dbus/.
 
 No decisions here: who may do what is decided by the session layer
 (:mod:`audiopolicyd.appsessions`) and microphone access
 (:mod:`audiopolicyd.microphone.access`), which the methods call with the caller
-(:mod:`.service`). One module per interface: :mod:`.manager`, :mod:`.session`; the agent
-round trip in :mod:`.agents`; value conversion and argument bounds in :mod:`.convert`.
+(:mod:`.service`). One module per interface: :mod:`.manager`, :mod:`.session`,
+:mod:`.recorder`; the agent round trip in :mod:`.agents`; value conversion and argument
+bounds in :mod:`.convert`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,19 @@ from typing import Any, Callable
 
 from dbus_fast import Message, MessageType
 
-from ..names import BUS_DAEMON, MANAGER_IFACE, OBJECT_PATH, SESSION_IFACE, SESSION_PATH_PREFIX
+from ..names import (
+    BUS_DAEMON, MANAGER_IFACE, OBJECT_PATH, RECORDER_IFACE, RECORDER_PATH_PREFIX, SESSION_IFACE,
+    SESSION_PATH_PREFIX,
+)
 from .agents import AgentClient
 from .manager import ManagerInterface
-from .service import CallerDispatch
+from .recorder import RecorderInterface
+from .service import CallerDispatch, close_fds
 from .session import SessionInterface
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AgentClient", "DBusApi", "ManagerInterface", "SessionInterface"]
+__all__ = ["AgentClient", "DBusApi", "ManagerInterface", "RecorderInterface", "SessionInterface"]
 
 
 class DBusApi:
@@ -46,20 +52,29 @@ class DBusApi:
     :param identify: ``(pid, uid) -> Identity`` (:func:`audiopolicyd.identity.identify`)
     :param routes: the sessions' routes (:class:`~audiopolicyd.sessionroutes.SessionRoutes`);
         None: sessions show an empty route and refuse route calls with ``Error.NotSupported``
+    :param recorders: the recordings (:class:`~audiopolicyd.recorder.recorders.Recorders`);
+        None: ``Record`` answers ``Error.NotSupported``
     """
 
-    def __init__(self, bus, daemon: Any, sessions, access, identify: Callable, routes=None):
+    def __init__(self, bus, daemon: Any, sessions, access, identify: Callable, routes=None,
+                 recorders=None):
         self.bus = bus
         self.sessions = sessions
         self.access = access
         self.routes = routes
+        self.recorders = recorders
         self.manager = ManagerInterface(daemon, self)
         self.objects: dict[str, SessionInterface] = {}
+        self.recorder_objects: dict[str, RecorderInterface] = {}
         self.dispatch = CallerDispatch(bus, identify)
         self.dispatch.route(MANAGER_IFACE, ManagerInterface,
                             lambda path, sender: self.manager if path == OBJECT_PATH else None)
         self.dispatch.route(SESSION_IFACE, SessionInterface, self._session_object)
+        self.dispatch.route(RECORDER_IFACE, RecorderInterface, self._recorder_object)
         sessions.listeners.append(self._on_session_event)
+        if recorders is not None:
+            recorders.on_created.append(self._export_recorder)
+            recorders.on_dropped.append(self._unexport_recorder)
         if access.broker is not None:
             access.broker.caller = AgentClient(bus)
             access.broker.on_decisions.append(self._permissions_changed)
@@ -89,7 +104,28 @@ class DBusApi:
         session = self.sessions.get(path[len(SESSION_PATH_PREFIX):], sender)
         return self.objects.get(session.id)
 
+    def _export_recorder(self, recording) -> None:
+        obj = self.recorder_objects[recording.control_id] = RecorderInterface(recording)
+        self.bus.export(RECORDER_PATH_PREFIX + recording.control_id, obj)
+
+    def _unexport_recorder(self, recording) -> None:
+        if self.recorder_objects.pop(recording.control_id, None) is not None:
+            self.bus.unexport(RECORDER_PATH_PREFIX + recording.control_id)
+
+    def _recorder_object(self, path: str, sender: str) -> RecorderInterface | None:
+        if not path.startswith(RECORDER_PATH_PREFIX) or self.recorders is None:
+            return None
+        # the recorders decide: NoSuchSession, NotOwner
+        recording = self.recorders.get(path[len(RECORDER_PATH_PREFIX):], sender)
+        return self.recorder_objects.get(recording.control_id)
+
     def _on_message(self, msg: Message):
+        try:
+            return self._handle(msg)
+        finally:
+            close_fds(msg)
+
+    def _handle(self, msg: Message):
         if msg.message_type == MessageType.SIGNAL:
             if msg.member == "NameOwnerChanged" and msg.signature == "sss" \
                     and msg.sender == "org.freedesktop.DBus":
@@ -97,6 +133,8 @@ class DBusApi:
                 if name.startswith(":") and old and not new:
                     self.sessions.drop_owner(name)
                     self.access.peer_gone(name)
+                    if self.recorders is not None:
+                        self.recorders.peer_gone(name)
             return None
         if msg.message_type != MessageType.METHOD_CALL:
             return None

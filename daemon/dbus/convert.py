@@ -150,10 +150,12 @@ def typed_dict(payload: dict[str, tuple[str, object]]) -> dict[str, Variant]:
 
 def plain_dict(payload) -> dict:
     """A ``{str: python value}`` payload as ``a{sv}``: bool b, int x, float d, a collection
-    as (of its items' ``str``), anything else s."""
+    as (of its items' ``str``), a dictionary ``a{sv}`` (the same rules), anything else s."""
     out = {}
     for key, value in payload.items():
-        if isinstance(value, bool):
+        if isinstance(value, dict):
+            out[key] = Variant("a{sv}", plain_dict(value))
+        elif isinstance(value, bool):
             out[key] = Variant("b", value)
         elif isinstance(value, int):
             out[key] = Variant("x", value)

@@ -1,22 +1,24 @@
 """``io.github.audiopolicyd.AudioPolicy1.Manager``: the daemon's read side, reload, sessions,
-and microphone permission and routing (the user's routes).
+microphone permission, routing (the user's routes) and recordings.
 
 (No ``from __future__ import annotations`` here: dbus-fast reads D-Bus signatures from the
 annotations at run time.)
 """
 
 import logging
+import os
 from typing import Any
 
 from dbus_fast import Variant
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, method, signal
 
 from .. import __version__
-from ..errors import InvalidArgument, NotAllowed
+from ..errors import InvalidArgument, NotAllowed, NotSupported
 from ..limits import (
     APP_ID_CHARS, IDENTIFIER_CHARS, OBJECT_PATH_CHARS, PORT_UID_CHARS, TARGET_CHARS, check_text,
 )
-from ..names import MANAGER_IFACE
+from ..names import MANAGER_IFACE, RECORDER_PATH_PREFIX
+from ..recorder.params import parse as parse_params
 from .convert import plain_dict, session_hints, stream_dict, typed_dict
 from ..runtime.routeview import route_table
 from .service import caller_method, guarded
@@ -104,6 +106,32 @@ class ManagerInterface(ServiceInterface):
             raise InvalidArgument("ResetRoutes app must not be empty")
         await self._users_own(caller, "ResetRoutes")
         return self._daemon.runtime.router.reset(app)
+
+    @caller_method("Record")
+    async def record(self, caller, params: "a{sv}") -> "o":
+        return await self._record(caller, params, None)
+
+    @caller_method("RecordToFile")
+    async def record_to_file(self, caller, params: "a{sv}", fd: "h") -> "o":
+        return await self._record(caller, params, fd)
+
+    async def _record(self, caller, params: dict, fd) -> str:
+        """Start a recording (:class:`~audiopolicyd.recorder.recorders.Recorders`); in the
+        foreground (``background`` false, SWML's ``record``) answer when it has ended."""
+        try:
+            recorders = self._api.recorders
+            if recorders is None:
+                raise NotSupported("this daemon does not record (no audio server connection)")
+            checked = parse_params({key: variant.value for key, variant in params.items()})
+            identity = await caller.identity()
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+        recording = await recorders.record(caller.name, identity, checked, fd)
+        if not checked.background:
+            await recording.job.done.wait()
+        return RECORDER_PATH_PREFIX + recording.control_id
 
     async def _users_own(self, caller, what: str) -> None:
         """Routes are the user's: refuse sandboxed callers and other users (as microphone

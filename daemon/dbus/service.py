@@ -20,12 +20,13 @@ import asyncio
 import functools
 import inspect
 import logging
+import os
 from typing import Any, Callable
 
-from dbus_fast import DBusError, Message, MessageType
+from dbus_fast import DBusError, Message, MessageType, SignatureTree
 from dbus_fast.service import ServiceInterface, method
 
-from ..errors import AudioPolicyError, Internal
+from ..errors import AudioPolicyError, Internal, InvalidArgument
 from ..identity import Identity
 from ..names import BUS_DAEMON, ERROR_PREFIX
 
@@ -165,10 +166,11 @@ class CallerDispatch:
             if target is None:
                 return None
             caller = BusCaller(self.bus, msg.sender, self.identify)
+            body = _with_fds(msg)
             if inspect.iscoroutinefunction(impl):
-                self.spawn(self._answer_later(msg, out_sig, impl(target, caller, *msg.body)))
+                self.spawn(self._answer_later(msg, out_sig, impl(target, caller, *body)))
                 return True
-            return self._reply(msg, out_sig, impl(target, caller, *msg.body))
+            return self._reply(msg, out_sig, impl(target, caller, *body))
         except Exception as exc:
             return self._error(msg, exc)
 
@@ -198,3 +200,31 @@ class CallerDispatch:
             return Message.new_error(msg, exc.type, exc.text)
         logger.error("%s failed", msg.member, exc_info=exc)
         return Message.new_error(msg, ERROR_PREFIX + Internal.name, f"{type(exc).__name__}: {exc}")
+
+
+def _with_fds(msg: Message) -> list:
+    """*msg*'s arguments, each ``h`` (a file descriptor: an index into the message's
+    descriptors on the wire) as a descriptor of the implementation's own (a duplicate, which it
+    closes; the message's own are closed by :func:`close_fds`). A missing one is
+    ``Error.InvalidArgument``."""
+    if "h" not in msg.signature:
+        return msg.body
+    body = list(msg.body)
+    for i, kind in enumerate(SignatureTree(msg.signature).types):
+        if kind.token == "h":
+            index = body[i]
+            if not isinstance(index, int) or not 0 <= index < len(msg.unix_fds or ()):
+                raise InvalidArgument(f"{msg.member}: argument {i} names no file descriptor")
+            body[i] = os.dup(msg.unix_fds[index])
+    return body
+
+
+def close_fds(msg: Message) -> None:
+    """Close the file descriptors *msg* brought (every message's, after it is handled: a
+    method that takes one works on a duplicate, :func:`_with_fds`); a client cannot make the
+    daemon keep descriptors by sending them."""
+    for fd in msg.unix_fds or ():
+        try:
+            os.close(fd)
+        except OSError:
+            pass

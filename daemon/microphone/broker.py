@@ -130,13 +130,15 @@ def is_microphone(stream: Stream, quiet: frozenset[str]) -> bool:
     :func:`quiet_monitors`), and is not the audio server's own: not one whose client is the
     PipeWire daemon's own process (``libpipewire-module-echo-cancel`` loaded in
     ``pipewire.conf``), as the server vouches (:attr:`Stream.vouched` ``pipewire.sec.pid``)
-    and /proc confirms (:func:`~audiopolicyd.identity.audio_server_process`). A stream not
+    and /proc confirms (:func:`~audiopolicyd.identity.audio_server_process`); and not the
+    daemon's own (:attr:`Stream.own`: its recorder's capture, whose caller's permission the
+    recorder checks itself, :mod:`audiopolicyd.recorder`). A stream not
     linked yet counts (fail closed). Whether a pulse module's stream is trusted is the
     caller's question (the gate's :class:`~audiopolicyd.microphone.gate.ModuleTrust` keeps the
     trusted modules)."""
     return (stream.kind is StreamKind.SOURCE_OUTPUT
             and (not stream.linked or stream.device not in quiet)
-            and not server_stream(stream))
+            and not server_stream(stream) and not stream.own)
 
 
 def server_stream(stream: Stream) -> bool:

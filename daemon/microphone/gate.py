@@ -394,6 +394,7 @@ class MicrophoneGate:
                                 self._source_name(stream),
                                 "a trusted module's stream" if stream.module
                                 else "the PipeWire daemon's own stream" if server_stream(stream)
+                                else "the recorder's own capture" if stream.own
                                 else "not a microphone path")
                     self._release(stream)  # its volume too, if held at 0
                 self.gates[key] = Gate.EXEMPT

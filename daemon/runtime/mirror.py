@@ -188,7 +188,9 @@ class Mirror:
             # the index of a removed stream, whose read may still be in flight.)
             self._reread.add(key)
         else:
-            if event.type == "new" and self.guard is not None:
+            # (a stream that may be our own capture, starting, is written to after its first
+            # read only: Event.maybe_own; the gate holds another app's then)
+            if event.type == "new" and self.guard is not None and not event.maybe_own:
                 self.guard.new_stream(kind, key)
             self.read(key)
         return True

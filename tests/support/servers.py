@@ -358,12 +358,23 @@ SERVERS: dict[str, type[AudioServer]] = {
     cls.name: cls for cls in (PulseAudioServer, PipeWireServer)}
 
 
-def add_microphone(server: AudioServer, name: str) -> str:
+def add_microphone(server: AudioServer, name: str, scripted: bool = False) -> str:
     """Load a pipe source *name* fed by ``programs/mic_feeder.py`` (stopped with the server's
-    clients); returns its name."""
+    clients): the sine, or, *scripted*, silence and what :func:`speak_into` hands it; returns
+    its name."""
     fifo = server.dir / f"{name}.fifo"
     args = MIC_ARGS.replace("source_name=mic ", f"source_name={name} ")
     with pulse(server) as p:
         p.module_load("module-pipe-source", f"file={fifo} {args}")
-    start_client(server, [sys.executable, str(MIC_FEEDER), str(fifo)])
+    start_client(server, [sys.executable, str(MIC_FEEDER), str(fifo),
+                          *(["--script"] if scripted else [])])
     return name
+
+
+def speak_into(server: AudioServer, name: str, audio: bytes) -> None:
+    """Feed *audio* (raw s16le, 48 kHz, stereo) into the scripted microphone *name*
+    (:func:`add_microphone`) once, from its next 10 ms block on."""
+    play = server.dir / f"{name}.fifo.play"
+    part = play.with_suffix(".part")
+    part.write_bytes(audio)
+    part.rename(play)

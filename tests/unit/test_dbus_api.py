@@ -19,7 +19,7 @@ from dbus_fast.introspection import Node
 
 from audiopolicyd import limits
 from audiopolicyd.agents import PermissionAgentInterface
-from audiopolicyd.dbus import ManagerInterface, SessionInterface
+from audiopolicyd.dbus import ManagerInterface, RecorderInterface, SessionInterface
 from audiopolicyd.dbus.agents import AgentClient as CallerAwareCalls  # the agent round trip
 from audiopolicyd.dbus.convert import category_arguments, error, plain_dict, session_hints
 from audiopolicyd.names import ERROR_PREFIX
@@ -35,6 +35,7 @@ def render() -> str:
     """The declared interfaces as one introspection document."""
     node = Node(name=None, interfaces=[ManagerInterface(None).introspect(),
                                        SessionInterface(None).introspect(),
+                                       RecorderInterface(None).introspect(),
                                        PermissionAgentInterface(None).introspect()])
     element = node.to_xml()
     ElementTree.indent(element)

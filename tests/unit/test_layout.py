@@ -23,14 +23,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
      "microphone.privacy", "route"),
     # 1: errors and the bounds of what clients send
     ("errors", "limits"),
-    # 2: the pure core: parsing policies, effects, hooks
-    ("policy", "effects", "hookspecs", "routing"),
+    # 2: the pure core: parsing policies, effects, hooks; a recording's params, detectors,
+    #    encoding, status and state machine; SWML documents
+    ("policy", "effects", "hookspecs", "routing", "recorder", "swml"),
     # 3: the pure core: decisions, sessions, journal, plugin host
     ("policystore", "pluginmanager", "engine", "sessions", "journal", "explain",
      "routing.decide"),
     # 4: the domain beside the runtime: app sessions, the microphone gate, backends, MPRIS,
     #    and the offline simulation (which runs app sessions as the daemon does)
-    ("appsessions", "sessionroutes", "microphone", "backends", "mpris", "simulate"),
+    ("appsessions", "sessionroutes", "microphone", "backends", "mpris", "simulate",
+     "recorder.capture", "recorder.recorders"),
     # 5: the runtime, and the microphone gate's enforcement, which it builds (kept beside the
     #    microphone code: it reads the runtime's mirror and writes through its actuator)
     ("runtime", "microphone.gate"),
@@ -42,7 +44,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: Programs beside the daemon, and what of the daemon they must not import.
 PROGRAMS = ("client", "agents", "ctl")
 DAEMON_ONLY = ("runtime", "dbus", "app", "backends", "microphone.gate", "microphone.access",
-               "microphone.broker", "appsessions", "sessionroutes", "mpris")
+               "microphone.broker", "appsessions", "sessionroutes", "mpris", "recorder.capture",
+               "recorder.recorders")
 #: What a plugin may import from the package.
 PLUGIN_MAY_IMPORT = ("", "model", "policy", "hookspecs", "route", "routing")
 

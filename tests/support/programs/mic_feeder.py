@@ -1,6 +1,7 @@
 """The test microphone's signal: a 440 Hz sine written into a FIFO in 10 ms blocks, in real time.
 
-    python mic_feeder.py FIFO
+    python mic_feeder.py FIFO            # the sine
+    python mic_feeder.py FIFO --script   # silence, and what a test hands it (below)
 
 The test servers read the FIFO with ``module-pipe-source`` (source ``mic``), which behaves as a
 capture device does: a new recording gets the source's blocks as they are captured, never a
@@ -18,6 +19,11 @@ While nobody records ``mic``, the servers do not read the FIFO, and what waited 
 reach the next recording at once: a capture device never hands out what it captured before a
 stream started. So the feeder drops what the server left unread for two blocks: a new
 recording finds at most 20 ms waiting. Runs until killed.
+
+With ``--script`` it feeds digital silence, and whenever a file ``FIFO.play`` appears (raw
+s16le, 48 kHz, stereo; a test writes it elsewhere and renames it there, so it appears whole) it
+feeds that file's content once, from the next block on, removes the file, and goes back to
+silence: the recorder's tests speak into the microphone when they choose.
 """
 
 import array
@@ -67,17 +73,36 @@ def drop_unread(fd: int, limit: int) -> None:
             return
 
 
+class Script:
+    """``--script``'s signal: silence, or the content of ``FIFO.play`` once it appears."""
+
+    def __init__(self, play: str, block: int):
+        self.play, self.block = play, block
+        self.data, self.offset = b"", 0
+
+    def next(self) -> bytes:
+        if self.offset >= len(self.data) and os.path.exists(self.play):
+            with open(self.play, "rb") as f:
+                self.data, self.offset = f.read(), 0
+            os.unlink(self.play)
+        chunk = self.data[self.offset:self.offset + self.block]
+        self.offset += self.block
+        return chunk + bytes(self.block - len(chunk))
+
+
 def main() -> None:
     second = sine_period()
     block = RATE * BLOCK_MS // 1000 * CHANNELS * 2
+    script = Script(sys.argv[1] + ".play", block) if "--script" in sys.argv[2:] else None
     fd = inode = None
     offset, due = 0, time.monotonic()
     while True:
         fd, inode = reopen(sys.argv[1], fd, inode)
+        chunk = script.next() if script is not None else second[offset:offset + block]
         if fd is not None:
             drop_unread(fd, 2 * block)
             try:
-                os.write(fd, second[offset:offset + block])
+                os.write(fd, chunk)
             except BlockingIOError:
                 pass  # full: the server is not reading; dropped next time
         offset = (offset + block) % len(second)
