@@ -160,7 +160,8 @@ class Daemon:
         # recordings (SWML's record verb): in sessions of their own, on the sessions' routes
         self.recorders = Recorders(self.backend, self.app_sessions, self.access,
                                    lambda: self.runtime.devices, self.session_routes,
-                                   server=args.server)
+                                   state_dir=state_dir)
+        self.recorders.recover()  # files a kill cut short
         self.switch: MicrophoneSwitch | None = None
         self.started = time.monotonic()
         self._stop = asyncio.Event()

@@ -70,6 +70,7 @@ class Capability(enum.Flag):
     CAPTURE = enum.auto()  #: :meth:`Backend.capture`
     KILL_RECORDINGS = enum.auto()  #: :meth:`Backend.kill` of a recording stream
     CARD_PROFILES = enum.auto()  #: :meth:`Backend.set_card_profile`
+    PLAYBACK = enum.auto()  #: :meth:`Backend.play`
 
 
 class CaptureFailed(BackendError):
@@ -380,4 +381,23 @@ class Backend(abc.ABC):
             recording
         :raises ServerGone: when the server goes away while recording
         :raises Unsupported: without :attr:`Capability.CAPTURE`
+        """
+
+    @abc.abstractmethod
+    async def play(self, device: Device, pcm: bytes, *, rate: int = 48000,
+                   channels: int = 1) -> None:
+        """Play *pcm* on a sink and return once the server has played it (drained): a
+        playback stream of the backend's own connection (libpulse's
+        ``pa_stream_connect_playback``, as ``paplay``), which the server lists as a sink-input
+        of the daemon's client (:attr:`Stream.own <audiopolicyd.model.Stream.own>`: no policy
+        acts on it, no route moves it). A recording's beep.
+
+        :param device: the sink
+        :param pcm: :data:`SAMPLE_FORMAT` (``s16le``), channels interleaved
+        :param rate: frames per second, 8000-192000
+        :param channels: 1-8
+        :raises ValueError: for a rate or channel count out of bounds
+        :raises NoSuchDevice: when the sink does not exist (any more)
+        :raises ServerGone: when the server goes away
+        :raises Unsupported: without :attr:`Capability.PLAYBACK`
         """

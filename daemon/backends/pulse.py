@@ -86,7 +86,7 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
 
     capabilities = (Capability.CARDS | Capability.MOVE_STREAMS | Capability.DEFAULT_DEVICES
                     | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS
-                    | Capability.CARD_PROFILES)
+                    | Capability.PLAYBACK | Capability.CARD_PROFILES)
 
     def __init__(self, server: str | None = None, client_name: str = "audiopolicyd"):
         self.server = server

@@ -10,7 +10,7 @@ import pulsectl
 import pulsectl_asyncio
 
 from ..model import Card, Device, Stream, StreamKind
-from . import pulse_capture
+from . import pulse_capture, pulse_playback
 from .base import DefaultDevices, Module, ModuleLoadFailed, NoSuchDevice, ProfileUnavailable
 
 logger = logging.getLogger(__name__)
@@ -134,3 +134,10 @@ class PulseRouting:
             if starting:
                 self._starting_captures -= 1
             await blocks.aclose()
+
+    async def play(self, device: Device, pcm: bytes, *, rate: int = 48000,
+                   channels: int = 1) -> None:
+        if device.kind != "sink":
+            raise ValueError(f"{device.id} is no sink to play on")
+        info = await self._device_info(device)
+        await pulse_playback.play(self._p, info.name, pcm, rate, channels)

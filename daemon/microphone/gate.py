@@ -386,8 +386,10 @@ class MicrophoneGate:
             if microphone and stream.owner_module >= 0:
                 microphone = not self.trust.trusts(stream, self._source_name(stream))
             if not microphone:
-                if stream.muted and (key in self._muted_on_new or before is Gate.BLOCKED) \
-                        and not mine:
+                # (the daemon's own capture is never left muted: the server may start it
+                # muted, remembering an earlier capture of ours that was muted on `new`)
+                if stream.muted and (key in self._muted_on_new or before is Gate.BLOCKED
+                                     or stream.own) and not mine:
                     self._muted_on_new.discard(key)
                     self.actuator.mute(stream.key, False)
                     logger.info("%s (%s) records %s: %s, unmuted", key, stream.label,

@@ -50,6 +50,8 @@ BLOCK_MS = 10
 HOLD_MS = 100
 #: How often the file is made whole on disk while recording (ms of audio): what a kill leaves.
 FLUSH_MS = 1000
+#: Seconds without a block after which the capture has stalled (an error).
+STALL_S = 5.0
 
 
 class State(str, enum.Enum):
@@ -146,8 +148,8 @@ class RecordJob:
         if self.state.ended or self.stop_reason:
             return
         self.stop_reason = why
-        if self._task is not None and self.state is State.STARTING:
-            self._task.cancel()  # recording, it ends after the block under way
+        if self._task is not None:
+            self._task.cancel()  # the block awaited is dropped (at most one: 10 ms)
 
     def pause(self, behavior: str) -> None:
         """SWML's pause: ``silence`` (the paused time is written as silence) or ``skip``.
@@ -183,15 +185,19 @@ class RecordJob:
             blocks = self._blocks()
             self.start_time = time.time()
             self._set(State.RECORDING)
-            async for block in blocks:
+            while True:
+                try:
+                    block = await asyncio.wait_for(anext(blocks), STALL_S)
+                except StopAsyncIteration:
+                    raise ConnectionError("the capture ended") from None
+                except asyncio.TimeoutError:
+                    raise ConnectionError(f"no audio came for {STALL_S:g} s") from None
                 end = self._feed(block)
                 if end is not None:
                     break
-                if self.stop_reason:
+                if self.stop_reason:  # stop() without a task to cancel (run() awaited)
                     end = State.FINISHED
                     break
-            else:
-                raise ConnectionError("the capture ended")
         except asyncio.CancelledError:
             end = State.FINISHED if self.stop_reason else State.ERROR
             self.error = "" if self.stop_reason else "cancelled"

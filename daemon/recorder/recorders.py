@@ -23,6 +23,10 @@ What a recording does around its :class:`~.job.RecordJob` (the issue's policy, S
   (``$XDG_DATA_HOME/audiopolicyd/recordings``), ``record_url`` its ``file://`` URL.
 * **Status**: every state reached goes to the job's listeners (the D-Bus object's
   ``StatusChanged``) and, with ``status_url``, to a :class:`~.status.StatusPoster`.
+* **A kill**: each recording under way has a marker in the state directory
+  (``recordings/<control_id>.json``: its file and format) from its start to its end; the
+  next start repairs the files of the markers it finds (:meth:`Recorders.recover`,
+  :func:`.encode.repair`: a WAV's header, an MP4's last fragment) and logs what each kept.
 * **Bounds**: :data:`MAX_PER_CLIENT` recordings under way per connection,
   :data:`MAX_RECORDINGS` in all; :data:`KEEP_ENDED` ended ones kept per connection for their
   properties (the oldest goes first), all dropped when the connection leaves the bus.
@@ -31,7 +35,9 @@ What a recording does around its :class:`~.job.RecordJob` (the issue's policy, S
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
+import json
 import logging
 import os
 import socket
@@ -94,19 +100,19 @@ class Recorders:
     :param directory: where recordings without a caller's file go
     :param daemon_id: the daemon's id in status payloads (``project_id``); default: a new
         uuid per run
-    :param server: the audio server's address for the beep's ``paplay`` (None: its default)
+    :param state_dir: where the markers of recordings under way live (None: no crash repair)
     """
 
     def __init__(self, backend: Backend, sessions, access, devices: Callable[[], dict],
                  routes=None, directory: Path | None = None, daemon_id: str = "",
-                 server: str | None = None):
+                 state_dir: Path | None = None):
         self.backend = backend
         self.sessions = sessions
         self.access = access
         self.devices = devices
         self.routes = routes
         self.directory = directory or default_directory()
-        self.server = server
+        self.markers = state_dir / "recordings" if state_dir is not None else None
         #: ``project_id`` and ``node_id`` of status payloads: this daemon's run, this machine
         self.daemon_id = daemon_id or str(uuid.uuid4())
         self.node_id = str(uuid.uuid5(uuid.NAMESPACE_DNS, socket.gethostname()))
@@ -159,6 +165,7 @@ class Recorders:
             raise
         poster = status.StatusPoster(params.status_url) if params.status_url else None
         # the job's callbacks read `recording`, bound below, when they are called
+        self._mark(control_id, target, params.format)
         job = RecordJob(params, writer, lambda: self._blocks(recording), url,
                         prepare=lambda: self._prepare(recording),
                         status=lambda job, state: self._payload(recording, state))
@@ -201,12 +208,8 @@ class Recorders:
                                   "(O_RDWR: an encoder reads back its headers)")
         if flags & os.O_APPEND:
             raise InvalidArgument("RecordToFile fd must not be open in append mode")
-        try:
-            where = os.readlink(f"/proc/self/fd/{fd}")
-        except OSError:
-            where = ""
-        url = Path(where).as_uri() if where.startswith("/") else f"fd:{fd}"
-        return os.fdopen(fd, "r+b"), url
+        where = _fd_path(fd)
+        return os.fdopen(fd, "r+b"), Path(where).as_uri() if where else f"fd:{fd}"
 
     # -- the job's parts -------------------------------------------------------------------
 
@@ -223,7 +226,9 @@ class Recorders:
                                  "microphone")
         if params.beep:
             output = await self._output(recording)
-            await beep.play(output.name if output is not None else "", self.server)
+            if output is None:
+                raise ConnectionError("no output (sink) to beep on")
+            await beep.play(self.backend, output)
         self.sessions.set_active(session, True, [])
 
     async def _blocks(self, recording: Recording):
@@ -315,6 +320,7 @@ class Recorders:
         delivers what is left; a gone caller's recording is dropped, and a caller keeps at
         most :data:`KEEP_ENDED` ended ones."""
         job = recording.job
+        self._unmark(recording.control_id)
         logger.info("recording %s ended: %s%s (%.2f s, %d bytes)", recording.control_id,
                     job.state.value, f" ({job.error})" if job.error else "", job.duration,
                     job.size)
@@ -336,8 +342,61 @@ class Recorders:
         for old in ended[:-KEEP_ENDED]:
             self._drop(old)
 
+    # -- crash repair ---------------------------------------------------------------------
+
+    def _mark(self, control_id: str, target: Any, fmt: str) -> None:
+        """The marker of a recording under way: where its file is (as far as the daemon
+        knows a path: a caller's descriptor's path from /proc) and its format."""
+        if self.markers is None:
+            return
+        path = str(target) if isinstance(target, Path) else _fd_path(target)
+        try:
+            self.markers.mkdir(parents=True, exist_ok=True)
+            (self.markers / f"{control_id}.json").write_text(
+                json.dumps({"path": path, "format": fmt}))
+        except OSError as exc:  # a full disk: the recording goes on, unrepairable after a kill
+            logger.warning("recording %s: no crash marker (%s)", control_id, exc)
+
+    def _unmark(self, control_id: str) -> None:
+        if self.markers is not None:
+            with contextlib.suppress(OSError):
+                (self.markers / f"{control_id}.json").unlink()
+
+    def recover(self) -> None:
+        """Repair the files of recordings a kill cut (their markers are left), once at start;
+        each repaired file is logged with the seconds it kept. Never raises."""
+        if self.markers is None or not self.markers.is_dir():
+            return
+        for marker in sorted(self.markers.glob("*.json")):
+            try:
+                entry = json.loads(marker.read_text())
+                path, fmt = str(entry["path"]), str(entry["format"])
+                kept = encode.repair(path, fmt) if path else None
+                if kept is None:
+                    logger.warning("recording %s was cut by a crash; nothing of %s could be "
+                                   "saved", marker.stem, path or "its file (no path known)")
+                else:
+                    logger.warning("recording %s was cut by a crash: %s repaired, %.2f s kept",
+                                   marker.stem, path, kept)
+            except Exception as exc:  # a bad marker or file must not stop the daemon
+                logger.error("recording %s: could not repair after a crash: %s", marker.stem,
+                             exc)
+            with contextlib.suppress(OSError):
+                marker.unlink()
+
     def _drop(self, recording: Recording) -> None:
         if self.recordings.pop(recording.control_id, None) is not None:
             for listener in self.on_dropped:
                 listener(recording)
 
+
+
+def _fd_path(file: Any) -> str:
+    """The path a descriptor (or a file object's) names, from /proc; '' when it has none
+    (deleted, a pipe)."""
+    try:
+        fd = file if isinstance(file, int) else file.fileno()
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except (OSError, ValueError):
+        return ""
+    return where if where.startswith("/") and not where.endswith(" (deleted)") else ""

@@ -227,3 +227,225 @@ def test_the_microphone_going_away_ends_it_as_error_with_a_valid_file(
     data, _ = soundfile.read(out, dtype="int16")
     assert len(data) >= RATE and np.any(np.abs(data) > 1000)
     daemon.assert_running()
+
+
+def call_output(daemon: DaemonProcess) -> str:
+    """The sink ``playAndRecord`` (a ``listen`` or stereo recording's session) is routed to,
+    as ``audiopolicyctl routes`` shows it (a null sink's uid is its name)."""
+    done = daemon.ctl("routes", "--json")
+    assert done.returncode == 0, done.stderr
+    row = next(r for r in json.loads(done.stdout)["Categories"]
+               if r["Category"] == "playAndRecord")
+    assert row["Output"], row
+    return row["Output"].split("/")[0]
+
+
+def tone_level(audio: np.ndarray, freq: float, rate: int = RATE) -> float:
+    """The amplitude of *freq* in *audio* (a DFT term, normalised: a full-scale sine ~ 1)."""
+    if not len(audio):
+        return 0.0
+    t = np.arange(len(audio)) / rate
+    term = np.abs(np.dot(audio.astype(np.float64), np.exp(-2j * np.pi * freq * t)))
+    return float(2 * term / len(audio) / 32768)
+
+
+class StatusServer:
+    """A local HTTP server (127.0.0.1) that keeps every POST's JSON body."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        bodies = self.bodies = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers["Content-Length"])
+                bodies.append((self.headers["Content-Type"], json.loads(self.rfile.read(length))))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/status"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_every_status_is_posted_in_order_with_the_seeds_shape(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    http = StatusServer()
+    try:
+        code, states, closing, err = run_record(daemon, "--max-length", "1",
+                                                "--initial-timeout", "0", "--status-url",
+                                                http.url, str(tmp_path / "cb.wav"))
+        assert code == 0, err
+        wait_for(lambda: len(http.bodies) >= 2, 10, "two statuses posted")
+    finally:
+        http.close()
+    assert [ctype for ctype, _ in http.bodies] == ["application/json"] * 2
+    posted = [body for _, body in http.bodies]
+    assert [p["params"]["state"] for p in posted] == ["recording", "finished"]
+    assert posted == states  # the D-Bus signal carries the same payload
+    first, last = posted
+    assert set(first) == {"event_type", "event_channel", "timestamp", "project_id", "space_id",
+                          "params"}
+    assert first["event_type"] == "calling.call.record"
+    assert first["event_channel"] == f"swml:{first['space_id']}"
+    assert set(first["params"]) == {"state", "control_id", "call_id", "node_id", "url",
+                                    "recording_id", "record"}
+    assert set(last["params"]) == set(first["params"]) | {"duration", "size", "start_time",
+                                                          "end_time"}
+    assert last["params"]["record"] == {"audio": {"format": "wav", "direction": "speak",
+                                                  "stereo": False}}
+    assert last["params"]["url"] == closing["record_url"]
+    assert abs(last["params"]["duration"] - 1.0) <= 0.02
+
+
+def test_other_output_is_silenced_while_it_records_speech_and_restored_after(
+        server: AudioServer, daemon: DaemonProcess, voice: str, tone: Path,
+        tmp_path: Path) -> None:
+    from tests.support.clients import play
+    from tests.support.streams import wait_muted, wait_stream
+
+    music = play(server, tone, role="music")
+    wait_stream(server, music)
+    proc, reader = start_record(daemon, "--max-length", "3", "--initial-timeout", "0",
+                                str(tmp_path / "quiet.wav"))
+    try:
+        wait_recording(reader)
+        wait_muted(server, music, True)  # a voicemail is recorded in quiet
+        code, closing = finish(proc, reader)
+    finally:
+        stop_process(proc)
+    assert code == 0
+    wait_muted(server, music, False)
+
+
+def test_a_listen_recording_mixes_and_stereo_has_the_microphone_left_and_the_output_right(
+        server: AudioServer, daemon: DaemonProcess, voice: str, speech: np.ndarray,
+        tone: Path, tmp_path: Path) -> None:
+    from tests.support.clients import play
+    from tests.support.streams import stream_state, wait_stream
+
+    # the other party of a call (role phone: playAndRecord), on the call's route, where the
+    # recording's session (playAndRecord too) hears
+    music = play(server, tone, role="phone")
+    wait_stream(server, music)
+    out = tmp_path / "call.wav"
+    proc, reader = start_record(daemon, "--stereo", "--max-length", "3", "--initial-timeout",
+                                "0", str(out))
+    try:
+        wait_recording(reader)
+        speak_into(server, voice, stereo_bytes(speech))
+        code, closing = finish(proc, reader)
+        assert not stream_state(server, music)[1]  # it mixed: nothing was silenced
+    finally:
+        stop_process(proc)
+    assert code == 0
+    data, _ = soundfile.read(out, dtype="int16")
+    left, right = data[:, 0], data[:, 1]
+    assert tone_level(right, 440) > 0.1 > tone_level(left, 440) * 10  # the output: right
+    assert np.count_nonzero(np.abs(left) > 1000) > RATE // 10  # the speech: left
+
+
+def test_the_beep_plays_on_the_output_before_recording_and_is_not_in_the_file(
+        server: AudioServer, daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    from tests.support.audio import RAW_RATE
+    from tests.support.clients import record as parecord
+    from tests.support.streams import wait_stream
+
+    heard = tmp_path / "output.raw"
+    # the output a listen recording's session is routed to, recorded with a meter's role
+    # (audioProcessing, which silences nobody; record would silence the beep)
+    monitor = parecord(server, device=call_output(daemon) + ".monitor", role="music",
+                       path=heard, latency_ms=20)
+    wait_stream(server, monitor, kind="source-output")
+    out = tmp_path / "after-beep.wav"
+    code, states, closing, err = run_record(daemon, "--beep", "--direction", "listen",
+                                            "--max-length", "1", "--initial-timeout", "0",
+                                            str(out))
+    assert code == 0, err
+    stop_process(monitor)
+    output = np.frombuffer(heard.read_bytes(), dtype="<i2")[::2]
+    # the beep was heard on the output: -12 dBFS (0.25) in its loudest 100 ms
+    window = RAW_RATE // 10
+    assert max(tone_level(output[i:i + window], 1000, RAW_RATE)
+               for i in range(0, len(output) - window, window // 2)) > 0.15
+    data, _ = soundfile.read(out, dtype="int16")
+    assert tone_level(data, 1000) < 0.005  # and the recording of that output has none of it
+
+
+def test_a_caller_that_leaves_the_bus_stops_its_recording_with_a_valid_file(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    out = tmp_path / "left.mp3"
+    proc, reader = start_record(daemon, "--initial-timeout", "0", str(out))
+    try:
+        wait_recording(reader)
+        wait_for(lambda: out.stat().st_size > 8000, 10, "half a second recorded")
+        proc.kill()
+        proc.wait(5)
+    finally:
+        stop_process(proc)
+    wait_for(lambda: "ended: finished" in daemon.log_text(), 10, "the recording to end")
+    assert soundfile.info(out).duration >= 0.4
+    daemon.assert_running()
+
+
+def test_a_recording_cut_by_a_kill_is_repaired_at_the_next_start(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    out = tmp_path / "killed.wav"
+    proc, reader = start_record(daemon, "--initial-timeout", "0", str(out))
+    try:
+        wait_recording(reader)
+        wait_for(lambda: out.stat().st_size > RATE * 2 * 2, 10, "two seconds recorded")
+        daemon.kill()
+        code = proc.wait(10)
+    finally:
+        stop_process(proc)
+    assert code == 2  # the CLI says the daemon left
+    daemon.start()
+    wait_for(lambda: "repaired" in daemon.log_text(), 10, "the repair at start")
+    info = soundfile.info(out)
+    assert info.frames >= 2 * RATE and info.samplerate == RATE
+
+
+def test_the_seeds_swml_example_records_and_plays_back(
+        server: AudioServer, daemon: DaemonProcess, voice: str, speech: np.ndarray) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "record-and-play.yaml"
+    proc = subprocess.Popen([*AUDIOPOLICYCTL, "swml", "--json", str(example)], env=daemon.env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    reader = LineReader(proc.stdout)
+    try:
+        wait_recording(reader)
+        speak_into(server, voice, stereo_bytes(speech))
+        code = proc.wait(60)
+    finally:
+        stop_process(proc)
+    reader.join(5)
+    assert code == 0, proc.stderr.read()
+    variables = json.loads(reader.lines[-1])
+    assert variables["record_result"] == "success"
+    path = Path(variables["record_url"].removeprefix("file://"))
+    assert soundfile.info(path).duration > 2
+
+
+def test_a_full_disk_ends_it_as_error_with_what_fitted_kept_valid(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    from tests.integration.test_faults import small_filesystem
+
+    with small_filesystem(tmp_path / "small", "256k") as small:
+        out = small / "full.wav"
+        code, states, closing, err = run_record(daemon, "--initial-timeout", "0",
+                                                "--max-length", "30", str(out))
+        assert code == 1, err
+        assert states[-1]["params"]["state"] == "error"
+        info = soundfile.info(out)  # a valid WAV of what fitted: about 2.6 s of 48 kHz mono
+        assert info.duration > 2.0 and out.stat().st_size <= 256 * 1024
+    daemon.assert_running()

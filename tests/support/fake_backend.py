@@ -162,6 +162,8 @@ class FakeServer:
         #: The devices each profile of a card gives, by card name and profile name.
         self.card_devices: dict[str, dict[str, list[Device]]] = {}
         self._feeds: dict[str, asyncio.Queue[bytes]] = {}
+        #: What :meth:`FakeBackend.play` played: ``(sink name, pcm)``.
+        self.played: list[tuple[str, bytes]] = []
 
     def add_card(self, card: Card, devices: Mapping[str, Sequence[Device]]) -> None:
         """A card appears with the devices of its active profile (*devices*: the devices each
@@ -335,7 +337,7 @@ class FakeBackend(Backend):
 
     capabilities = (Capability.CARDS | Capability.MOVE_STREAMS | Capability.DEFAULT_DEVICES
                     | Capability.MODULES | Capability.CAPTURE | Capability.KILL_RECORDINGS
-                    | Capability.CARD_PROFILES)
+                    | Capability.CARD_PROFILES | Capability.PLAYBACK)
 
     def __init__(self, server: FakeServer) -> None:
         self.server = server
@@ -481,6 +483,12 @@ class FakeBackend(Backend):
             block = await feed.get()
             self._check()
             yield block
+
+    async def play(self, device: Device, pcm: bytes, *, rate: int = 48000,
+                   channels: int = 1) -> None:
+        """Kept in the server's ``played`` as ``(sink name, pcm)``."""
+        self._device(device)
+        self.server.played.append((device.name, pcm))
 
     # -- inside -----------------------------------------------------------------------------
 

@@ -211,3 +211,37 @@ async def test_stereo_judges_the_microphone_channel(tmp_path, speech):
     assert data.shape[1] == 2 and len(data) < n - RATE
     assert np.array_equal(data[:, 0], left[:len(data)])
     assert np.array_equal(data[:, 1], right[:len(data)])
+
+
+def stalling(blocks_first: int):
+    """A capture that gives some blocks of silence, then nothing (a stalled device)."""
+
+    async def capture():
+        for _ in range(blocks_first):
+            await asyncio.sleep(0)
+            yield silence(BLOCK_MS / 1000)
+        await asyncio.Event().wait()
+        yield silence(0)  # never reached
+
+    return capture
+
+
+async def test_a_stalled_capture_ends_as_error(tmp_path, monkeypatch):
+    monkeypatch.setattr("audiopolicyd.recorder.job.STALL_S", 0.2)
+    path = tmp_path / "stall.wav"
+    job = RecordJob(parse({"initial_timeout": 0}), encode.open_writer(path, "wav", RATE, 1),
+                    stalling(50), path.as_uri())
+    assert await job.run() is State.ERROR and "no audio came" in job.error
+    assert soundfile.info(path).frames == 50 * BLOCK
+
+
+async def test_stop_ends_a_recording_waiting_for_audio_as_finished(tmp_path):
+    path = tmp_path / "wait.wav"
+    job = RecordJob(parse({"initial_timeout": 0}), encode.open_writer(path, "wav", RATE, 1),
+                    stalling(30), path.as_uri())
+    task = job.start()
+    while job._judged < 30 * BLOCK:  # the 30 blocks are in
+        await asyncio.sleep(0.01)
+    job.stop("Stop()")
+    assert await task is State.FINISHED and job.result == "success"
+    assert soundfile.info(path).frames == 30 * BLOCK
