@@ -470,7 +470,7 @@ def open_writer(target: str | os.PathLike[str] | BinaryIO, fmt: str, rate: int,
             or channels not in CHANNELS[fmt]:
         raise ValueError(f"channel count {channels!r} not supported by {fmt}")
     owned = isinstance(target, (str, os.PathLike))
-    if owned:
+    if isinstance(target, (str, os.PathLike)):
         # Unbuffered: every byte the library gives is in the kernel at once, and survives a kill
         file: Any = open(target, "wb", buffering=0)  # closed by the writer
     else:

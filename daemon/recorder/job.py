@@ -192,8 +192,9 @@ class RecordJob:
                     raise ConnectionError("the capture ended") from None
                 except asyncio.TimeoutError:
                     raise ConnectionError(f"no audio came for {STALL_S:g} s") from None
-                end = self._feed(block)
-                if end is not None:
+                outcome = self._feed(block)
+                if outcome is not None:
+                    end = outcome
                     break
                 if self.stop_reason:  # stop() without a task to cancel (run() awaited)
                     end = State.FINISHED
