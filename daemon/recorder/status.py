@@ -57,12 +57,14 @@ import json
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 
 from ..limits import quote
+
+if TYPE_CHECKING:  # imported when first used: the daemon starts without it
+    import httpx
 
 logger = logging.getLogger(__name__)
 
@@ -261,6 +263,8 @@ def check_status_url(url: Any) -> str:
 
     :raises ValueError: naming ``status_url`` and the problem
     """
+    import httpx
+
     if not isinstance(url, str):
         raise ValueError(f"status_url must be a string, not {quote(url)}")
     if len(url) > STATUS_URL_CHARS:
@@ -337,6 +341,8 @@ class StatusPoster:
     def __init__(self, url: str, *, client: httpx.AsyncClient | None = None, retries: int = 3,
                  backoff_ms: int = 200, timeout_s: float = 5.0,
                  max_queue: int = QUEUE_PAYLOADS) -> None:
+        import httpx
+
         self.url = check_status_url(url)
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"retries must be an integer >= 0, not {quote(retries)}")
@@ -431,6 +437,8 @@ class StatusPoster:
                 self._in_flight = False
 
     async def _deliver(self, item: _Item) -> None:
+        import httpx
+
         attempts = 1 + self.retries
         for attempt in range(attempts):
             if attempt:
@@ -458,6 +466,8 @@ class StatusPoster:
     async def _attempt(self, body: bytes) -> int:
         """One POST; the answer's status code (its body is not read: a receiver's answer is
         not ours to buffer)."""
+        import httpx
+
         async with self._client.stream(
                 "POST", self.url, content=body, headers={"Content-Type": "application/json"},
                 follow_redirects=False, timeout=httpx.Timeout(self.timeout_s)) as response:
