@@ -32,7 +32,7 @@ from dbus_fast import Message, MessageType, Variant
 
 from .. import client as apc
 from ..client.bus import add_match, plain
-from ..names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, RECORDER_IFACE
+from ..names import BUS_NAME, MANAGER_IFACE, OBJECT_PATH, PROPERTIES_IFACE, RECORDER_IFACE
 from .common import CtlError
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,8 @@ async def _follow(bus, path: str, statuses: asyncio.Queue, gone: asyncio.Event,
                 stopped = True
                 await apc.bus.call(bus, path, RECORDER_IFACE, "Stop")
             if terminal:
-                _progress(last, time.monotonic() - started)
+                _progress(last, time.monotonic() - started,
+                          await _level(bus, path) if not stopped else None)
     finally:
         loop.remove_signal_handler(signal.SIGINT)
         if keys is not None:
@@ -201,9 +202,28 @@ async def _follow(bus, path: str, statuses: asyncio.Queue, gone: asyncio.Event,
     return last
 
 
-def _progress(last: dict, elapsed: float) -> None:
+async def _level(bus, path: str) -> float | None:
+    """The recorder's ``Level`` (dBFS), None when it cannot be read."""
+    try:
+        reply = await apc.bus.call(bus, path, PROPERTIES_IFACE, "Get", "ss",
+                                   [RECORDER_IFACE, "Level"])
+    except apc.AudioPolicyError:
+        return None
+    return float(reply.body[0].value)
+
+
+#: The meter's width in characters, and the level it starts at (dBFS).
+METER_CHARS, METER_FLOOR_DB = 30, -60.0
+
+
+def _progress(last: dict, elapsed: float, level: float | None) -> None:
+    """One terminal line: the state, the elapsed time and a level meter."""
     state = last.get("params", {}).get("state", "starting")
-    print(f"\r\033[K{state} {elapsed:6.1f} s", end="", file=sys.stderr, flush=True)
+    meter = ""
+    if level is not None and state == "recording":
+        filled = round(METER_CHARS * min(1.0, max(0.0, 1 - level / METER_FLOOR_DB)))
+        meter = f" [{'#' * filled}{' ' * (METER_CHARS - filled)}] {max(level, -99):5.1f} dBFS"
+    print(f"\r\033[K{state} {elapsed:6.1f} s{meter}", end="", file=sys.stderr, flush=True)
 
 
 class _Keys:

@@ -75,6 +75,10 @@ class RecorderInterface(ServiceInterface):
     def size(self) -> "t":
         return int(self.recording.job.size)
 
+    @dbus_property(access=PropertyAccess.READ, name="Level")
+    def level(self) -> "d":
+        return max(-120.0, float(self.recording.job.level_dbfs))
+
     @signal(name="StatusChanged")
     def status_changed(self, payload) -> "a{sv}":
         return payload

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -108,6 +109,9 @@ class RecordJob:
         self._judged = 0  # frames of audio judged (paused time not counted)
         self._voiced_at = -1  # frame of the end of the last voiced block; -1: no speech yet
         self._flushed = 0
+        #: The level of the last block recorded, dBFS (RMS over all channels; -120 for digital
+        #: silence): a live meter's.
+        self.level_dbfs = -120.0
         #: Why :meth:`stop` was called ('' when it was not).
         self.stop_reason = ""
         self._task: asyncio.Task | None = None
@@ -222,6 +226,8 @@ class RecordJob:
                 self._hold(np.zeros_like(block), -1)
             return None
         mono = block if block.ndim == 1 else block[:, 0 if self.params.microphone else 1]
+        power = float(np.mean(np.square(block, dtype=np.float64)))
+        self.level_dbfs = 10 * math.log10(power / 32768 ** 2) if power else -120.0
         self._hold(block, self._position)
         self._position += len(block)
         for tone in self._dtmf.feed(mono):
