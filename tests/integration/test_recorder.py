@@ -8,11 +8,13 @@ the server's default source. What was recorded is measured in the file the daemo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -433,6 +435,8 @@ def test_the_seeds_swml_example_records_and_plays_back(
     variables = json.loads(reader.lines[-1])
     assert variables["record_result"] == "success"
     path = Path(variables["record_url"].removeprefix("file://"))
+    # in the recordings directory: $XDG_DATA_HOME/audiopolicyd/recordings
+    assert path.parent == daemon.data_home / "audiopolicyd" / "recordings"
     assert soundfile.info(path).duration > 2
 
 
@@ -451,3 +455,163 @@ def test_a_full_disk_ends_it_as_error_with_what_fitted_kept_valid(
         info = soundfile.info(out)
         assert info.duration >= 1.5 and out.stat().st_size <= 256 * 1024
     daemon.assert_running()
+
+
+# -- over D-Bus, as an app would call it ----------------------------------------------------
+
+RECORDER_IFACE = "io.github.audiopolicyd.AudioPolicy1.Recorder"
+ERROR = "io.github.audiopolicyd.AudioPolicy1.Error."
+
+
+async def _bus(daemon: DaemonProcess):
+    from audiopolicyd.buswriter import MessageBus
+
+    return await MessageBus(bus_address=daemon.env["DBUS_SESSION_BUS_ADDRESS"],
+                            negotiate_unix_fd=True).connect()
+
+
+async def _call(bus, member: str, signature: str = "", body: list | None = None,
+                path: str = "/io/github/audiopolicyd/AudioPolicy1",
+                interface: str = "io.github.audiopolicyd.AudioPolicy1.Manager", fds=()):
+    from dbus_fast import Message
+
+    return await asyncio.wait_for(bus.call(Message(
+        destination="io.github.audiopolicyd.AudioPolicy1", path=path, interface=interface,
+        member=member, signature=signature, body=body or [], unix_fds=list(fds))), 30)
+
+
+async def _get(bus, path: str, name: str):
+    reply = await _call(bus, "Get", "ss", [RECORDER_IFACE, name], path,
+                        "org.freedesktop.DBus.Properties")
+    return reply.body[0].value
+
+
+def test_bad_params_and_files_get_named_errors_and_nothing_records(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    from dbus_fast import Variant
+
+    async def go() -> list[tuple[str, str]]:
+        bus = await _bus(daemon)
+        out = []
+        try:
+            for params in ({"max_length": Variant("s", "10")},
+                           {"format": Variant("s", "flac")},
+                           {"input_sensitivity": Variant("d", 101.0)},
+                           {"terminators": Variant("s", "#" * 100000)},
+                           {"status_url": Variant("s", "file:///etc/passwd")},
+                           {"max_lenght": Variant("d", 3.0)},
+                           {"stereo": Variant("as", ["yes"])}):
+                reply = await _call(bus, "Record", "a{sv}", [params])
+                out.append((reply.error_name or "", str(reply.body[0])[:200]))
+            read_only = os.open(tmp_path / "ro.wav", os.O_RDONLY | os.O_CREAT, 0o644)
+            read, write = os.pipe()
+            for fd in (read_only, write):
+                reply = await _call(bus, "RecordToFile", "a{sv}h", [{}, 0], fds=[fd])
+                out.append((reply.error_name or "", str(reply.body[0])[:200]))
+            for fd in (read_only, read, write):
+                os.close(fd)
+        finally:
+            bus.disconnect()
+        return out
+
+    answers = asyncio.run(go())
+    assert [name for name, _ in answers] == [ERROR + "InvalidArgument"] * 9, answers
+    for (_, message), param in zip(answers, ("max_length", "format", "input_sensitivity",
+                                             "terminators", "status_url", "max_lenght",
+                                             "stereo", "regular file", "reading and writing")):
+        assert param in message and len(message) < 200
+    assert not list(daemon.data_home.rglob("*.*"))  # no recording was started
+    daemon.assert_running()
+
+
+def test_foreground_record_answers_when_it_ends_and_pause_keeps_or_skips_time(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    from dbus_fast import Variant
+
+    async def go() -> tuple[float, dict, dict]:
+        bus = await _bus(daemon)
+        try:
+            began = time.monotonic()
+            fd = os.open(tmp_path / "fg.wav", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            reply = await _call(bus, "RecordToFile", "a{sv}h",
+                                [{"max_length": Variant("d", 1.0),
+                                  "initial_timeout": Variant("d", 0.0)}, 0], fds=[fd])
+            os.close(fd)
+            foreground = time.monotonic() - began
+            path = reply.body[0]
+            fg = {name: await _get(bus, path, name) for name in ("State", "Result", "Duration")}
+            kept = {}
+            for behavior in ("silence", "skip"):
+                reply = await _call(bus, "Record", "a{sv}",
+                                    [{"background": Variant("b", True),
+                                      "initial_timeout": Variant("d", 0.0)}])
+                path = reply.body[0]
+                await asyncio.sleep(1.0)
+                await _call(bus, "Pause", "s", [behavior], path, RECORDER_IFACE)
+                assert await _get(bus, path, "State") == "paused"
+                await asyncio.sleep(1.0)
+                await _call(bus, "Resume", "", [], path, RECORDER_IFACE)
+                await asyncio.sleep(1.0)
+                await _call(bus, "Stop", "", [], path, RECORDER_IFACE)
+                for _ in range(50):
+                    if await _get(bus, path, "State") == "finished":
+                        break
+                    await asyncio.sleep(0.1)
+                kept[behavior] = await _get(bus, path, "Duration")
+            return foreground, fg, kept
+        finally:
+            bus.disconnect()
+
+    foreground, fg, kept = asyncio.run(go())
+    assert foreground >= 1.0  # Record without background answers once it has ended
+    assert fg["State"] == "finished" and fg["Result"] == "success"
+    assert abs(fg["Duration"] - 1.0) <= 0.02
+    assert 2.8 <= kept["silence"] <= 3.4  # the paused second kept as silence
+    assert 1.8 <= kept["skip"] <= 2.4  # the paused second dropped
+
+
+def test_an_undecided_app_waits_for_the_user_and_a_denial_ends_it_as_error(
+        daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    ctl_ok(daemon, "reset", CTL_APP)
+    proc, reader = start_record(daemon, "--max-length", "1", "--initial-timeout", "0",
+                                str(tmp_path / "asked.wav"))
+    try:
+        from tests.support.microphone import permissions
+
+        wait_for(lambda: permissions(daemon).get(CTL_APP, {}).get("Request") == "pending", 10,
+                 "the request for the CLI's app")
+        assert not statuses(reader.lines)  # nothing recorded while the user is asked
+        ctl_ok(daemon, "grant", CTL_APP)
+        code, closing = finish(proc, reader)
+    finally:
+        stop_process(proc)
+    assert code == 0 and closing["record_result"] == "success"
+    assert [s["params"]["state"] for s in statuses(reader.lines)] == ["recording", "finished"]
+
+    ctl_ok(daemon, "reset", CTL_APP)
+    proc, reader = start_record(daemon, "--max-length", "1", str(tmp_path / "denied.wav"))
+    try:
+        wait_for(lambda: permissions(daemon).get(CTL_APP, {}).get("Request") == "pending", 10,
+                 "the second request")
+        ctl_ok(daemon, "deny", CTL_APP)
+        code, closing = finish(proc, reader)
+    finally:
+        stop_process(proc)
+    assert code == 1 and closing["record_result"] == "failed"
+    assert [s["params"]["state"] for s in statuses(reader.lines)] == ["error"]
+
+
+def test_a_server_restart_ends_it_as_error_and_the_daemon_goes_on(
+        server: AudioServer, daemon: DaemonProcess, voice: str, tmp_path: Path) -> None:
+    out = tmp_path / "restart.wav"
+    proc, reader = start_record(daemon, "--initial-timeout", "0", str(out))
+    try:
+        wait_recording(reader)
+        wait_for(lambda: out.stat().st_size > RATE * 2, 10, "a second recorded")
+        server.restart()
+        code, closing = finish(proc, reader)
+    finally:
+        stop_process(proc)
+    assert code == 1 and statuses(reader.lines)[-1]["params"]["state"] == "error"
+    assert soundfile.info(out).duration >= 1.0
+    daemon.wait_connected()

@@ -73,6 +73,8 @@ class DaemonProcess:
         self.root = Path(root)
         self.state_home = self.root / "state"
         self.config_home = self.root / "config"
+        #: ``XDG_DATA_HOME``: recordings without a file of their own go under it
+        self.data_home = self.root / "data"
         self.policy_dir = self.config_home / "audiopolicyd" / "policies"
         self.policy_dir.mkdir(parents=True, exist_ok=True)
         self.state_home.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,8 @@ class DaemonProcess:
     def env(self) -> dict[str, str]:
         """The environment of the daemon and of ``audiopolicyctl``."""
         return child_env({**self.server.env, "XDG_STATE_HOME": str(self.state_home),
-                          "XDG_CONFIG_HOME": str(self.config_home)})
+                          "XDG_CONFIG_HOME": str(self.config_home),
+                          "XDG_DATA_HOME": str(self.data_home)})
 
     @property
     def journal(self) -> Path:
