@@ -28,7 +28,6 @@ Each change of state is a status (:mod:`.status`'s payload), given to :attr:`Rec
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import math
 import time
@@ -38,6 +37,7 @@ import numpy as np
 
 from .dtmf import DtmfDetector
 from .params import RecordParams
+from .status import State
 from .vad import VoiceDetector
 
 logger = logging.getLogger(__name__)
@@ -53,21 +53,6 @@ HOLD_MS = 100
 FLUSH_MS = 1000
 #: Seconds without a block after which the capture has stalled (an error).
 STALL_S = 5.0
-
-
-class State(str, enum.Enum):
-    """A recording's state; the last three are ends."""
-
-    STARTING = "starting"
-    RECORDING = "recording"
-    PAUSED = "paused"
-    FINISHED = "finished"
-    NO_INPUT = "no_input"
-    ERROR = "error"
-
-    @property
-    def ended(self) -> bool:
-        return self in (State.FINISHED, State.NO_INPUT, State.ERROR)
 
 
 class RecordJob:
@@ -122,7 +107,7 @@ class RecordJob:
     @property
     def result(self) -> str:
         """SWML's ``record_result``: ``success`` | ``failed``; '' until the job ends."""
-        if not self.state.ended:
+        if not self.state.final:
             return ""
         return "success" if self.state is State.FINISHED else "failed"
 
@@ -149,7 +134,7 @@ class RecordJob:
     def stop(self, why: str = "stopped") -> None:
         """End the recording as ``finished`` (``Stop()``; the caller left; the daemon
         stops). Nothing when it has ended."""
-        if self.state.ended or self.stop_reason:
+        if self.state.final or self.stop_reason:
             return
         self.stop_reason = why
         if self._task is not None:

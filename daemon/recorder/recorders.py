@@ -147,7 +147,7 @@ class Recorders:
 
         writer = session = target = None
         try:
-            running = [r for r in self.recordings.values() if not r.job.state.ended]
+            running = [r for r in self.recordings.values() if not r.job.state.final]
             if sum(r.owner == owner for r in running) >= MAX_PER_CLIENT:
                 raise TooManySessions(f"a client may run at most {MAX_PER_CLIENT} recordings")
             if len(running) >= MAX_RECORDINGS:
@@ -283,7 +283,7 @@ class Recorders:
         from .job import State
 
         job = recording.job
-        ended = state.ended
+        ended = state.final
         return status.payload(
             state=state.value, daemon_id=self.daemon_id, node_id=self.node_id,
             session_id=recording.session.id, control_id=recording.control_id,
@@ -313,7 +313,7 @@ class Recorders:
         """A connection left the bus: its recordings stop (each with a valid file) and are
         dropped once ended."""
         for recording in [r for r in self.recordings.values() if r.owner == owner]:
-            if recording.job.state.ended:
+            if recording.job.state.final:
                 self._drop(recording)
             else:
                 recording.job.stop(CALLER_LEFT)
@@ -352,7 +352,7 @@ class Recorders:
             self._drop(recording)
             return
         ended = [r for r in self.recordings.values()
-                 if r.owner == recording.owner and r.job.state.ended]
+                 if r.owner == recording.owner and r.job.state.final]
         for old in ended[:-KEEP_ENDED]:
             self._drop(old)
 

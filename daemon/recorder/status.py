@@ -82,8 +82,11 @@ MAX_BACKOFF_MS = 30_000
 
 
 class State(str, enum.Enum):
-    """A recording's state, SWML's ``params.state``."""
+    """A recording's state: SWML's ``params.state``, and ``starting`` before it records
+    (waiting for the microphone decision, the beep), which the D-Bus ``State`` shows and no
+    status carries."""
 
+    STARTING = "starting"
     RECORDING = "recording"
     PAUSED = "paused"
     FINISHED = "finished"
@@ -176,10 +179,12 @@ class Status:
     def __post_init__(self) -> None:
         try:
             state = State(self.state)
+            if state is State.STARTING:
+                raise ValueError(state)
         except ValueError:
             raise ValueError(f"status state must be one of "
-                             f"{', '.join(s.value for s in State)}, not {quote(self.state)}"
-                             ) from None
+                             f"{', '.join(s.value for s in State if s is not State.STARTING)}, "
+                             f"not {quote(self.state)}") from None
         object.__setattr__(self, "state", state)
         for name in ("daemon_id", "node_id", "session_id", "control_id", "recording_id", "url"):
             _id(name, getattr(self, name))

@@ -171,7 +171,8 @@ def test_an_unknown_state_is_a_value_error():
 def test_the_keys_present_follow_the_rules_for_any_state(state, start, end, duration, size,
                                                            behavior):
     final = state in FINAL_STATES
-    valid = ((behavior is not None) == (state is State.PAUSED)
+    valid = (state is not State.STARTING  # no status is sent before recording
+             and (behavior is not None) == (state is State.PAUSED)
              and (start is not None) == final and (end is not None) == final
              and (final or (duration is None and size is None))
              and (state not in MEASURED_STATES or (duration is not None and size is not None)))
