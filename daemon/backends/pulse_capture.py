@@ -40,11 +40,11 @@ _peek.argtypes = [_STREAM, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctype
 _peek.restype = ctypes.c_int
 _drop = _lib.pa_stream_drop
 _drop.argtypes, _drop.restype = [_STREAM], ctypes.c_int
-_get_state = _lib.pa_stream_get_state
-_get_state.argtypes, _get_state.restype = [_STREAM], ctypes.c_int
-_set_state_callback = _lib.pa_stream_set_state_callback
-_set_state_callback.argtypes = [_STREAM, c.PA_STREAM_NOTIFY_CB_T, ctypes.c_void_p]
-_set_state_callback.restype = None
+stream_state = _lib.pa_stream_get_state
+stream_state.argtypes, stream_state.restype = [_STREAM], ctypes.c_int
+set_state_callback = _lib.pa_stream_set_state_callback
+set_state_callback.argtypes = [_STREAM, c.PA_STREAM_NOTIFY_CB_T, ctypes.c_void_p]
+set_state_callback.restype = None
 _context_index = _lib.pa_context_get_index
 _context_index.argtypes, _context_index.restype = [ctypes.POINTER(c.PA_CONTEXT)], ctypes.c_uint32
 
@@ -100,7 +100,7 @@ async def record(pulse, source: str, rate: int, channels: int,
             del pending[:block]
 
     def changed(s, _userdata):
-        now = _get_state(s)
+        now = stream_state(s)
         if now == PA_STREAM_READY and not state.done():
             state.set_result(True)
         elif now in (PA_STREAM_FAILED, PA_STREAM_TERMINATED):
@@ -109,14 +109,10 @@ async def record(pulse, source: str, rate: int, channels: int,
             queue.put_nowait(None)
 
     read_cb, state_cb = c.PA_STREAM_REQUEST_CB_T(read), c.PA_STREAM_NOTIFY_CB_T(changed)
-    spec = c.PA_SAMPLE_SPEC(format=PA_SAMPLE_S16LE, rate=rate, channels=channels)
-    proplist = c.pa.proplist_from_string("media.name='audiopolicyd capture'")
-    stream = c.pa.stream_new_with_proplist(pulse._ctx, "audiopolicyd capture", ctypes.byref(spec),
-                                           None, proplist)
-    c.pa.proplist_free(proplist)
+    stream = new_stream(pulse, "audiopolicyd capture", rate, channels)
     try:
         c.pa.stream_set_read_callback(stream, read_cb, None)
-        _set_state_callback(stream, state_cb, None)
+        set_state_callback(stream, state_cb, None)
         # DONT_MOVE: a capture of this device must end with it, never go on from another
         c.pa.stream_connect_record(stream, source.encode(), c.PA_BUFFER_ATTR(
             maxlength=0xFFFFFFFF, fragsize=block), c.PA_STREAM_DONT_MOVE
@@ -130,15 +126,33 @@ async def record(pulse, source: str, rate: int, channels: int,
             yield data
     finally:
         c.pa.stream_set_read_callback(stream, c.PA_STREAM_REQUEST_CB_T(), None)
-        _set_state_callback(stream, c.PA_STREAM_NOTIFY_CB_T(), None)
-        try:
-            c.pa.stream_disconnect(stream)
-        except c.pa.CallError:
-            pass  # failed or gone with its connection
-        c.pa.stream_unref(stream)
+        release(stream)
         if dropped:
             logger.warning("a capture of %s dropped %d block(s) its reader was late for",
                            source, dropped)
+
+
+def new_stream(pulse, name: str, rate: int, channels: int):
+    """A new stream of connection *pulse* (a connected ``PulseAsync``), ``s16le`` at *rate*
+    and *channels*, named *name* (``media.name``); not connected yet."""
+    spec = c.PA_SAMPLE_SPEC(format=PA_SAMPLE_S16LE, rate=rate, channels=channels)
+    proplist = c.pa.proplist_from_string(f"media.name='{name}'")
+    try:
+        return c.pa.stream_new_with_proplist(pulse._ctx, name.encode(), ctypes.byref(spec),
+                                             None, proplist)
+    finally:
+        c.pa.proplist_free(proplist)
+
+
+def release(stream) -> None:
+    """Disconnect and free a stream (its state callback first: no call into a gone
+    coroutine); a stream already failed or gone with its connection is no error."""
+    set_state_callback(stream, c.PA_STREAM_NOTIFY_CB_T(), None)
+    try:
+        c.pa.stream_disconnect(stream)
+    except c.pa.CallError:
+        pass
+    c.pa.stream_unref(stream)
 
 
 def _failed(pulse, source: str, starting: bool) -> NoReturn:

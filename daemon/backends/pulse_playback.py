@@ -20,8 +20,10 @@ import logging
 from pulsectl import _pulsectl as c
 
 from .base import NoSuchDevice, ServerGone
-from .pulse_capture import PA_SAMPLE_S16LE, PA_STREAM_FAILED, PA_STREAM_READY, \
-    PA_STREAM_TERMINATED, check_format
+from .pulse_capture import (
+    PA_STREAM_FAILED, PA_STREAM_READY, PA_STREAM_TERMINATED, check_format, new_stream, release,
+    set_state_callback, stream_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,11 +46,6 @@ _writable.argtypes, _writable.restype = [_STREAM], ctypes.c_size_t
 _set_write_callback = _lib.pa_stream_set_write_callback
 _set_write_callback.argtypes = [_STREAM, c.PA_STREAM_REQUEST_CB_T, ctypes.c_void_p]
 _set_write_callback.restype = None
-_set_state_callback = _lib.pa_stream_set_state_callback
-_set_state_callback.argtypes = [_STREAM, c.PA_STREAM_NOTIFY_CB_T, ctypes.c_void_p]
-_set_state_callback.restype = None
-_get_state = _lib.pa_stream_get_state
-_get_state.argtypes, _get_state.restype = [_STREAM], ctypes.c_int
 _drain = _lib.pa_stream_drain
 _drain.argtypes, _drain.restype = [_STREAM, _SUCCESS_CB, ctypes.c_void_p], ctypes.c_void_p
 _unref_op = _lib.pa_operation_unref
@@ -85,7 +82,7 @@ async def play(pulse, sink: str, pcm: bytes, rate: int, channels: int,
             drained.set_result(bool(success))
 
     def changed(s, _userdata):
-        now = _get_state(s)
+        now = stream_state(s)
         if now == PA_STREAM_READY and not state.done():
             state.set_result(True)
         elif now in (PA_STREAM_FAILED, PA_STREAM_TERMINATED):
@@ -96,14 +93,10 @@ async def play(pulse, sink: str, pcm: bytes, rate: int, channels: int,
 
     write_cb, state_cb = c.PA_STREAM_REQUEST_CB_T(write), c.PA_STREAM_NOTIFY_CB_T(changed)
     drain_cb = _SUCCESS_CB(on_drained)
-    spec = c.PA_SAMPLE_SPEC(format=PA_SAMPLE_S16LE, rate=rate, channels=channels)
-    proplist = c.pa.proplist_from_string(f"media.name='{name}'")
-    stream = c.pa.stream_new_with_proplist(pulse._ctx, name.encode(), ctypes.byref(spec), None,
-                                           proplist)
-    c.pa.proplist_free(proplist)
+    stream = new_stream(pulse, name, rate, channels)
     try:
         _set_write_callback(stream, write_cb, None)
-        _set_state_callback(stream, state_cb, None)
+        set_state_callback(stream, state_cb, None)
         # DONT_MOVE: it plays where it was put, or not at all
         _connect(stream, sink.encode() if sink else None, None, c.PA_STREAM_DONT_MOVE, None,
                  None)
@@ -120,9 +113,4 @@ async def play(pulse, sink: str, pcm: bytes, rate: int, channels: int,
             logger.warning("a playback on %s did not play to its end", sink or "the default")
     finally:
         _set_write_callback(stream, c.PA_STREAM_REQUEST_CB_T(), None)
-        _set_state_callback(stream, c.PA_STREAM_NOTIFY_CB_T(), None)
-        try:
-            c.pa.stream_disconnect(stream)
-        except c.pa.CallError:
-            pass  # failed or gone with its connection
-        c.pa.stream_unref(stream)
+        release(stream)
