@@ -156,7 +156,7 @@ class Recorders:
             if params.microphone and self.access.broker is not None \
                     and self.access.decision(session) is Decision.DENIED:
                 raise NotAllowed(f"{self.access.app_of(session).app_id} is denied the "
-                                 "microphone (audiopolicyctl allow APP)")
+                                 "microphone (audiopolicyctl grant APP)")
             control_id = uuid.uuid4().hex
             target, url = self._target(control_id, params.format, fd)
             fd = None  # the file object owns it now
@@ -191,11 +191,12 @@ class Recorders:
         return recording
 
     def _session(self, owner: str, identity, params: RecordParams):
+        # named for the caller's app: the name a permission prompt shows
+        name = f"{os.path.basename(identity.exe or '') or identity.key} (recorder)"
         if params.direction == "speak" and not params.stereo:
-            hints = {"Name": "audiopolicyd recorder", "Category": "record"}
+            hints = {"Name": name, "Category": "record"}
         else:  # what it records must go on playing: it acts on nobody
-            hints = {"Name": "audiopolicyd recorder", "Category": "playAndRecord",
-                     "Options": ["mixWithOthers"]}
+            hints = {"Name": name, "Category": "playAndRecord", "Options": ["mixWithOthers"]}
         return self.sessions.create(owner, identity, hints)
 
     def _target(self, control_id: str, fmt: str, fd: int | None) -> tuple[Any, str]:
