@@ -279,7 +279,11 @@ class RecordJob:
         self.state = state
         if self._status is None:
             return
-        payload = self._status(self, state)
+        try:
+            payload = self._status(self, state)
+        except Exception:  # a bug of ours: the recording goes on, its status is lost (logged)
+            logger.exception("recording %s: no status for %s", self.url, state.value)
+            return
         for listener in list(self.listeners):
             try:
                 listener(payload)

@@ -292,8 +292,9 @@ class Recorders:
             direction=job.params.direction, stereo=job.params.stereo, timestamp=time.time(),
             behavior=job.behavior if state is State.PAUSED else None,
             duration=job.duration if ended else None, size=job.size if ended else None,
-            start_time=(job.start_time or time.time()) if ended else None,
-            end_time=(job.end_time or time.time()) if ended else None)
+            # one that never recorded (a denial) started and ended at its end
+            start_time=(job.start_time or job.end_time) if ended else None,
+            end_time=job.end_time if ended else None)
 
     # -- control ------------------------------------------------------------------------------
 

@@ -518,7 +518,7 @@ def test_bad_params_and_files_get_named_errors_and_nothing_records(
     assert [name for name, _ in answers] == [ERROR + "InvalidArgument"] * 9, answers
     for (_, message), param in zip(answers, ("max_length", "format", "input_sensitivity",
                                              "terminators", "status_url", "max_lenght",
-                                             "stereo", "regular file", "reading and writing")):
+                                             "stereo", "reading and writing", "regular file")):
         assert param in message and len(message) < 200
     assert not list(daemon.data_home.rglob("*.*"))  # no recording was started
     daemon.assert_running()
