@@ -193,7 +193,9 @@ class RecordJob:
             self.error = "" if self.stop_reason else "cancelled"
         except Exception as exc:  # a fault ends the recording, never the daemon
             end = State.ERROR
-            self.error = f"{type(exc).__name__}: {exc}"
+            # (the daemon's own errors name themselves: NotAllowed: ...)
+            self.error = str(exc) if getattr(exc, "named", False) \
+                else f"{type(exc).__name__}: {exc}"
             logger.warning("recording %s failed: %s", self.url, self.error)
         finally:
             if blocks is not None and hasattr(blocks, "aclose"):

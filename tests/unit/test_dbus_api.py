@@ -210,3 +210,29 @@ def test_the_limits_table_in_the_docs_says_what_the_code_does():
 
 if __name__ == "__main__":
     sys.stdout.write(render())
+
+
+def test_a_methods_file_descriptors_are_its_own_and_the_messages_are_closed():
+    import os
+
+    from audiopolicyd.dbus.service import _with_fds, close_fds
+
+    read, write = os.pipe()
+    msg = Message(destination="org.example.X", path="/x", interface="x.y", member="RecordToFile",
+                  signature="a{sv}h", body=[{}, 0], unix_fds=[write])
+    params, fd = _with_fds(msg)
+    assert params == {} and fd != write
+    close_fds(msg)
+    with pytest.raises(OSError):
+        os.fstat(write)  # the message's own is closed
+    os.write(fd, b"ok")  # the method's duplicate works
+    os.close(fd)
+    assert os.read(read, 2) == b"ok"
+    os.close(read)
+    bad = Message(destination="org.example.X", path="/x", interface="x.y", member="RecordToFile",
+                  signature="a{sv}h", body=[{}, 3], unix_fds=[])
+    with pytest.raises(InvalidArgument, match="names no file descriptor"):
+        _with_fds(bad)
+    plain = Message(destination="org.example.X", path="/x", interface="x.y", member="Record",
+                    signature="a{sv}", body=[{}])
+    assert _with_fds(plain) is plain.body
