@@ -39,9 +39,11 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
+from tests.support.audio import espeak
 from tests.support.servers import AudioServer, add_microphone, pulse, speak_into
 
-from .reaction import BIN, DaemonReactor, run_on_servers
+from .churn import cpu_seconds
+from .reaction import BIN, DaemonReactor, rss_mb, run_on_servers
 
 RATE = 48000
 LOUD = 32768 * 10 ** (-40 / 20)  # -40 dBFS
@@ -52,7 +54,7 @@ SAMPLE_S = 5.0
 class Figures:
     server: str
     cpu_percent: float = 0.0
-    rss_kib: list[int] = field(default_factory=list)
+    rss_mb: list[float] = field(default_factory=list)
     recorded_s: float = 0.0
     wall_s: float = 0.0
     dropped: int = 0
@@ -72,24 +74,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="recordings for the silence rule and for max_length (default 5)")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     return p.parse_args(argv)
-
-
-def speech(workdir: Path) -> np.ndarray:
-    raw, wav = workdir / "speech.wav", workdir / "speech48.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Hello, please leave a message after the "
-                    "beep, and I will call you back."], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-b", "16", str(wav)], check=True)
-    data, _ = soundfile.read(wav, dtype="int16")
-    return (data.astype(np.float64) * (16384 / np.abs(data).max())).astype(np.int16)
-
-
-def proc_figures(pid: int) -> tuple[float, int]:
-    """(CPU seconds, RSS in KiB) of process *pid*."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    rss = next(int(line.split()[1]) for line in Path(f"/proc/{pid}/status").read_text()
-               .splitlines() if line.startswith("VmRSS:"))
-    return cpu, rss
 
 
 async def record(daemon: DaemonReactor, args: list[str], during=None) -> list[dict]:
@@ -135,12 +119,12 @@ async def run_server(server: AudioServer, sdir: Path, args: argparse.Namespace,
                    capture_output=True)
 
     # long: a stereo MP3, sampled every 5 s
-    samples: list[tuple[float, float, int]] = []
+    samples: list[tuple[float, float, float]] = []
 
     async def sample() -> None:
         while True:
-            cpu, rss = proc_figures(daemon.proc.pid)
-            samples.append((time.monotonic(), cpu, rss))
+            pid = daemon.proc.pid
+            samples.append((time.monotonic(), cpu_seconds(pid), rss_mb(pid)))
             await asyncio.sleep(SAMPLE_S)
 
     sampler: asyncio.Task | None = None
@@ -156,18 +140,18 @@ async def run_server(server: AudioServer, sdir: Path, args: argparse.Namespace,
                             start_sampling)
     if sampler is not None:
         sampler.cancel()
-    cpu, rss = proc_figures(daemon.proc.pid)
-    samples.append((time.monotonic(), cpu, rss))
+    samples.append((time.monotonic(), cpu_seconds(daemon.proc.pid), rss_mb(daemon.proc.pid)))
     final = statuses[-1]["params"]
     figures.recorded_s = final["duration"]
     figures.wall_s = final["end_time"] - final["start_time"]
     (t0, c0, _), (t1, c1, _) = samples[0], samples[-1]
     figures.cpu_percent = 100 * (c1 - c0) / (t1 - t0)
-    figures.rss_kib = [s[2] for s in samples]
+    figures.rss_mb = [s[2] for s in samples]
     figures.dropped = daemon.log.read_text(errors="replace").count("dropped")
 
     # silence rule
-    voiced = speech(sdir)
+    voiced = espeak("Hello, please leave a message after the beep, and I will call you back.",
+                    RATE, 16384)
     for trial in range(args.trials):
         out = sdir / f"silence{trial}.wav"
 
@@ -196,8 +180,8 @@ def report(results: list[Figures], args: argparse.Namespace) -> None:
     for f in results:
         drift = 100 * (f.recorded_s - f.wall_s) / f.wall_s if f.wall_s else float("nan")
         print(f"\n{f.server}")
-        print(f"  long: CPU {f.cpu_percent:.1f} % of one core; RSS {f.rss_kib[0] / 1024:.1f} -> "
-              f"{f.rss_kib[-1] / 1024:.1f} MiB (peak {max(f.rss_kib) / 1024:.1f}); recorded "
+        print(f"  long: CPU {f.cpu_percent:.1f} % of one core; RSS {f.rss_mb[0]:.1f} -> "
+              f"{f.rss_mb[-1]:.1f} MB (peak {max(f.rss_mb):.1f}); recorded "
               f"{f.recorded_s:.3f} s in {f.wall_s:.3f} s of wall clock: drift {drift:+.3f} % "
               f"(target < 0.1 %); dropped-block log lines: {f.dropped} (target 0)")
         for name, values, target in (

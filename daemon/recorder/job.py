@@ -263,18 +263,19 @@ class RecordJob:
             self._flushed = self._writer.frames
 
     def _close(self, end: State) -> State:
-        """Write what is held and close the file; ``error`` when the disk says no."""
+        """Write what is held and close the file; ``error`` when the disk says no (or an
+        encoder fails otherwise: the job ends all the same, its ``done`` set)."""
         try:
             if end is not State.ERROR or not self.error.startswith("OSError"):
                 for block, _ in self._held:
                     self._writer.write(block)
             self._held, self._held_frames = [], 0
-        except OSError as exc:
-            end, self.error = State.ERROR, f"OSError: {exc}"
+        except Exception as exc:
+            end, self.error = State.ERROR, f"{type(exc).__name__}: {exc}"
         try:
             self._writer.close()
-        except OSError as exc:
-            end, self.error = State.ERROR, f"OSError: {exc}"
+        except Exception as exc:
+            end, self.error = State.ERROR, f"{type(exc).__name__}: {exc}"
         return end
 
     def _set(self, state: State) -> None:

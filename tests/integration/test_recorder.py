@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from tests.support.audio import espeak
 from tests.support.daemon import AUDIOPOLICYCTL, DaemonProcess
 from tests.support.microphone import ctl_ok
 from tests.support.processes import LineReader, stop_process, wait_for
@@ -36,15 +37,9 @@ CTL_APP = "exe:" + os.path.realpath(sys.executable)
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> np.ndarray:
+def speech() -> np.ndarray:
     """About 3 s of espeak-ng speech, 48 kHz mono int16, peak -6 dBFS."""
-    folder = tmp_path_factory.mktemp("speech")
-    raw, wav = folder / "s.wav", folder / "s48.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Hello, please leave a message after the "
-                    "beep."], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-b", "16", str(wav)], check=True)
-    data, _ = soundfile.read(wav, dtype="int16")
-    return (data.astype(np.float64) * (16384 / np.abs(data).max())).astype(np.int16)
+    return espeak("Hello, please leave a message after the beep.", RATE, 16384)
 
 
 def stereo_bytes(mono: np.ndarray) -> bytes:

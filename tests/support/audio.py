@@ -1,4 +1,4 @@
-"""Audio files: a test tone to play, and the analysis of raw recordings.
+"""Audio files: a test tone to play, speech to speak, and the analysis of raw recordings.
 
 A recording is raw s16le stereo at 44.1 kHz (:data:`RAW_FRAME_BYTES`, :data:`RAW_RATE`);
 digital silence is peak 0, the test microphone's sine peaks near 16000.
@@ -6,15 +6,35 @@ digital silence is peak 0, the test microphone's sine peaks near 16000.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from .processes import wait_for
 from .servers import AudioServer
 
 logger = logging.getLogger(__name__)
+
+@functools.lru_cache
+def espeak(text: str, rate: int, peak: int | None = None) -> np.ndarray:
+    """*text* spoken by espeak-ng and resampled by sox (no dither): int16, shape (n,),
+    read-only; at espeak-ng's own peak (about -2 dBFS), or scaled to *peak*. A missing
+    program fails the caller, it does not skip."""
+    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True,
+                         capture_output=True).stdout
+    raw = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "signed", "-b", "16",
+                          "-c", "1", "-r", str(rate), "-"],
+                         input=wav, check=True, capture_output=True).stdout
+    speech = np.frombuffer(raw, dtype=np.int16)
+    if peak is not None:
+        speech = (speech.astype(np.float64) * (peak / np.abs(speech).max())).astype(np.int16)
+        speech.flags.writeable = False
+    return speech
+
 
 def make_tone(path: str | os.PathLike, seconds: float = 60, freq: int = 440) -> Path:
     """Write a 48 kHz stereo sine wav of *seconds* at *path* with sox; return the path."""

@@ -13,7 +13,7 @@ from audiopolicyd.recorder.dtmf import (
     COLS, DIGITS, KEYS, MAX_LATENCY_MS, ROWS, DtmfDetector, Tone, goertzel,
 )
 
-from .test_recorder_vad import espeak
+from tests.support.audio import espeak
 
 RATES = (8000, 48000)
 SENTENCES = ("Thank you for calling. Press one for sales, two for support, or stay on the line. "

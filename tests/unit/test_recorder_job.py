@@ -5,7 +5,6 @@ servers: tests/integration/test_recorder.py)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from audiopolicyd.backends.base import CaptureFailed
 from audiopolicyd.recorder import encode
 from audiopolicyd.recorder.job import BLOCK_MS, RATE, RecordJob, State
 from audiopolicyd.recorder.params import parse
+from tests.support.audio import espeak
 
 BLOCK = RATE * BLOCK_MS // 1000
 ROWS, COLS = (697, 770, 852, 941), (1209, 1336, 1477, 1633)
@@ -22,16 +22,10 @@ KEYS = ("123A", "456B", "789C", "*0#D")
 
 
 @pytest.fixture(scope="module")
-def speech(tmp_path_factory) -> np.ndarray:
+def speech() -> np.ndarray:
     """About 4 s of espeak-ng speech at 48 kHz, peak-normalised to -6 dBFS."""
-    folder = tmp_path_factory.mktemp("speech")
-    raw, wav = folder / "s.wav", folder / "s48.wav"
-    subprocess.run(["espeak-ng", "-w", str(raw), "Hello, this is a message for the "
-                    "recorder test. Please call me back."], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-b", "16", str(wav)], check=True)
-    data, _ = soundfile.read(wav, dtype="int16")
-    data = data.astype(np.float64) * (16384 / np.abs(data).max())
-    return data.astype(np.int16)
+    return espeak("Hello, this is a message for the recorder test. Please call me back.", RATE,
+                  16384)
 
 
 def silence(seconds: float) -> np.ndarray:

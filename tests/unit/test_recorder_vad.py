@@ -4,9 +4,7 @@ the test, it does not skip it."""
 
 from __future__ import annotations
 
-import functools
 import math
-import subprocess
 
 import numpy as np
 import pytest
@@ -14,22 +12,11 @@ import pytest
 from audiopolicyd.recorder.vad import (
     RATES, VoiceDetector, aggressiveness, energy_floor, level_dbfs,
 )
+from tests.support.audio import espeak
 
 RATE = 48000
 SENTENCES = ("Please leave your message after the tone. "
              "Press the pound key when you are done, or simply hang up.")
-
-
-@functools.lru_cache
-def espeak(text: str, rate: int) -> np.ndarray:
-    """``text`` spoken by espeak-ng and resampled by sox (no dither): int16, shape (n,),
-    read-only; its peak is espeak-ng's own, about -2 dBFS."""
-    wav = subprocess.run(["espeak-ng", "--stdout", text], check=True,
-                         capture_output=True).stdout
-    raw = subprocess.run(["sox", "-D", "-t", "wav", "-", "-t", "raw", "-e", "signed", "-b", "16",
-                          "-c", "1", "-r", str(rate), "-"],
-                         input=wav, check=True, capture_output=True).stdout
-    return np.frombuffer(raw, dtype=np.int16)
 
 
 def frames(x: np.ndarray, rate: int) -> list[np.ndarray]:
