@@ -189,8 +189,10 @@ class RecordJob:
                     end = State.FINISHED
                     break
         except asyncio.CancelledError:
-            end = State.FINISHED if self.stop_reason else State.ERROR
-            self.error = "" if self.stop_reason else "cancelled"
+            if not self.stop_reason:
+                end, self.error = State.ERROR, "cancelled"
+            else:  # stopped before it recorded (the user's answer, the beep): nothing came
+                end = State.FINISHED if self.start_time else State.NO_INPUT
         except Exception as exc:  # a fault ends the recording, never the daemon
             end = State.ERROR
             # (the daemon's own errors name themselves: NotAllowed: ...)

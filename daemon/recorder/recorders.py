@@ -138,7 +138,8 @@ class Recorders:
             :attr:`directory`
         :returns: the recording, started; with ``background`` false the caller awaits
             ``recording.job.done``
-        :raises InvalidArgument: a file descriptor that is not a regular file open for writing
+        :raises InvalidArgument: a file descriptor that is not a regular file open for reading
+            and writing (``O_RDWR``), or one in append mode
         :raises NotAllowed: the caller's app is denied the microphone
         :raises TooManySessions: past :data:`MAX_PER_CLIENT` or :data:`MAX_RECORDINGS`
         """
@@ -161,17 +162,14 @@ class Recorders:
             target, url = self._target(control_id, params.format, fd)
             fd = None  # the file object owns it now
             writer = encode.open_writer(target, params.format, RATE, 2 if params.stereo else 1)
+            self._mark(control_id, target, params.format)
         except BaseException:
             if fd is not None:
                 os.close(fd)
-            if not isinstance(target, Path) and target is not None:
-                target.close()
-            if session is not None:
-                self.sessions.remove(session, "its recording could not start")
+            self._unwind(session, target, writer)
             raise
         poster = status.StatusPoster(params.status_url) if params.status_url else None
         # the job's callbacks read `recording`, bound below, when they are called
-        self._mark(control_id, target, params.format)
         job = RecordJob(params, writer, lambda: self._blocks(recording), url,
                         prepare=lambda: self._prepare(recording),
                         status=lambda job, state: self._payload(recording, state))
@@ -189,6 +187,19 @@ class Recorders:
                     "stereo" if params.stereo else params.direction,
                     " in the background" if params.background else "", url)
         return recording
+
+    def _unwind(self, session, target: Any, writer) -> None:
+        """A recording that could not start leaves nothing: its session, its writer, the
+        file it created (a caller's file is closed, never removed)."""
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        if isinstance(target, Path):
+            target.unlink(missing_ok=True)
+        elif target is not None:
+            target.close()
+        if session is not None:
+            self.sessions.remove(session, "its recording could not start")
 
     def _session(self, owner: str, identity, params: RecordParams):
         # named for the caller's app: the name a permission prompt shows
@@ -330,6 +341,8 @@ class Recorders:
         posters = [r.poster.aclose() for r in self.recordings.values() if r.poster is not None]
         if posters:
             await asyncio.gather(*posters, return_exceptions=True)
+        if self._closing:  # the last statuses of recordings dropped already
+            await asyncio.wait(self._closing, timeout=10)
 
     def _ended(self, recording: Recording) -> None:
         """A job ended: its session goes (what it silenced comes back), its status poster
@@ -340,10 +353,8 @@ class Recorders:
         logger.info("recording %s ended: %s%s (%.2f s, %d bytes)", recording.control_id,
                     job.state.value, f" ({job.error})" if job.error else "", job.duration,
                     job.size)
-        try:
-            self.sessions.remove(recording.session, f"its recording ended ({job.state.value})")
-        except Exception as exc:  # removed already (its owner left)
-            logger.debug("recording %s: %s", recording.control_id, exc)
+        # (a session its owner's leaving removed already is no error)
+        self.sessions.remove(recording.session, f"its recording ended ({job.state.value})")
         if recording.file is not None:
             recording.file.close()
         if recording.poster is not None:
@@ -406,7 +417,6 @@ class Recorders:
         if self.recordings.pop(recording.control_id, None) is not None:
             for listener in self.on_dropped:
                 listener(recording)
-
 
 
 def _fd_path(file: Any) -> str:

@@ -229,6 +229,25 @@ async def test_a_stalled_capture_ends_as_error(tmp_path, monkeypatch):
     assert soundfile.info(path).frames == 50 * BLOCK
 
 
+async def test_stop_before_it_records_is_no_input(tmp_path):
+    # stopped while it waits for the user's answer or beeps: nothing was recorded
+    path = tmp_path / "never.wav"
+    waiting = asyncio.Event()
+
+    async def prepare() -> None:
+        waiting.set()
+        await asyncio.Event().wait()  # the user never answers
+
+    job = RecordJob(parse({}), encode.open_writer(path, "wav", RATE, 1), blocks_of(silence(1)),
+                    path.as_uri(), prepare=prepare)
+    task = job.start()
+    await waiting.wait()
+    assert job.state is State.STARTING
+    job.stop("its caller left the bus")
+    assert await task is State.NO_INPUT and job.result == "failed"
+    assert soundfile.info(path).frames == 0
+
+
 async def test_stop_ends_a_recording_waiting_for_audio_as_finished(tmp_path):
     path = tmp_path / "wait.wav"
     job = RecordJob(parse({"initial_timeout": 0}), encode.open_writer(path, "wav", RATE, 1),
