@@ -51,6 +51,7 @@ from .policy import PolicyError
 from .policystore import PolicyStore, check_policies, default_dirs, print_check
 from .microphone.privacy import MicrophoneSwitch
 from .runtime import Runtime
+from .sleep import SleepWatcher
 from .recorder.recorders import Recorders
 from .sessionroutes import SessionRoutes
 
@@ -163,6 +164,7 @@ class Daemon:
                                    state_dir=state_dir)
         self.recorders.recover()  # files a kill cut short
         self.switch: MicrophoneSwitch | None = None
+        self.sleep: SleepWatcher | None = None  # logind's suspend and resume
         self.started = time.monotonic()
         self._stop = asyncio.Event()
         self._exit = 0
@@ -192,6 +194,9 @@ class Daemon:
                  self._supervise(self.runtime.run(self._ready), "the reconcile loop")]
         if self.bus is not None:
             tasks.append(self._supervise(self._watch_bus(), "the D-Bus connection"))
+        self.sleep = await SleepWatcher.connect(self.runtime.sleep_changed)
+        if self.sleep is not None:
+            tasks.append(self._supervise(self.sleep.run(), "the system bus connection (logind)"))
         watchdog = self._start_watchdog()
         if watchdog is not None:
             tasks.append(self._supervise(watchdog, "the watchdog"))
@@ -219,6 +224,8 @@ class Daemon:
             steps.append(("close the permission store", self.microphone.store.close))
         if self.bus is not None:
             steps.append(("leave the bus", self.bus.disconnect))
+        if self.sleep is not None:
+            steps.append(("leave the system bus (logind)", self.sleep.close))
         steps += [("close the audio server connection", self.backend.close),
                   ("close the journal", self.journal.close)]
         for what, step in steps:

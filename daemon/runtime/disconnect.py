@@ -182,14 +182,16 @@ class Disconnect:
     def route_changed(self, session_id: str, change: RouteChange,
                       streams: tuple[RoutedStream, ...]) -> None:
         """A listener of the router's route changes (``Router.on_route_change``): an
-        ``oldDeviceUnavailable`` change reacts for the streams not held already (a jack whose
-        port was unplugged, the sink staying, has no ``remove`` event).
+        ``oldDeviceUnavailable`` change (or a ``wakeFromSleep`` one whose device went during
+        the suspend) reacts for the streams not held already (a jack whose port was unplugged,
+        the sink staying, has no ``remove`` event).
 
         :param session_id: the session whose route changed
         :param change: the change
         :param streams: the session's streams, each with the device it was on before
         """
-        if change.reason is not RouteChangeReason.oldDeviceUnavailable:
+        if change.reason is not RouteChangeReason.oldDeviceUnavailable and not (
+                change.reason is RouteChangeReason.wakeFromSleep and change.gone):
             return
         policy = self.decisions.policies().policies.get(change.category)
         if policy is not None:

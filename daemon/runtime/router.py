@@ -25,12 +25,17 @@ changes the user's default device.**
 
 When a session's route changes, the :class:`~audiopolicyd.route.RouteChange` (Apple's reason,
 :func:`audiopolicyd.routing.choose.route_change`) is logged at info and given to every
-:attr:`Router.on_route_change` listener.
+:attr:`Router.on_route_change` listener. From a suspend to :data:`WAKE_S` after the resume
+(:meth:`Router.sleep_changed`, from logind: :mod:`audiopolicyd.sleep`) a change the devices made
+(:data:`WAKE_REASONS`) is ``wakeFromSleep``, as on iOS; a change the app made (its category,
+its override) or a route with nothing suitable keeps its own reason.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from typing import AbstractSet as Set, Callable, Mapping
 
 from ..backends.base import Backend, BackendError, DefaultDevices
@@ -40,7 +45,8 @@ from ..model import Device, Session, Snapshot, Stream, StreamKind
 from ..pluginmanager import PluginManager
 from ..policy import PolicySet
 from ..route import (
-    INPUT, OUTPUT, OVERRIDE_NONE, PortChoice, RouteChange, RouteDecision, RoutedStream,
+    INPUT, OUTPUT, OVERRIDE_NONE, PortChoice, RouteChange, RouteChangeReason, RouteDecision,
+    RoutedStream,
 )
 from ..routing.choose import request, route_change
 from ..routing.decide import decide_route
@@ -57,6 +63,16 @@ logger = logging.getLogger(__name__)
 RouteListener = Callable[[str, RouteChange, "tuple[RoutedStream, ...]"], None]
 
 
+#: How long after a resume a route change the devices made is ``wakeFromSleep``, in seconds:
+#: devices come back (or do not) in the first seconds (USB re-enumerates, the audio server
+#: reopens its cards; a Bluetooth headset reconnects within a few).
+WAKE_S = 10.0
+#: The reasons a resume's change would otherwise have: what the devices did.
+WAKE_REASONS = frozenset({
+    RouteChangeReason.newDeviceAvailable, RouteChangeReason.oldDeviceUnavailable,
+    RouteChangeReason.routeConfigurationChange, RouteChangeReason.unknown})
+
+
 class Router:
     """Decides every session's route and moves its streams; keeps what it decided and why.
 
@@ -68,12 +84,15 @@ class Router:
     :param schedule: asks for another pass soon
     :param app_sessions: returns the explicit sessions (:class:`~audiopolicyd.appsessions.
         AppSessions`) or None: their ``override`` and ``preferred_input``
+    :param clock: monotonic seconds (tests)
     """
 
     def __init__(self, backend: Backend, tasks: Tasks, policies: Callable[[], PolicySet],
                  pm: PluginManager | None, store: RouteStore, schedule: Callable[[], None],
-                 app_sessions: Callable[[], object] = lambda: None):
+                 app_sessions: Callable[[], object] = lambda: None,
+                 clock: Callable[[], float] = time.monotonic):
         self.backend = backend
+        self.clock = clock
         self.policies = policies
         self.pm = pm
         self.store = store
@@ -105,6 +124,8 @@ class Router:
         self._categories: dict[str, str] = {}  # session id -> category as of the last pass
         self._overrides: dict[str, str] = {}  # session id -> override as of the last pass
         self._sessions: dict[str, Session] = {}  # stream key -> its session, last pass
+        self._asleep = False  # between logind's PrepareForSleep(true) and (false)
+        self._woke: float | None = None  # clock() at the last resume from suspend
 
     # -- the server's defaults ------------------------------------------------------------------
 
@@ -122,6 +143,16 @@ class Router:
             return
         if defaults != self.defaults:
             self.defaults = defaults
+            self.schedule()
+
+    def sleep_changed(self, start: bool) -> None:
+        """The machine goes to sleep (*start*) or resumed: from the one to :data:`WAKE_S`
+        after the other, a route change the devices make is ``wakeFromSleep`` (the server
+        may see a device go before logind says the machine woke); on the resume a pass is
+        asked for."""
+        self._asleep = start
+        if not start:
+            self._woke = self.clock()
             self.schedule()
 
     def lost(self) -> None:
@@ -252,6 +283,10 @@ class Router:
             return
         if self.revise is not None:
             change = self.revise(change, snap.devices)
+        waking = self._asleep or (self._woke is not None
+                                  and self.clock() - self._woke < WAKE_S)
+        if waking and change.reason in WAKE_REASONS:
+            change = dataclasses.replace(change, reason=RouteChangeReason.wakeFromSleep)
         port = decision.output.port or decision.input.port
         where = f"{port.port_type} {quote(port.port_name)}" if port else "nothing"
         logger.info("%s (%s) moves to %s: %s", _app_name(snap, session), session.id, where,

@@ -222,6 +222,12 @@ class Runtime:
         self.decisions.class_cache.clear()
         self._schedule()
 
+    def sleep_changed(self, start: bool) -> None:
+        """logind's ``PrepareForSleep(start)`` (:mod:`audiopolicyd.sleep`): from a suspend to
+        a while after the resume, the route changes the devices make are ``wakeFromSleep``
+        (:meth:`Router.sleep_changed <audiopolicyd.runtime.router.Router.sleep_changed>`)."""
+        self.routing.router.sleep_changed(start)
+
     def request_reconcile(self) -> None:
         """Decide again soon (sessions changed)."""
         self._schedule()

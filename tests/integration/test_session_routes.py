@@ -1,5 +1,6 @@
 """An app's session and its route over D-Bus, on both real servers: ``CurrentRoute`` and
-``RouteChanged`` when a USB headset comes and goes, ``OverrideOutputAudioPort`` to the speaker
+``RouteChanged`` when a USB headset comes and goes (``wakeFromSleep`` around a suspend),
+``OverrideOutputAudioPort`` to the speaker
 and back, ``SetPreferredInput`` moving the session's recording, and the refusals.
 
 Each app is a separate process holding its own D-Bus connection
@@ -23,6 +24,7 @@ import pytest
 from tests.integration.test_sessions import Apps, apps  # noqa: F401 (the client apps)
 from tests.support.daemon import DaemonProcess
 from tests.support.devices import LOUDSPEAKER, USB_HEADSET, USB_HEADSET_MIC, plugged
+from tests.support.logind import prepare_for_sleep
 from tests.support.microphone import ctl_ok, permissions
 from tests.support.processes import wait_for
 from tests.support.servers import MIC, AudioServer, pulse
@@ -101,6 +103,32 @@ def test_a_usb_headset_takes_the_call_and_gives_it_back_with_route_changed(
     wait_on(server, player, "headphones")
     assert app.call("get", "CurrentRoute") == before
     assert default_sink(server) == "speaker"  # the daemon never changes the default
+
+
+def test_a_headset_that_goes_while_the_machine_sleeps_is_wake_from_sleep(
+        server, apps, daemon, tone):
+    # logind is stood in on the private bus (tests/support/logind.py): no systemd runs here
+    app, player = call(apps, tone)
+    with plugged(server, USB_HEADSET):
+        wait_on(server, player, USB_HEADSET.name)
+        now = app.call("get", "CurrentRoute")
+        prepare_for_sleep(daemon.env, True)
+        wait_for(daemon.log_text, WAIT, "the daemon told of the suspend",
+                 until=lambda log: "the machine is going to sleep" in log)
+        mark = app.mark()
+    # the server sees the headset go (before logind says the machine woke)
+    gone = app.wait_signal("RouteChanged", after=mark)["body"][0]
+    assert (gone["reason"], gone["reason_value"]) == ("wakeFromSleep", 6)
+    assert gone["previous_route"] == now
+    wait_on(server, player, "headphones")
+    prepare_for_sleep(daemon.env, False)
+    wait_for(daemon.log_text, WAIT, "the daemon told of the resume",
+             until=lambda log: "the machine woke from sleep" in log)
+    mark = app.mark()
+    with plugged(server, USB_HEADSET):  # back within seconds of the resume
+        back = app.wait_signal("RouteChanged", after=mark)["body"][0]
+        assert (back["reason"], back["reason_value"]) == ("wakeFromSleep", 6)
+        wait_on(server, player, USB_HEADSET.name)
 
 
 def test_override_to_the_speaker_and_back(server, apps, tone):

@@ -86,7 +86,10 @@ class DaemonProcess:
     @property
     def env(self) -> dict[str, str]:
         """The environment of the daemon and of ``audiopolicyctl``."""
+        # the private bus stands in for the system bus too: logind there is
+        # tests/support/logind.py's stand-in, never the machine's
         return child_env({**self.server.env, "XDG_STATE_HOME": str(self.state_home),
+                          "DBUS_SYSTEM_BUS_ADDRESS": address_of(self.server.env),
                           "XDG_CONFIG_HOME": str(self.config_home),
                           "XDG_DATA_HOME": str(self.data_home)})
 

@@ -30,8 +30,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("policystore", "pluginmanager", "engine", "sessions", "journal", "explain",
      "routing.decide"),
     # 4: the domain beside the runtime: app sessions, the microphone gate, backends, MPRIS,
-    #    and the offline simulation (which runs app sessions as the daemon does)
-    ("appsessions", "sessionroutes", "microphone", "backends", "mpris", "simulate",
+    #    logind's suspend and resume, and the offline simulation (which runs app sessions as
+    #    the daemon does)
+    ("appsessions", "sessionroutes", "microphone", "backends", "mpris", "sleep", "simulate",
      "recorder.capture", "recorder.recorders"),
     # 5: the runtime, and the microphone gate's enforcement, which it builds (kept beside the
     #    microphone code: it reads the runtime's mirror and writes through its actuator)
@@ -44,7 +45,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 #: Programs beside the daemon, and what of the daemon they must not import.
 PROGRAMS = ("client", "agents", "ctl")
 DAEMON_ONLY = ("runtime", "dbus", "app", "backends", "microphone.gate", "microphone.access",
-               "microphone.broker", "appsessions", "sessionroutes", "mpris", "recorder.capture",
+               "microphone.broker", "appsessions", "sessionroutes", "mpris", "sleep",
+               "recorder.capture",
                "recorder.recorders")
 #: What a plugin may import from the package.
 PLUGIN_MAY_IMPORT = ("", "model", "policy", "hookspecs", "route", "routing")

@@ -294,13 +294,16 @@ async def test_an_explicit_session_is_interrupted_with_route_disconnected(server
     assert not any(what == "InterruptionEnded" for what, _ in events)
 
 
-async def test_the_routers_old_device_unavailable_reacts_for_a_jack_unplugged(server, daemon):
+@pytest.mark.parametrize("reason", [RouteChangeReason.oldDeviceUnavailable,
+                                    RouteChangeReason.wakeFromSleep])
+async def test_the_routers_old_device_unavailable_reacts_for_a_jack_unplugged(server, daemon,
+                                                                             reason):
     """A laptop's headphones jack: the sink stays, its port goes (no remove event); the
-    router's route change (a stand-in here) makes the reaction."""
+    router's route change (a stand-in here) makes the reaction; so does a resume's change
+    whose device went during the suspend."""
     await playing(server, daemon, music(1))
     was = RouteDecision(PortChoice(None, "headphones"), PortChoice(None, "none"))
-    change = RouteChange("playback", RouteChangeReason.oldDeviceUnavailable, was, was,
-                         gone=frozenset({"sink:2"}))
+    change = RouteChange("playback", reason, was, was, gone=frozenset({"sink:2"}))
     daemon.reconciler.disconnect.route_changed("implicit:x:playback", change,
                                                (RoutedStream(KEY, "sink:2", True),))
     await until(lambda: muted(server), "the music muted")
@@ -310,7 +313,13 @@ async def test_the_routers_old_device_unavailable_reacts_for_a_jack_unplugged(se
     daemon.reconciler.disconnect.route_changed("implicit:x:playback", other,
                                                (RoutedStream(KEY, "sink:2", True),))
     await asyncio.sleep(0.05)
-    assert not muted(server), "only oldDeviceUnavailable interrupts"
+    assert not muted(server), "only a device that went interrupts"
+    woke = dataclasses.replace(change, reason=RouteChangeReason.wakeFromSleep,
+                               gone=frozenset())
+    daemon.reconciler.disconnect.route_changed("implicit:x:playback", woke,
+                                               (RoutedStream(KEY, "sink:2", True),))
+    await asyncio.sleep(0.05)
+    assert not muted(server), "a resume whose devices all stayed interrupts nobody"
 
 
 async def test_fake_server_unplug_of_a_device_it_lacks_is_an_error():

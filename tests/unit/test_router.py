@@ -16,6 +16,7 @@ from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import RouteChangeReason
 from audiopolicyd.runtime.moves import MAX_UNDOS
+from audiopolicyd.runtime.router import WAKE_S
 from audiopolicyd.runtime.routestore import RouteStore
 from audiopolicyd.runtime.routeview import route_table
 
@@ -113,6 +114,38 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     assert router.store.pins == {}, "the server's rescue is not the user's move"
     assert server.default.sink == "speaker"
     assert not [w for w in server.writes if w[1] == "default"], "the default never changes"
+
+
+async def test_after_a_resume_the_devices_changes_are_wake_from_sleep_for_a_while(server,
+                                                                                 start):
+    daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
+    now = [1000.0]
+    router.clock = lambda: now[0]
+    changes = []
+    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    assert [c.reason for c in changes] == [RouteChangeReason.newDeviceAvailable]
+    daemon.reconciler.sleep_changed(True)
+    # the server may see the headset go before logind says the machine woke
+    unplug(server, USB)
+    await until(lambda: len(changes) == 2, "the headset's going reported")
+    assert changes[1].reason is RouteChangeReason.wakeFromSleep
+    assert changes[1].gone == {"sink:7"}, "what went is told as for oldDeviceUnavailable"
+    await daemon.reconciler.answers(5.0)
+    assert on(server, CALL) == "sink:0"
+    daemon.reconciler.sleep_changed(False)
+    now[0] += WAKE_S - 1  # or after it, within the window
+    plug(server, USB)
+    await until(lambda: len(changes) == 3, "the headset's coming back reported")
+    assert changes[2].reason is RouteChangeReason.wakeFromSleep
+    unplug(server, USB)
+    await until(lambda: len(changes) == 4, "the headset's going reported")
+    now[0] += 2  # past the window: the devices' own reasons again
+    plug(server, USB)
+    await until(lambda: len(changes) == 5, "the headset reported")
+    assert changes[4].reason is RouteChangeReason.newDeviceAvailable
 
 
 async def test_a_stream_the_user_moves_stays_across_route_changes_and_a_restart(server, start):
