@@ -147,9 +147,14 @@ class Mirror:
                     if event.id in self._device_reads:
                         self._device_removals[event.id] += 1
                     gone = self.devices.pop(event.id, None)
-                    # a monitor is no route's port, and a recording of it has events of its
-                    # own: its removal (just before its sink's) asks for no pass
-                    if gone is not None and not gone.monitor:
+                    if gone is not None and gone.monitor:
+                        # a monitor goes just before its sink (on both servers): the sink is
+                        # going; without it now, the streams the server moved off it are not
+                        # moved back there in the meantime (PulseAudio's rescue comes first)
+                        gone = self.devices.pop(gone.monitor_of, None)
+                        if gone is not None and gone.id in self._device_reads:
+                            self._device_removals[gone.id] += 1
+                    if gone is not None:
                         self.on_devices()
                 else:
                     self.read_device(event.id)

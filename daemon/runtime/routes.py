@@ -68,6 +68,8 @@ class Routing:
         self.echo.wants = wants_echo_cancel(pm, lambda: decisions.policies())
         self.echo.masters = route_masters(self.router)
         self.headsets = HeadsetProfiles(backend, mirror, tasks, server, journal)
+        self.mirror = mirror
+        self._gone_early: set[str] = set()  # sinks whose monitor's removal came first
         self.router.revise = lambda change, devices: configuration_change(
             change, self.headsets.switched, devices)
 
@@ -93,7 +95,17 @@ class Routing:
         elif event.facility == "server":
             self.router.server_changed()
         if event.type == "remove" and event.facility in ("sink", "source"):
-            self.disconnect.device_removed(event.id)
+            gone = self.mirror.devices.get(event.id)
+            if gone is not None and gone.monitor_of in self.mirror.devices:
+                # a sink's monitor goes just before the sink (PulseAudio's order, after its
+                # rescue moved the sink's streams): the sink is going, and is gone for the
+                # mirror from here (Mirror.handle): react for it now
+                self._gone_early.add(gone.monitor_of)
+                self.disconnect.device_removed(gone.monitor_of)
+            elif event.id in self._gone_early:
+                self._gone_early.discard(event.id)  # reacted for at its monitor's removal
+            else:
+                self.disconnect.device_removed(event.id)
 
     def folded(self, old: Stream | None, stream: Stream) -> None:
         self.disconnect.folded(old, stream)

@@ -184,16 +184,26 @@ async def test_a_device_removed_while_its_read_is_in_flight_stays_removed(server
     assert "sink:4" not in folds.mirror.devices and folds.device_reads == 1
 
 
-async def test_a_monitors_removal_asks_for_no_pass(server, bare):
-    """A sink's monitor goes just before its sink: it is no route's port, and a recording of
-    it has events of its own; only the sink's removal asks for a pass."""
+async def test_a_monitors_removal_is_its_sinks_going_and_asks_for_one_pass(server, bare):
+    """A sink's monitor goes just before its sink (after PulseAudio's rescue moved the sink's
+    streams): the sink is gone for the mirror from then on, so a pass on the rescued streams'
+    reads does not move them back there; the sink's own removal asks for no second pass."""
     server.devices += [Device("sink", 4, "headset"),
                        Device("source", 5, "headset.monitor", monitor_of="sink:4")]
     folds = await bare()
     folds.mirror.handle(Event("remove", "source", 5, "source:5"))
-    assert "source:5" not in folds.mirror.devices and folds.device_reads == 0
+    assert "source:5" not in folds.mirror.devices and "sink:4" not in folds.mirror.devices
+    assert folds.device_reads == 1
     folds.mirror.handle(Event("remove", "sink", 4, "sink:4"))
-    assert "sink:4" not in folds.mirror.devices and folds.device_reads == 1
+    assert folds.device_reads == 1
+
+
+async def test_a_monitor_whose_sink_is_unknown_asks_for_no_pass(server, bare):
+    server.devices += [Device("source", 5, "headset.monitor", monitor_of="sink:4")]
+    folds = await bare()
+    folds.mirror.devices.pop("sink:4", None)
+    folds.mirror.handle(Event("remove", "source", 5, "source:5"))
+    assert "source:5" not in folds.mirror.devices and folds.device_reads == 0
 
 
 async def test_a_stale_read_of_a_new_stream_keeps_what_we_wrote_before_it(server, start):

@@ -116,6 +116,34 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     assert not [w for w in server.writes if w[1] == "default"], "the default never changes"
 
 
+async def test_a_sinks_monitor_going_first_sends_its_rescued_call_on_and_never_back(
+        server, start):
+    # PulseAudio's order when a sink goes: its streams rescued to the default, its monitor's
+    # remove, then its own: the monitor's removal is the sink's going
+    daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
+    monitor = Device("source", 17, "usb_headset.monitor", monitor_of="sink:7")
+    plug(server, USB)
+    plug(server, monitor)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    await daemon.reconciler.answers(5.0)
+    changes = []
+    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    server.devices = [d for d in server.devices if d.name not in (USB.name, monitor.name)]
+    mark = len(server.writes)
+    server._rescue(USB)
+    server.device_event("remove", "source", monitor.index)
+    await until(lambda: changes, "the headset's going reported on its monitor's removal")
+    assert changes[0].reason is RouteChangeReason.oldDeviceUnavailable
+    assert "sink:7" in changes[0].gone
+    await daemon.reconciler.answers(5.0)
+    assert on(server, CALL) == "sink:0"
+    assert (CALL, "device", "sink:7") not in server.writes[mark:], "never moved back"
+    server.device_event("remove", "sink", USB.index)
+    await daemon.reconciler.answers(5.0)
+    assert len(changes) == 1 and on(server, CALL) == "sink:0"
+
+
 async def test_after_a_resume_the_devices_changes_are_wake_from_sleep_for_a_while(server,
                                                                                  start):
     daemon = await call_and_music(server, start)
