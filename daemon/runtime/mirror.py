@@ -73,17 +73,22 @@ class Mirror:
     :param on_fold: ``on_fold(old, stream, fresh)``: a read was folded in (*old* is None for a
         stream new to the mirror)
     :param on_remove: ``on_remove(key)``: a stream left the mirror
-    :param on_devices: called when a device came, changed or went (after its read)
+    :param on_devices: called when a device came, changed or went (after its read): the
+        routes are decided again
+    :param on_streams: called when a device's read changes what a stream is (a monitor that
+        a stream records, read after it): a whole pass; default ``on_devices``
     """
 
     def __init__(self, backend: Backend, tasks: Tasks,
                  on_fold: Callable[[Stream | None, Stream, bool], None],
-                 on_remove: Callable[[str], None], on_devices: Callable[[], None]):
+                 on_remove: Callable[[str], None], on_devices: Callable[[], None],
+                 on_streams: Callable[[], None] | None = None):
         self.backend = backend
         self.tasks = tasks
         self.on_fold = on_fold
         self.on_remove = on_remove
         self.on_devices = on_devices
+        self.on_streams = on_streams or on_devices
         self.guard: Guard | None = None
         #: ``annotate(stream) -> stream``: what the runtime knows of a stream beyond the read
         #: (the echo canceller's streams on pipewire-pulse, :mod:`.processing`), applied to
@@ -236,7 +241,13 @@ class Mirror:
                 self.devices[device_id] = found
             else:
                 del self.devices[device_id]
-            self.on_devices()
+            if found is not None and found.monitor:
+                # a sink's monitor is no route's port; what a stream that records it is (the
+                # gate's and the engine's view) needs a whole pass
+                if any(s.device == device_id for s in self.streams.values()):
+                    self.on_streams()
+            else:
+                self.on_devices()
         if again and self.connected.is_set():
             # an event came meanwhile: read again, after the pass this read asked for (its
             # moves go out first: a plugged headset's sink has a new and a change event)

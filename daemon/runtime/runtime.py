@@ -70,7 +70,8 @@ class Runtime:
         self._app_sessions: AppSessions | None = None
         self._microphone: MicrophoneBroker | None = None
         self.tasks = Tasks(self._fail)
-        self.mirror = Mirror(backend, self.tasks, self._folded, self._removed, self._schedule)
+        self.mirror = Mirror(backend, self.tasks, self._folded, self._removed,
+                             self._route_soon, self._schedule)
         self.connection = Connection(backend, self.mirror.connected, self.resync, self.handle,
                                      self._lost)
         self.ownership = Ownership(self._schedule)
@@ -364,6 +365,17 @@ class Runtime:
                 loop.call_later(wait, self._scheduled_reconcile)
             else:
                 loop.call_soon(self._scheduled_reconcile)
+
+    def _route_soon(self) -> None:
+        """A device came, changed or went: route on the next loop iteration, without a
+        decision pass (what a pass decides does not depend on the devices: a stream the server
+        moves makes events of its own, a device's going reacts through :mod:`.disconnect`, a
+        monitor a stream records asks for a pass). Nothing when a pass or a routing is coming:
+        it routes on the graph as it is then."""
+        if self._scheduled or self._routing:
+            return
+        self._routing = True
+        asyncio.get_running_loop().call_soon(self._scheduled_route)
 
     def _scheduled_reconcile(self) -> None:
         self._scheduled = False

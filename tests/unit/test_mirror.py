@@ -7,6 +7,7 @@ quirks on (:meth:`~tests.support.fake_backend.FakeServer.behave_as_pipewire_puls
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -35,9 +36,13 @@ class Folds:
         self.errors: list[BaseException] = []
         self.folded: list[tuple[tuple[int, ...], bool]] = []  # (volume kept, fresh)
         self.removed: list[str] = []
-        self.device_reads = 0
+        self.device_reads = 0  # routings asked for (on_devices)
+        self.passes = 0  # whole passes asked for by a device's read (on_streams)
         self.mirror = Mirror(self.backend, Tasks(self.errors.append), self._fold,
-                             self.removed.append, self._devices)
+                             self.removed.append, self._devices, self._pass)
+
+    def _pass(self) -> None:
+        self.passes += 1
 
     def _fold(self, old, stream, fresh) -> None:
         self.folded.append((stream.volume, fresh))
@@ -196,6 +201,23 @@ async def test_a_monitors_removal_is_its_sinks_going_and_asks_for_one_pass(serve
     assert folds.device_reads == 1
     folds.mirror.handle(Event("remove", "sink", 4, "sink:4"))
     assert folds.device_reads == 1
+
+
+async def test_a_monitor_asks_for_a_pass_only_when_a_stream_records_it(server, bare):
+    """A sink's monitor is no route's port; but a stream read before it, recording it, is a
+    monitor's recording only once it is known (the gate, the engine): a whole pass."""
+    server.add(dataclasses.replace(make_stream(3, kind=StreamKind.SOURCE_OUTPUT),
+                                   device="source:6"))  # read before its device
+    folds = await bare()
+    assert "source-output:3" in folds.mirror.streams
+    server.devices.append(Device("source", 5, "desk.monitor", monitor_of="sink:0"))
+    folds.mirror.handle(Event("new", "source", 5, "source:5"))
+    await until(lambda: "source:5" in folds.mirror.devices, "the monitor read")
+    assert (folds.device_reads, folds.passes) == (0, 0)
+    server.devices.append(Device("source", 6, "headset.monitor", monitor_of="sink:0"))
+    folds.mirror.handle(Event("new", "source", 6, "source:6"))
+    await until(lambda: "source:6" in folds.mirror.devices, "its monitor read")
+    assert (folds.device_reads, folds.passes) == (0, 1)
 
 
 async def test_a_monitor_whose_sink_is_unknown_asks_for_no_pass(server, bare):

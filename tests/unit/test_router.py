@@ -116,6 +116,24 @@ async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(serv
     assert not [w for w in server.writes if w[1] == "default"], "the default never changes"
 
 
+async def test_a_device_that_comes_or_goes_is_routed_without_a_decision_pass(server, start):
+    # what a pass decides does not depend on the devices: a plugged headset is routed at once
+    daemon = await call_and_music(server, start)
+    runtime = daemon.reconciler
+    passes = []  # how many writes the server had received at each pass
+    run = runtime.decisions.run
+    runtime.decisions.run = lambda: passes.append(len(server.writes)) or run()
+    mark = len(server.writes)
+    plug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
+    moved = server.writes.index((CALL, "device", "sink:7"), mark)
+    assert all(p > moved for p in passes), "moved by the routing after the device's read " \
+        "alone; passes only for the call's own change after"
+    await runtime.answers(5.0)  # the call's own change events ask for passes after
+    unplug(server, USB)
+    await until(lambda: on(server, CALL) == "sink:0", "the call back")
+
+
 async def test_a_sinks_monitor_going_first_sends_its_rescued_call_on_and_never_back(
         server, start):
     # PulseAudio's order when a sink goes: its streams rescued to the default, its monitor's
