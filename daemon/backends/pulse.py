@@ -1,9 +1,10 @@
 """The PulseAudio-protocol backend (PulseAudio 16 and pipewire-pulse), on pulsectl-asyncio.
 
 Event-driven: one subscription to sink-input, source-output, sink, source, card, module and
-server events (and client events on pipewire-pulse); a device's or card's ``change`` events are coalesced
-(:mod:`~audiopolicyd.backends.coalesce`). Requests are pipelined: callers issue many writes
-concurrently and libpulse sends them without waiting for each reply. What the protocol's
+server events (and client events on pipewire-pulse), taken straight from libpulse's callback
+(:mod:`~audiopolicyd.backends.pulse_events`); a device's or card's ``change`` events are
+coalesced (:mod:`~audiopolicyd.backends.coalesce`). Requests are pipelined: callers issue many
+writes concurrently and libpulse sends them without waiting for each reply. What the protocol's
 objects become in the model (ids, restore keys, bounded properties, cards and ports) is
 :mod:`~audiopolicyd.backends.pulse_convert`; who a stream's
 client is, :mod:`~audiopolicyd.backends.pulse_clients`; moves, defaults, modules and capture,
@@ -38,6 +39,7 @@ from .pulse_convert import (
     restore_key,
     stream_id,
 )
+from .pulse_events import RawEvents
 from .pulse_routing import PulseRouting
 
 logger = logging.getLogger(__name__)
@@ -149,41 +151,27 @@ class PulseBackend(ClientVouching, PulseRouting, Backend):
         return self._pulse
 
     async def events(self) -> AsyncIterator[Event]:
-        source = self._p.subscribe_events(*_FACILITIES, *self.client_facilities())
+        raw = RawEvents(self._p)  # not subscribe_events: a task pair per event (pulse_events)
         coalescer = Coalescer()
         loop = asyncio.get_running_loop()
-        # the next server event while folded changes wait for their window: awaited with a
-        # timeout, never cancelled (that would end the subscription)
-        nxt: asyncio.Future | None = None
         try:
+            await self._call(raw.subscribe(*_FACILITIES, *self.client_facilities()))
             while True:
                 for event in coalescer.due(loop.time()):
                     yield event
-                deadline = coalescer.deadline()
-                if nxt is None and deadline is None:
-                    # awaited here, not in a task: the first call subscribes at once
-                    raw = await source.__anext__()
-                else:
-                    if nxt is None:
-                        nxt = asyncio.ensure_future(source.__anext__())
-                    if deadline is not None:
-                        await asyncio.wait({nxt}, timeout=max(0.0, deadline - loop.time()))
-                        if not nxt.done():
-                            continue
-                    raw, nxt = await nxt, None
-                came = self._event(raw)
+                ev = raw.take()
+                if ev is None:
+                    # folded device changes wait for their window (Coalescer.deadline)
+                    deadline = coalescer.deadline()
+                    await raw.wait(None if deadline is None else max(0.0,
+                                                                     deadline - loop.time()))
+                    continue
+                came = self._event(ev)
                 if came is not None:
                     for out in coalescer.offer(came, loop.time()):
                         yield out
-        except pulsectl.PulseDisconnected:
-            raise ServerGone("the audio server went away") from None
-        except StopAsyncIteration:
-            return  # the subscription was ended (pulsectl's event_callback_set(None))
         finally:
-            if nxt is not None:
-                # let the subscription end (it unsubscribes) before the connection may close
-                nxt.cancel()
-                await asyncio.wait({nxt})
+            await raw.close()
 
     def _event(self, ev) -> Event | None:
         """A server event in the model's terms, None for one only the backend uses."""

@@ -327,6 +327,9 @@ class MicrophoneGate:
     def flooded(self, key: str) -> bool:
         return self.fights.flooded(key)
 
+    def killing(self, key: str) -> bool:
+        return key in self.fights.killing
+
     def screen(self, stream: Stream, fresh: bool, gen: int) -> bool:
         return self.fights.screen(stream, fresh, gen)
 

@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 #: How long a read of one stream may take before it is sent again, in seconds.
 READ_TIMEOUT = 2.0
+#: Killed streams found gone whose ``remove`` event has not come yet, at most (the oldest
+#: forgotten).
+MAX_GONE = 1024
 
 KINDS = {"sink-input": StreamKind.SINK_INPUT, "source-output": StreamKind.SOURCE_OUTPUT}
 
@@ -54,6 +57,9 @@ class Guard(Protocol):
 
     def flooded(self, key: str) -> bool:
         """Count a change event of a held stream; True when it is being killed for it."""
+
+    def killing(self, key: str) -> bool:
+        """Whether *key* is being killed for fighting the gate."""
 
     def new_stream(self, kind: StreamKind, key: str) -> None:
         """A stream was announced (``new``), before its first read is sent."""
@@ -109,6 +115,9 @@ class Mirror:
         self._epoch = 0  # connections reset so far: a read counts in _reads of its own only
         self._device_reads: dict[str, bool] = {}  # device id -> read again once answered
         self._device_removals: collections.Counter[str] = collections.Counter()  # meanwhile
+        # streams we killed that a read found gone, whose `remove` has not come yet (oldest
+        # first): their change events, queued before it, are read no more
+        self._gone: dict[str, None] = {}
 
     def load(self, devices: list[Device], streams: list[Stream]) -> None:
         """Take the whole graph as read at a (re)connection."""
@@ -129,6 +138,7 @@ class Mirror:
         self._reread.clear()
         self._device_reads.clear()
         self._device_removals.clear()
+        self._gone.clear()
         self.devices.clear()
         return gone
 
@@ -169,6 +179,12 @@ class Mirror:
                 return True
             return False
         key = event.id
+        if event.type == "change" and key in self._gone:
+            # a killed fighter's change events queued before its `remove`: a read of each
+            # (hundreds, from a stream moved in a tight loop) held up every later event, a
+            # new stream's among them
+            return True
+        self._gone.pop(key, None)  # its `remove`, or a `new` at a reused index
         held = self.guard is not None and self.guard.holds(key)
         if event.type == "remove":
             if self._reads[key]:
@@ -303,6 +319,13 @@ class Mirror:
         if removed:
             return
         if stream is None:
+            if self.guard is not None and self.guard.killing(key):
+                # gone as we killed it: a fighter's change events queued before its
+                # `remove` are read no more (any other stream may only seem gone: a
+                # pipewire-pulse stream announced before it can be read)
+                self._gone[key] = None
+                while len(self._gone) > MAX_GONE:
+                    del self._gone[next(iter(self._gone))]
             self.remove(key)
             return
         self.fold(stream, writes_answered and self._wgen.get(key, 0) == gen, gen)

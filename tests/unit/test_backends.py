@@ -1,10 +1,12 @@
 """The backend contract without a server: the choice of backend, the coalescing of device
 changes, what libpulse's structures become in the model (cards, ports, profiles, ids, restore
-keys), the bounds of a capture's shape, and the fake backend's side of the wider contract (the
-servers' side is tests/integration/test_backend_contract.py)."""
+keys), the bounds of a capture's shape, the event queue taken from libpulse's callback, and
+the fake backend's side of the wider contract (the servers' side is
+tests/integration/test_backend_contract.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 
 import pytest
@@ -15,7 +17,9 @@ from pulsectl import _pulsectl as c
 
 from audiopolicyd import backends
 from audiopolicyd.app import parse_args
-from audiopolicyd.backends.base import Capability, Event, ModuleLoadFailed, NoSuchDevice
+from audiopolicyd.backends.base import (
+    Capability, Event, ModuleLoadFailed, NoSuchDevice, ServerGone,
+)
 from audiopolicyd.backends.coalesce import DEVICE_CHANGE_WINDOW, Coalescer
 from audiopolicyd.backends.pulse import PulseBackend
 from audiopolicyd.backends.pulse_capture import check_format
@@ -294,3 +298,63 @@ def test_the_pulse_backend_reads_back_only_the_stream_ids_it_mints():
                     "source-output:1:2"):
         with pytest.raises(ValueError, match="not a stream id of this backend"):
             parse_stream_id(foreign)
+
+
+# -- events straight from libpulse's callback (backends/pulse_events.py) -----------------------
+
+async def test_pulsectl_asyncio_still_has_what_raw_events_relies_on():
+    """pulse_events uses three internals of pulsectl-asyncio (as its own subscribe_events
+    does); an upgrade that drops one fails here, not at run time."""
+    import inspect
+
+    import pulsectl_asyncio
+
+    pulse = pulsectl_asyncio.PulseAsync("audiopolicyd-test")
+    try:
+        assert pulse.event_callback is None
+        assert isinstance(pulse._disconnected, asyncio.Event)
+        assert inspect.iscoroutinefunction(pulse._event_mask_set)
+        source = inspect.getsource(type(pulse)._pulse_subscribe_cb)
+        assert "self.event_callback(PulseEventInfo(" in source
+    finally:
+        pulse.close()
+
+
+class _Pulse:
+    """What RawEvents uses of a PulseAsync connection."""
+
+    def __init__(self) -> None:
+        self.event_callback = None
+        self._disconnected = asyncio.Event()
+        self.connected = True
+        self.masks: list[tuple[str, ...]] = []
+
+    async def _event_mask_set(self, *masks: str) -> None:
+        self.masks.append(masks)
+
+
+async def test_raw_events_come_in_order_without_a_wait_and_end_with_the_connection():
+    from audiopolicyd.backends.pulse_events import RawEvents
+
+    pulse = _Pulse()
+    raw = RawEvents(pulse)
+    await raw.subscribe("sink", "source")
+    assert pulse.masks == [("sink", "source")]
+    for n in range(100):  # a flood: all queued, taken without awaiting
+        pulse.event_callback(n)
+    assert [raw.take() for _ in range(100)] == list(range(100))
+    assert raw.take() is None
+    await raw.wait(0.01)  # nothing came: the timeout
+    waiting = asyncio.ensure_future(raw.wait(None))
+    await asyncio.sleep(0)
+    pulse.event_callback("late")
+    await asyncio.wait_for(waiting, 5)
+    assert raw.take() == "late"
+    with pytest.raises(RuntimeError, match="has an event subscription already"):
+        RawEvents(pulse)
+    pulse._disconnected.set()
+    await asyncio.wait_for(raw.wait(None), 5)
+    with pytest.raises(ServerGone):
+        raw.take()
+    await raw.close()
+    assert pulse.event_callback is None and pulse.masks[-1] == ("null",)

@@ -203,6 +203,39 @@ async def test_a_monitors_removal_is_its_sinks_going_and_asks_for_one_pass(serve
     assert folds.device_reads == 1
 
 
+async def test_a_killed_stream_found_gone_is_read_no_more_until_its_remove(server, bare):
+    """A killed fighter's change events queued before its ``remove`` (hundreds, from a stream
+    moved in a tight loop): a read of each held up every later event; a ``new`` at its index
+    (pipewire-pulse reuses them) is read again. A stream we did not kill that a read finds
+    gone is read again on its next event (pipewire-pulse announces a stream before it can be
+    read)."""
+    server.add(game(1))
+    server.add(game(2))
+    folds = await bare()
+    folds.mirror.guard = guard = NewStreams()
+    reads = []
+    stream = folds.backend.stream
+    folds.backend.stream = lambda key: reads.append(key) or stream(key)
+    other = "sink-input:2"
+    guard.killed.add(KEY)
+    for key in (KEY, other):
+        del server.state[key]  # gone, its remove not seen yet
+        await folds.mirror.reread(key)
+        assert key not in folds.mirror.streams
+    assert reads == [KEY, other]
+    for _ in range(50):
+        folds.mirror.handle(Event("change", "sink-input", 1, KEY))
+    folds.mirror.handle(Event("change", "sink-input", 2, other))
+    await until(lambda: reads.count(other) == 2, "the other stream read again")
+    assert reads.count(KEY) == 1
+    folds.mirror.handle(Event("remove", "sink-input", 1, KEY))
+    server.add(game(1))  # a new stream at the index
+    folds.mirror.handle(Event("new", "sink-input", 1, KEY))
+    await until(lambda: KEY in folds.mirror.streams, "the new stream read")
+    folds.mirror.handle(Event("change", "sink-input", 1, KEY))
+    await until(lambda: reads.count(KEY) == 3, "its change read")
+
+
 async def test_a_monitor_asks_for_a_pass_only_when_a_stream_records_it(server, bare):
     """A sink's monitor is no route's port; but a stream read before it, recording it, is a
     monitor's recording only once it is known (the gate, the engine): a whole pass."""
@@ -285,12 +318,16 @@ class NewStreams:
 
     def __init__(self):
         self.announced: list[str] = []
+        self.killed: set[str] = set()
 
     def holds(self, key):
         return False
 
     def flooded(self, key):
         return False
+
+    def killing(self, key):
+        return key in self.killed
 
     def new_stream(self, kind, key):
         self.announced.append(key)
