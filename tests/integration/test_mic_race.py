@@ -39,10 +39,12 @@ FIGHTER_APP = "exe:" + os.path.realpath(sys.executable)
 #: The most microphone audio a hostile stream may get, in ms (docs/microphone.md).
 LEAK_MS = 50.0
 #: What is known to hold for a tight loop from a second connection on pipewire-pulse, which
-#: answers the daemon late under that flood: 85 ms seen on an idle machine, 90-365 ms on a
-#: loaded one. The 50 ms bound is not met for this shape yet (issue 9 stays open for it; see
-#: docs/microphone.md, Limits); every such stream must still be killed and counted.
-PIPEWIRE_OTHER_CONNECTION_MS = 400.0
+#: answers the daemon late under that flood: since the backend takes events straight from
+#: libpulse (backends/pulse_events.py) one stream in 80 got 55 ms (median 0; before, 85 ms on an
+#: idle machine and 90-365 ms on a loaded one). The 50 ms bound is not met for this shape
+#: every time yet (docs/microphone.md, Limits); every such stream must still be killed and
+#: counted.
+PIPEWIRE_OTHER_CONNECTION_MS = 100.0
 
 
 @pytest.fixture
@@ -113,6 +115,15 @@ def test_an_app_that_reopens_after_each_kill_gets_at_most_50_ms_per_stream_and_i
     assert_held(results, daemon, server)
     listed = daemon.ctl("permissions")
     assert listed.returncode == 0 and "fought 8" in listed.stdout, listed.stdout
+
+
+def test_an_app_that_moves_in_a_tight_loop_and_reopens_gets_at_most_50_ms_per_stream(
+        server: AudioServer, daemon: DaemonProcess, mic: str, mic2: str) -> None:
+    # each move makes about three events: the daemon once fell behind that flood, and each
+    # reopened stream's `new` waited behind the last one's events (backends/pulse_events.py)
+    results = fight(server, mic, attack="move,unmute,volume", move_to=mic2, streams=8)
+    assert len(results) == 8
+    assert_held(results, daemon, server)
 
 
 def test_a_granted_app_may_unmute_and_raise_its_own_stream(
