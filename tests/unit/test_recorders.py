@@ -223,11 +223,15 @@ async def test_a_denied_app_gets_not_allowed_for_stereo(rig):
     assert not r.recorders.recordings and not r.sessions.sessions
 
 
-async def test_a_listen_recording_needs_no_permission(rig):
+@pytest.mark.parametrize("direction,decision,device", [
+    ("listen", Decision.DENIED, SPEAKER),  # a listen recording needs no permission
+    ("speak", Decision.GRANTED, MIC),
+])
+async def test_a_listen_recording_or_a_granted_app_records(rig, direction, decision, device):
     r = await rig(microphone=True)
-    await r.access.broker.decide(APP, Decision.DENIED, "test")
-    recording = await r.recording(direction="listen")
-    await r.feed(recording, SPEAKER, 5)
+    await r.access.broker.decide(APP, decision, "test")
+    recording = await r.recording(direction=direction)
+    await r.feed(recording, device, 5)
     assert recording.job.state is State.RECORDING
 
 
@@ -249,14 +253,6 @@ async def test_a_caller_that_leaves_while_its_app_waits_for_the_user_gets_no_inp
     r.recorders.peer_gone(recording.owner)
     await recording.job.done.wait()
     assert recording.job.state is State.NO_INPUT and recording.job.result == "failed"
-
-
-async def test_a_granted_app_records_the_microphone(rig):
-    r = await rig(microphone=True)
-    await r.access.broker.decide(APP, Decision.GRANTED, "test")
-    recording = await r.recording(direction="speak")
-    await r.feed(recording, MIC, 5)
-    assert recording.job.state is State.RECORDING
 
 
 # -- sessions ------------------------------------------------------------------------------------
