@@ -57,13 +57,17 @@ class SleepWatcher:
                         "change is reported as wakeFromSleep", exc)
             return None
         try:
-            await bus.call(Message(destination="org.freedesktop.DBus",
-                                   path="/org/freedesktop/DBus",
-                                   interface="org.freedesktop.DBus", member="AddMatch",
-                                   signature="s", body=[MATCH]))
+            reply = await bus.call(Message(destination="org.freedesktop.DBus",
+                                           path="/org/freedesktop/DBus",
+                                           interface="org.freedesktop.DBus", member="AddMatch",
+                                           signature="s", body=[MATCH]))
+            refused = reply is None or reply.message_type is MessageType.ERROR
+            why = f"{reply.error_name}: {reply.body}" if refused and reply is not None else ""
         except (OSError, DBusError) as exc:
+            refused, why = True, str(exc)
+        if refused:
             logger.warning("the system bus refused to pass logind's PrepareForSleep (%s): no "
-                           "route change is reported as wakeFromSleep", exc)
+                           "route change is reported as wakeFromSleep", why)
             bus.disconnect()
             return None
         logger.debug("following logind's PrepareForSleep on the system bus")

@@ -94,6 +94,8 @@ class Routing:
             self.headsets.card_event()  # a headset that connects during a call
         elif event.facility == "server":
             self.router.server_changed()
+        if event.type == "new":
+            self._gone_early.discard(event.id)  # pipewire-pulse reuses a removed one's index
         if event.type == "remove" and event.facility in ("sink", "source"):
             gone = self.mirror.devices.get(event.id)
             if gone is not None and gone.monitor_of in self.mirror.devices:

@@ -105,3 +105,15 @@ async def test_only_signals_count(bus_address: str) -> None:
     finally:
         watcher.close()
         logind.disconnect()
+
+
+async def test_a_bus_that_refuses_the_match_rule_is_said_and_left(bus_address, monkeypatch,
+                                                                  caplog) -> None:
+    from audiopolicyd import sleep
+
+    monkeypatch.setattr(sleep, "MATCH", "type='no-such-type'")  # dbus-daemon refuses it
+    with caplog.at_level(logging.WARNING, "audiopolicyd.sleep"):
+        watcher = await SleepWatcher.connect(lambda start: None, bus_address)
+    assert watcher is None
+    assert "refused to pass logind's PrepareForSleep" in caplog.text
+    assert "MatchRuleInvalid" in caplog.text
