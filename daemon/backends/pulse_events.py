@@ -10,9 +10,9 @@ each kill got up to 440 ms per stream on PulseAudio). Here the callback appends 
 wakes the reader once; the reader takes what is queued without awaiting, and waits only when
 nothing is (one future per wake-up, not per event).
 
-It relies on two of pulsectl-asyncio's internals, as its own ``subscribe_events`` does: the
-``event_callback`` attribute its libpulse callback calls with a ``PulseEventInfo``, and the
-coroutine ``_event_mask_set(*masks)``; and on ``_disconnected``, the ``asyncio.Event`` it sets
+It relies on three of pulsectl-asyncio's internals, as its own ``subscribe_events`` does: the
+``event_callback`` attribute its libpulse callback calls with a ``PulseEventInfo``, the
+coroutine ``_event_mask_set(*masks)``, and ``_disconnected``, the ``asyncio.Event`` it sets
 when the connection fails. ``tests/unit/test_backends.py`` checks that the installed version has
 them. When to delete this module: once a pulsectl-asyncio release yields events without a task
 per event; then go back to ``subscribe_events``.

@@ -67,6 +67,10 @@ RouteListener = Callable[[str, RouteChange, "tuple[RoutedStream, ...]"], None]
 #: devices come back (or do not) in the first seconds (USB re-enumerates, the audio server
 #: reopens its cards; a Bluetooth headset reconnects within a few).
 WAKE_S = 10.0
+#: How long after logind's "going to sleep" the same holds without a resume, in seconds of
+#: the monotonic clock, which stops while the machine sleeps: a suspend whose resume signal
+#: never comes is forgotten after that.
+ASLEEP_S = 60.0
 #: The reasons a resume's change would otherwise have: what the devices did.
 WAKE_REASONS = frozenset({
     RouteChangeReason.newDeviceAvailable, RouteChangeReason.oldDeviceUnavailable,
@@ -124,8 +128,7 @@ class Router:
         self._categories: dict[str, str] = {}  # session id -> category as of the last pass
         self._overrides: dict[str, str] = {}  # session id -> override as of the last pass
         self._sessions: dict[str, Session] = {}  # stream key -> its session, last pass
-        self._asleep = False  # between logind's PrepareForSleep(true) and (false)
-        self._woke: float | None = None  # clock() at the last resume from suspend
+        self._waking_until: float | None = None  # clock() until which a change is a resume's
 
     # -- the server's defaults ------------------------------------------------------------------
 
@@ -147,12 +150,11 @@ class Router:
 
     def sleep_changed(self, start: bool) -> None:
         """The machine goes to sleep (*start*) or resumed: from the one to :data:`WAKE_S`
-        after the other, a route change the devices make is ``wakeFromSleep`` (the server
-        may see a device go before logind says the machine woke); on the resume a pass is
-        asked for."""
-        self._asleep = start
+        after the other (or :data:`ASLEEP_S` after a suspend with no resume), a route change
+        the devices make is ``wakeFromSleep`` (the server may see a device go before logind
+        says the machine woke); on the resume a pass is asked for."""
+        self._waking_until = self.clock() + (ASLEEP_S if start else WAKE_S)
         if not start:
-            self._woke = self.clock()
             self.schedule()
 
     def lost(self) -> None:
@@ -283,9 +285,8 @@ class Router:
             return
         if self.revise is not None:
             change = self.revise(change, snap.devices)
-        waking = self._asleep or (self._woke is not None
-                                  and self.clock() - self._woke < WAKE_S)
-        if waking and change.reason in WAKE_REASONS:
+        if self._waking_until is not None and self.clock() < self._waking_until \
+                and change.reason in WAKE_REASONS:
             change = dataclasses.replace(change, reason=RouteChangeReason.wakeFromSleep)
         port = decision.output.port or decision.input.port
         where = f"{port.port_type} {quote(port.port_name)}" if port else "nothing"

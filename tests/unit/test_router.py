@@ -16,7 +16,7 @@ from audiopolicyd.microphone.stores import Decision, SqlitePermissionStore
 from audiopolicyd.model import Device, StreamKind
 from audiopolicyd.route import RouteChangeReason
 from audiopolicyd.runtime.moves import MAX_UNDOS
-from audiopolicyd.runtime.router import WAKE_S
+from audiopolicyd.runtime.router import ASLEEP_S, WAKE_S
 from audiopolicyd.runtime.routestore import RouteStore
 from audiopolicyd.runtime.routeview import route_table
 
@@ -132,6 +132,20 @@ async def test_a_device_that_comes_or_goes_is_routed_without_a_decision_pass(ser
     await runtime.answers(5.0)  # the call's own change events ask for passes after
     unplug(server, USB)
     await until(lambda: on(server, CALL) == "sink:0", "the call back")
+
+
+async def test_a_suspend_whose_resume_never_comes_is_forgotten(server, start):
+    daemon = await call_and_music(server, start)
+    router = daemon.reconciler.router
+    now = [1000.0]
+    router.clock = lambda: now[0]
+    changes = []
+    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    daemon.reconciler.sleep_changed(True)
+    now[0] += ASLEEP_S + 1  # (the monotonic clock stops while the machine sleeps)
+    plug(server, USB)
+    await until(lambda: changes, "the headset reported")
+    assert changes[0].reason is RouteChangeReason.newDeviceAvailable
 
 
 async def test_a_sinks_monitor_going_first_sends_its_rescued_call_on_and_never_back(
