@@ -22,12 +22,18 @@ START_WAIT = 10.0
 
 
 @pytest.fixture
-def bus_address() -> Iterator[str]:
-    """The address of a private dbus-daemon, stopped after the test."""
+def private_bus() -> Iterator[PrivateBus]:
+    """A private dbus-daemon (its process is ``.proc``), stopped after the test."""
     assert shutil.which("dbus-daemon"), "dbus-daemon is needed (Debian package dbus)"
     bus = PrivateBus(service_dirs=[])
     try:
         bus.start(START_WAIT)
-        yield bus.address
+        yield bus
     finally:
         bus.close()
+
+
+@pytest.fixture
+def bus_address(private_bus: PrivateBus) -> str:
+    """The address of a private dbus-daemon, stopped after the test."""
+    return private_bus.address

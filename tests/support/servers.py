@@ -328,9 +328,33 @@ sink_properties=\\"device.description=Headphones device.form_factor=headphone\\"
             self._poll(socket.exists, deadline, f"{socket} to exist")
 
 
+#: Connection attempts :func:`pulse` makes while the server's processes all run.
+CONNECT_TRIES = 3
+
+
 def pulse(server: AudioServer, name: str = "audiopolicyd-test") -> pulsectl.Pulse:
-    """Return a connected sync :class:`pulsectl.Pulse` on *server* (a context manager)."""
-    return pulsectl.Pulse(name, server=server.pulse_server)
+    """Return a connected sync :class:`pulsectl.Pulse` on *server* (a context manager).
+
+    A refused connection is tried again (up to :data:`CONNECT_TRIES` in all) while every
+    server process runs: pipewire-pulse 0.3.65 once refused one of a test's many short
+    connections while it unloaded a module, and the test is about the daemon, not that.
+
+    :raises ServerStartError: if a server process has exited (its exit status is named).
+    :raises pulsectl.PulseError: if the last attempt is refused too.
+    """
+    for _ in range(CONNECT_TRIES - 1):
+        try:
+            return pulsectl.Pulse(name, server=server.pulse_server)
+        except pulsectl.PulseError as exc:
+            server._check_alive()
+            logger.warning("%s refused a connection (%s); all its processes run: again",
+                           server.name, exc)
+            time.sleep(0.1)
+    try:
+        return pulsectl.Pulse(name, server=server.pulse_server)
+    except pulsectl.PulseError:
+        server._check_alive()
+        raise
 
 
 def start_client(server: AudioServer, argv: list[str],

@@ -13,7 +13,7 @@ from audiopolicyd.pluginmanager import make_plugin_manager, plugin_settings_sche
 from audiopolicyd.policystore import PolicyStore, shipped_dir
 
 from ..support.fake_backend import fake_ids
-from ..support.private_bus import bus_address  # noqa: F401 (a fixture for the tests here)
+from ..support.private_bus import bus_address, private_bus  # noqa: F401 (a fixture for the tests here)
 
 
 #: This test process as a stream claims it (``extra=VERIFIED``): /proc confirms the claim, so

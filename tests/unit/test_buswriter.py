@@ -2,8 +2,10 @@
 
 A service emits signals larger than its socket's send buffer (the sizes of the reproduction
 of python-dbus-next issue #153), each twice as a reload does (``PropertiesChanged`` and a
-signal), while its peer reads nothing. dbus-fast 5.2.0's own ``MessageBus`` drops the
-connection at the first EAGAIN (this test, parametrized over it, shows that it can fail);
+signal), while the dbus-daemon reads nothing (it is stopped with SIGSTOP for the burst, so the
+socket is surely full, whatever the machine's load). dbus-fast 5.2.0's own ``MessageBus``
+drops the connection at the first EAGAIN (this test, parametrized over it, shows that it can
+fail);
 :class:`audiopolicyd.buswriter.MessageBus` stays connected and every signal arrives whole and
 in order.
 
@@ -14,6 +16,8 @@ from its annotations at run time.)
 """
 
 import asyncio
+import os
+import signal as signals
 import socket
 
 import dbus_fast.aio
@@ -52,7 +56,8 @@ class Probe(ServiceInterface):
     (dbus_fast.aio.MessageBus, False),
 ], ids=["audiopolicyd.buswriter", "dbus_fast.aio-5.2.0"])
 async def test_big_signals_while_the_socket_is_full_keep_the_connection(
-        bus_address, bus_class, survives):
+        private_bus, bus_class, survives):
+    bus_address, daemon = private_bus.address, private_bus.proc.pid
     service = await bus_class(bus_address=bus_address).connect()
     peer = await dbus_fast.aio.MessageBus(bus_address=bus_address).connect()
     ended = asyncio.ensure_future(service.wait_for_disconnect())
@@ -77,8 +82,10 @@ async def test_big_signals_while_the_socket_is_full_keep_the_connection(
 
         probe = Probe()
         service.export("/probe", probe)
-        # The whole burst is emitted synchronously: the peer (same loop) reads nothing meanwhile.
+        # The whole burst is emitted synchronously while the dbus-daemon is stopped: nothing
+        # drains the socket, so a write meets EAGAIN on any machine, busy or idle.
         emit_error = None
+        os.kill(daemon, signals.SIGSTOP)
         try:
             for size in SIZES:
                 probe.problems = ["x" * size] if size else []
@@ -86,6 +93,8 @@ async def test_big_signals_while_the_socket_is_full_keep_the_connection(
                 probe.Reloaded(not size, probe.problems)
         except OSError as exc:  # upstream, once it has closed the socket: EBADF
             emit_error = exc
+        finally:
+            os.kill(daemon, signals.SIGCONT)
 
         arrived = asyncio.ensure_future(everything.wait())
         await asyncio.wait({ended, arrived}, timeout=WAIT, return_when=asyncio.FIRST_COMPLETED)
