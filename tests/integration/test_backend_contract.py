@@ -170,9 +170,17 @@ async def test_the_default_sink_and_source_are_set_and_restored(server: AudioSer
     assert (before.sink, before.source) == defaults() == ("speaker", MIC)
     await backend.set_default_device("sink", await device(backend, "headphones"))
     wait_for(lambda: defaults()[0] == "headphones", WAIT, "headphones the default sink")
-    # pipewire-pulse reports the new default a moment after the call (WirePlumber picks it)
-    await eventually(backend.default_devices, lambda d: d.sink == "headphones",
-                     "the backend to read headphones as the default sink")
+    # pipewire-pulse reports the new default a moment after the call (WirePlumber picks it),
+    # and keeps each connection's own copy of it: a connection made moments before the change
+    # may never see it (docs/routing.md, "What the servers do"), so a backend connected now
+    # reads it
+    reader = PulseBackend(server.pulse_server, client_name="audiopolicyd-contract-reader")
+    await reader.connect()
+    try:
+        await eventually(reader.default_devices, lambda d: d.sink == "headphones",
+                         "the backend to read headphones as the default sink")
+    finally:
+        reader.close()
     with pytest.raises(ValueError):
         await backend.set_default_device("source", await device(backend, "speaker"))
     with pytest.raises(NoSuchDevice):
