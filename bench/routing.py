@@ -19,7 +19,11 @@ For each server (a private PulseAudio 16, a private PipeWire + WirePlumber + pip
   call, the time of the first ``change`` event after which the call is on the expected sink (the
   headset; the headphones after the unplug: the server itself moves a vanishing sink's streams
   to its default sink, the reactor then to the headphones). The next trial waits until every
-  call is back on the headphones. One warm-up trial per series is discarded.
+  call is back on the headphones. The trials are split into ``--rounds`` rounds (default 2) in
+  which the reactors take turns to go first (ABBA), so that a drift of the server's speed over
+  a run weighs on both alike, and each phase starts once the server's processes are quiet
+  (``QUIET_CPU``). Each round starts its reactor afresh and begins with a warm-up trial,
+  discarded.
 
 It prints p50/p99 of the latency to the first and to the last call moved, for plug and unplug,
 and the daemon/reference ratios (target of issue 11: p50 ratio <= 1.25). It asserts nothing.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +54,11 @@ TARGET_P50_RATIO = 1.25
 #: Seconds a trial waits for every call to be moved, and for every call to be back.
 MOVE_TIMEOUT, BACK_TIMEOUT = 5.0, 10.0
 SETTLE = 0.1
+#: Before each phase, the bench waits (at most QUIET_TIMEOUT s) until the server's processes
+#: used at most QUIET_CPU of a core over a QUIET_WINDOW s window, so that no phase starts on
+#: the last one's leftover work (WirePlumber's, with 50 calls); in the runs of 2026-12-01 that
+#: took 0.5-1.0 s.
+QUIET_CPU, QUIET_WINDOW, QUIET_TIMEOUT = 0.1, 0.5, 20.0
 
 
 @dataclass
@@ -105,11 +115,18 @@ class MoveObserver(Observer):
                 and ev.index not in self.moved:
             self.victim_changes += 1
             fut = self.raw_sink_input(ev.index, lambda info: info.sink)
-            fut.add_done_callback(lambda f, i=ev.index, t=now: self._seen_sink(i, t, f))
+            # a change before t0 is not the reactor's (PulseAudio's rescue comes before the
+            # sink's `remove`); its read, answered later, may show the reactor's move: that
+            # move is timed by the answer, never by the earlier event
+            at = now if self.t0 is not None else None
+            fut.add_done_callback(lambda f, i=ev.index, t=at: self._seen_sink(i, t, f))
 
-    def _seen_sink(self, index: int, t: float, fut: asyncio.Future) -> None:
+    def _seen_sink(self, index: int, t: float | None, fut: asyncio.Future) -> None:
+        """A call's read after its change event at *t* (None: before t0, timed now)."""
         if not self.armed or fut.cancelled() or fut.exception() is not None:
             return
+        if t is None:
+            t = time.monotonic()
         if self.target is not None and fut.result() == self.target \
                 and index not in self.moved:
             self.moved[index] = t
@@ -135,6 +152,7 @@ class RoutingBench(Bench):
         super().__init__(server, args, workdir)
         self.observer = MoveObserver(server)
         self.home = -1  # the sink calls are on without a headset
+        self.settle_s: list[float] = []  # seconds each phase waited for a quiet server
         self.plugs = 0
 
     async def setup(self) -> str:
@@ -172,12 +190,36 @@ class RoutingBench(Bench):
                 deadline = time.monotonic() + BACK_TIMEOUT
             await asyncio.sleep(0.02)
 
+    def _cpu_ticks(self) -> int:
+        """CPU clock ticks the server's processes used so far (utime + stime, /proc)."""
+        ticks = 0
+        for proc in self.server.procs:
+            try:
+                fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            ticks += int(fields[11]) + int(fields[12])
+        return ticks
+
+    async def quiet(self) -> float:
+        """Wait until the server's processes are quiet (:data:`QUIET_CPU`); the seconds
+        waited (:data:`QUIET_TIMEOUT` when they never were)."""
+        hz = os.sysconf("SC_CLK_TCK")
+        start = time.monotonic()
+        while time.monotonic() - start < QUIET_TIMEOUT:
+            before = self._cpu_ticks()
+            await asyncio.sleep(QUIET_WINDOW)
+            if (self._cpu_ticks() - before) / hz <= QUIET_CPU * QUIET_WINDOW:
+                break
+        return time.monotonic() - start
+
     async def phase(self, phase: str, action, **arm):
         """Arm the observer, run *action* (blocking: in a thread), wait for the moves.
 
         :returns: ((ms to the first call moved, ms to the last), what *action* returned)
         """
         await asyncio.sleep(SETTLE)
+        self.settle_s.append(await self.quiet())
         done = self.observer.arm_phase(phase, self.victims, **arm)
         result = await asyncio.get_running_loop().run_in_executor(None, action)
         try:
@@ -202,8 +244,11 @@ class RoutingBench(Bench):
             out["unplug"] = (out["unplug"][0], None)  # not all back: incomplete
         return out
 
-    async def series(self, reactor: Reactor, trials: int) -> Series:
-        s = Series(self.server.name, len(self.victims), reactor.name)
+    async def series(self, reactor: Reactor, trials: int, s: Series | None = None) -> Series:
+        """Run one warm-up trial and *trials* more with *reactor*; their latencies are added
+        to *s* (a new :class:`Series` by default)."""
+        if s is None:
+            s = Series(self.server.name, len(self.victims), reactor.name)
         for k in range(trials + 1):
             result = await self.trial()
             if k == 0:
@@ -234,23 +279,36 @@ async def run_server(server: AudioServer, args: argparse.Namespace, workdir: Pat
             await bench.add_victims(count)
             print(f"  {count} call(s) linked on {bench.sinks[0]}", flush=True)
             trials = args.trials or (20 if count == 1 else 10)
-            for reactor in (ReferenceMover(server, workdir),
-                            DaemonReactor(server, workdir, config_home)):
-                try:
-                    t = time.monotonic()
-                    await reactor.start()
-                    if isinstance(reactor, DaemonReactor):
-                        await reactor.wait_connected(count)
-                    s = await bench.series(reactor, trials)
-                    results.append(s)
-                    print(f"  {reactor.name:9s} {count:3d} call(s): {trials} trials "
-                          f"({time.monotonic() - t:.1f}s): plug all p50 "
-                          f"{pct(s.all_ms['plug'], 50):.2f} ms, unplug all p50 "
-                          f"{pct(s.all_ms['unplug'], 50):.2f} ms"
-                          + (f", {s.incomplete} incomplete" if s.incomplete else ""), flush=True)
-                finally:
-                    reactor.stop()
-                await bench.wait_back()
+            rounds = max(1, min(args.rounds, trials))
+            made = {"reference": lambda: ReferenceMover(server, workdir),
+                    "daemon": lambda: DaemonReactor(server, workdir, config_home)}
+            series = {name: Series(server.name, count, name) for name in made}
+            for r in range(rounds):
+                # ABBA: each reactor runs first in every other round
+                order = ("reference", "daemon") if r % 2 == 0 else ("daemon", "reference")
+                share = trials // rounds + (1 if r < trials % rounds else 0)
+                for name in order:
+                    reactor = made[name]()
+                    try:
+                        t = time.monotonic()
+                        await reactor.start()
+                        if isinstance(reactor, DaemonReactor):
+                            await reactor.wait_connected(count)
+                        s = await bench.series(reactor, share, series[name])
+                        print(f"  {reactor.name:9s} {count:3d} call(s), round {r + 1}/{rounds}: "
+                              f"{share} trials ({time.monotonic() - t:.1f}s): plug all p50 "
+                              f"{pct(s.all_ms['plug'], 50):.2f} ms, unplug all p50 "
+                              f"{pct(s.all_ms['unplug'], 50):.2f} ms so far"
+                              + (f", {s.incomplete} incomplete" if s.incomplete else ""),
+                              flush=True)
+                    finally:
+                        reactor.stop()
+                    await bench.wait_back()
+            results.extend(series.values())
+            waits, bench.settle_s = bench.settle_s, []
+            print(f"  before each phase, waited for a quiet server: p50 {pct(waits, 50):.1f} s, "
+                  f"max {max(waits):.1f} s, {sum(w >= QUIET_TIMEOUT for w in waits)} never quiet",
+                  flush=True)
         return version
     finally:
         bench.observer.close()
@@ -292,6 +350,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--calls", default="1,50", help="comma-separated call counts")
     p.add_argument("--streams-per-process", type=int, default=10, metavar="N",
                    help="calls per bench/victims.py process (default 10)")
+    p.add_argument("--rounds", type=int, default=2,
+                   help="rounds the trials are split into, the reactors taking turns to go "
+                        "first (ABBA; default 2); each round starts its reactor afresh and "
+                        "begins with a warm-up trial")
     p.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = p.parse_args(argv)
     args.servers = [s for s in args.servers.split(",") if s]
