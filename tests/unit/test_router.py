@@ -85,6 +85,17 @@ async def call_and_music(server, start):
     return daemon
 
 
+def on_a_set_clock(daemon) -> tuple[list[float], list]:
+    """Give the router a clock the test sets (``now[0]``, seconds) and collect its route
+    changes; returns ``(now, changes)``."""
+    router = daemon.reconciler.router
+    now = [1000.0]
+    router.clock = lambda: now[0]
+    changes: list = []
+    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    return now, changes
+
+
 async def test_a_usb_headset_takes_the_call_not_the_music_and_gives_it_back(server, start):
     daemon = await call_and_music(server, start)
     router = daemon.reconciler.router
@@ -136,11 +147,7 @@ async def test_a_device_that_comes_or_goes_is_routed_without_a_decision_pass(ser
 
 async def test_a_suspend_whose_resume_never_comes_is_forgotten(server, start):
     daemon = await call_and_music(server, start)
-    router = daemon.reconciler.router
-    now = [1000.0]
-    router.clock = lambda: now[0]
-    changes = []
-    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    now, changes = on_a_set_clock(daemon)
     daemon.reconciler.sleep_changed(True)
     now[0] += ASLEEP_S + 1  # (the monotonic clock stops while the machine sleeps)
     plug(server, USB)
@@ -179,11 +186,7 @@ async def test_a_sinks_monitor_going_first_sends_its_rescued_call_on_and_never_b
 async def test_after_a_resume_the_devices_changes_are_wake_from_sleep_for_a_while(server,
                                                                                  start):
     daemon = await call_and_music(server, start)
-    router = daemon.reconciler.router
-    now = [1000.0]
-    router.clock = lambda: now[0]
-    changes = []
-    router.on_route_change.append(lambda sid, change, streams: changes.append(change))
+    now, changes = on_a_set_clock(daemon)
     plug(server, USB)
     await until(lambda: on(server, CALL) == "sink:7", "the call on the headset")
     assert [c.reason for c in changes] == [RouteChangeReason.newDeviceAvailable]
